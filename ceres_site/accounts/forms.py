@@ -1,0 +1,41 @@
+from django import forms
+from django.contrib.auth.password_validation import validate_password
+
+from .models import User
+
+
+class EmailField(forms.EmailField):
+    def to_python(self, value):
+        return super().to_python(value).lower()
+
+
+class SignupForm(forms.Form):
+    email = EmailField(label="Email", max_length=254)
+    first_name = forms.CharField(label="Nombre", max_length=150)
+    password = forms.CharField(label="Contraseña", widget=forms.PasswordInput, strip=False)
+
+    def clean_first_name(self):
+        name = self.cleaned_data["first_name"]
+        if any(ch in name for ch in "\r\n\t\x00"):
+            raise forms.ValidationError("El nombre no puede contener saltos de línea ni caracteres de control.")
+        return name
+
+    def clean_email(self):
+        email = self.cleaned_data["email"]
+        if User.objects.filter(email__iexact=email).exists():
+            raise forms.ValidationError("Ya existe una cuenta con ese email.")
+        return email
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("password"):
+            candidate = User(email=cleaned.get("email", ""), first_name=cleaned.get("first_name", ""))
+            try:
+                validate_password(cleaned["password"], candidate)
+            except forms.ValidationError as error:
+                self.add_error("password", error)
+        return cleaned
+
+
+class ResendForm(forms.Form):
+    email = EmailField(label="Email", max_length=254)

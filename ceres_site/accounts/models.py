@@ -1,0 +1,57 @@
+from django.contrib.auth.models import AbstractUser
+from django.db import models
+from django.db.models.functions import Lower
+
+
+class User(AbstractUser):
+    """A person of the platform; signups use their email as username, staff keep short usernames."""
+
+    email = models.EmailField("email", blank=True)
+    email_verified_at = models.DateTimeField("email verificado", null=True, blank=True)
+
+    class Meta(AbstractUser.Meta):
+        swappable = "AUTH_USER_MODEL"
+        constraints = [
+            models.UniqueConstraint(Lower("email"), condition=~models.Q(email=""), name="accounts_user_email_unique"),
+        ]
+
+    @property
+    def is_verified(self) -> bool:
+        return self.email_verified_at is not None
+
+
+class VerificationToken(models.Model):
+    """A single-use email verification token, stored as selector + hash of the secret part.
+
+    The link carries `<selector>/<verifier>`; only `sha256(verifier)` is kept, so neither the
+    database, Redis nor admin ever holds a usable token.
+    """
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="verification_tokens")
+    selector = models.CharField(max_length=32, unique=True)
+    verifier_hash = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(db_index=True)
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"token {self.selector[:6]}… for user {self.user_id}"
+
+
+class EmailDelivery(models.Model):
+    """One email actually handed to the mail server; lets a re-run job see it was already sent."""
+
+    class Kind(models.TextChoices):
+        VERIFY = "verify", "verificación"
+        WELCOME = "welcome", "bienvenida"
+
+    user = models.ForeignKey(User, on_delete=models.SET_NULL, null=True, related_name="email_deliveries")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    delivery_key = models.CharField(max_length=200, unique=True)  # job id + job creation time
+    sent_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        verbose_name_plural = "email deliveries"
+
+    def __str__(self) -> str:
+        return f"{self.kind} to user {self.user_id} at {self.sent_at:%Y-%m-%d %H:%M}"

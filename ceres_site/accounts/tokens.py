@@ -1,0 +1,72 @@
+"""Verification tokens: issue, check, consume. Time comes from `_now()` so tests can move it."""
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+from enum import Enum
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+from django.utils.crypto import constant_time_compare
+
+from .models import User, VerificationToken
+
+
+def _now():
+    return timezone.now()
+
+
+def _hash(verifier: str) -> str:
+    return hashlib.sha256(verifier.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class RawToken:
+    selector: str
+    verifier: str  # exists only here and in the email link
+
+
+def token_issue(*, user: User) -> RawToken:
+    selector, verifier = secrets.token_urlsafe(12), secrets.token_urlsafe(32)
+    VerificationToken.objects.create(
+        user=user,
+        selector=selector,
+        verifier_hash=_hash(verifier),
+        expires_at=_now() + timedelta(hours=settings.VERIFICATION_TOKEN_TTL_HOURS),
+    )
+    return RawToken(selector, verifier)
+
+
+class Outcome(Enum):
+    VERIFIED = "verified"
+    ALREADY_VERIFIED = "already_verified"
+    EXPIRED = "expired"
+    USED = "used"
+    INVALID = "invalid"
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    outcome: Outcome
+    user: User | None = None
+
+
+def token_verify(*, selector: str, verifier: str) -> VerifyResult:
+    """Consume the token and mark its user verified (once). Call inside no transaction of yours."""
+    with transaction.atomic():
+        token = VerificationToken.objects.select_for_update().select_related("user").filter(selector=selector).first()
+        if token is None or not constant_time_compare(token.verifier_hash, _hash(verifier)):
+            return VerifyResult(Outcome.INVALID)
+        user = token.user
+        if token.used_at is not None:
+            return VerifyResult(Outcome.ALREADY_VERIFIED if user.is_verified else Outcome.USED, user)
+        if user.is_verified:
+            return VerifyResult(Outcome.ALREADY_VERIFIED, user)
+        if token.expires_at <= _now():
+            return VerifyResult(Outcome.EXPIRED, user)
+        token.used_at = user.email_verified_at = _now()
+        token.save(update_fields=["used_at"])
+        user.save(update_fields=["email_verified_at"])
+        return VerifyResult(Outcome.VERIFIED, user)

@@ -1,0 +1,146 @@
+"""Settings for Ceres jobs: every value comes from the environment, read here at the top.
+
+A `.env` file is read only when `DJANGO_READ_DOT_ENV=1` asks for it.
+"""
+
+import os
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+if env.bool("DJANGO_READ_DOT_ENV", default=False):
+    env.read_env(BASE_DIR / ".env")
+
+DEBUG = env.bool("DEBUG", default=False)
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured("Set the DJANGO_SECRET_KEY environment variable (required when DEBUG is off).")
+    SECRET_KEY = "insecure-local-development-key"
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"] if DEBUG else [])
+SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000").rstrip("/")
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[SITE_URL])
+
+# --- Redis and queues -------------------------------------------------------------------------
+REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/5")
+REDIS_PREFIX = env.str("REDIS_PREFIX", default="ceres:")
+# rq reads RQ_KEY_PREFIX once, when first imported; settings load before any app imports rq, so
+# every key rq writes starts with "<REDIS_PREFIX>queue:". The check jobs.E001 catches a late set.
+RQ_KEY_PREFIX = f"{REDIS_PREFIX}queue"
+os.environ["RQ_KEY_PREFIX"] = RQ_KEY_PREFIX
+
+# jobs.queues is plain data (no Django, no rq), so deriving RQ_QUEUES from it imports no app code.
+from jobs.queues import QUEUES  # noqa: E402
+
+RQ_QUEUES = {
+    name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": policy.timeout, "SERIALIZER": "rq.serializers.JSONSerializer"}
+    for name, policy in QUEUES.items()
+}
+RQ = {
+    "WORKER_CLASS": "jobs.worker.CeresWorker",
+    "SCHEDULER_CLASS": "jobs.scheduler.CeresScheduler",
+    # Producers decide when to enqueue (after commit); the queue itself enqueues at once.
+    "COMMIT_MODE": "auto",
+}
+# django-rq's own dashboard changes state on plain GETs; it stays unrouted.
+RQ_SHOW_ADMIN_LINK = False
+
+SLACK_WEBHOOK_URL = env.str("SLACK_WEBHOOK_URL", default="")
+QUEUES_UI_PASS = env.str("QUEUES_UI_PASS", default="")
+
+# --- Accounts ---------------------------------------------------------------------------------
+VERIFICATION_TOKEN_TTL_HOURS = env.int("VERIFICATION_TOKEN_TTL_HOURS", default=24)
+# A finished verify job younger than this makes a resend a no-op, so the resend button is no spam cannon.
+VERIFY_RESEND_COOLDOWN_SECONDS = env.int("VERIFY_RESEND_COOLDOWN_SECONDS", default=60)
+
+# --- Django -----------------------------------------------------------------------------------
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_rq",
+    "anymail",
+    "ceres_site.accounts",
+    "jobs",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "ceres_site.urls"
+WSGI_APPLICATION = "ceres_site.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": env.db_url("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'var' / 'db.sqlite3'}")}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+AUTH_USER_MODEL = "accounts.User"
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+# --- Email ------------------------------------------------------------------------------------
+# EMAIL_URL like smtp://user:pass@host:587 (smtp+tls://, smtp+ssl://); the console by default.
+# EMAIL_BACKEND (e.g. anymail.backends.mailgun.EmailBackend) with ANYMAIL (JSON) selects an ESP.
+_email = env.email_url("EMAIL_URL", default="consolemail://")
+EMAIL_BACKEND = env.str("EMAIL_BACKEND", default=_email["EMAIL_BACKEND"])
+EMAIL_HOST = _email["EMAIL_HOST"] or "localhost"
+EMAIL_PORT = _email["EMAIL_PORT"] or 25
+EMAIL_HOST_USER = _email["EMAIL_HOST_USER"] or ""
+EMAIL_HOST_PASSWORD = _email["EMAIL_HOST_PASSWORD"] or ""
+EMAIL_USE_TLS = _email.get("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = _email.get("EMAIL_USE_SSL", False)
+ANYMAIL = env.json("ANYMAIL", default={})
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Ceres <no-reply@ceres.localhost>")
+
+# --- Language and time ------------------------------------------------------------------------
+LANGUAGE_CODE = "es-ar"
+TIME_ZONE = env.str("TZ", default="America/Argentina/Cordoba")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "var" / "static"
+LOGIN_URL = "admin:login"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    # urllib3 logs full URLs at DEBUG; the Slack webhook URL is a secret.
+    "loggers": {"urllib3": {"level": "WARNING"}},
+}

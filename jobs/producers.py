@@ -1,0 +1,121 @@
+"""The only place that enqueues jobs.
+
+Every producer takes ids and small values (never model instances or secrets), gives its job a
+deterministic id, and enqueues it with RQ's atomic `unique=True`: calling a producer again while
+that job is pending returns the pending job instead of making a second one.
+
+What a repeated call does, by the state of the job with the same id:
+
+- queued, scheduled (waiting for a retry), deferred, started: nothing; the pending job is reported.
+- finished less than `cooldown` seconds ago: nothing (a resend button must not spam).
+- finished earlier, failed, stopped, canceled: the old job is replaced by a fresh one with the
+  whole retry budget, so a verification that failed for good never blocks a resend for a day.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+import django_rq
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+from redis.exceptions import WatchError
+from rq import Callback, Retry
+from rq.exceptions import DuplicateJobError, NoSuchJobError
+from rq.job import Job, JobStatus
+
+from jobs import queues
+from jobs.failures import on_job_failure
+
+DONE = {JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED}
+
+
+@dataclass(frozen=True)
+class Enqueued:
+    job_id: str
+    created: bool  # False: a job with this id was already pending (or finished within the cooldown)
+    status: str  # the job's state right after the call
+
+
+def enqueue_email_verify(*, user_id: int) -> Enqueued | None:
+    """Send the account verification email to the user (the worker issues the token)."""
+    return _after_commit(
+        lambda: _enqueue_unique(
+            queues.EMAIL.name,
+            "jobs.tasks.email.send_verify_email",
+            job_id=f"email-verify-{user_id}",
+            kwargs={"user_id": user_id},
+            cooldown=settings.VERIFY_RESEND_COOLDOWN_SECONDS,
+        )
+    )
+
+
+def enqueue_email_welcome(*, user_id: int) -> Enqueued | None:
+    """Send the welcome email once the user is verified."""
+    return _after_commit(
+        lambda: _enqueue_unique(
+            queues.EMAIL.name,
+            "jobs.tasks.email.send_welcome_email",
+            job_id=f"email-welcome-{user_id}",
+            kwargs={"user_id": user_id},
+        )
+    )
+
+
+def _after_commit(enqueue: Callable[[], Enqueued]) -> Enqueued | None:
+    """Enqueue now outside a transaction; inside one, only once it commits (and return None)."""
+    if transaction.get_connection().in_atomic_block:
+        transaction.on_commit(enqueue, robust=True)
+        return None
+    return enqueue()
+
+
+def _enqueue_unique(queue_name: str, func: str, *, job_id: str, kwargs: dict, cooldown: int = 0) -> Enqueued:
+    policy = queues.QUEUES[queue_name]  # read at call time, so tests can shrink a policy
+    queue = django_rq.get_queue(queue_name)
+    while True:
+        try:
+            job = queue.enqueue(
+                func,
+                kwargs=kwargs,
+                job_id=job_id,
+                unique=True,
+                job_timeout=policy.timeout,
+                result_ttl=policy.result_ttl,
+                failure_ttl=policy.failure_ttl,
+                retry=Retry(max=policy.retry_max, interval=list(policy.retry_intervals)) if policy.retry_max else None,
+                on_failure=Callback(on_job_failure),
+            )
+            return Enqueued(job_id=job.id, created=True, status=JobStatus.QUEUED.value)
+        except DuplicateJobError:
+            if not _delete_if_done(queue.connection, job_id, queue.serializer, cooldown):
+                return Enqueued(job_id=job_id, created=False, status=_status(queue, job_id))
+
+
+def _delete_if_done(connection, job_id: str, serializer, cooldown: int) -> bool:
+    """Delete the job if it has ended (and not within `cooldown`); True if the id may be free now."""
+    with connection.pipeline() as pipe:
+        try:
+            pipe.watch(Job.key_for(job_id))
+            try:
+                job = Job.fetch(job_id, connection=connection, serializer=serializer)
+            except NoSuchJobError:
+                return True  # expired meanwhile
+            status = job.get_status(refresh=False)
+            if status not in DONE:
+                return False
+            recent = timezone.now() - timedelta(seconds=cooldown)
+            if status == JobStatus.FINISHED and job.ended_at and job.ended_at > recent:
+                return False
+            pipe.multi()
+            job.delete(pipeline=pipe)
+            pipe.execute()
+        except WatchError:
+            pass  # the job changed under us: look again
+    return True
+
+
+def _status(queue, job_id: str) -> str:
+    job = queue.fetch_job(job_id)
+    return job.get_status(refresh=False).value if job else "gone"

@@ -1,0 +1,35 @@
+"""Every queue and its policy, declared once.
+
+Plain data on purpose: settings derive `RQ_QUEUES` from it, producers read their retry and TTLs
+from it, and the process definitions (`ecosystem/`) are checked against it. It imports neither
+Django nor rq, so reading it can never import rq before `RQ_KEY_PREFIX` is set.
+"""
+
+from dataclasses import dataclass
+
+HOUR = 3600
+DAY = 24 * HOUR
+
+
+@dataclass(frozen=True)
+class QueuePolicy:
+    name: str
+    concurrency: int  # worker processes that serve this queue
+    timeout: int  # seconds a single attempt may run
+    retry_max: int = 0  # retries after the first attempt
+    retry_intervals: tuple[int, ...] = ()  # seconds before each retry; the last repeats
+    result_ttl: int = HOUR  # how long a finished job stays in Redis
+    failure_ttl: int = DAY  # how long a failed job stays in Redis
+    alert_on_final_failure: bool = True  # the slack queue never alerts about itself
+
+
+EMAIL = QueuePolicy(
+    name="email", concurrency=5, timeout=60, retry_max=5, retry_intervals=(1, 5, 15, 60, 300)
+)
+SLACK = QueuePolicy(
+    name="slack", concurrency=10, timeout=30, retry_max=3, retry_intervals=(2,), alert_on_final_failure=False
+)
+MAINTENANCE = QueuePolicy(name="maintenance", concurrency=1, timeout=15 * 60)
+FILES = QueuePolicy(name="files", concurrency=2, timeout=5 * 60, retry_max=3, retry_intervals=(5, 30, 120))
+
+QUEUES: dict[str, QueuePolicy] = {policy.name: policy for policy in (EMAIL, SLACK, MAINTENANCE, FILES)}

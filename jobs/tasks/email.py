@@ -1,0 +1,108 @@
+"""Email queue tasks: the verification and welcome emails.
+
+Each task takes a user id, re-checks the database before acting (user gone or already verified:
+nothing to do, no retry), and records every delivery so a re-run of the same job sends nothing.
+Transient SMTP trouble (connection refused, timeouts, 4xx) raises and RQ retries on the email
+policy's schedule; permanent trouble (5xx, an invalid address) raises `PermanentJobError`, which
+fails the job at once.
+"""
+
+import logging
+import re
+import smtplib
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.mail import EmailMultiAlternatives
+from django.core.validators import validate_email
+from django.template.loader import render_to_string
+from django.urls import reverse
+from rq import get_current_job
+
+from ceres_site.accounts.models import EmailDelivery, User
+from ceres_site.accounts.tokens import token_issue
+from jobs.failures import PermanentJobError
+
+log = logging.getLogger(__name__)
+
+NAME_MAX = 60
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+
+
+def send_verify_email(user_id: int) -> str:
+    user, skip = _recipient(user_id)
+    if skip:
+        return skip
+    if user.is_verified:
+        return f"skipped: user {user.pk} is already verified"
+    key = _delivery_key()
+    if EmailDelivery.objects.filter(delivery_key=key).exists():
+        return f"skipped: already sent by this job ({key})"
+    token = token_issue(user=user)
+    link = settings.SITE_URL + reverse("accounts:verify", args=[token.selector, token.verifier])
+    _send(user, "emails/verify", "Confirmá tu cuenta de Ceres", {"link": link, "hours": settings.VERIFICATION_TOKEN_TTL_HOURS})
+    EmailDelivery.objects.create(user=user, kind=EmailDelivery.Kind.VERIFY, delivery_key=key)
+    return f"sent: verification email to user {user.pk}"
+
+
+def send_welcome_email(user_id: int) -> str:
+    user, skip = _recipient(user_id)
+    if skip:
+        return skip
+    if not user.is_verified:
+        return f"skipped: user {user.pk} is not verified"
+    if EmailDelivery.objects.filter(user=user, kind=EmailDelivery.Kind.WELCOME).exists():
+        return f"skipped: user {user.pk} was already welcomed"
+    _send(user, "emails/welcome", "¡Bienvenido/a a Ceres!", {"link": settings.SITE_URL + "/"})
+    EmailDelivery.objects.create(user=user, kind=EmailDelivery.Kind.WELCOME, delivery_key=_delivery_key())
+    return f"sent: welcome email to user {user.pk}"
+
+
+def display_name(first_name: str) -> str:
+    """The first name as it may appear in an email body: one line, no control characters, short."""
+    name = " ".join(_CONTROL.sub(" ", first_name).split())
+    return name if len(name) <= NAME_MAX else name[: NAME_MAX - 1] + "…"
+
+
+def _recipient(user_id) -> tuple[User | None, str]:
+    """The user to write to, or a reason to skip. Bad ids and bad addresses fail for good."""
+    try:
+        user_id = int(user_id)
+    except (TypeError, ValueError):
+        raise PermanentJobError(f"malformed payload: user_id={user_id!r} is not an integer") from None
+    user = User.objects.filter(pk=user_id).first()
+    if user is None:
+        log.warning("email job for user %s skipped: no such user", user_id)
+        return None, f"skipped: user {user_id} does not exist"
+    try:
+        validate_email(user.email)
+    except ValidationError:
+        raise PermanentJobError(f"user {user_id} has an invalid email address") from None
+    return user, ""
+
+
+def _delivery_key() -> str:
+    """Same for every attempt of one job, new for a job enqueued again under the same id."""
+    job = get_current_job()
+    return f"{job.id}@{job.created_at:%Y%m%dT%H%M%S.%f}"
+
+
+def _send(user: User, template: str, subject: str, context: dict) -> None:
+    context = {"name": display_name(user.first_name), **context}
+    message = EmailMultiAlternatives(
+        subject=subject,
+        body=render_to_string(f"{template}.txt", context),
+        to=[user.email],
+    )
+    message.attach_alternative(render_to_string(f"{template}.html", context), "text/html")
+    try:
+        message.send()
+    except smtplib.SMTPRecipientsRefused as exc:
+        codes = [code for code, _ in exc.recipients.values()]
+        if all(code >= 500 for code in codes):
+            raise PermanentJobError(f"recipient refused by the mail server ({codes[0]})") from exc
+        raise
+    except smtplib.SMTPResponseException as exc:
+        if exc.smtp_code >= 500:
+            raise PermanentJobError(f"mail server refused the message ({exc.smtp_code})") from exc
+        raise

@@ -1,0 +1,119 @@
+"""Shared fixtures: a clean real Redis per test, a real SMTP server, real RQ workers.
+
+The suite runs under `bin/with-test-services`, which starts redis-server and PostgreSQL and
+exports REDIS_URL / DATABASE_URL; nothing here fakes Redis, SMTP or the worker.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from email import message_from_bytes
+from email.policy import default as email_policy
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import django_rq
+import pytest
+from aiosmtpd.controller import Controller
+from django.db import connection, connections
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float = 10, interval: float = 0.05):
+    """Poll until `predicate()` is truthy; return its value or fail the test after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    pytest.fail(f"condition not met within {timeout}s: {getattr(predicate, '__name__', predicate)}")
+
+
+@pytest.fixture(autouse=True)
+def redis_conn():
+    """The queues' Redis connection, on an empty database before and after each test."""
+    conn = django_rq.get_connection("email")
+    conn.flushdb()
+    yield conn
+    conn.flushdb()
+
+
+class SmtpSink:
+    """A real SMTP server on loopback that keeps what it receives, or answers RCPT with `rcpt_reply`."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.messages = []
+        self.rcpt_times: list[float] = []  # time.time() of every RCPT, accepted or refused
+        self.rcpt_reply: str | None = None
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        self.rcpt_times.append(time.time())
+        if self.rcpt_reply:
+            return self.rcpt_reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        self.messages.append(message_from_bytes(envelope.content, policy=email_policy))
+        return "250 Message accepted"
+
+
+@pytest.fixture
+def smtp(settings):
+    sink = SmtpSink()
+    controller = Controller(sink, hostname="127.0.0.1", port=sink.port)
+    controller.start()
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", sink.port
+    settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
+    settings.EMAIL_HOST_USER = settings.EMAIL_HOST_PASSWORD = ""
+    yield sink
+    controller.stop()
+
+
+@pytest.fixture
+def work():
+    """Run a real (forking) worker in burst mode on the given queues, as `rqworker --burst` would."""
+
+    def run(*queue_names: str):
+        connections.close_all()  # the work-horse is forked; it must open its own DB connection
+        worker = django_rq.get_worker(*(queue_names or ("email",)))
+        worker.work(burst=True, with_scheduler=True)
+        return worker
+
+    return run
+
+
+@pytest.fixture
+def live_worker(smtp, tmp_path):
+    """Start `manage.py rqworker <queues> --with-scheduler` as its own process, on the test database."""
+    processes = []
+
+    def start(*queue_names: str):
+        db = urlsplit(os.environ["DATABASE_URL"])
+        env = {
+            **os.environ,
+            "DATABASE_URL": urlunsplit(db._replace(path="/" + connection.settings_dict["NAME"])),
+            "EMAIL_URL": f"smtp://127.0.0.1:{smtp.port}",
+        }
+        command = [sys.executable, "manage.py", "rqworker", *queue_names, "--with-scheduler"]
+        log = open(tmp_path / f"worker-{len(processes)}.log", "wb")
+        process = subprocess.Popen(command, cwd=BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT)
+        processes.append(process)
+        return process
+
+    yield start
+    for process in processes:
+        process.terminate()
+        process.wait(timeout=15)

@@ -1,0 +1,202 @@
+"""Email tasks through real workers and a real SMTP server."""
+
+import re
+import time
+from dataclasses import replace
+
+import django_rq
+import pytest
+from rq import Callback, Retry
+from django.test import Client
+from django.utils import timezone
+
+from ceres_site.accounts.models import EmailDelivery, User
+from jobs import queues
+from jobs.failures import on_job_failure
+from jobs.producers import enqueue_email_verify, enqueue_email_welcome
+from tests.conftest import free_port, wait_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+LINK = re.compile(r"https?://[^/\s]+(/accounts/verify/[^\s\"<]+/)")
+
+
+def make_user(email="juan@example.com", first_name="Juan", **extra):
+    return User.objects.create_user(username=email or "nobody", email=email, first_name=first_name, **extra)
+
+
+def job(job_id):
+    return django_rq.get_queue("email").fetch_job(job_id)
+
+
+def error_of(job):
+    return job.latest_result().exc_string
+
+
+def text_body(message):
+    return message.get_body(("plain",)).get_content()
+
+
+def test_verify_link_verifies_the_user_and_the_welcome_email_follows(smtp, work):
+    user = make_user()
+    enqueue_email_verify(user_id=user.pk)
+
+    work("email")
+
+    [verify] = smtp.messages
+    assert verify["To"] == "juan@example.com"
+    assert verify["Subject"] == "Confirmá tu cuenta de Ceres"
+    assert "Hola Juan" in text_body(verify)
+    html = verify.get_body(("html",)).get_content()
+    path = LINK.search(text_body(verify)).group(1)
+    assert path in html
+    assert job(f"email-verify-{user.pk}").get_status() == "finished"
+
+    response = Client().get(path)
+
+    assert response.status_code == 200 and "verificada" in response.content.decode()
+    user.refresh_from_db()
+    assert user.is_verified
+    work("email")
+    assert [m["Subject"] for m in smtp.messages] == ["Confirmá tu cuenta de Ceres", "¡Bienvenido/a a Ceres!"]
+    assert EmailDelivery.objects.filter(user=user).count() == 2
+
+
+def test_verify_job_for_a_verified_user_sends_nothing(smtp, work):
+    user = make_user(email_verified_at=timezone.now())
+    enqueue_email_verify(user_id=user.pk)
+
+    work("email")
+
+    assert smtp.messages == []
+    assert job(f"email-verify-{user.pk}").return_value() == f"skipped: user {user.pk} is already verified"
+
+
+def test_a_job_delivered_twice_sends_once(smtp, work):
+    """At-least-once delivery: the same job run again (e.g. after a crash) must not mail again."""
+    user = make_user()
+    enqueue_email_verify(user_id=user.pk)
+    work("email")
+    queue = django_rq.get_queue("email")
+    queue.push_job_id(f"email-verify-{user.pk}")  # redeliver the very same job
+
+    work("email")
+
+    assert len(smtp.messages) == 1
+    assert job(f"email-verify-{user.pk}").return_value().startswith("skipped: already sent by this job")
+
+
+def test_welcome_is_sent_once_per_user(smtp, work):
+    user = make_user(email_verified_at=timezone.now())
+    enqueue_email_welcome(user_id=user.pk)
+    work("email")
+    job(f"email-welcome-{user.pk}").delete()
+    enqueue_email_welcome(user_id=user.pk)
+
+    work("email")
+
+    assert [m["Subject"] for m in smtp.messages] == ["¡Bienvenido/a a Ceres!"]
+
+
+def test_recipient_refused_for_good_fails_at_once(smtp, work):
+    smtp.rcpt_reply = "550 5.1.1 No such user here"
+    user = make_user()
+    enqueue_email_verify(user_id=user.pk)
+
+    work("email")
+
+    failed = job(f"email-verify-{user.pk}")
+    assert failed.get_status() == "failed"
+    assert len(smtp.rcpt_times) == 1
+    assert "PermanentJobError: recipient refused by the mail server (550)" in error_of(failed)
+    assert django_rq.get_queue("email").scheduled_job_registry.get_job_ids() == []
+
+
+def test_smtp_down_schedules_a_retry(settings, smtp, work):
+    settings.EMAIL_PORT = free_port()  # nothing listens there: connection refused
+    user = make_user()
+    enqueue_email_verify(user_id=user.pk)
+
+    work("email")
+
+    retrying = job(f"email-verify-{user.pk}")
+    assert retrying.get_status() == "scheduled" and retrying.retries_left == 4
+    assert django_rq.get_queue("email").scheduled_job_registry.get_job_ids() == [retrying.id]
+
+
+@pytest.mark.slow
+def test_temporary_refusal_retries_five_times_on_the_policy_schedule(smtp, live_worker, monkeypatch):
+    """451 on every attempt: 6 attempts, gaps growing like the policy's (shrunk here to 1..5 s)."""
+    intervals = (1, 2, 3, 4, 5)
+    monkeypatch.setitem(queues.QUEUES, "email", replace(queues.EMAIL, retry_intervals=intervals))
+    smtp.rcpt_reply = "451 4.3.0 Mailbox busy, try again later"
+    user = make_user()
+    enqueue_email_verify(user_id=user.pk)
+
+    live_worker("email")
+
+    wait_for(lambda: job(f"email-verify-{user.pk}").get_status() == "failed", timeout=60)
+    assert len(smtp.rcpt_times) == 6
+    gaps = [b - a for a, b in zip(smtp.rcpt_times, smtp.rcpt_times[1:])]
+    for gap, interval in zip(gaps, intervals):
+        assert interval - 0.1 <= gap <= interval + 2.5, gaps  # + the scheduler's 1 s poll and a dequeue
+    assert "SMTPRecipientsRefused" in error_of(job(f"email-verify-{user.pk}"))
+
+
+# --- bad input ------------------------------------------------------------------------------
+
+
+def test_unknown_user_is_skipped_with_a_clear_result(smtp, work):
+    enqueue_email_verify(user_id=999_999)
+
+    work("email")
+
+    finished = job("email-verify-999999")
+    assert finished.get_status() == "finished"
+    assert finished.return_value() == "skipped: user 999999 does not exist"
+    assert smtp.rcpt_times == []
+
+
+@pytest.mark.parametrize("email", ["not-an-address", "juan@example.com\r\nBcc: victim@example.com", ""])
+def test_invalid_address_fails_once_without_retries(smtp, work, email):
+    user = make_user(email=email)
+    enqueue_email_verify(user_id=user.pk)
+
+    work("email")
+
+    failed = job(f"email-verify-{user.pk}")
+    assert failed.get_status() == "failed"
+    assert f"PermanentJobError: user {user.pk} has an invalid email address" in error_of(failed)
+    assert smtp.rcpt_times == []
+    assert django_rq.get_queue("email").scheduled_job_registry.get_job_ids() == []
+
+
+def test_malformed_payload_fails_once_with_a_clear_error(smtp, work):
+    django_rq.get_queue("email").enqueue(
+        "jobs.tasks.email.send_verify_email",
+        kwargs={"user_id": "42; DROP TABLE"},
+        job_id="email-verify-bad",
+        retry=Retry(max=5, interval=1),
+        on_failure=Callback(on_job_failure),
+    )
+
+    work("email")
+
+    failed = job("email-verify-bad")
+    assert failed.get_status() == "failed"
+    assert "malformed payload: user_id='42; DROP TABLE' is not an integer" in error_of(failed)
+
+
+def test_first_name_with_line_breaks_cannot_inject_headers(smtp, work):
+    user = make_user(first_name="Juan\r\nBcc: victim@example.com\r\n\r\n<b>hola</b>" + "x" * 80)
+    enqueue_email_verify(user_id=user.pk)
+
+    work("email")
+
+    [message] = smtp.messages
+    assert message["Bcc"] is None and message["To"] == "juan@example.com"
+    first_line = text_body(message).splitlines()[0]
+    assert first_line.startswith("Hola Juan Bcc: victim@example.com <b>hola</b>xxx")
+    assert len(first_line) < 80
+    html = message.get_body(("html",)).get_content()
+    assert "&lt;b&gt;hola&lt;/b&gt;" in html and "<b>hola</b>" not in html
