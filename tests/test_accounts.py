@@ -1,0 +1,188 @@
+"""The flow a person can try: signup, the verify link in all its outcomes, resend, admin, shell."""
+
+from datetime import timedelta
+
+import django_rq
+import pytest
+from django.core.management import CommandError, call_command
+from django.urls import reverse
+from django.utils import timezone
+
+from ceres_site.accounts import tokens
+from ceres_site.accounts.models import User, VerificationToken
+
+pytestmark = pytest.mark.django_db(transaction=True)  # producers enqueue on commit
+
+
+def email_job_ids():
+    return django_rq.get_queue("email").job_ids
+
+
+def make_user(email="ana@example.com", **extra):
+    return User.objects.create_user(username=email, email=email, first_name="Ana", **extra)
+
+
+def signup(client, **fields):
+    data = {"email": "Ana@Example.com", "first_name": "Ana", "password": "una-clave-bien-larga-42", **fields}
+    return client.post(reverse("accounts:signup"), data)
+
+
+def test_signup_creates_an_unverified_user_and_enqueues_the_verify_email(client):
+    response = signup(client)
+
+    assert response.status_code == 302 and response["Location"] == reverse("accounts:signup_done")
+    user = User.objects.get()
+    assert user.email == "ana@example.com" and not user.is_verified and user.check_password("una-clave-bien-larga-42")
+    assert email_job_ids() == [f"email-verify-{user.pk}"]
+
+
+def test_signup_with_a_taken_email_says_so_and_enqueues_nothing(client):
+    make_user()
+
+    response = signup(client)
+
+    assert response.status_code == 200
+    assert "Ya existe una cuenta con ese email." in response.content.decode()
+    assert email_job_ids() == []
+
+
+@pytest.mark.parametrize(
+    "fields,error",
+    [
+        ({"email": "no-es-un-email"}, "Introduzca una dirección de email válida."),
+        ({"first_name": "Ana\r\nBcc: x@example.com"}, "no puede contener saltos de línea"),
+        ({"first_name": "A" * 10_000}, "tenga como máximo 150 caracteres"),
+        ({"password": "123"}, "contraseña"),
+    ],
+)
+def test_signup_with_bad_input_shows_a_clear_error(client, fields, error):
+    response = signup(client, **fields)
+
+    assert response.status_code == 200 and error in response.content.decode()
+    assert User.objects.count() == 0 and email_job_ids() == []
+
+
+def test_signup_page_has_csrf_protection(client):
+    from django.test import Client
+
+    response = Client(enforce_csrf_checks=True).post(reverse("accounts:signup"), {"email": "a@example.com"})
+
+    assert response.status_code == 403
+
+
+def verify(client, token):
+    return client.get(reverse("accounts:verify", args=[token.selector, token.verifier]))
+
+
+def test_verify_link_marks_the_user_verified_once_and_enqueues_the_welcome(client):
+    user = make_user()
+    token = tokens.token_issue(user=user)
+
+    first, second = verify(client, token), verify(client, token)
+
+    assert first.status_code == 200 and "¡Cuenta verificada!" in first.content.decode()
+    assert second.status_code == 200 and "ya estaba verificada" in second.content.decode()
+    user.refresh_from_db()
+    assert user.is_verified
+    assert email_job_ids() == [f"email-welcome-{user.pk}"]
+
+
+def test_tokens_are_stored_only_as_a_hash(client):
+    token = tokens.token_issue(user=make_user())
+
+    stored = VerificationToken.objects.get()
+    assert stored.selector == token.selector and stored.verifier_hash != token.verifier
+    assert token.verifier not in str(VerificationToken.objects.values_list())
+
+
+def test_expired_link_is_rejected_with_a_way_to_ask_again(client, monkeypatch):
+    user = make_user()
+    token = tokens.token_issue(user=user)
+    later = timezone.now() + timedelta(hours=24, seconds=1)
+    monkeypatch.setattr(tokens, "_now", lambda: later)
+
+    response = verify(client, token)
+
+    assert response.status_code == 400 and "El enlace venció" in response.content.decode()
+    assert reverse("accounts:resend") in response.content.decode()
+    user.refresh_from_db()
+    assert not user.is_verified and email_job_ids() == []
+
+
+def test_wrong_or_unknown_token_is_rejected(client):
+    user = make_user()
+    token = tokens.token_issue(user=user)
+
+    for selector, verifier in [(token.selector, token.verifier[:-1] + "x"), ("nope", token.verifier)]:
+        response = client.get(reverse("accounts:verify", args=[selector, verifier]))
+        assert response.status_code == 400 and "no es válido" in response.content.decode()
+    user.refresh_from_db()
+    assert not user.is_verified
+
+
+def test_used_token_of_a_user_still_unverified_is_rejected(client):
+    user = make_user()
+    token = tokens.token_issue(user=user)
+    VerificationToken.objects.update(used_at=timezone.now())
+
+    response = verify(client, token)
+
+    assert response.status_code == 400 and "ya fue usado" in response.content.decode()
+
+
+def test_resend_page_enqueues_for_an_unverified_user_and_answers_the_same_for_anyone(client):
+    user = make_user()
+    make_user(email="verificada@example.com", email_verified_at=timezone.now())
+
+    answers = [
+        client.post(reverse("accounts:resend"), {"email": email}).content
+        for email in ("ANA@example.com", "nadie@example.com", "verificada@example.com")
+    ]
+
+    assert answers[0] == answers[1] == answers[2]
+    assert email_job_ids() == [f"email-verify-{user.pk}"]
+
+
+def test_admin_action_resends_through_the_producer(admin_client):
+    pending, fresh = make_user(), make_user(email="beto@example.com")
+    verified = make_user(email="caro@example.com", email_verified_at=timezone.now())
+    call_command("enqueue_verify", str(pending.pk), stdout=open("/dev/null", "w"))
+
+    response = admin_client.post(
+        reverse("admin:accounts_user_changelist"),
+        {"action": "resend_verification_email", "_selected_action": [pending.pk, fresh.pk, verified.pk]},
+        follow=True,
+    )
+
+    assert "Encolados: 1. Ya pendientes o enviados hace instantes: 1. Ya verificados: 1." in response.content.decode()
+    assert sorted(email_job_ids()) == sorted([f"email-verify-{pending.pk}", f"email-verify-{fresh.pk}"])
+
+
+def test_enqueue_verify_command_reports_each_user(capsys):
+    ana, beto = make_user(), make_user(email="beto@example.com", email_verified_at=timezone.now())
+
+    call_command("enqueue_verify", "ana@example.com", str(ana.pk), str(beto.pk))
+
+    out = capsys.readouterr().out.splitlines()
+    assert out == [
+        f"ana@example.com: enqueued as email-verify-{ana.pk}",
+        f"{ana.pk}: already pending (queued) as email-verify-{ana.pk}",
+        f"{beto.pk}: already verified, nothing to send",
+    ]
+
+
+def test_enqueue_verify_command_fails_for_unknown_users(capsys):
+    with pytest.raises(CommandError, match="1 of 1 users not found"):
+        call_command("enqueue_verify", "nadie@example.com")
+    assert "nadie@example.com: no such user" in capsys.readouterr().err
+
+
+def test_ensure_admin_creates_the_staff_user_once(settings, client):
+    settings.QUEUES_UI_PASS = "clave-del-panel"
+
+    call_command("ensure_admin", stdout=open("/dev/null", "w"))
+    call_command("ensure_admin", stdout=open("/dev/null", "w"))
+
+    admin = User.objects.get(username="admin")
+    assert admin.is_staff and admin.is_superuser
+    assert client.login(username="admin", password="clave-del-panel")

@@ -1,0 +1,96 @@
+"""Configuration promises: key prefix and DB 5, JSON workers, required settings, checks, no unsafe routes."""
+
+import os
+import subprocess
+import sys
+
+import django_rq
+import pytest
+from django.core import checks
+from django.urls import NoReverseMatch, reverse
+from rq.serializers import DefaultSerializer, JSONSerializer
+
+from ceres_site.accounts.models import User
+from jobs.producers import enqueue_email_verify
+from jobs.queues import QUEUES
+from tests.conftest import BASE_DIR, free_port
+
+
+@pytest.mark.django_db(transaction=True)
+def test_after_a_flow_every_key_is_under_the_prefix_in_db_5(redis_conn, smtp, work, settings, client):
+    user = User.objects.create_user(username="a@example.com", email="a@example.com", first_name="Ana")
+    enqueue_email_verify(user_id=user.pk)
+    work("email")  # verify email sent
+    enqueue_email_verify(user_id=999_999)  # unknown user: finished, skipped
+    settings.EMAIL_PORT = free_port()
+    User.objects.create_user(username="b@example.com", email="b@example.com")
+    enqueue_email_verify(user_id=User.objects.get(username="b@example.com").pk)
+    work("email")  # one retry scheduled
+    scheduler = django_rq.get_scheduler("maintenance")
+    scheduler.run(burst=True)
+
+    keys = sorted(key.decode() for key in redis_conn.keys("*"))
+
+    assert redis_conn.connection_pool.connection_kwargs["db"] == 5
+    assert set(redis_conn.info("keyspace")) == {"db5"}
+    assert keys and all(key.startswith("ceres:queue:") for key in keys), keys
+    assert "ceres:queue:queue:email" not in keys  # drained
+    assert f"ceres:queue:job:email-verify-{user.pk}" in keys
+    assert "ceres:queue:scheduled:email" in keys
+    assert any(key.startswith("ceres:queue:scheduler_instance:") for key in keys)
+
+
+def test_rq_scheduler_keys_carry_the_prefix():
+    scheduler = django_rq.get_scheduler("maintenance")
+    for key in (scheduler.scheduler_key, scheduler.scheduler_lock_key, scheduler.scheduled_jobs_key, scheduler.key):
+        assert key.startswith("ceres:queue:scheduler")
+
+
+@pytest.mark.parametrize("passed", [None, "rq.serializers.DefaultSerializer", DefaultSerializer])
+def test_workers_speak_json_whatever_they_are_given(passed):
+    worker = django_rq.get_worker("email", "slack", serializer=passed)
+
+    assert type(worker).__name__ == "CeresWorker"
+    assert worker.serializer is JSONSerializer
+    assert {queue.serializer for queue in worker.queues} == {JSONSerializer}
+
+
+def test_rq_queues_are_derived_from_the_policies(settings):
+    assert set(settings.RQ_QUEUES) == set(QUEUES) == {"email", "slack", "maintenance", "files"}
+    for name, policy in QUEUES.items():
+        queue = django_rq.get_queue(name)
+        assert queue.serializer is JSONSerializer and queue._default_timeout == policy.timeout
+
+
+def test_key_prefix_check_reports_a_mismatch(settings):
+    assert not [e for e in checks.run_checks() if e.id.startswith("jobs.")]
+
+    settings.RQ_KEY_PREFIX = "other:queue"
+
+    assert [e.id for e in checks.run_checks() if e.id.startswith("jobs.")] == ["jobs.E001"]
+
+
+def run_django(env_overrides: dict) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("DJANGO_SECRET_KEY", "DEBUG")}
+    env.update(env_overrides)
+    return subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=BASE_DIR, env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_missing_secret_key_fails_at_start_naming_it():
+    result = run_django({"DEBUG": "0"})
+
+    assert result.returncode != 0
+    assert "Set the DJANGO_SECRET_KEY environment variable" in result.stderr
+
+
+def test_debug_runs_without_a_secret_key():
+    assert run_django({"DEBUG": "1"}).returncode == 0
+
+
+def test_django_rq_dashboard_is_not_routed(admin_client):
+    with pytest.raises(NoReverseMatch):
+        reverse("admin:django_rq_dashboard_changelist")
+    for path in ("/admin/django_rq/dashboard/", "/django-rq/", "/admin/django_rq/", "/admin/django_rq/dashboard/queues/0/empty/"):
+        assert admin_client.get(path).status_code == 404, path
