@@ -171,20 +171,30 @@ def test_invalid_address_fails_once_without_retries(smtp, work, email):
     assert django_rq.get_queue("email").scheduled_job_registry.get_job_ids() == []
 
 
-def test_malformed_payload_fails_once_with_a_clear_error(smtp, work):
+def enqueue_by_hand(func: str, job_id: str, **kwargs):
+    """A job no producer would make, with the email queue's retries and failure hook."""
     django_rq.get_queue("email").enqueue(
-        "jobs.tasks.email.send_verify_email",
-        kwargs={"user_id": "42; DROP TABLE"},
-        job_id="email-verify-bad",
-        retry=Retry(max=5, interval=1),
-        on_failure=Callback(on_job_failure),
+        func, kwargs=kwargs, job_id=job_id, retry=Retry(max=5, interval=1), on_failure=Callback(on_job_failure)
     )
+
+
+@pytest.mark.parametrize(
+    "func,kwargs,error",
+    [
+        ("send_verify_email", {"user_id": "42; DROP TABLE"}, "malformed payload: user_id='42; DROP TABLE' is not"),
+        ("send_welcome_email", {"user_id": None}, "malformed payload: user_id=None is not an integer"),
+        ("send_newsletter", {"issue": 1}, "the newsletter job is declared but not implemented yet"),
+    ],
+)
+def test_malformed_or_unimplemented_jobs_fail_once_with_a_clear_error(smtp, work, func, kwargs, error):
+    enqueue_by_hand(f"jobs.tasks.email.{func}", "email-bad", **kwargs)
 
     work("email")
 
-    failed = job("email-verify-bad")
+    failed = job("email-bad")
     assert failed.get_status() == "failed"
-    assert "malformed payload: user_id='42; DROP TABLE' is not an integer" in error_of(failed)
+    assert f"PermanentJobError: {error}" in error_of(failed)
+    assert django_rq.get_queue("email").scheduled_job_registry.get_job_ids() == []
 
 
 def test_first_name_with_line_breaks_cannot_inject_headers(smtp, work):
