@@ -1,9 +1,13 @@
-"""What happens when a job attempt fails.
+"""What happens when one attempt of a job fails.
 
 `on_job_failure` is attached to every job by the producers. RQ calls it on *every* failed
-attempt, before it decides whether to retry, so it is the one place where a task's
-`PermanentJobError` can cut the retries short.
+attempt, before it decides whether to retry (and also for a job found abandoned by a dead
+worker), so it is where a task's error can change the retry: `PermanentJobError` cuts the
+retries short, an error with `retry_after` (Slack's 429) stretches the next delay. It also logs
+the attempt in the job's meta, which the dead-letter archive keeps.
 """
+
+from rq.utils import now
 
 
 class PermanentJobError(Exception):
@@ -13,3 +17,18 @@ class PermanentJobError(Exception):
 def on_job_failure(job, connection, exc_type, exc_value, traceback) -> None:
     if isinstance(exc_value, PermanentJobError):
         job.retries_left = 0
+    elif getattr(exc_value, "retry_after", None) and job.retries_left:
+        job.retry_intervals = _with_next_delay(job.retry_intervals or [0], job.retries_left, exc_value.retry_after)
+    record_attempt(job, f"{exc_type.__name__}: {exc_value}")
+
+
+def record_attempt(job, error: str) -> None:
+    job.meta.setdefault("failures", []).append({"at": now().isoformat(), "error": error.splitlines()[0][:300] if error else ""})
+    job.save_meta()
+
+
+def _with_next_delay(intervals: list[int], retries_left: int, delay: int) -> list[int]:
+    """The remaining schedule spelled out (RQ picks `intervals[len - retries_left]`), next delay >= `delay`."""
+    remaining = [intervals[max(len(intervals) - left, 0)] for left in range(retries_left, 0, -1)]
+    remaining[0] = max(remaining[0], delay)
+    return remaining

@@ -15,6 +15,7 @@ What a repeated call does, by the state of the job with the same id:
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from uuid import uuid4
 
 import django_rq
 from django.conf import settings
@@ -63,6 +64,37 @@ def enqueue_email_welcome(*, user_id: int) -> Enqueued | None:
     )
 
 
+def enqueue_slack_alert(*, text: str, dedupe_key: str | None = None) -> Enqueued | None:
+    """Post `text` to Slack. With `dedupe_key`, the same alert is posted once however often asked."""
+    return _after_commit(
+        lambda: _enqueue_unique(
+            queues.SLACK.name,
+            "jobs.tasks.slack.post_to_slack",
+            job_id=f"slack-{dedupe_key}" if dedupe_key else f"slack-{uuid4().hex}",
+            kwargs={"text": text},
+        )
+    )
+
+
+def schedule_alert_flush(*, queue_name: str, delay: int) -> Enqueued | None:
+    """Gather the final failures of `queue_name` into one Slack message in `delay` seconds."""
+    return _after_commit(
+        lambda: _enqueue_unique(
+            queues.SLACK.name,
+            "jobs.alerts.flush_alerts",
+            job_id=f"slack-flush-{queue_name}",
+            kwargs={"queue_name": queue_name},
+            delay=delay,
+            result_ttl=0,  # frees the id once done, so the next failure schedules the next flush
+        )
+    )
+
+
+def enqueue_stored_call(*, queue_name: str, func: str, job_id: str, kwargs: dict) -> Enqueued:
+    """Run a stored call again (a dead letter retried by staff), under the same id and uniqueness rules."""
+    return _enqueue_unique(queue_name, func, job_id=job_id, kwargs=kwargs)
+
+
 def _after_commit(enqueue: Callable[[], Enqueued]) -> Enqueued | None:
     """Enqueue now outside a transaction; inside one, only once it commits (and return None)."""
     if transaction.get_connection().in_atomic_block:
@@ -71,23 +103,35 @@ def _after_commit(enqueue: Callable[[], Enqueued]) -> Enqueued | None:
     return enqueue()
 
 
-def _enqueue_unique(queue_name: str, func: str, *, job_id: str, kwargs: dict, cooldown: int = 0) -> Enqueued:
+def _enqueue_unique(
+    queue_name: str,
+    func: str,
+    *,
+    job_id: str,
+    kwargs: dict,
+    cooldown: int = 0,
+    delay: int = 0,
+    result_ttl: int | None = None,
+) -> Enqueued:
     policy = queues.QUEUES[queue_name]  # read at call time, so tests can shrink a policy
     queue = django_rq.get_queue(queue_name)
+    options = dict(
+        kwargs=kwargs,
+        job_id=job_id,
+        unique=True,
+        job_timeout=policy.timeout,
+        result_ttl=policy.result_ttl if result_ttl is None else result_ttl,
+        failure_ttl=policy.failure_ttl,
+        retry=Retry(max=policy.retry_max, interval=list(policy.retry_intervals)) if policy.retry_max else None,
+        on_failure=Callback(on_job_failure),
+    )
     while True:
         try:
-            job = queue.enqueue(
-                func,
-                kwargs=kwargs,
-                job_id=job_id,
-                unique=True,
-                job_timeout=policy.timeout,
-                result_ttl=policy.result_ttl,
-                failure_ttl=policy.failure_ttl,
-                retry=Retry(max=policy.retry_max, interval=list(policy.retry_intervals)) if policy.retry_max else None,
-                on_failure=Callback(on_job_failure),
-            )
-            return Enqueued(job_id=job.id, created=True, status=JobStatus.QUEUED.value)
+            if delay:
+                job = queue.enqueue_in(timedelta(seconds=delay), func, **options)
+            else:
+                job = queue.enqueue(func, **options)
+            return Enqueued(job_id=job.id, created=True, status=job.get_status(refresh=False).value)
         except DuplicateJobError:
             if not _delete_if_done(queue.connection, job_id, queue.serializer, cooldown):
                 return Enqueued(job_id=job_id, created=False, status=_status(queue, job_id))

@@ -21,6 +21,10 @@ class QueuePolicy:
     result_ttl: int = HOUR  # how long a finished job stays in Redis
     failure_ttl: int = DAY  # how long a failed job stays in Redis
     alert_on_final_failure: bool = True  # the slack queue never alerts about itself
+    # Final failures are gathered this long after the first one, then sent as one Slack message:
+    # the failure itself when it is alone, a summary when there are several (an alert storm).
+    alert_window: int = 60
+    expected_errors: tuple[str, ...] = ()  # exception type names archived without an alert
 
 
 EMAIL = QueuePolicy(

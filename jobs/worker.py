@@ -1,15 +1,57 @@
 """The worker class every `rqworker` / `rqworker-pool` process uses (settings `RQ["WORKER_CLASS"]`)."""
 
+import logging
+
+from django.conf import settings
 from rq import Worker
+from rq.job import JobStatus
 from rq.serializers import JSONSerializer
+
+from jobs.alerts import archive, close_db_connections, sweep_failures
+from jobs.failures import record_attempt
+
+log = logging.getLogger(__name__)
+
+SWEEP_INTERVAL = 60  # seconds between two sweeps for missed final failures, across all workers
 
 
 class CeresWorker(Worker):
-    """An RQ worker that always speaks JSON.
+    """An RQ worker that always speaks JSON and never loses a final failure.
 
-    django-rq's `rqworker` passes `rq.serializers.DefaultSerializer` (pickle) unless told otherwise,
-    whatever the queues say; a worker that unpickled job data would run whatever Redis hands it.
+    - JSON: django-rq's `rqworker` passes `rq.serializers.DefaultSerializer` (pickle) unless told
+      otherwise, whatever the queues say; a worker that unpickled job data would run whatever
+      Redis hands it.
+    - Final failures go to `jobs.alerts` from `handle_job_failure` (which also sees work-horses
+      that were killed) and from the periodic sweep in the maintenance loop.
     """
 
-    def __init__(self, *args, serializer=None, **kwargs):
-        super().__init__(*args, serializer=JSONSerializer, **kwargs)
+    def __init__(self, *args, serializer=None, maintenance_interval=SWEEP_INTERVAL, **kwargs):
+        super().__init__(*args, serializer=JSONSerializer, maintenance_interval=maintenance_interval, **kwargs)
+
+    @property
+    def dequeue_timeout(self) -> int:
+        # Wake up at least every 30 s even when idle, so maintenance (and the sweep) keeps its pace.
+        return min(super().dequeue_timeout, 30)
+
+    def handle_job_failure(self, job, queue, started_job_registry=None, exc_string="", execution=None):
+        if exc_string.startswith("Work-horse terminated"):  # no failure callback ran for this attempt
+            record_attempt(job, exc_string)
+        super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
+        if job.get_status(refresh=False) == JobStatus.FAILED:
+            self._safely(archive, job, exc_string)
+
+    def run_maintenance_tasks(self):
+        super().run_maintenance_tasks()
+        due = self.connection.set(f"{settings.RQ_KEY_PREFIX}:sweep-due", 1, nx=True, ex=SWEEP_INTERVAL - 5)
+        if due:
+            self._safely(sweep_failures)
+
+    def _safely(self, action, *args):
+        """Alerting must never take a worker down; the sweep retries whatever this misses."""
+        try:
+            action(*args)
+        except Exception:
+            log.exception("%s failed; the next sweep will try again", action.__name__)
+        finally:
+            if not self.is_horse:
+                close_db_connections()

@@ -1,0 +1,53 @@
+from django.conf import settings
+from django.db import models
+
+
+class DeadLetter(models.Model):
+    """A job that failed for good, kept after Redis forgets it (24 h), until pruned (90 days).
+
+    One row per job run: a job id re-enqueued later (a resend) is a new run with a new
+    `job_created_at`. The unique pair is the atomic "already archived / alerted" marker that
+    lets the fast path and the sweep both try without alerting twice.
+    """
+
+    class Alert(models.TextChoices):
+        PENDING = "pending", "pendiente"
+        SENT = "sent", "enviada"
+        SUMMARY = "summary", "en un resumen"
+        SKIPPED = "skipped", "sin alerta"
+
+    job_id = models.CharField(max_length=200)
+    job_created_at = models.DateTimeField()
+    queue = models.CharField(max_length=50, db_index=True)
+    func_name = models.CharField(max_length=300)
+    args = models.JSONField(default=list)
+    kwargs = models.JSONField(default=dict)  # secrets masked
+    exc_type = models.CharField(max_length=200, db_index=True)
+    exc_message = models.TextField()
+    traceback = models.TextField()
+    attempts = models.JSONField(default=list)  # [{"at": iso time, "error": first line}, …]
+    failed_at = models.DateTimeField(db_index=True)
+    related_model = models.CharField(max_length=100, blank=True)  # e.g. "accounts.user"
+    related_id = models.CharField(max_length=64, blank=True)
+
+    alert = models.CharField(max_length=10, choices=Alert.choices)
+    alert_note = models.CharField(max_length=200, blank=True)
+    alerted_at = models.DateTimeField(null=True, blank=True)
+
+    retried_at = models.DateTimeField(null=True, blank=True)
+    retried_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        verbose_name = "dead letter"
+        ordering = ["-failed_at"]
+        constraints = [models.UniqueConstraint(fields=["job_id", "job_created_at"], name="jobs_deadletter_run_unique")]
+        permissions = [("retry_deadletter", "Can retry dead-letter jobs")]
+
+    def __str__(self) -> str:
+        return f"{self.job_id} ({self.exc_type})"

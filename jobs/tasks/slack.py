@@ -1,0 +1,63 @@
+"""Slack queue task: post one message to the incoming webhook.
+
+The webhook URL is a secret: the job carries only the text, the worker reads the URL from settings,
+and no exception raised here mentions it (requests puts URLs in its messages, so they are replaced).
+Slack's answers: 200 is done; 429 retries after its Retry-After (within the queue's retry budget);
+5xx, timeouts and network errors retry; any other 4xx (invalid_payload, no_service,
+channel_not_found…) is permanent.
+"""
+
+import logging
+
+import requests
+from django.conf import settings
+
+from jobs.failures import PermanentJobError
+
+log = logging.getLogger(__name__)
+
+TIMEOUT = (3.05, 10)  # connect, read (seconds)
+RETRY_AFTER_MAX = 300  # a longer Retry-After is capped: the alert matters more than the quota
+
+
+class SlackUnavailable(Exception):
+    """Slack could not take the message now; the job retries."""
+
+
+class SlackRateLimited(SlackUnavailable):
+    def __init__(self, retry_after: int):
+        super().__init__(f"Slack rate limit: retry after {retry_after} s")
+        self.retry_after = retry_after
+
+
+def escape(text: str) -> str:
+    """Slack's control characters, so user text cannot ping `<!channel>` or forge links."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def post_to_slack(text: str) -> str:
+    url = settings.SLACK_WEBHOOK_URL
+    if not url:
+        log.error("Slack webhook not configured (SLACK_WEBHOOK_URL); alert not sent: %s", text)
+        return "skipped: no webhook configured"
+    try:
+        response = requests.post(url, json={"text": text}, timeout=TIMEOUT)
+    except requests.Timeout:
+        raise SlackUnavailable("Slack did not answer in time") from None
+    except requests.RequestException as exc:
+        raise SlackUnavailable(f"cannot reach Slack ({type(exc).__name__})") from None
+    body = response.text[:200]
+    if response.status_code == 200:
+        return "sent"
+    if response.status_code == 429:
+        raise SlackRateLimited(_retry_after(response))
+    if response.status_code >= 500:
+        raise SlackUnavailable(f"Slack answered {response.status_code}: {body}")
+    raise PermanentJobError(f"Slack refused the message ({response.status_code}: {body})")
+
+
+def _retry_after(response) -> int:
+    try:
+        return min(max(int(response.headers.get("Retry-After", "1")), 1), RETRY_AFTER_MAX)
+    except ValueError:
+        return 1
