@@ -50,6 +50,8 @@ RQ = {
 RQ_SHOW_ADMIN_LINK = False
 
 SLACK_WEBHOOK_URL = env.str("SLACK_WEBHOOK_URL", default="")
+SLACK_TIMEOUT = env.float("SLACK_TIMEOUT", default=10)  # seconds to wait for Slack's answer
+DEAD_LETTER_RETENTION_DAYS = env.int("DEAD_LETTER_RETENTION_DAYS", default=90)
 QUEUES_UI_PASS = env.str("QUEUES_UI_PASS", default="")
 
 # --- Accounts ---------------------------------------------------------------------------------

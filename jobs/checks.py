@@ -32,3 +32,15 @@ def queues_match_policy(app_configs, **kwargs):
             )
         ]
     return []
+
+
+@checks.register()
+def slack_webhook(app_configs, **kwargs):
+    if not settings.SLACK_WEBHOOK_URL:
+        return [
+            checks.Warning(
+                "SLACK_WEBHOOK_URL is not set: final failures are archived and logged, but no one is alerted.",
+                id="jobs.W001",
+            )
+        ]
+    return []

@@ -30,5 +30,5 @@ def record_attempt(job, error: str) -> None:
 def _with_next_delay(intervals: list[int], retries_left: int, delay: int) -> list[int]:
     """The remaining schedule spelled out (RQ picks `intervals[len - retries_left]`), next delay >= `delay`."""
     remaining = [intervals[max(len(intervals) - left, 0)] for left in range(retries_left, 0, -1)]
-    remaining[0] = max(remaining[0], delay)
+    remaining[0] = max(remaining[0], delay + 1)  # RQ schedules to the whole second, rounding down
     return remaining

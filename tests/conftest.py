@@ -96,6 +96,78 @@ def work():
 
 
 @pytest.fixture
+def work_until(work):
+    """Run burst workers again and again (RQ's scheduler promotes due retries) until `done()`."""
+
+    def run(done, *queue_names: str, timeout: float = 30):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            work(*queue_names)
+            if done():
+                return
+            time.sleep(0.2)
+        pytest.fail(f"not done within {timeout}s: {getattr(done, '__name__', done)}")
+
+    return run
+
+
+def promote_scheduled(queue_name: str) -> list[str]:
+    """Enqueue every scheduled job of the queue now, as the scheduler would when their time comes."""
+    queue = django_rq.get_queue(queue_name)
+    registry = queue.scheduled_job_registry
+    job_ids = registry.get_job_ids()
+    for job_id in job_ids:
+        job = queue.fetch_job(job_id)
+        registry.remove(job)
+        queue.enqueue_job(job)
+    return job_ids
+
+
+class SlackSink:
+    """A real HTTP server standing in for Slack's webhook; `answers` are served in order, then 200 ok."""
+
+    PATH = "/services/T0CERES/B0ALERTS/webhook-secret-Zq9"
+
+    def __init__(self, httpserver):
+        self.server = httpserver
+        self.requests: list[tuple[float, dict]] = []  # (time.time(), JSON body)
+        self.answers: list = []
+        httpserver.expect_request(self.PATH, method="POST").respond_with_handler(self._handle)
+
+    @property
+    def texts(self) -> list[str]:
+        return [body["text"] for _, body in self.requests]
+
+    def _handle(self, request):
+        from werkzeug import Response
+
+        self.requests.append((time.time(), request.get_json()))
+        answer = self.answers.pop(0) if self.answers else Response("ok")
+        return answer if isinstance(answer, Response) else answer()
+
+
+@pytest.fixture
+def slack(httpserver, settings):
+    sink = SlackSink(httpserver)
+    settings.SLACK_WEBHOOK_URL = httpserver.url_for(SlackSink.PATH)
+    return sink
+
+
+@pytest.fixture
+def policy(monkeypatch):
+    """Change a queue's policy for this test: `policy("email", retry_max=0, alert_window=1)`."""
+
+    def change(queue_name: str, **changes):
+        from dataclasses import replace
+
+        from jobs import queues
+
+        monkeypatch.setitem(queues.QUEUES, queue_name, replace(queues.QUEUES[queue_name], **changes))
+
+    return change
+
+
+@pytest.fixture
 def live_worker(smtp, tmp_path):
     """Start `manage.py rqworker <queues> --with-scheduler` as its own process, on the test database."""
     processes = []
@@ -109,7 +181,9 @@ def live_worker(smtp, tmp_path):
         }
         command = [sys.executable, "manage.py", "rqworker", *queue_names, "--with-scheduler"]
         log = open(tmp_path / f"worker-{len(processes)}.log", "wb")
-        process = subprocess.Popen(command, cwd=BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            command, cwd=BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         processes.append(process)
         return process
 

@@ -63,11 +63,11 @@ def test_rq_queues_are_derived_from_the_policies(settings):
 
 
 def test_key_prefix_check_reports_a_mismatch(settings):
-    assert not [e for e in checks.run_checks() if e.id.startswith("jobs.")]
+    assert not [e for e in checks.run_checks() if e.id.startswith("jobs.E")]
 
     settings.RQ_KEY_PREFIX = "other:queue"
 
-    assert [e.id for e in checks.run_checks() if e.id.startswith("jobs.")] == ["jobs.E001"]
+    assert [e.id for e in checks.run_checks() if e.id.startswith("jobs.E")] == ["jobs.E001"]
 
 
 def run_django(env_overrides: dict) -> subprocess.CompletedProcess:

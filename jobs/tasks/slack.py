@@ -16,7 +16,6 @@ from jobs.failures import PermanentJobError
 
 log = logging.getLogger(__name__)
 
-TIMEOUT = (3.05, 10)  # connect, read (seconds)
 RETRY_AFTER_MAX = 300  # a longer Retry-After is capped: the alert matters more than the quota
 
 
@@ -41,7 +40,7 @@ def post_to_slack(text: str) -> str:
         log.error("Slack webhook not configured (SLACK_WEBHOOK_URL); alert not sent: %s", text)
         return "skipped: no webhook configured"
     try:
-        response = requests.post(url, json={"text": text}, timeout=TIMEOUT)
+        response = requests.post(url, json={"text": text}, timeout=(3.05, settings.SLACK_TIMEOUT))
     except requests.Timeout:
         raise SlackUnavailable("Slack did not answer in time") from None
     except requests.RequestException as exc:

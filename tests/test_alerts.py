@@ -1,0 +1,307 @@
+"""Final failures: one alert, one archive row, whatever way the job died; Slack's answers handled."""
+
+import os
+import signal
+import time
+
+import django_rq
+import pytest
+from django.contrib.auth.models import Permission
+from django.urls import reverse
+from werkzeug import Response
+
+from ceres_site.accounts.models import User
+from jobs.alerts import fingerprint, sweep_failures
+from jobs.dead_letters import dead_letter_retry
+from jobs.models import DeadLetter
+from jobs.producers import enqueue_email_verify, enqueue_slack_alert, enqueue_stored_call
+from tests.conftest import promote_scheduled, wait_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def run_call(func: str, job_id: str, queue: str = "email", **kwargs):
+    return enqueue_stored_call(queue_name=queue, func=f"tests.tasks.{func}", job_id=job_id, kwargs=kwargs)
+
+
+def fetch(job_id, queue="email"):
+    return django_rq.get_queue(queue).fetch_job(job_id)
+
+
+def flush_now(work):
+    """Let the alert window pass: run the scheduled flush, then the Slack post it enqueues."""
+    promote_scheduled("slack")
+    work("slack")
+
+
+def test_a_job_failing_every_attempt_alerts_once_after_the_last(slack, policy, work_until, work):
+    policy("email", retry_intervals=(0,), retry_max=2, alert_window=1)
+    run_call("always_fail", "email-doomed-1", message="SMTP is on fire")
+
+    work("email")  # interval 0: the three attempts run back to back
+    assert fetch("email-doomed-1").get_status() == "failed"
+    assert slack.requests == []  # nothing before the alert window closes
+    work_until(lambda: slack.requests, "slack", timeout=15)
+    time.sleep(1.2)
+    work("email", "slack")
+
+    [text] = slack.texts
+    row = DeadLetter.objects.get()
+    assert "*email*" in text and "`email-doomed-1` (tests.tasks.always_fail)" in text
+    assert "• intentos: 3" in text and "• error: RuntimeError: SMTP is on fire" in text
+    assert "(Córdoba)" in text and f"/admin/jobs/deadletter/{row.pk}/change/|Ver en admin>" in text
+    assert row.alert == "sent" and row.alerted_at and len(row.attempts) == 3
+    assert row.exc_type == "RuntimeError" and row.kwargs == {"message": "SMTP is on fire"}
+
+
+def test_a_job_that_fails_twice_then_succeeds_alerts_nothing(slack, policy, work):
+    policy("email", retry_intervals=(0,), alert_window=1)
+    run_call("fail_times", "email-flaky-1", counter="flaky", times=2)
+
+    work("email")
+    time.sleep(1.2)
+    flush_now(work)
+
+    assert fetch("email-flaky-1").get_status() == "finished"
+    assert slack.requests == [] and DeadLetter.objects.count() == 0
+
+
+def test_a_killed_work_horse_on_the_last_attempt_alerts_once(slack, policy, work):
+    policy("email", retry_intervals=(0,), retry_max=1, alert_window=1)
+    run_call("kill_self", "email-oom-1")
+
+    work("email")
+    flush_now(work)
+    sweep_failures()
+    flush_now(work)
+
+    assert fetch("email-oom-1").get_status() == "failed"
+    row = DeadLetter.objects.get()
+    assert row.exc_type == "WorkHorseKilled" and "signal 9" in row.exc_message and len(row.attempts) == 2
+    [text] = slack.texts
+    assert "WorkHorseKilled" in text
+
+
+HEARTBEAT_BOUND = 90  # s: a started job's heartbeat lasts min(timeout, 30) + 60 s after the worker dies
+
+
+def test_a_dead_worker_s_job_is_swept_once_within_the_heartbeat_bound(slack, policy, live_worker, work):
+    policy("email", retry_max=0, alert_window=1)
+    run_call("sleep", "email-orphan-1", seconds=60)
+    worker = live_worker("email")
+    wait_for(lambda: fetch("email-orphan-1").get_status() == "started", timeout=30)
+
+    os.killpg(worker.pid, signal.SIGKILL)  # the worker and its work-horse die at once: no callback runs
+    worker.wait()
+    assert sweep_failures() == 0  # its heartbeat still vouches for it
+    assert sweep_failures(now=time.time() + HEARTBEAT_BOUND) == 1
+    assert sweep_failures(now=time.time() + HEARTBEAT_BOUND) == 0
+    flush_now(work)
+
+    assert fetch("email-orphan-1").get_status() == "failed"
+    row = DeadLetter.objects.get()
+    assert row.exc_type == "AbandonedJobError"
+    [text] = slack.texts
+    assert "email-orphan-1" in text and "AbandonedJobError" in text
+
+
+def test_an_alert_storm_becomes_one_summary(slack, policy, work):
+    policy("email", retry_max=0, alert_window=60)
+    for n in range(200):
+        run_call("always_fail", f"email-storm-{n}", message=f"SMTP down #{n}")
+
+    work("email")
+    flush_now(work)
+
+    assert DeadLetter.objects.count() == 200
+    [text] = slack.texts
+    assert "200 jobs fallaron definitivamente en *email* en los últimos 1 min: RuntimeError ×200" in text
+    assert set(DeadLetter.objects.values_list("alert", flat=True)) == {"summary"}
+
+
+def test_expected_errors_are_archived_without_an_alert(slack, policy, work):
+    policy("email", retry_max=0, alert_window=1, expected_errors=("RuntimeError",))
+    run_call("always_fail", "email-expected-1")
+
+    work("email")
+    flush_now(work)
+
+    row = DeadLetter.objects.get()
+    assert row.alert == "skipped" and row.alert_note == "error esperado (RuntimeError)"
+    assert slack.requests == []
+
+
+def test_user_text_is_escaped_for_slack(slack, policy, work):
+    policy("email", retry_max=0, alert_window=1)
+    run_call("always_fail", "email-xss-1", message="<!channel> hola <script>alert(1)</script> & <http://evil|clic>")
+
+    work("email")
+    flush_now(work)
+
+    [text] = slack.texts
+    assert "&lt;!channel&gt; hola &lt;script&gt;alert(1)&lt;/script&gt; &amp; &lt;http://evil|clic&gt;" in text
+    assert "<!channel>" not in text and "<http://evil" not in text
+
+
+# --- the slack queue against Slack's answers ------------------------------------------------
+
+
+def test_slack_500_retries_three_times_then_fails_without_alerting_about_itself(slack, policy, smtp, work_until, work):
+    policy("slack", retry_intervals=(0,))
+    slack.answers = [Response("internal_error", status=500)] * 4
+    enqueue_slack_alert(text="hola", dedupe_key="t500")
+
+    work("slack")
+
+    job = fetch("slack-t500", "slack")
+    assert job.get_status() == "failed" and len(slack.requests) == 4
+    row = DeadLetter.objects.get()
+    assert row.queue == "slack" and row.alert == "skipped" and row.exc_type == "SlackUnavailable"
+    sweep_failures()
+    assert promote_scheduled("slack") == []  # no flush, so no alert about the slack queue
+    # the email queue keeps working meanwhile
+    user = User.objects.create_user(username="a@example.com", email="a@example.com")
+    enqueue_email_verify(user_id=user.pk)
+    work("email")
+    assert len(smtp.messages) == 1
+
+
+def test_slack_429_waits_for_retry_after_then_posts(slack, work_until):
+    slack.answers = [Response("rate_limited", status=429, headers={"Retry-After": "3"})]
+    enqueue_slack_alert(text="hola", dedupe_key="t429")
+
+    work_until(lambda: len(slack.requests) == 2, "slack", timeout=20)
+
+    (first, _), (second, _) = slack.requests
+    assert 3 <= second - first < 5.5  # Retry-After, not the policy's 2 s
+    assert fetch("slack-t429", "slack").get_status() == "finished"
+
+
+@pytest.mark.parametrize("error", ["invalid_payload", "no_service", "channel_not_found"])
+def test_slack_4xx_is_permanent(slack, work, error):
+    slack.answers = [Response(error, status=400 if error == "invalid_payload" else 404)]
+    enqueue_slack_alert(text="hola", dedupe_key="t4xx")
+
+    work("slack")
+
+    job = fetch("slack-t4xx", "slack")
+    assert job.get_status() == "failed" and len(slack.requests) == 1
+    assert f"PermanentJobError: Slack refused the message" in job.latest_result().exc_string
+    assert error in DeadLetter.objects.get().exc_message
+
+
+def test_slack_timeout_is_retried(slack, settings, work):
+    settings.SLACK_TIMEOUT = 0.3
+
+    def slow():
+        time.sleep(1)
+        return Response("ok")
+
+    slack.answers = [slow]
+    enqueue_slack_alert(text="hola", dedupe_key="tslow")
+
+    work("slack")
+
+    job = fetch("slack-tslow", "slack")
+    assert job.get_status() == "scheduled" and job.retries_left == 2
+    assert "SlackUnavailable: Slack did not answer in time" in job.meta["failures"][0]["error"]
+
+
+def test_the_webhook_url_appears_in_no_log_line_nor_error(settings, work, capfd, caplog, policy):
+    policy("slack", retry_max=0)
+    settings.SLACK_WEBHOOK_URL = "http://127.0.0.1:9/services/T0/B0/hush-hush-secret"  # nothing listens
+    enqueue_slack_alert(text="hola", dedupe_key="tdown")
+
+    work("slack")
+
+    job = fetch("slack-tdown", "slack")
+    assert job.get_status() == "failed"
+    assert "cannot reach Slack (ConnectionError)" in job.latest_result().exc_string
+    seen = capfd.readouterr().err + caplog.text + job.latest_result().exc_string + DeadLetter.objects.get().traceback
+    assert "hush-hush-secret" not in seen and "127.0.0.1:9" not in seen
+
+
+def test_no_webhook_logs_the_alert_and_never_crashes(settings, work, caplog):
+    settings.SLACK_WEBHOOK_URL = ""
+    enqueue_slack_alert(text="se cayó el SMTP", dedupe_key="tnone")
+
+    work("slack")
+
+    assert fetch("slack-tnone", "slack").return_value() == "skipped: no webhook configured"
+
+
+# --- the dead-letter archive ----------------------------------------------------------------
+
+
+def test_retry_from_the_archive_after_redis_dropped_the_job(slack, policy, work, admin_client):
+    policy("email", retry_max=0, alert_window=1)
+    run_call("fail_times", "email-late-1", counter="late", times=1)
+    work("email")
+    row = DeadLetter.objects.get()
+    fetch("email-late-1").delete()  # what failure_ttl does after 24 h
+
+    response = admin_client.post(
+        reverse("admin:jobs_deadletter_changelist"), {"action": "retry", "_selected_action": [row.pk]}, follow=True
+    )
+    work("email")
+
+    assert "email-late-1: encolado de nuevo" in response.content.decode().lower()
+    assert fetch("email-late-1").get_status() == "finished"
+    row.refresh_from_db()
+    assert row.retried_at and row.retried_by.username == "admin"
+
+
+def test_retry_needs_the_permission(client, policy, work):
+    policy("email", retry_max=0, alert_window=1)
+    run_call("always_fail", "email-perm-1")
+    work("email")
+    row = DeadLetter.objects.get()
+    staff = User.objects.create_user(username="staff", password="x", is_staff=True)
+    staff.user_permissions.add(Permission.objects.get(codename="view_deadletter"))
+    client.force_login(staff)
+
+    client.post(reverse("admin:jobs_deadletter_changelist"), {"action": "retry", "_selected_action": [row.pk]})
+
+    assert fetch("email-perm-1").get_status() == "failed"  # not re-enqueued
+    row.refresh_from_db()
+    assert row.retried_at is None
+
+
+def test_retry_respects_uniqueness(policy, work):
+    policy("email", retry_max=0, alert_window=1)
+    run_call("always_fail", "email-twice-1")
+    work("email")
+    row = DeadLetter.objects.get()
+
+    first, second = dead_letter_retry(dead_letter=row), dead_letter_retry(dead_letter=row)
+
+    assert first.created and not second.created
+    assert django_rq.get_queue("email").job_ids == ["email-twice-1"]
+
+
+def test_old_dead_letters_are_pruned_by_the_maintenance_queue(policy, work):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    policy("email", retry_max=0, alert_window=1)
+    for n in range(3):
+        run_call("always_fail", f"email-old-{n}")
+    work("email")
+    DeadLetter.objects.filter(job_id="email-old-0").update(failed_at=timezone.now() - timedelta(days=91))
+    DeadLetter.objects.filter(job_id="email-old-1").update(failed_at=timezone.now() - timedelta(days=89))
+    django_rq.get_queue("maintenance").enqueue("jobs.tasks.maintenance.prune_dead_letters")
+
+    work("maintenance")
+
+    assert sorted(DeadLetter.objects.values_list("job_id", flat=True)) == ["email-old-1", "email-old-2"]
+
+
+def test_fingerprint_reads_the_exception_type_and_first_line():
+    traceback = (
+        "Traceback (most recent call last):\n  File \"x.py\", line 1, in f\n    raise X\n"
+        "smtplib.SMTPServerDisconnected: Connection unexpectedly closed\n"
+    )
+    assert fingerprint(traceback) == ("SMTPServerDisconnected", "Connection unexpectedly closed")
+    assert fingerprint("Work-horse terminated unexpectedly; waitpid returned 9 (signal 9); ")[0] == "WorkHorseKilled"
+    assert fingerprint("Moved to FailedJobRegistry, due to AbandonedJobError, at 2026")[0] == "AbandonedJobError"
