@@ -96,6 +96,23 @@ def work():
 
 
 @pytest.fixture
+def worker_log(tmp_path):
+    """Everything logged at DEBUG and above, by this process and the work-horses it forks."""
+    import logging
+
+    path = tmp_path / "worker.log"
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    level, root.level = root.level, logging.DEBUG
+    root.addHandler(handler)
+    yield lambda: path.read_text()
+    root.removeHandler(handler)
+    root.setLevel(level)
+    handler.close()
+
+
+@pytest.fixture
 def work_until(work):
     """Run burst workers again and again (RQ's scheduler promotes due retries) until `done()`."""
 

@@ -207,7 +207,7 @@ def test_slack_timeout_is_retried(slack, settings, work):
     assert "SlackUnavailable: Slack did not answer in time" in job.meta["failures"][0]["error"]
 
 
-def test_the_webhook_url_appears_in_no_log_line_nor_error(settings, work, capfd, caplog, policy):
+def test_the_webhook_url_appears_in_no_log_line_nor_error(settings, work, worker_log, policy):
     policy("slack", retry_max=0)
     settings.SLACK_WEBHOOK_URL = "http://127.0.0.1:9/services/T0/B0/hush-hush-secret"  # nothing listens
     enqueue_slack_alert(text="hola", dedupe_key="tdown")
@@ -217,17 +217,31 @@ def test_the_webhook_url_appears_in_no_log_line_nor_error(settings, work, capfd,
     job = fetch("slack-tdown", "slack")
     assert job.get_status() == "failed"
     assert "cannot reach Slack (ConnectionError)" in job.latest_result().exc_string
-    seen = capfd.readouterr().err + caplog.text + job.latest_result().exc_string + DeadLetter.objects.get().traceback
+    seen = worker_log() + job.latest_result().exc_string + DeadLetter.objects.get().traceback
+    assert "jobs.alerts: job slack-tdown failed for good in slack: SlackUnavailable" in seen  # the log was read
     assert "hush-hush-secret" not in seen and "127.0.0.1:9" not in seen
 
 
-def test_no_webhook_logs_the_alert_and_never_crashes(settings, work, caplog):
+def test_no_webhook_logs_the_alert_at_error_and_never_crashes(settings, work, worker_log):
     settings.SLACK_WEBHOOK_URL = ""
     enqueue_slack_alert(text="se cayó el SMTP", dedupe_key="tnone")
 
     work("slack")
 
     assert fetch("slack-tnone", "slack").return_value() == "skipped: no webhook configured"
+    assert (
+        "ERROR jobs.tasks.slack: Slack webhook not configured (SLACK_WEBHOOK_URL); alert not sent: se cayó el SMTP"
+        in worker_log()
+    )
+
+
+def test_a_missing_webhook_is_a_startup_warning(settings):
+    from django.core import checks
+
+    settings.SLACK_WEBHOOK_URL = ""
+    assert "jobs.W001" in [message.id for message in checks.run_checks()]
+    settings.SLACK_WEBHOOK_URL = "https://hooks.slack.com/services/T/B/x"
+    assert "jobs.W001" not in [message.id for message in checks.run_checks()]
 
 
 # --- the dead-letter archive ----------------------------------------------------------------
