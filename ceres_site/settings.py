@@ -56,6 +56,7 @@ QUEUES_UI_PASS = env.str("QUEUES_UI_PASS", default="")
 
 # --- Accounts ---------------------------------------------------------------------------------
 VERIFICATION_TOKEN_TTL_HOURS = env.int("VERIFICATION_TOKEN_TTL_HOURS", default=24)
+VERIFICATION_TOKEN_RETENTION_HOURS = env.int("VERIFICATION_TOKEN_RETENTION_HOURS", default=24)
 # A finished verify job younger than this makes a resend a no-op, so the resend button is no spam cannon.
 VERIFY_RESEND_COOLDOWN_SECONDS = env.int("VERIFY_RESEND_COOLDOWN_SECONDS", default=60)
 

@@ -14,12 +14,14 @@ it owns the alert. Alerts are not sent one by one: the first pending failure of 
 flush `alert_window` seconds later (policy), which sends the failure itself when it is alone, or a
 single summary for an alert storm. The slack queue never alerts about itself, and errors the policy
 expects are archived without an alert.
+
+The same maintenance loop rings the crons' dead-man alarm (`check_crons`).
 """
 
 import logging
 import re
 from collections import Counter
-from datetime import datetime
+from datetime import datetime, timedelta
 from math import ceil
 
 import django_rq
@@ -30,8 +32,8 @@ from django.utils import timezone
 from rq.exceptions import DeserializationError
 from rq.job import Job, JobStatus
 
-from jobs import queues
-from jobs.models import DeadLetter
+from jobs import crons, queues
+from jobs.models import CronRun, DeadLetter
 from jobs.producers import enqueue_slack_alert, schedule_alert_flush
 from jobs.tasks.slack import escape
 
@@ -157,6 +159,37 @@ def sweep_failures(*, now: float | None = None) -> int:
         return archived
     finally:
         lock.release()
+
+
+def check_crons(*, at: datetime | None = None) -> list[str]:
+    """The dead-man alarm: one Slack alert when a cron has not completed a slot within its grace
+    period (the scheduler or the maintenance worker is down), one more when it completes again.
+    Only registered crons are watched, from their registration on. Returns the alerts sent.
+    """
+    at = at or crons.now()
+    scheduler = django_rq.get_scheduler(queues.MAINTENANCE.name)
+    sent = []
+    for spec in crons.SPECS.values():
+        entry = scheduler.cron_entry(spec.name)
+        if entry is None:
+            continue
+        slot = spec.last_slot(at - timedelta(seconds=spec.grace))  # the latest slot whose grace is over
+        if slot < datetime.fromisoformat(entry.meta["registered_at"]):
+            continue
+        alarm = f"{settings.RQ_KEY_PREFIX}:cron-alarm:{spec.name}"
+        ran = CronRun.objects.filter(name=spec.name, slot__gte=slot, finished_at__isnull=False).exists()
+        if not ran and scheduler.connection.set(alarm, slot.isoformat(), nx=True):
+            text = (
+                f":warning: El cron *{spec.name}* (`{spec.schedule}`, Córdoba) no completó la ejecución de las "
+                f"{_local(slot)}: ¿están vivos `rqscheduler` y el worker de {spec.queue}?"
+            )
+            enqueue_slack_alert(text=text, dedupe_key=f"cron-alarm-{spec.name}-{slot:%Y%m%dT%H%M}")
+            sent.append(text)
+        elif ran and scheduler.connection.delete(alarm):
+            text = f":white_check_mark: El cron *{spec.name}* volvió a completar sus ejecuciones."
+            enqueue_slack_alert(text=text, dedupe_key=f"cron-recovered-{spec.name}-{slot:%Y%m%dT%H%M}")
+            sent.append(text)
+    return sent
 
 
 def _archive_failed_registry(queue) -> int:

@@ -51,3 +51,20 @@ class DeadLetter(models.Model):
 
     def __str__(self) -> str:
         return f"{self.job_id} ({self.exc_type})"
+
+
+class CronRun(models.Model):
+    """One run of a cron for one slot: the durable proof that a slot ran (and ran once)."""
+
+    name = models.CharField(max_length=100)
+    slot = models.DateTimeField()
+    started_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    result = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["name", "slot"], name="jobs_cronrun_slot_unique")]
+        ordering = ["-slot"]
+
+    def __str__(self) -> str:
+        return f"{self.name} @ {self.slot:%Y-%m-%d %H:%M}"

@@ -14,7 +14,7 @@ What a repeated call does, by the state of the job with the same id:
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from uuid import uuid4
 
 import django_rq
@@ -87,6 +87,16 @@ def schedule_alert_flush(*, queue_name: str, delay: int) -> Enqueued | None:
             delay=delay,
             result_ttl=0,  # frees the id once done, so the next failure schedules the next flush
         )
+    )
+
+
+def enqueue_cron_run(*, name: str, slot: datetime, queue_name: str) -> Enqueued:
+    """Run cron `name` for `slot`; the slot is in the id, so a slot runs once however often it fires."""
+    return _enqueue_unique(
+        queue_name,
+        "jobs.tasks.maintenance.run_cron",
+        job_id=f"cron-{name}-{slot:%Y%m%dT%H%MZ}",
+        kwargs={"name": name, "slot": slot.isoformat()},
     )
 
 

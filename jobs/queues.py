@@ -33,7 +33,9 @@ EMAIL = QueuePolicy(
 SLACK = QueuePolicy(
     name="slack", concurrency=10, timeout=30, retry_max=3, retry_intervals=(2,), alert_on_final_failure=False
 )
-MAINTENANCE = QueuePolicy(name="maintenance", concurrency=1, timeout=15 * 60)
+MAINTENANCE = QueuePolicy(
+    name="maintenance", concurrency=1, timeout=15 * 60, retry_max=3, retry_intervals=(30, 120, 600)
+)
 FILES = QueuePolicy(name="files", concurrency=2, timeout=5 * 60, retry_max=3, retry_intervals=(5, 30, 120))
 
 QUEUES: dict[str, QueuePolicy] = {policy.name: policy for policy in (EMAIL, SLACK, MAINTENANCE, FILES)}

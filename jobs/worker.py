@@ -6,9 +6,11 @@ from django.conf import settings
 from rq import Worker
 from rq.job import JobStatus
 from rq.serializers import JSONSerializer
+from rq.utils import now as rq_now
 
-from jobs.alerts import archive, close_db_connections, sweep_failures
+from jobs.alerts import archive, check_crons, close_db_connections, sweep_failures
 from jobs.failures import record_attempt
+from jobs.reports import record_job_finished
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +42,16 @@ class CeresWorker(Worker):
         if job.get_status(refresh=False) == JobStatus.FAILED:
             self._safely(archive, job, exc_string)
 
+    def handle_job_success(self, job, queue, started_job_registry, execution=None):
+        super().handle_job_success(job, queue, started_job_registry, execution)
+        self._safely(record_job_finished, self.connection, queue.name, job.ended_at or rq_now())
+
     def run_maintenance_tasks(self):
         super().run_maintenance_tasks()
         due = self.connection.set(f"{settings.RQ_KEY_PREFIX}:sweep-due", 1, nx=True, ex=SWEEP_INTERVAL - 5)
         if due:
             self._safely(sweep_failures)
+            self._safely(check_crons)
 
     def _safely(self, action, *args):
         """Alerting must never take a worker down; the sweep retries whatever this misses."""

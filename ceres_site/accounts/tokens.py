@@ -8,6 +8,7 @@ from enum import Enum
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 
@@ -70,3 +71,15 @@ def token_verify(*, selector: str, verifier: str) -> VerifyResult:
         token.save(update_fields=["used_at"])
         user.save(update_fields=["email_verified_at"])
         return VerifyResult(Outcome.VERIFIED, user)
+
+
+def tokens_clean(*, retention_hours: int | None = None) -> int:
+    """Delete tokens expired or used more than the retention period ago; returns how many.
+
+    Kept that long so a late click still gets "this link expired" rather than "invalid".
+    One DELETE, so two runs at once simply share the work.
+    """
+    hours = settings.VERIFICATION_TOKEN_RETENTION_HOURS if retention_hours is None else retention_hours
+    cutoff = _now() - timedelta(hours=hours)
+    deleted, _ = VerificationToken.objects.filter(Q(expires_at__lt=cutoff) | Q(used_at__lt=cutoff)).delete()
+    return deleted

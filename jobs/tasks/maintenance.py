@@ -1,7 +1,43 @@
-"""Maintenance queue tasks: thin wrappers over the functions the management commands call."""
+"""Maintenance queue tasks. Each is a thin wrapper over the function its management command calls."""
 
+from datetime import datetime, timedelta
+
+from django.utils import timezone
+from django.utils.module_loading import import_string
+
+from ceres_site.accounts.tokens import tokens_clean
+from jobs import crons
 from jobs.dead_letters import dead_letters_prune
+from jobs.failures import PermanentJobError
+from jobs.models import CronRun
+from jobs.producers import enqueue_slack_alert
+from jobs.reports import local_day, report_daily, report_text
 
 
-def prune_dead_letters() -> str:
+def run_cron(name: str, slot: str) -> str:
+    """Run cron `name` for its `slot` once: a slot that already ran (even after Redis forgot it) is skipped."""
+    spec = crons.SPECS.get(name)
+    if spec is None:
+        raise PermanentJobError(f"no cron named {name!r} in jobs.crons")
+    slot_at = datetime.fromisoformat(slot)
+    run, _ = CronRun.objects.get_or_create(name=name, slot=slot_at)
+    if run.finished_at:
+        return f"skipped: {name} already ran for {slot}"
+    result = import_string(spec.task)(slot=slot_at)
+    CronRun.objects.filter(pk=run.pk).update(finished_at=timezone.now(), result=result[:500])
+    return result
+
+
+def clean_verification_tokens(slot: datetime | None = None) -> str:
+    return f"deleted {tokens_clean()} verification tokens"
+
+
+def daily_report(slot: datetime) -> str:
+    """Post the report of the Córdoba day before the slot's."""
+    day = local_day(slot) - timedelta(days=1)
+    enqueue_slack_alert(text=report_text(report_daily(day=day)), dedupe_key=f"daily-report-{day.isoformat()}")
+    return f"posted the report of {day.isoformat()}"
+
+
+def prune_dead_letters(slot: datetime | None = None) -> str:
     return f"deleted {dead_letters_prune()} dead letters"

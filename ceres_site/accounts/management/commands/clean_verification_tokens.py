@@ -1,0 +1,10 @@
+from django.core.management.base import BaseCommand
+
+from ceres_site.accounts.tokens import tokens_clean
+
+
+class Command(BaseCommand):
+    help = "Delete verification tokens expired or used more than VERIFICATION_TOKEN_RETENTION_HOURS ago."
+
+    def handle(self, *args, **options):
+        self.stdout.write(f"deleted {tokens_clean()} verification tokens")

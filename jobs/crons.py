@@ -1,0 +1,49 @@
+"""The one list of cron specs, and the arithmetic of their slots.
+
+Cron strings are read in the spec's zone (America/Argentina/Cordoba), never in the process's
+local time, so `0 9 * * *` means 09:00 in Córdoba (12:00 UTC) whatever TZ the server runs with.
+A *slot* is one firing time; every run is identified by its slot, so it happens once per slot.
+"""
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import crontab
+
+ZONE = "America/Argentina/Cordoba"
+
+
+def now() -> datetime:
+    """The clock of the cron machinery (tests move it instead of waiting)."""
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class CronSpec:
+    name: str
+    schedule: str  # cron string, read in `zone`
+    task: str  # dotted path of a function taking `slot` (an aware datetime)
+    grace: int  # seconds after its slot by which a run must have completed, or the dead-man alarm rings
+    queue: str = "maintenance"
+    zone: str = ZONE
+
+    def last_slot(self, at: datetime) -> datetime:
+        """The latest slot at or before `at`, in UTC."""
+        local = (at + timedelta(seconds=1)).astimezone(ZoneInfo(self.zone))
+        return crontab.CronTab(self.schedule).previous(now=local, return_datetime=True).astimezone(UTC)
+
+    def next_slot(self, at: datetime) -> datetime:
+        """The first slot after `at`, in UTC."""
+        local = at.astimezone(ZoneInfo(self.zone))
+        return crontab.CronTab(self.schedule).next(now=local, return_datetime=True).astimezone(UTC)
+
+
+SPECS: dict[str, CronSpec] = {
+    spec.name: spec
+    for spec in (
+        CronSpec("clean-verification-tokens", "0 * * * *", "jobs.tasks.maintenance.clean_verification_tokens", 15 * 60),
+        CronSpec("daily-report", "0 9 * * *", "jobs.tasks.maintenance.daily_report", 30 * 60),
+        CronSpec("prune-dead-letters", "30 4 * * *", "jobs.tasks.maintenance.prune_dead_letters", 60 * 60),
+    )
+}

@@ -1,0 +1,23 @@
+from datetime import date, timedelta
+
+from django.core.management.base import BaseCommand
+
+from jobs import crons
+from jobs.producers import enqueue_slack_alert
+from jobs.reports import local_day, report_daily, report_text
+
+
+class Command(BaseCommand):
+    help = "Print the daily report of a Córdoba day (yesterday by default) and post it to Slack."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--date", type=date.fromisoformat, help="the day, YYYY-MM-DD (Córdoba)")
+        parser.add_argument("--dry-run", action="store_true", help="print only, post nothing")
+
+    def handle(self, *args, date, dry_run, **options):
+        day = date or local_day(crons.now()) - timedelta(days=1)
+        text = report_text(report_daily(day=day))
+        self.stdout.write(text)
+        if not dry_run:
+            enqueue_slack_alert(text=text, dedupe_key=f"daily-report-{day.isoformat()}")
+            self.stdout.write("(enqueued for Slack)")

@@ -1,0 +1,97 @@
+"""The daily report: the platform's numbers for one Córdoba day (00:00–24:00), for Slack."""
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+import django_rq
+from django.conf import settings
+from django.db.models import Count
+
+from ceres_site.accounts.models import EmailDelivery, User
+from jobs import crons, queues
+from jobs.models import DeadLetter
+
+STATS_TTL = 10 * 24 * 3600  # per-day counters outlive the report that reads them
+
+
+@dataclass(frozen=True)
+class DailyReport:
+    day: date
+    users_registered: int
+    users_verified: int
+    emails_sent: dict[str, int]  # kind -> count
+    jobs: dict[str, tuple[int, int]]  # queue -> (completed, failed for good)
+    dead_letters_open: int
+    oldest_waiting: dict[str, float | None]  # queue -> age in seconds of its oldest queued job
+
+
+def day_bounds(day: date) -> tuple[datetime, datetime]:
+    zone = ZoneInfo(crons.ZONE)
+    start = datetime.combine(day, time.min, tzinfo=zone)
+    return start.astimezone(UTC), (start + timedelta(days=1)).astimezone(UTC)
+
+
+def local_day(moment: datetime) -> date:
+    return moment.astimezone(ZoneInfo(crons.ZONE)).date()
+
+
+def record_job_finished(connection, queue_name: str, at: datetime) -> None:
+    """Count a completed job in its Córdoba day (RQ keeps finished jobs for an hour only)."""
+    key = f"{settings.RQ_KEY_PREFIX}:stats:{queue_name}:{local_day(at).isoformat()}:finished"
+    with connection.pipeline() as pipe:
+        pipe.incr(key)
+        pipe.expire(key, STATS_TTL)
+        pipe.execute()
+
+
+def report_daily(*, day: date) -> DailyReport:
+    start, end = day_bounds(day)
+    connection = django_rq.get_connection(queues.EMAIL.name)
+    sent = dict(
+        EmailDelivery.objects.filter(sent_at__gte=start, sent_at__lt=end).values_list("kind").annotate(Count("id"))
+    )
+    failed = dict(
+        DeadLetter.objects.filter(failed_at__gte=start, failed_at__lt=end).values_list("queue").annotate(Count("id"))
+    )
+    finished_key = f"{settings.RQ_KEY_PREFIX}:stats:{{}}:{day.isoformat()}:finished"
+    return DailyReport(
+        day=day,
+        users_registered=User.objects.filter(date_joined__gte=start, date_joined__lt=end).count(),
+        users_verified=User.objects.filter(email_verified_at__gte=start, email_verified_at__lt=end).count(),
+        emails_sent={kind: sent.get(kind, 0) for kind in EmailDelivery.Kind.values},
+        jobs={name: (int(connection.get(finished_key.format(name)) or 0), failed.get(name, 0)) for name in queues.QUEUES},
+        dead_letters_open=DeadLetter.objects.filter(resolved_at=None, retried_at=None).count(),
+        oldest_waiting={name: _oldest_waiting(name) for name in queues.QUEUES},
+    )
+
+
+def report_text(report: DailyReport) -> str:
+    jobs = " · ".join(f"{name} {done}/{failed}" for name, (done, failed) in report.jobs.items())
+    waiting = " · ".join(f"{name} {_age(age)}" for name, age in report.oldest_waiting.items())
+    return "\n".join(
+        [
+            f":bar_chart: Reporte diario de Ceres — {report.day:%d/%m/%Y} (Córdoba)",
+            f"• Usuarios registrados: {report.users_registered} · verificados: {report.users_verified}",
+            f"• Emails enviados: verificación {report.emails_sent['verify']} · "
+            f"bienvenida {report.emails_sent['welcome']}",
+            f"• Jobs completados/fallidos por cola: {jobs}",
+            f"• Dead letters abiertos: {report.dead_letters_open}",
+            f"• Job en espera más antiguo: {waiting}",
+        ]
+    )
+
+
+def _oldest_waiting(queue_name: str) -> float | None:
+    queue = django_rq.get_queue(queue_name)
+    for job_id in queue.get_job_ids(0, 1):
+        job = queue.fetch_job(job_id)
+        if job and job.enqueued_at:
+            return (crons.now() - job.enqueued_at).total_seconds()
+    return None
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    return f"{seconds / 60:.0f} min" if seconds < 3600 else f"{seconds / 3600:.1f} h"
