@@ -1,10 +1,15 @@
 from django.apps import apps
 from django.contrib import admin, messages
-from django.urls import NoReverseMatch, reverse
+from django.urls import NoReverseMatch, path, reverse
 from django.utils.html import format_html
 
-from jobs.dead_letters import CannotRetry, dead_letter_resolve, dead_letter_retry
-from jobs.models import DeadLetter
+from django.utils.translation import gettext_lazy as _
+
+from jobs.audit import action_record
+from jobs.dead_letters import CannotRetry, dead_letter_resolve
+from jobs.dashboard import views as dashboard
+from jobs.models import Dashboard, DeadLetter, JobAction
+from jobs.operations import dead_letters_retry
 
 
 @admin.register(DeadLetter)
@@ -30,7 +35,7 @@ class DeadLetterAdmin(admin.ModelAdmin):
     def has_retry_permission(self, request):
         return request.user.has_perm("jobs.retry_deadletter")
 
-    @admin.display(description="objeto relacionado")
+    @admin.display(description=_("related object"))
     def related(self, obj):
         if not obj.related_model:
             return "—"
@@ -42,19 +47,76 @@ class DeadLetterAdmin(admin.ModelAdmin):
             return label
         return format_html('<a href="{}">{}</a>', url, label)
 
-    @admin.action(description="Reintentar los jobs seleccionados", permissions=["retry"])
+    @admin.action(description=_("Retry the selected jobs"), permissions=["retry"])
     def retry(self, request, queryset):
-        for dead_letter in queryset:
-            try:
-                result = dead_letter_retry(dead_letter=dead_letter, user=request.user)
-            except CannotRetry as error:
-                self.message_user(request, str(error), messages.ERROR)
-                continue
-            state = "encolado de nuevo" if result.created else f"ya pendiente ({result.status})"
-            self.message_user(request, f"{dead_letter.job_id}: {state}", messages.SUCCESS)
+        try:
+            retried = dead_letters_retry(rows=list(queryset), user=request.user, detail="dead-letter archive")
+        except CannotRetry as error:
+            self.message_user(request, str(error), messages.ERROR)
+            return
+        for job_id in retried:
+            self.message_user(request, _("%(job)s: enqueued again") % {"job": job_id}, messages.SUCCESS)
+        if len(retried) < queryset.count():
+            self.message_user(request, _("The others were already pending."), messages.WARNING)
 
-    @admin.action(description="Marcar como resueltos", permissions=["retry"])
+    @admin.action(description=_("Mark as resolved"), permissions=["retry"])
     def resolve(self, request, queryset):
-        for dead_letter in queryset:
+        rows = list(queryset)
+        for dead_letter in rows:
             dead_letter_resolve(dead_letter=dead_letter, user=request.user)
-        self.message_user(request, f"{queryset.count()} marcados como resueltos.", messages.SUCCESS)
+        for queue_name in {row.queue for row in rows}:
+            job_ids = [row.job_id for row in rows if row.queue == queue_name]
+            action_record(kind=JobAction.Kind.RESOLVE, queue_name=queue_name, job_ids=job_ids, user=request.user)
+        self.message_user(request, _("%(count)d marked as resolved.") % {"count": len(rows)}, messages.SUCCESS)
+
+
+@admin.register(Dashboard)
+class DashboardAdmin(admin.ModelAdmin):
+    """The queue dashboard: its pages live under /admin/jobs/dashboard/, behind admin login."""
+
+    def has_module_permission(self, request):
+        return request.user.has_perm("jobs.view_dashboard")
+
+    def has_view_permission(self, request, obj=None):
+        return request.user.has_perm("jobs.view_dashboard")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def get_urls(self):
+        def view(function, name, route):
+            def wrapper(request, *args, **kwargs):
+                return function(request, self.admin_site, *args, **kwargs)
+
+            return path(route, self.admin_site.admin_view(wrapper), name=f"jobs_dashboard_{name}")
+
+        return [
+            view(dashboard.overview, "overview", ""),
+            view(dashboard.triage, "triage", "<str:queue_name>/triage/"),
+            view(dashboard.job_detail, "job", "<str:queue_name>/job/<str:job_id>/"),
+            view(dashboard.action, "action", "<str:queue_name>/action/<str:name>/"),
+            view(dashboard.job_list, "list", "<str:queue_name>/<str:state>/"),
+        ]
+
+
+@admin.register(JobAction)
+class JobActionAdmin(admin.ModelAdmin):
+    list_display = ("at", "user", "kind", "queue", "count", "reason", "detail")
+    list_filter = ("kind", "queue")
+    search_fields = ("=targets__job_id", "user__username", "reason")
+    date_hierarchy = "at"
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

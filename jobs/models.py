@@ -1,5 +1,6 @@
 from django.conf import settings
 from django.db import models
+from django.utils.translation import gettext_lazy as _
 
 
 class DeadLetter(models.Model):
@@ -68,3 +69,50 @@ class CronRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} @ {self.slot:%Y-%m-%d %H:%M}"
+
+
+class Dashboard(models.Model):
+    """No table: gives the queue dashboard its place in admin and its permissions."""
+
+    class Meta:
+        managed = False
+        default_permissions = ()
+        verbose_name = verbose_name_plural = _("queue dashboard")
+        permissions = [
+            ("view_dashboard", _("Can view the queue dashboard")),
+            ("operate_jobs", _("Can retry, promote and cancel jobs")),
+            ("destroy_jobs", _("Can delete jobs and empty queues")),
+            ("view_payloads", _("Can view job arguments and error details")),
+        ]
+
+
+class JobAction(models.Model):
+    """The audit trail: who did what to which jobs, when and why."""
+
+    class Kind(models.TextChoices):
+        RETRY = "retry", _("retry")
+        DELETE = "delete", _("delete")
+        PROMOTE = "promote", _("run now")
+        CANCEL = "cancel", _("cancel")
+        EMPTY = "empty", _("empty queue")
+        RESOLVE = "resolve", _("mark resolved")
+
+    at = models.DateTimeField(_("when"), auto_now_add=True, db_index=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    kind = models.CharField(_("action"), max_length=10, choices=Kind.choices)
+    queue = models.CharField(_("queue"), max_length=50)
+    count = models.PositiveIntegerField(_("jobs"))
+    reason = models.CharField(_("reason"), max_length=300, blank=True)
+    detail = models.CharField(_("detail"), max_length=300, blank=True)
+
+    class Meta:
+        ordering = ["-at"]
+        verbose_name = _("job action")
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} · {self.queue} · {self.count}"
+
+
+class JobActionTarget(models.Model):
+    action = models.ForeignKey(JobAction, on_delete=models.CASCADE, related_name="targets")
+    job_id = models.CharField(max_length=200, db_index=True)

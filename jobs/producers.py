@@ -100,9 +100,9 @@ def enqueue_cron_run(*, name: str, slot: datetime, queue_name: str) -> Enqueued:
     )
 
 
-def enqueue_stored_call(*, queue_name: str, func: str, job_id: str, kwargs: dict) -> Enqueued:
-    """Run a stored call again (a dead letter retried by staff), under the same id and uniqueness rules."""
-    return _enqueue_unique(queue_name, func, job_id=job_id, kwargs=kwargs)
+def enqueue_stored_call(*, queue_name: str, func: str, job_id: str, kwargs: dict, args=()) -> Enqueued:
+    """Run a stored call again (a job retried by staff), under the same id and uniqueness rules."""
+    return _enqueue_unique(queue_name, func, job_id=job_id, kwargs=kwargs, args=list(args))
 
 
 def _after_commit(enqueue: Callable[[], Enqueued]) -> Enqueued | None:
@@ -119,6 +119,7 @@ def _enqueue_unique(
     *,
     job_id: str,
     kwargs: dict,
+    args: list | None = None,
     cooldown: int = 0,
     delay: int = 0,
     result_ttl: int | None = None,
@@ -126,6 +127,7 @@ def _enqueue_unique(
     policy = queues.QUEUES[queue_name]  # read at call time, so tests can shrink a policy
     queue = django_rq.get_queue(queue_name)
     options = dict(
+        args=args or [],
         kwargs=kwargs,
         job_id=job_id,
         unique=True,

@@ -1,6 +1,12 @@
+import django_rq
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
+from django.utils.translation import gettext_lazy as _
 
+from jobs.models import DeadLetter
 from jobs.producers import enqueue_email_verify
 
 from .models import EmailDelivery, User, VerificationToken
@@ -10,10 +16,28 @@ from .models import EmailDelivery, User, VerificationToken
 class UserAdmin(BaseUserAdmin):
     list_display = ("username", "email", "first_name", "email_verified_at", "is_staff", "date_joined")
     list_filter = ("is_staff", "is_active", ("email_verified_at", admin.EmptyFieldListFilter))
-    fieldsets = BaseUserAdmin.fieldsets + (("Verificación", {"fields": ("email_verified_at",)}),)
+    fieldsets = BaseUserAdmin.fieldsets + ((_("Verification"), {"fields": ("email_verified_at", "jobs")}),)
+    readonly_fields = ("jobs",)
     actions = ["resend_verification_email"]
 
-    @admin.action(description="Reenviar email de verificación", permissions=["change"])
+    @admin.display(description=_("jobs"))
+    def jobs(self, user):
+        """This user's email jobs as Redis holds them, and their final failures as the archive does."""
+        if not user.pk:
+            return "—"
+        queue = django_rq.get_queue("email")
+        lines = []
+        for job_id in (f"email-verify-{user.pk}", f"email-welcome-{user.pk}"):
+            job = queue.fetch_job(job_id)
+            state = job.get_status(refresh=False).value if job else _("not in Redis")
+            url = reverse("admin:jobs_dashboard_job", args=["email", job_id])
+            lines.append(format_html('<a href="{}">{}</a>: {}', url, job_id, state))
+        for row in DeadLetter.objects.filter(related_model="accounts.user", related_id=str(user.pk))[:10]:
+            url = reverse("admin:jobs_deadletter_change", args=[row.pk])
+            lines.append(format_html('<a href="{}">{}</a>: {} ({})', url, row.job_id, row.exc_type, _("failed for good")))
+        return format_html_join(mark_safe("<br>"), "{}", ((line,) for line in lines))
+
+    @admin.action(description=_("Resend the verification email"), permissions=["change"])
     def resend_verification_email(self, request, queryset):
         enqueued = pending = verified = 0
         for user in queryset.only("pk", "email_verified_at"):
@@ -27,7 +51,8 @@ class UserAdmin(BaseUserAdmin):
                 pending += 1
         self.message_user(
             request,
-            f"Encolados: {enqueued}. Ya pendientes o enviados hace instantes: {pending}. Ya verificados: {verified}.",
+            _("Enqueued: %(enqueued)d. Already pending or just sent: %(pending)d. Already verified: %(verified)d.")
+            % {"enqueued": enqueued, "pending": pending, "verified": verified},
             messages.SUCCESS,
         )
 

@@ -1,0 +1,193 @@
+"""Read-only views of Redis for the dashboard.
+
+Plain Redis reads on purpose: RQ's registry helpers (`count`, `get_job_ids`) run a cleanup,
+with failure callbacks, before answering, and `Worker.all` drops stale keys; a page view must
+never change state. Every read is O(log n + page) so a registry of 100,000 jobs costs as much as
+one of ten.
+"""
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import django_rq
+from django.conf import settings
+from rq.job import Job
+from rq.registry import StartedJobRegistry
+from rq.utils import now, utcparse
+from rq.worker_registration import WORKERS_BY_QUEUE_KEY
+
+from jobs import crons, queues
+from jobs.models import CronRun
+
+STATES = ("queued", "started", "scheduled", "deferred", "finished", "failed", "canceled")
+PAGE_SIZE = 50
+NAME_FILTER_WINDOW = 5000  # newest jobs a job-name filter looks through
+
+
+def _queue(name: str):
+    return django_rq.get_queue(name)
+
+
+def _registry_key(queue, state: str) -> str | None:
+    return {
+        "started": queue.started_job_registry.key,
+        "scheduled": queue.scheduled_job_registry.key,
+        "deferred": queue.deferred_job_registry.key,
+        "finished": queue.finished_job_registry.key,
+        "failed": queue.failed_job_registry.key,
+        "canceled": queue.canceled_job_registry.key,
+    }.get(state)
+
+
+def count(queue, state: str) -> int:
+    if state == "queued":
+        return queue.connection.llen(queue.key)
+    return queue.connection.zcard(_registry_key(queue, state))
+
+
+def job_ids(queue, state: str, start: int, stop: int) -> list[str]:
+    """Job ids `start`..`stop` (exclusive) of a state, newest first."""
+    connection = queue.connection
+    if state == "queued":
+        length = connection.llen(queue.key)
+        lo, hi = max(length - stop, 0), length - start - 1
+        raw = list(reversed(connection.lrange(queue.key, lo, hi))) if hi >= lo else []
+    else:
+        raw = connection.zrevrange(_registry_key(queue, state), start, stop - 1)
+    parse = StartedJobRegistry.parse_job_id if state == "started" else (lambda entry: entry.decode())
+    return [parse(entry) for entry in raw]
+
+
+def fetch_jobs(queue, ids: list[str]) -> list[Job]:
+    return [job for job in Job.fetch_many(ids, connection=queue.connection, serializer=queue.serializer) if job]
+
+
+@dataclass
+class Page:
+    jobs: list[Job]
+    total: int
+    number: int
+    pages: int
+    note: str = ""
+
+
+def page(queue_name: str, state: str, number: int = 1, search: str = "", func: str = "") -> Page:
+    queue = _queue(queue_name)
+    if search:
+        job = queue.fetch_job(search.strip())
+        found = [job] if job and job.origin == queue_name else []
+        return Page(found, len(found), 1, 1)
+    if func:
+        window = fetch_jobs(queue, job_ids(queue, state, 0, NAME_FILTER_WINDOW))
+        matching = [job for job in window if _func_name(job) == func]
+        start = (number - 1) * PAGE_SIZE
+        return Page(matching[start : start + PAGE_SIZE], len(matching), number, max(1, -(-len(matching) // PAGE_SIZE)),
+                    note=f"newest {NAME_FILTER_WINDOW}")  # fmt: skip
+    total = count(queue, state)
+    pages = max(1, -(-total // PAGE_SIZE))
+    number = min(max(number, 1), pages)
+    start = (number - 1) * PAGE_SIZE
+    return Page(fetch_jobs(queue, job_ids(queue, state, start, start + PAGE_SIZE)), total, number, pages)
+
+
+def _func_name(job: Job) -> str:
+    try:
+        return job.func_name
+    except Exception:
+        return ""
+
+
+@dataclass
+class WorkerInfo:
+    name: str
+    alive: bool
+    state: str
+    last_heartbeat: datetime | None
+
+
+@dataclass
+class QueueStats:
+    name: str
+    policy: queues.QueuePolicy
+    counts: dict[str, int]
+    workers: list[WorkerInfo]
+    oldest_waiting: datetime | None
+    finished_last_hour: int
+    failed_last_hour: int
+
+    @property
+    def live_workers(self) -> int:
+        return sum(worker.alive for worker in self.workers)
+
+
+def queue_stats(name: str) -> QueueStats:
+    queue, policy = _queue(name), queues.QUEUES[name]
+    connection = queue.connection
+    timestamp = now().timestamp()
+    oldest = None
+    first = connection.lindex(queue.key, 0)
+    if first:
+        job = queue.fetch_job(first.decode())
+        oldest = job.enqueued_at if job else None
+    return QueueStats(
+        name=name,
+        policy=policy,
+        counts={state: count(queue, state) for state in STATES},
+        workers=workers(name),
+        oldest_waiting=oldest,
+        # finished jobs are kept `result_ttl` (1 h) and failed ones `failure_ttl`, scored by expiry
+        finished_last_hour=connection.zcount(queue.finished_job_registry.key, timestamp + policy.result_ttl - 3600, "+inf"),
+        failed_last_hour=connection.zcount(queue.failed_job_registry.key, timestamp + policy.failure_ttl - 3600, "+inf"),
+    )
+
+
+def workers(queue_name: str) -> list[WorkerInfo]:
+    connection = _queue(queue_name).connection
+    found = []
+    for key in sorted(connection.smembers(WORKERS_BY_QUEUE_KEY % queue_name)):
+        data = connection.hgetall(key)
+        heartbeat = data.get(b"last_heartbeat")
+        found.append(
+            WorkerInfo(
+                name=key.decode().rsplit(":", 1)[-1],
+                alive=bool(data),
+                state=data.get(b"state", b"gone").decode(),
+                last_heartbeat=utcparse(heartbeat.decode()) if heartbeat else None,
+            )
+        )
+    return found
+
+
+@dataclass
+class CronInfo:
+    spec: crons.CronSpec
+    last_run: CronRun | None
+    next_run: datetime | None
+    alarm_since: str | None
+
+
+@dataclass
+class Overview:
+    queues: list[QueueStats]
+    crons: list[CronInfo]
+    scheduler_alive: bool
+    warnings: list[str] = field(default_factory=list)
+
+
+def overview() -> Overview:
+    scheduler = django_rq.get_scheduler(queues.MAINTENANCE.name)
+    connection = scheduler.connection
+    cron_infos = []
+    for spec in crons.SPECS.values():
+        alarm = connection.get(f"{settings.RQ_KEY_PREFIX}:cron-alarm:{spec.name}")
+        cron_infos.append(
+            CronInfo(
+                spec=spec,
+                last_run=CronRun.objects.filter(name=spec.name, finished_at__isnull=False).order_by("-slot").first(),
+                next_run=scheduler.next_run(spec.name),
+                alarm_since=alarm.decode() if alarm else None,
+            )
+        )
+    instances = connection.scan_iter(f"{scheduler.redis_scheduler_namespace_prefix}*", count=100)
+    alive = any(not connection.hexists(key, "death") for key in instances)
+    return Overview(queues=[queue_stats(name) for name in queues.QUEUES], crons=cron_infos, scheduler_alive=alive)

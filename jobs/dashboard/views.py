@@ -1,0 +1,277 @@
+"""The queue dashboard's pages. Wrapped by `admin_site.admin_view` (staff login, CSRF, never cached);
+each view checks its own permission, and only POSTs change anything.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime
+from functools import wraps
+from typing import Callable
+
+import django_rq
+from django.apps import apps
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count, Max, Min
+from django.http import Http404, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.translation import gettext_lazy as _
+from django.views.decorators.http import require_http_methods
+from rq.job import JobStatus
+
+from jobs import operations, queues
+from jobs.alerts import fingerprint
+from jobs.audit import actions_for_job
+from jobs.dashboard import reads
+from jobs.models import DeadLetter
+
+MASK = "•••"
+
+
+def permission(codename: str):
+    def decorator(view):
+        @wraps(view)
+        def wrapper(request, *args, **kwargs):
+            if not request.user.has_perm(f"jobs.{codename}"):
+                raise PermissionDenied
+            return view(request, *args, **kwargs)
+
+        return wrapper
+
+    return decorator
+
+
+def _queue_name(name: str) -> str:
+    if name not in queues.QUEUES:
+        raise Http404
+    return name
+
+
+def _context(request, admin_site, title, **extra):
+    return {
+        **admin_site.each_context(request),
+        "title": title,
+        "opts": {"app_label": "jobs", "app_config": {"verbose_name": _("Queues and jobs")}},
+        "can_operate": request.user.has_perm("jobs.operate_jobs"),
+        "can_destroy": request.user.has_perm("jobs.destroy_jobs"),
+        "can_view_payloads": request.user.has_perm("jobs.view_payloads"),
+        **extra,
+    }
+
+
+@permission("view_dashboard")
+@require_http_methods(["GET"])
+def overview(request, admin_site):
+    data = reads.overview()
+    warnings = [
+        _("No live worker listens on %(queue)s.") % {"queue": stats.name} for stats in data.queues if not stats.live_workers
+    ]
+    if not data.scheduler_alive:
+        warnings.append(_("The cron scheduler (rqscheduler) is not running."))
+    warnings += [
+        _("Dead-man alarm: %(cron)s has not completed since %(since)s.") % {"cron": info.spec.name, "since": info.alarm_since}
+        for info in data.crons
+        if info.alarm_since
+    ]
+    return TemplateResponse(
+        request,
+        "admin/jobs/dashboard/overview.html",
+        _context(request, admin_site, _("Queues"), overview=data, warnings=warnings, states=reads.STATES),
+    )
+
+
+@permission("view_dashboard")
+@require_http_methods(["GET"])
+def job_list(request, admin_site, queue_name, state):
+    queue_name = _queue_name(queue_name)
+    if state not in reads.STATES:
+        raise Http404
+    number = int(request.GET.get("page", "1")) if request.GET.get("page", "1").isdigit() else 1
+    result = reads.page(queue_name, state, number, search=request.GET.get("q", ""), func=request.GET.get("func", ""))
+    return TemplateResponse(
+        request,
+        "admin/jobs/dashboard/job_list.html",
+        _context(
+            request, admin_site, _("%(queue)s: %(state)s jobs") % {"queue": queue_name, "state": state},
+            queue_name=queue_name, state=state, page=result, states=reads.STATES,
+            counts={s: reads.count(django_rq.get_queue(queue_name), s) for s in reads.STATES},
+            actions=[(key, action.label) for key, action in ACTIONS.items() if state in action.states],
+            rows=[_row(job, request) for job in result.jobs], search=request.GET.get("q", ""),
+            func=request.GET.get("func", ""), funcs=sorted({_func(job) for job in result.jobs}),
+        ),  # fmt: skip
+    )
+
+
+@permission("view_dashboard")
+@require_http_methods(["GET"])
+def job_detail(request, admin_site, queue_name, job_id):
+    queue_name = _queue_name(queue_name)
+    job = django_rq.get_queue(queue_name).fetch_job(job_id)
+    dead_letter = DeadLetter.objects.filter(job_id=job_id).order_by("-failed_at").first()
+    if job is None and dead_letter is None:
+        raise Http404
+    status = job.get_status(refresh=False).value if job else "gone"
+    return TemplateResponse(
+        request,
+        "admin/jobs/dashboard/job_detail.html",
+        _context(
+            request, admin_site, job_id, queue_name=queue_name, job=job, row=_row(job, request) if job else None,
+            status=status, dead_letter=dead_letter, actions_trail=actions_for_job(job_id)[:50],
+            related=_related(job, dead_letter),
+            actions=[(key, action.label) for key, action in ACTIONS.items() if status in action.states],
+        ),  # fmt: skip
+    )
+
+
+@permission("view_dashboard")
+@require_http_methods(["GET", "POST"])
+def triage(request, admin_site, queue_name):
+    """Open dead letters of a queue grouped by error, and a filtered bulk retry with a count first."""
+    queue_name = _queue_name(queue_name)
+    exc_type = request.POST.get("exc_type") or request.GET.get("exc_type", "")
+    since = _parse_since(request.POST.get("since") or request.GET.get("since", ""))
+    rows = operations.dead_letters_matching(queue_name=queue_name, exc_type=exc_type, since=since)
+    groups = (
+        operations.dead_letters_matching(queue_name=queue_name)
+        .values("exc_type")
+        .annotate(count=Count("id"), first=Min("failed_at"), last=Max("failed_at"))
+        .order_by("-count")
+    )
+    if request.method == "POST":
+        if not request.user.has_perm("jobs.operate_jobs"):
+            raise PermissionDenied
+        if request.POST.get("confirm") == "yes":
+            detail = f"triage: {exc_type or '*'} since {since.isoformat() if since else 'always'}"
+            retried = operations.dead_letters_retry(
+                rows=list(rows), user=request.user, reason=request.POST.get("reason", ""), detail=detail
+            )
+            messages.success(request, _("%(count)d jobs enqueued again.") % {"count": len(retried)})
+            return HttpResponseRedirect(request.path)
+    return TemplateResponse(
+        request,
+        "admin/jobs/dashboard/triage.html",
+        _context(
+            request, admin_site, _("%(queue)s: failures by error") % {"queue": queue_name}, queue_name=queue_name,
+            groups=groups, exc_type=exc_type, since=request.POST.get("since") or request.GET.get("since", ""),
+            matching=rows.count(), confirming=request.method == "POST",
+        ),  # fmt: skip
+    )
+
+
+@dataclass(frozen=True)
+class Action:
+    label: str
+    permission: str
+    states: frozenset
+    run: Callable
+
+
+ACTIONS = {
+    "retry": Action(_("Retry"), "operate_jobs", frozenset({"failed", "stopped", "canceled"}), operations.jobs_retry),
+    "promote": Action(_("Run now"), "operate_jobs", frozenset({"scheduled"}), operations.jobs_promote),
+    "cancel": Action(_("Cancel"), "operate_jobs", frozenset({"queued", "scheduled", "deferred"}), operations.jobs_cancel),
+    "delete": Action(_("Delete"), "destroy_jobs", frozenset(s.value for s in JobStatus), operations.jobs_delete),
+    "empty": Action(_("Empty the queue"), "destroy_jobs", frozenset({"queued"}), None),
+}
+
+
+@permission("view_dashboard")
+@require_http_methods(["POST"])
+def action(request, admin_site, queue_name, name):
+    """POST the selection: a confirmation page lists what will change; POST `confirm=yes` does it."""
+    queue_name = _queue_name(queue_name)
+    chosen = ACTIONS.get(name)
+    if chosen is None:
+        raise Http404
+    if not request.user.has_perm(f"jobs.{chosen.permission}"):
+        raise PermissionDenied
+    queue = django_rq.get_queue(queue_name)
+    scope, state = request.POST.get("scope", "selected"), request.POST.get("state", "")
+    if name == "empty":
+        job_ids = []
+        affected = reads.count(queue, "queued")
+    elif scope == "all" and state in reads.STATES:
+        job_ids = reads.job_ids(queue, state, 0, reads.count(queue, state))
+        affected = len(job_ids)
+    else:
+        job_ids = request.POST.getlist("job_ids")
+        affected = len(job_ids)
+    back = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}):
+        back = reverse(f"{admin_site.name}:jobs_dashboard_overview")
+    if request.POST.get("confirm") != "yes":
+        return TemplateResponse(
+            request,
+            "admin/jobs/dashboard/confirm.html",
+            _context(
+                request, admin_site, _("Confirm: %(action)s") % {"action": chosen.label}, queue_name=queue_name,
+                action_name=name, action_label=chosen.label, job_ids=job_ids[:200], affected=affected, scope=scope,
+                state=state, next=back,
+            ),  # fmt: skip
+        )
+    reason = request.POST.get("reason", "")
+    if name == "empty":
+        done = operations.queue_empty(queue_name=queue_name, user=request.user, reason=reason)
+    else:
+        done = len(chosen.run(queue_name=queue_name, job_ids=job_ids, user=request.user, reason=reason))
+    messages.success(request, _("%(action)s: %(done)d of %(count)d jobs.") % {"action": chosen.label, "done": done,
+                                                                            "count": affected})  # fmt: skip
+    return HttpResponseRedirect(back)
+
+
+def _func(job) -> str:
+    try:
+        return job.func_name
+    except Exception:
+        return "?"
+
+
+def _row(job, request) -> dict:
+    """What a page shows of a job: payload values masked unless the user may see them."""
+    try:
+        kwargs, args = dict(job.kwargs), list(job.args)
+    except Exception:
+        kwargs, args = {}, []
+    if not request.user.has_perm("jobs.view_payloads"):
+        kwargs, args = {key: MASK for key in kwargs}, [MASK for _ in args]
+    result = job.latest_result() if job.get_status(refresh=False) in (JobStatus.FAILED, JobStatus.FINISHED) else None
+    error = result.exc_string if result and result.exc_string else ""
+    exc_type, message = fingerprint(error) if error else ("", "")
+    return {
+        "job": job,
+        "func": _func(job),
+        "args": args,
+        "kwargs": kwargs,
+        "exc_type": exc_type,
+        "message": message if request.user.has_perm("jobs.view_payloads") else "",
+        "traceback": error if request.user.has_perm("jobs.view_payloads") else "",
+        "result": result.return_value if result and not error else None,
+        "attempts": job.meta.get("failures", []),
+    }
+
+
+def _related(job, dead_letter):
+    model, object_id = ("", "")
+    if dead_letter and dead_letter.related_model:
+        model, object_id = dead_letter.related_model, dead_letter.related_id
+    elif job is not None:
+        try:
+            if "user_id" in job.kwargs:
+                model, object_id = "accounts.user", str(job.kwargs["user_id"])
+        except Exception:
+            pass
+    if not model:
+        return None
+    meta = apps.get_model(model)._meta
+    return {"label": f"{meta.verbose_name} #{object_id}",
+            "url": reverse(f"admin:{meta.app_label}_{meta.model_name}_change", args=[object_id])}  # fmt: skip
+
+
+def _parse_since(value: str) -> datetime | None:
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return timezone.make_aware(moment) if timezone.is_naive(moment) else moment

@@ -1,0 +1,99 @@
+"""What staff can do to jobs in Redis. The dashboard, admin actions and commands call these;
+each one records itself in the audit trail.
+"""
+
+from datetime import datetime
+
+import django_rq
+from django.utils import timezone
+from rq.job import Job, JobStatus
+
+from jobs.audit import action_record
+from jobs.dead_letters import dead_letter_retry
+from jobs.models import DeadLetter, JobAction
+from jobs.producers import enqueue_stored_call
+
+RETRYABLE = {JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED}
+CANCELABLE = {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
+
+
+def _jobs(queue_name: str, job_ids: list[str]) -> list[Job]:
+    queue = django_rq.get_queue(queue_name)
+    return [job for job in Job.fetch_many(job_ids, connection=queue.connection, serializer=queue.serializer) if job]
+
+
+def jobs_retry(*, queue_name: str, job_ids: list[str], user=None, reason: str = "") -> list[str]:
+    """Run failed (or stopped, canceled) jobs again under their ids, with their whole retry budget."""
+    retried = []
+    for job in _jobs(queue_name, job_ids):
+        if job.get_status(refresh=False) not in RETRYABLE:
+            continue
+        enqueue_stored_call(queue_name=queue_name, func=job.func_name, job_id=job.id, kwargs=job.kwargs, args=job.args)
+        DeadLetter.objects.filter(job_id=job.id, job_created_at=job.created_at).update(
+            retried_at=timezone.now(), retried_by=user
+        )
+        retried.append(job.id)
+    action_record(kind=JobAction.Kind.RETRY, queue_name=queue_name, job_ids=retried, user=user, reason=reason)
+    return retried
+
+
+def jobs_delete(*, queue_name: str, job_ids: list[str], user=None, reason: str = "") -> list[str]:
+    deleted = []
+    for job in _jobs(queue_name, job_ids):
+        job.delete()
+        deleted.append(job.id)
+    action_record(kind=JobAction.Kind.DELETE, queue_name=queue_name, job_ids=deleted, user=user, reason=reason)
+    return deleted
+
+
+def jobs_promote(*, queue_name: str, job_ids: list[str], user=None, reason: str = "") -> list[str]:
+    """Run scheduled jobs (a retry waiting for its delay, say) now."""
+    queue = django_rq.get_queue(queue_name)
+    promoted = []
+    for job in _jobs(queue_name, job_ids):
+        if job.get_status(refresh=False) != JobStatus.SCHEDULED:
+            continue
+        queue.scheduled_job_registry.remove(job)
+        queue.enqueue_job(job)
+        promoted.append(job.id)
+    action_record(kind=JobAction.Kind.PROMOTE, queue_name=queue_name, job_ids=promoted, user=user, reason=reason)
+    return promoted
+
+
+def jobs_cancel(*, queue_name: str, job_ids: list[str], user=None, reason: str = "") -> list[str]:
+    canceled = []
+    for job in _jobs(queue_name, job_ids):
+        if job.get_status(refresh=False) not in CANCELABLE:
+            continue
+        job.cancel()
+        canceled.append(job.id)
+    action_record(kind=JobAction.Kind.CANCEL, queue_name=queue_name, job_ids=canceled, user=user, reason=reason)
+    return canceled
+
+
+def queue_empty(*, queue_name: str, user=None, reason: str = "") -> int:
+    """Delete every job waiting in the queue (running, scheduled and failed jobs stay); returns how many."""
+    queue = django_rq.get_queue(queue_name)
+    count = queue.empty()
+    action = action_record(kind=JobAction.Kind.EMPTY, queue_name=queue_name, job_ids=[], user=user, reason=reason)
+    JobAction.objects.filter(pk=action.pk).update(count=count)
+    return count
+
+
+def dead_letters_matching(*, queue_name: str, exc_type: str = "", since: datetime | None = None):
+    """Open dead letters (not retried, not resolved) of a queue, optionally one error type since a time."""
+    rows = DeadLetter.objects.filter(queue=queue_name, retried_at=None, resolved_at=None)
+    if exc_type:
+        rows = rows.filter(exc_type=exc_type)
+    if since:
+        rows = rows.filter(failed_at__gte=since)
+    return rows
+
+
+def dead_letters_retry(*, rows, user=None, reason: str = "", detail: str = "") -> list[str]:
+    retried = [row.job_id for row in rows if dead_letter_retry(dead_letter=row, user=user).created]
+    action_record(
+        kind=JobAction.Kind.RETRY, queue_name=rows[0].queue if rows else "", job_ids=retried, user=user,
+        reason=reason, detail=detail,
+    )  # fmt: skip
+    return retried

@@ -1,0 +1,40 @@
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from django import template
+from django.utils import timezone
+from django.utils.html import format_html
+
+from jobs.crons import ZONE
+
+register = template.Library()
+
+
+@register.filter
+def when(moment: datetime | None):
+    """A time in Córdoba, with UTC on hover."""
+    if not moment:
+        return "—"
+    utc = moment.astimezone(ZoneInfo("UTC"))
+    local = moment.astimezone(ZoneInfo(ZONE))
+    return format_html(
+        '<time datetime="{}" title="{} UTC">{}</time>', utc.isoformat(), f"{utc:%Y-%m-%d %H:%M:%S}", f"{local:%d/%m/%Y %H:%M:%S}"
+    )
+
+
+@register.filter
+def age(moment: datetime | None):
+    """How long ago, roughly: 42 s, 5 min, 3.2 h, 2.0 d."""
+    if not moment:
+        return "—"
+    seconds = (timezone.now() - moment).total_seconds()
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h" if seconds < 86400 else f"{seconds / 86400:.1f} d"
+
+
+@register.filter
+def get_item(mapping: dict, key):
+    return mapping.get(key)
