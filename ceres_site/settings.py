@@ -133,6 +133,8 @@ DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Ceres <no-reply@cere
 
 # --- Language and time ------------------------------------------------------------------------
 LANGUAGE_CODE = "es-ar"
+LANGUAGES = [("es-ar", "Español (Argentina)"), ("en", "English")]
+LOCALE_PATHS = [BASE_DIR / "locale"]
 TIME_ZONE = env.str("TZ", default="America/Argentina/Cordoba")
 USE_I18N = True
 USE_TZ = True

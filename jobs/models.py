@@ -12,10 +12,10 @@ class DeadLetter(models.Model):
     """
 
     class Alert(models.TextChoices):
-        PENDING = "pending", "pendiente"
-        SENT = "sent", "enviada"
-        SUMMARY = "summary", "en un resumen"
-        SKIPPED = "skipped", "sin alerta"
+        PENDING = "pending", _("pending")
+        SENT = "sent", _("sent")
+        SUMMARY = "summary", _("in a summary")
+        SKIPPED = "skipped", _("no alert")
 
     job_id = models.CharField(max_length=200)
     job_created_at = models.DateTimeField()
@@ -45,10 +45,10 @@ class DeadLetter(models.Model):
     )
 
     class Meta:
-        verbose_name = "dead letter"
+        verbose_name = _("dead letter")
         ordering = ["-failed_at"]
         constraints = [models.UniqueConstraint(fields=["job_id", "job_created_at"], name="jobs_deadletter_run_unique")]
-        permissions = [("retry_deadletter", "Can retry dead-letter jobs")]
+        permissions = [("retry_deadletter", _("Can retry dead-letter jobs"))]
 
     def __str__(self) -> str:
         return f"{self.job_id} ({self.exc_type})"

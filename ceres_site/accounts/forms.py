@@ -1,5 +1,6 @@
 from django import forms
 from django.contrib.auth.password_validation import validate_password
+from django.utils.translation import gettext_lazy as _
 
 from .models import User
 
@@ -10,20 +11,20 @@ class EmailField(forms.EmailField):
 
 
 class SignupForm(forms.Form):
-    email = EmailField(label="Email", max_length=254)
-    first_name = forms.CharField(label="Nombre", max_length=150)
-    password = forms.CharField(label="Contraseña", widget=forms.PasswordInput, strip=False)
+    email = EmailField(label=_("Email"), max_length=254)
+    first_name = forms.CharField(label=_("First name"), max_length=150)
+    password = forms.CharField(label=_("Password"), widget=forms.PasswordInput, strip=False)
 
     def clean_first_name(self):
         name = self.cleaned_data["first_name"]
         if any(ch in name for ch in "\r\n\t\x00"):
-            raise forms.ValidationError("El nombre no puede contener saltos de línea ni caracteres de control.")
+            raise forms.ValidationError(_("The name cannot contain line breaks or control characters."))
         return name
 
     def clean_email(self):
         email = self.cleaned_data["email"]
         if User.objects.filter(email__iexact=email).exists():
-            raise forms.ValidationError("Ya existe una cuenta con ese email.")
+            raise forms.ValidationError(_("An account with this email already exists."))
         return email
 
     def clean(self):
@@ -38,4 +39,4 @@ class SignupForm(forms.Form):
 
 
 class ResendForm(forms.Form):
-    email = EmailField(label="Email", max_length=254)
+    email = EmailField(label=_("Email"), max_length=254)

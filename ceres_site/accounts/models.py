@@ -1,13 +1,14 @@
 from django.contrib.auth.models import AbstractUser
 from django.db import models
 from django.db.models.functions import Lower
+from django.utils.translation import gettext_lazy as _
 
 
 class User(AbstractUser):
     """A person of the platform; signups use their email as username, staff keep short usernames."""
 
-    email = models.EmailField("email", blank=True)
-    email_verified_at = models.DateTimeField("email verificado", null=True, blank=True)
+    email = models.EmailField(_("email"), blank=True)
+    email_verified_at = models.DateTimeField(_("email verified at"), null=True, blank=True)
 
     class Meta(AbstractUser.Meta):
         swappable = "AUTH_USER_MODEL"
@@ -42,8 +43,8 @@ class EmailDelivery(models.Model):
     """One email actually handed to the mail server; lets a re-run job see it was already sent."""
 
     class Kind(models.TextChoices):
-        VERIFY = "verify", "verificación"
-        WELCOME = "welcome", "bienvenida"
+        VERIFY = "verify", _("verification")
+        WELCOME = "welcome", _("welcome")
 
     user = models.ForeignKey(User, on_delete=models.SET_NULL, null=True, related_name="email_deliveries")
     kind = models.CharField(max_length=16, choices=Kind.choices)

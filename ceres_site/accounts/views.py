@@ -1,5 +1,6 @@
 from django.db import IntegrityError, transaction
 from django.shortcuts import redirect, render
+from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods
 
 from jobs.producers import enqueue_email_verify, enqueue_email_welcome
@@ -21,7 +22,7 @@ def signup(request):
                 )
                 enqueue_email_verify(user_id=user.pk)  # runs when this transaction commits
         except IntegrityError:
-            form.add_error("email", "Ya existe una cuenta con ese email.")
+            form.add_error("email", _("An account with this email already exists."))
         else:
             return redirect("accounts:signup_done")
     return render(request, "accounts/signup.html", {"form": form})
