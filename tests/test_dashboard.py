@@ -1,0 +1,347 @@
+"""The queue dashboard in admin, against real Redis with real jobs in every state."""
+
+import django_rq
+import pytest
+from django.contrib.auth.models import Permission
+from django.test import Client
+from django.urls import URLPattern, URLResolver, get_resolver, reverse
+from rq.job import Job
+
+from ceres_site.accounts.models import User
+from jobs.models import DeadLetter, JobAction
+from jobs.producers import enqueue_stored_call
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+XSS = '<script>alert("x")</script><img src=x onerror=alert(1)>'
+DASHBOARD_PERMS = ("view_dashboard", "operate_jobs", "destroy_jobs", "view_payloads")
+
+
+def call(func, job_id, queue="email", **kwargs):
+    return enqueue_stored_call(queue_name=queue, func=f"tests.tasks.{func}", job_id=job_id, kwargs=kwargs)
+
+
+def fetch(job_id, queue="email") -> Job | None:
+    return django_rq.get_queue(queue).fetch_job(job_id)
+
+
+@pytest.fixture
+def jobs(policy, work):
+    """Real jobs in every state a worker can leave them in (started needs a live worker: see below)."""
+    policy("email", retry_max=0, alert_window=600)
+    call("always_fail", "email-failed-1", message=XSS)
+    call("fail_times", "email-done-1", counter="done", times=0)
+    work("email")
+    policy("email", retry_max=2, retry_intervals=(300,), alert_window=600)
+    call("always_fail", "email-retrying-1", message="later")
+    work("email")
+    call("sleep", "email-waiting-1", seconds=0)
+    queue = django_rq.get_queue("email")
+    queue.enqueue("tests.tasks.sleep", 0, job_id="email-deferred-1", depends_on="email-waiting-1")
+    call("sleep", "email-canceled-1", seconds=0)
+    fetch("email-canceled-1").cancel()
+    return {
+        "failed": "email-failed-1", "finished": "email-done-1", "scheduled": "email-retrying-1",
+        "queued": "email-waiting-1", "deferred": "email-deferred-1", "canceled": "email-canceled-1",
+    }  # fmt: skip
+
+
+def staff(username="operator", perms=DASHBOARD_PERMS, **extra):
+    user = User.objects.create_user(username=username, password="x", is_staff=True, **extra)
+    user.user_permissions.add(*Permission.objects.filter(content_type__app_label="jobs", codename__in=perms))
+    return user
+
+
+def logged_in(user, **options) -> Client:
+    client = Client(**options)
+    if user is not None:
+        client.force_login(user)
+    return client
+
+
+def url(name, *args):
+    return reverse(f"admin:jobs_dashboard_{name}", args=args)
+
+
+# --- pages ----------------------------------------------------------------------------------
+
+
+def test_overview_counts_every_state_and_warns_about_missing_workers(jobs, admin_client):
+    page = admin_client.get(url("overview")).content.decode()
+
+    for state, job_id in jobs.items():
+        assert f'href="{url("list", "email", state)}">1</a>' in page, state
+    assert "Ningún worker vivo atiende la cola email." in page
+    assert "El scheduler de crons (rqscheduler) no está corriendo." in page
+    assert "clean-verification-tokens" in page and "/health" in page
+
+
+def test_every_state_lists_its_jobs(jobs, admin_client, live_worker):
+    call("sleep", "files-running-1", queue="files", seconds=3)
+    live_worker("files")
+    wait_for(lambda: fetch("files-running-1", "files").get_status() == "started", timeout=20)
+
+    for state, job_id in {**jobs, "started": None}.items():
+        queue, job_id = ("files", "files-running-1") if state == "started" else ("email", job_id)
+        page = admin_client.get(url("list", queue, state)).content.decode()
+        assert f'href="{url("job", queue, job_id)}"' in page, state
+    overview = admin_client.get(url("overview")).content.decode()
+    assert "Ningún worker vivo atiende la cola files." not in overview
+
+
+def test_lists_are_paginated_newest_first(admin_client):
+    for n in range(120):
+        call("sleep", f"email-bulk-{n:03d}", seconds=0)
+
+    first = admin_client.get(url("list", "email", "queued")).content.decode()
+    last = admin_client.get(url("list", "email", "queued") + "?page=3").content.decode()
+
+    assert "Página 1 de 3 · 120 jobs" in first
+    assert first.index("email-bulk-119") < first.index("email-bulk-070") and "email-bulk-069" not in first
+    assert "email-bulk-019" in last and "email-bulk-000" in last and "email-bulk-020" not in last
+
+
+def test_search_by_id_and_filter_by_job_name(jobs, admin_client):
+    found = admin_client.get(url("list", "email", "failed") + "?q=email-failed-1").content.decode()
+    by_name = admin_client.get(url("list", "email", "queued") + "?func=tests.tasks.sleep").content.decode()
+    none = admin_client.get(url("list", "email", "queued") + "?func=tests.tasks.nothing").content.decode()
+
+    assert "email-failed-1" in found
+    assert "email-waiting-1" in by_name and "No hay jobs acá." in none
+
+
+def test_job_detail_shows_why_it_failed_and_the_related_user(admin_client, policy, work):
+    policy("email", retry_max=0)
+    user = User.objects.create_user(username="ana@example.com", email="bad address")
+    from jobs.producers import enqueue_email_verify
+
+    enqueue_email_verify(user_id=user.pk)
+    work("email")
+
+    page = admin_client.get(url("job", "email", f"email-verify-{user.pk}")).content.decode()
+
+    assert "PermanentJobError" in page and f"user {user.pk} has an invalid email address" in page
+    assert reverse("admin:accounts_user_change", args=[user.pk]) in page
+    assert reverse("admin:jobs_deadletter_change", args=[DeadLetter.objects.get().pk]) in page
+    assert f"user_id={user.pk}" in page
+
+
+def test_payloads_and_error_details_are_masked_without_the_permission(jobs):
+    viewer = logged_in(staff(perms=("view_dashboard",)))
+    reader = logged_in(staff("reader", perms=("view_dashboard", "view_payloads")))
+
+    masked = viewer.get(url("job", "email", "email-failed-1")).content.decode()
+    shown = reader.get(url("job", "email", "email-failed-1")).content.decode()
+
+    assert "message=•••" in masked and "alert(" not in masked and "Traceback" not in masked
+    assert "message=&lt;script&gt;" in shown and "Traceback (most recent call last)" in shown
+
+
+def test_everything_from_redis_is_escaped(jobs, admin_client):
+    for page in (url("list", "email", "failed"), url("job", "email", "email-failed-1"), url("triage", "email")):
+        body = admin_client.get(page).content.decode()
+        assert "<script>alert" not in body and "<img src=x" not in body, page
+    body = admin_client.get(url("job", "email", "email-failed-1")).content.decode()
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in body
+
+
+def test_user_names_are_escaped_on_the_user_page(admin_client):
+    user = User.objects.create_user(username="x@example.com", email="x@example.com", first_name=XSS[:100])
+
+    body = admin_client.get(reverse("admin:accounts_user_change", args=[user.pk])).content.decode()
+
+    assert "<script>alert" not in body
+
+
+def test_the_user_page_lists_the_user_s_jobs(admin_client):
+    user = User.objects.create_user(username="x@example.com", email="x@example.com")
+    from jobs.producers import enqueue_email_verify
+
+    enqueue_email_verify(user_id=user.pk)
+
+    body = admin_client.get(reverse("admin:accounts_user_change", args=[user.pk])).content.decode()
+
+    assert f'href="{url("job", "email", f"email-verify-{user.pk}")}">email-verify-{user.pk}</a>: queued' in body
+    assert f"email-welcome-{user.pk}</a>: no está en Redis" in body
+
+
+def test_pages_are_not_cached_nor_framed(admin_client):
+    response = admin_client.get(url("overview"))
+
+    assert response["X-Frame-Options"] == "DENY"
+    assert "no-cache" in response["Cache-Control"] and "no-store" in response["Cache-Control"]
+
+
+# --- actions --------------------------------------------------------------------------------
+
+
+def confirm(client, action, queue="email", **data):
+    """The two steps of every action: the confirmation page, then `confirm=yes`."""
+    back = url("list", queue, "failed")
+    first = client.post(url("action", queue, action), {"next": back, **data})
+    assert first.status_code == 200 and "Sí, estoy seguro" in first.content.decode()
+    second = client.post(url("action", queue, action), {"next": back, "confirm": "yes", "reason": "SMTP fixed", **data})
+    assert second.status_code == 302 and second["Location"] == back
+    return first
+
+
+def test_retry_selected_asks_first_then_gives_a_full_retry_budget_and_is_audited(jobs, admin_client):
+    page = confirm(admin_client, "retry", job_ids=["email-failed-1"]).content.decode()
+
+    assert "email-failed-1" in page
+    retried = fetch("email-failed-1")
+    assert retried.get_status() == "queued" and retried.retries_left == 2
+    action = JobAction.objects.get()
+    assert (action.kind, action.count, action.reason, action.user.username) == ("retry", 1, "SMTP fixed", "admin")
+    detail = admin_client.get(url("job", "email", "email-failed-1")).content.decode()
+    assert "SMTP fixed" in detail and "reintentar" in detail
+    assert DeadLetter.objects.get(job_id="email-failed-1").retried_at is not None
+
+
+def test_the_confirmation_page_changes_nothing(jobs, admin_client):
+    admin_client.post(url("action", "email", "delete"), {"job_ids": list(jobs.values())})
+
+    assert all(fetch(job_id) for job_id in jobs.values())
+    assert JobAction.objects.count() == 0
+
+
+def test_delete_promote_cancel_empty_and_retry_all(jobs, admin_client, policy, work):
+    confirm(admin_client, "promote", job_ids=["email-retrying-1"])
+    assert fetch("email-retrying-1").get_status() == "queued"
+
+    confirm(admin_client, "cancel", job_ids=["email-waiting-1"])
+    assert fetch("email-waiting-1").get_status() == "canceled"
+
+    confirm(admin_client, "delete", job_ids=["email-done-1"])
+    assert fetch("email-done-1") is None
+
+    confirm(admin_client, "empty", scope="all", state="queued")
+    assert django_rq.get_queue("email").count == 0
+
+    policy("email", retry_max=0)
+    for n in range(3):
+        call("always_fail", f"email-more-{n}")
+    work("email")
+    confirm(admin_client, "retry", scope="all", state="failed")
+    assert sorted(django_rq.get_queue("email").job_ids) == ["email-failed-1", "email-more-0", "email-more-1", "email-more-2"]
+    assert list(JobAction.objects.order_by("at").values_list("kind", "count")) == [
+        ("promote", 1), ("cancel", 1), ("delete", 1), ("empty", 1), ("retry", 4)
+    ]  # fmt: skip
+
+
+def test_triage_groups_by_error_and_retries_a_filtered_set_after_a_dry_run(admin_client, policy, work):
+    policy("email", retry_max=0, alert_window=600)
+    for n in range(3):
+        call("always_fail", f"email-boom-{n}")
+    call("kill_self", "email-oom-1")
+    work("email")
+
+    page = admin_client.get(url("triage", "email")).content.decode()
+    dry = admin_client.post(url("triage", "email"), {"exc_type": "RuntimeError", "since": "2000-01-01 00:00"})
+    done = admin_client.post(url("triage", "email"), {"exc_type": "RuntimeError", "since": "2000-01-01", "confirm": "yes"})
+
+    assert "RuntimeError" in page and "WorkHorseKilled" in page
+    assert "Coinciden 3 jobs." in dry.content.decode()
+    assert done.status_code == 302
+    assert sorted(django_rq.get_queue("email").job_ids) == ["email-boom-0", "email-boom-1", "email-boom-2"]
+    assert JobAction.objects.get().detail.startswith("triage: RuntimeError since 2000-01-01")
+
+
+# --- permissions ------------------------------------------------------------------------------
+
+
+def dashboard_routes() -> list[str]:
+    """Every URL of the dashboard, found by walking the URL resolver (not a hand-written list)."""
+    found = []
+
+    def walk(patterns, prefix):
+        for entry in patterns:
+            if isinstance(entry, URLResolver):
+                walk(entry.url_patterns, prefix + str(entry.pattern))
+            elif isinstance(entry, URLPattern) and (entry.name or "").startswith("jobs_dashboard_"):
+                found.append(prefix + str(entry.pattern))
+
+    walk(get_resolver().url_patterns, "/")
+    return found
+
+
+SAMPLE = {"<str:queue_name>": "email", "<str:state>": "failed", "<str:job_id>": "email-failed-1", "<str:name>": "retry"}
+
+
+def concrete(route: str) -> str:
+    for placeholder, value in SAMPLE.items():
+        route = route.replace(placeholder, value)
+    return route
+
+
+def redis_state(connection) -> dict:
+    return {key: (connection.type(key), connection.hget(key, "status") if connection.type(key) == b"hash" else None)
+            for key in connection.keys("*")}  # fmt: skip
+
+
+def test_the_resolver_finds_every_dashboard_page():
+    assert len(dashboard_routes()) == 5
+
+
+@pytest.mark.parametrize("who", ["anonymous", "not staff", "staff without permission", "staff with permission", "superuser"])
+def test_permission_matrix(jobs, redis_conn, who):
+    user = {
+        "anonymous": lambda: None,
+        "not staff": lambda: User.objects.create_user(username="citizen", password="x"),
+        "staff without permission": lambda: staff(perms=()),
+        "staff with permission": lambda: staff(),
+        "superuser": lambda: User.objects.create_superuser(username="root", password="x"),
+    }[who]()
+    client = logged_in(user)
+    allowed = who in ("staff with permission", "superuser")
+    before, actions_before = redis_state(redis_conn), JobAction.objects.count()
+
+    for route in dashboard_routes():
+        path, post_only = concrete(route), "/action/" in route
+        get, post = client.get(path), client.post(path, {"job_ids": ["email-failed-1"]})
+        if who in ("anonymous", "not staff"):
+            assert get.status_code == post.status_code == 302 and "/admin/login/" in get["Location"], path
+        elif not allowed:
+            assert get.status_code == post.status_code == 403, path
+        else:
+            assert get.status_code == (405 if post_only else 200), path
+            assert post.status_code == (200 if post_only or "/triage/" in route else 405), path
+
+    assert redis_state(redis_conn) == before  # nothing changed: GETs never do, POSTs stop at a confirmation
+    assert JobAction.objects.count() == actions_before
+
+
+def test_staff_without_operate_permission_gets_403_on_the_action_itself(jobs):
+    viewer = logged_in(staff(perms=("view_dashboard",)))
+
+    response = viewer.post(url("action", "email", "retry"), {"job_ids": ["email-failed-1"], "confirm": "yes"})
+    triage = viewer.post(url("triage", "email"), {"exc_type": "RuntimeError", "confirm": "yes"})
+
+    assert response.status_code == triage.status_code == 403
+    assert fetch("email-failed-1").get_status() == "failed"
+
+
+def test_operators_cannot_destroy(jobs):
+    operator = logged_in(staff(perms=("view_dashboard", "operate_jobs")))
+
+    response = operator.post(url("action", "email", "delete"), {"job_ids": ["email-failed-1"], "confirm": "yes"})
+
+    assert response.status_code == 403 and fetch("email-failed-1") is not None
+
+
+def test_csrf_is_enforced_on_every_post(jobs):
+    client = logged_in(User.objects.create_superuser(username="root", password="x"), enforce_csrf_checks=True)
+
+    for route in dashboard_routes():
+        response = client.post(concrete(route), {"job_ids": ["email-failed-1"], "confirm": "yes"})
+        assert response.status_code == 403, route
+    assert fetch("email-failed-1").get_status() == "failed"
+
+
+def test_an_outside_next_url_is_not_followed(jobs, admin_client):
+    response = admin_client.post(
+        url("action", "email", "retry"), {"job_ids": ["email-failed-1"], "confirm": "yes", "next": "https://evil.example/"}
+    )
+
+    assert response["Location"] == url("overview")
