@@ -1,6 +1,11 @@
 from django.contrib import admin
 from django.urls import include, path
+from django.utils.translation import gettext_lazy as _
 from django.views.generic import RedirectView
+
+admin.site.site_header = _("Ceres: administration")
+admin.site.site_title = _("Ceres administration")
+admin.site.index_title = _("Queues, jobs and accounts")
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="accounts:signup"), name="home"),

@@ -46,6 +46,7 @@ class DeadLetter(models.Model):
 
     class Meta:
         verbose_name = _("dead letter")
+        verbose_name_plural = _("dead letters")
         ordering = ["-failed_at"]
         constraints = [models.UniqueConstraint(fields=["job_id", "job_created_at"], name="jobs_deadletter_run_unique")]
         permissions = [("retry_deadletter", _("Can retry dead-letter jobs"))]
@@ -64,6 +65,7 @@ class CronRun(models.Model):
     result = models.CharField(max_length=500, blank=True)
 
     class Meta:
+        verbose_name = _("cron run")
         constraints = [models.UniqueConstraint(fields=["name", "slot"], name="jobs_cronrun_slot_unique")]
         ordering = ["-slot"]
 
@@ -108,6 +110,7 @@ class JobAction(models.Model):
     class Meta:
         ordering = ["-at"]
         verbose_name = _("job action")
+        verbose_name_plural = _("job actions")
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} · {self.queue} · {self.count}"

@@ -35,6 +35,9 @@ class VerificationToken(models.Model):
     expires_at = models.DateTimeField(db_index=True)
     used_at = models.DateTimeField(null=True, blank=True, db_index=True)
 
+    class Meta:
+        verbose_name = _("verification token")
+
     def __str__(self) -> str:
         return f"token {self.selector[:6]}… for user {self.user_id}"
 
@@ -52,7 +55,8 @@ class EmailDelivery(models.Model):
     sent_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:
-        verbose_name_plural = "email deliveries"
+        verbose_name = _("email delivery")
+        verbose_name_plural = _("email deliveries")
 
     def __str__(self) -> str:
         return f"{self.kind} to user {self.user_id} at {self.sent_at:%Y-%m-%d %H:%M}"

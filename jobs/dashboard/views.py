@@ -248,7 +248,9 @@ def _row(job, request) -> dict:
         "message": message if request.user.has_perm("jobs.view_payloads") else "",
         "traceback": error if request.user.has_perm("jobs.view_payloads") else "",
         "result": result.return_value if result and not error else None,
-        "attempts": job.meta.get("failures", []),
+        "attempts": [
+            {"at": datetime.fromisoformat(attempt["at"]), "error": attempt["error"]} for attempt in job.meta.get("failures", [])
+        ],
     }
 
 

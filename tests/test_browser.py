@@ -1,0 +1,71 @@
+"""A person in a real browser: Debian's Chromium, driven by Playwright, against a live server.
+
+Screenshots of the overview, the failed list and the job page go to test-artifacts/.
+"""
+
+import shutil
+
+import pytest
+from django.urls import reverse
+
+from ceres_site.accounts.models import User
+from jobs.producers import enqueue_stored_call
+from tests.conftest import BASE_DIR
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ARTIFACTS = BASE_DIR / "test-artifacts"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"]  # fmt: skip
+
+
+@pytest.fixture
+def page(monkeypatch):
+    from playwright.sync_api import sync_playwright
+
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's sync API runs an event loop here
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 900}, locale="es-AR")
+        yield page
+        browser.close()
+
+
+def test_staff_finds_a_failed_job_retries_it_and_sees_it_finish(page, live_server, live_worker, policy, work):
+    policy("email", retry_max=0, alert_window=600)
+    User.objects.create_superuser(username="admin", password="clave-del-panel")
+    enqueue_stored_call(queue_name="email", func="tests.tasks.fail_times", job_id="email-flaky-7",
+                        kwargs={"counter": "browser", "times": 1})  # fmt: skip
+    work("email")
+
+    page.goto(live_server.url + reverse("admin:jobs_dashboard_overview"))
+    page.fill("#id_username", "admin")
+    page.fill("#id_password", "clave-del-panel")
+    page.click("input[type=submit]")
+    page.wait_for_selector("text=Colas")
+    page.screenshot(path=ARTIFACTS / "overview.png", full_page=True)
+    failed_link = page.locator(f'a[href="{reverse("admin:jobs_dashboard_list", args=["email", "failed"])}"]')
+    assert failed_link.inner_text() == "1"
+
+    failed_link.click()
+    page.screenshot(path=ARTIFACTS / "failed-list.png", full_page=True)
+    page.click("text=email-flaky-7")
+    page.wait_for_selector("text=ConnectionError")
+    page.screenshot(path=ARTIFACTS / "job-detail.png", full_page=True)
+    page.click("button:has-text('Reintentar')")
+    page.fill("input[name=reason]", "probando desde el navegador")
+    page.click("input[value='Sí, estoy seguro']")
+    page.wait_for_selector("text=Reintentar: 1 de 1 jobs.")
+
+    live_worker("email")
+    job_page = live_server.url + reverse("admin:jobs_dashboard_job", args=["email", "email-flaky-7"])
+    for _ in range(50):
+        page.goto(job_page)
+        if page.locator("text=finished").count():
+            break
+        page.wait_for_timeout(200)
+    assert page.locator("strong", has_text="finished").count() == 1
+    assert page.locator("text=probando desde el navegador").count() == 1
+    page.screenshot(path=ARTIFACTS / "job-finished.png", full_page=True)
