@@ -36,9 +36,23 @@ class CeresScheduler(DjangoScheduler):
     scheduler_lock_key = f"{RQ_KEY_PREFIX}:scheduler_lock"
     scheduled_jobs_key = f"{RQ_KEY_PREFIX}:scheduler:scheduled_jobs"
 
+    alive_key = f"{RQ_KEY_PREFIX}:scheduler-alive"  # one key to read, instead of scanning for instances
+
     def __init__(self, *args, **kwargs):
         kwargs["job_class"] = JSONJob
         super().__init__(*args, **kwargs)
+
+    def heartbeat(self):
+        super().heartbeat()
+        self.connection.set(self.alive_key, self.name, ex=int(self._interval) + 10)
+
+    def register_death(self):
+        super().register_death()
+        self.connection.delete(self.alive_key)
+
+    def is_alive(self) -> bool:
+        """Whether some rqscheduler process has beaten its heart within its interval."""
+        return bool(self.connection.exists(self.alive_key))
 
     def get_jobs_to_queue(self, with_times=False):
         return self.get_jobs(to_unix(crons.now()), with_times=with_times)

@@ -345,3 +345,14 @@ def test_an_outside_next_url_is_not_followed(jobs, admin_client):
     )
 
     assert response["Location"] == url("overview")
+
+
+def test_overview_knows_when_the_scheduler_runs(admin_client):
+    scheduler = django_rq.get_scheduler("maintenance")
+    scheduler.heartbeat()
+
+    page = admin_client.get(url("overview")).content.decode()
+
+    assert "scheduler corriendo" in page and "rqscheduler) no está corriendo" not in page
+    scheduler.register_death()
+    assert "scheduler caído" in admin_client.get(url("overview")).content.decode()

@@ -188,6 +188,6 @@ def overview() -> Overview:
                 alarm_since=alarm.decode() if alarm else None,
             )
         )
-    instances = connection.scan_iter(f"{scheduler.redis_scheduler_namespace_prefix}*", count=100)
-    alive = any(not connection.hexists(key, "death") for key in instances)
-    return Overview(queues=[queue_stats(name) for name in queues.QUEUES], crons=cron_infos, scheduler_alive=alive)
+    return Overview(
+        queues=[queue_stats(name) for name in queues.QUEUES], crons=cron_infos, scheduler_alive=scheduler.is_alive()
+    )

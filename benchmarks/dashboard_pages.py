@@ -1,0 +1,88 @@
+"""Server time of the dashboard's overview and failed-list pages with 100 and 100,000 failed jobs.
+
+Run:  bin/with-test-services -- .venv/bin/python benchmarks/dashboard_pages.py
+It uses a throwaway test database and flushes the Redis database it is pointed at.
+Prints the median of several runs per page and the ratio 100,000 : 100 measured in this process.
+"""
+
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ceres_site.settings")
+
+import django  # noqa: E402
+
+django.setup()
+
+import django_rq  # noqa: E402
+from django.db import connection  # noqa: E402
+from django.test import Client  # noqa: E402
+from django.test.utils import setup_test_environment  # noqa: E402
+from django.urls import reverse  # noqa: E402
+from rq.job import Job, JobStatus  # noqa: E402
+
+RUNS = 7
+SIZES = (100, 100_000)
+
+
+def fill_failed(queue, count: int) -> None:
+    """`count` real RQ jobs in the failed registry, written in pipelined batches."""
+    registry, now = queue.failed_job_registry, time.time()
+    for start in range(0, count, 5000):
+        with queue.connection.pipeline() as pipe:
+            for n in range(start, min(start + 5000, count)):
+                job = Job.create("tests.tasks.always_fail", kwargs={"message": f"#{n}"}, id=f"email-bench-{n}",
+                                 connection=queue.connection, serializer=queue.serializer, origin="email",
+                                 status=JobStatus.FAILED)  # fmt: skip
+                job.save(pipeline=pipe)
+                pipe.zadd(registry.key, {job.id: now + 86400 + n / 1000})
+            pipe.execute()
+
+
+def median_ms(client: Client, path: str) -> float:
+    client.get(path)  # warm up
+    times = []
+    for _ in range(RUNS):
+        started = time.perf_counter()
+        response = client.get(path)
+        times.append((time.perf_counter() - started) * 1000)
+        assert response.status_code == 200, response.status_code
+    return statistics.median(times)
+
+
+def main() -> None:
+    setup_test_environment()
+    old_name = connection.creation.create_test_db(verbosity=0)
+    try:
+        from ceres_site.accounts.models import User
+
+        client = Client()
+        client.force_login(User.objects.create_superuser(username="bench", password="x"))
+        queue = django_rq.get_queue("email")
+        pages = {
+            "overview": reverse("admin:jobs_dashboard_overview"),
+            "failed list, page 1": reverse("admin:jobs_dashboard_list", args=["email", "failed"]),
+            "failed list, last page": reverse("admin:jobs_dashboard_list", args=["email", "failed"]) + "?page=999999",
+        }
+        results = {}
+        for size in SIZES:
+            queue.connection.flushdb()
+            fill_failed(queue, size)
+            results[size] = {name: median_ms(client, path) for name, path in pages.items()}
+        queue.connection.flushdb()
+    finally:
+        connection.creation.destroy_test_db(old_name, verbosity=0)
+
+    print(f"median server time of {RUNS} runs (ms)")
+    print(f"{'page':<26}" + "".join(f"{size:>12,} jobs" for size in SIZES) + f"{'ratio':>10}")
+    for name in pages:
+        small, large = results[SIZES[0]][name], results[SIZES[-1]][name]
+        print(f"{name:<26}{small:>17.1f}{large:>17.1f}{large / small:>10.2f}")
+
+
+if __name__ == "__main__":
+    main()
