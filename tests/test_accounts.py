@@ -186,3 +186,11 @@ def test_ensure_admin_creates_the_staff_user_once(settings, client):
     admin = User.objects.get(username="admin")
     assert admin.is_staff and admin.is_superuser
     assert client.login(username="admin", password="clave-del-panel")
+
+
+def test_pages_speak_spanish_by_default_and_english_when_asked(client):
+    spanish = client.get(reverse("accounts:signup")).content.decode()
+    english = client.get(reverse("accounts:signup"), headers={"accept-language": "en"}).content.decode()
+
+    assert "Crear tu cuenta" in spanish and 'lang="es-ar"' in spanish
+    assert "Create your account" in english and 'lang="en"' in english

@@ -356,3 +356,9 @@ def test_overview_knows_when_the_scheduler_runs(admin_client):
     assert "scheduler corriendo" in page and "rqscheduler) no está corriendo" not in page
     scheduler.register_death()
     assert "scheduler caído" in admin_client.get(url("overview")).content.decode()
+
+
+def test_the_dashboard_is_in_english_when_asked(admin_client):
+    page = admin_client.get(url("overview"), headers={"accept-language": "en"}).content.decode()
+
+    assert "No live worker listens on email." in page and "Ningún worker" not in page
