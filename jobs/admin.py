@@ -12,8 +12,21 @@ from jobs.models import Dashboard, DeadLetter, JobAction
 from jobs.operations import dead_letters_retry
 
 
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows written by the system only: staff look, and act through the explicit actions."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(DeadLetter)
-class DeadLetterAdmin(admin.ModelAdmin):
+class DeadLetterAdmin(ReadOnlyAdmin):
     list_display = ("job_id", "queue", "func_name", "exc_type", "failed_at", "alert", "retried_at", "resolved_at")
     list_filter = ("queue", "exc_type", "alert", ("resolved_at", admin.EmptyFieldListFilter), "failed_at")
     search_fields = ("=job_id", "exc_message", "related_id")
@@ -25,12 +38,6 @@ class DeadLetterAdmin(admin.ModelAdmin):
         "resolved_at", "resolved_by", "traceback",
     )  # fmt: skip
     readonly_fields = fields
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
     def has_retry_permission(self, request):
         return request.user.has_perm("jobs.retry_deadletter")
@@ -71,7 +78,7 @@ class DeadLetterAdmin(admin.ModelAdmin):
 
 
 @admin.register(Dashboard)
-class DashboardAdmin(admin.ModelAdmin):
+class DashboardAdmin(ReadOnlyAdmin):
     """The queue dashboard: its pages live under /admin/jobs/dashboard/, behind admin login."""
 
     def has_module_permission(self, request):
@@ -79,15 +86,6 @@ class DashboardAdmin(admin.ModelAdmin):
 
     def has_view_permission(self, request, obj=None):
         return request.user.has_perm("jobs.view_dashboard")
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     def get_urls(self):
         def view(function, name, route):
@@ -106,17 +104,8 @@ class DashboardAdmin(admin.ModelAdmin):
 
 
 @admin.register(JobAction)
-class JobActionAdmin(admin.ModelAdmin):
+class JobActionAdmin(ReadOnlyAdmin):
     list_display = ("at", "user", "kind", "queue", "count", "reason", "detail")
     list_filter = ("kind", "queue")
     search_fields = ("=targets__job_id", "user__username", "reason")
     date_hierarchy = "at"
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

@@ -22,53 +22,46 @@ def _jobs(queue_name: str, job_ids: list[str]) -> list[Job]:
     return [job for job in Job.fetch_many(job_ids, connection=queue.connection, serializer=queue.serializer) if job]
 
 
-def jobs_retry(*, queue_name: str, job_ids: list[str], user=None, reason: str = "") -> list[str]:
-    """Run failed (or stopped, canceled) jobs again under their ids, with their whole retry budget."""
-    retried = []
+def _apply(kind, do, states, *, queue_name: str, job_ids: list[str], user=None, reason: str = "") -> list[str]:
+    """Do `do(job)` to each job in one of `states` (any state if None); record it; return the ids done."""
+    done = []
     for job in _jobs(queue_name, job_ids):
-        if job.get_status(refresh=False) not in RETRYABLE:
-            continue
-        enqueue_stored_call(queue_name=queue_name, func=job.func_name, job_id=job.id, kwargs=job.kwargs, args=job.args)
-        DeadLetter.objects.filter(job_id=job.id, job_created_at=job.created_at).update(
-            retried_at=timezone.now(), retried_by=user
-        )
-        retried.append(job.id)
-    action_record(kind=JobAction.Kind.RETRY, queue_name=queue_name, job_ids=retried, user=user, reason=reason)
-    return retried
+        if states is None or job.get_status(refresh=False) in states:
+            do(job, queue_name, user)
+            done.append(job.id)
+    action_record(kind=kind, queue_name=queue_name, job_ids=done, user=user, reason=reason)
+    return done
 
 
-def jobs_delete(*, queue_name: str, job_ids: list[str], user=None, reason: str = "") -> list[str]:
-    deleted = []
-    for job in _jobs(queue_name, job_ids):
-        job.delete()
-        deleted.append(job.id)
-    action_record(kind=JobAction.Kind.DELETE, queue_name=queue_name, job_ids=deleted, user=user, reason=reason)
-    return deleted
+def _retry(job, queue_name, user):
+    enqueue_stored_call(queue_name=queue_name, func=job.func_name, job_id=job.id, kwargs=job.kwargs, args=job.args)
+    DeadLetter.objects.filter(job_id=job.id, job_created_at=job.created_at).update(
+        retried_at=timezone.now(), retried_by=user
+    )
 
 
-def jobs_promote(*, queue_name: str, job_ids: list[str], user=None, reason: str = "") -> list[str]:
-    """Run scheduled jobs (a retry waiting for its delay, say) now."""
+def _promote(job, queue_name, user):
     queue = django_rq.get_queue(queue_name)
-    promoted = []
-    for job in _jobs(queue_name, job_ids):
-        if job.get_status(refresh=False) != JobStatus.SCHEDULED:
-            continue
-        queue.scheduled_job_registry.remove(job)
-        queue.enqueue_job(job)
-        promoted.append(job.id)
-    action_record(kind=JobAction.Kind.PROMOTE, queue_name=queue_name, job_ids=promoted, user=user, reason=reason)
-    return promoted
+    queue.scheduled_job_registry.remove(job)
+    queue.enqueue_job(job)
 
 
-def jobs_cancel(*, queue_name: str, job_ids: list[str], user=None, reason: str = "") -> list[str]:
-    canceled = []
-    for job in _jobs(queue_name, job_ids):
-        if job.get_status(refresh=False) not in CANCELABLE:
-            continue
-        job.cancel()
-        canceled.append(job.id)
-    action_record(kind=JobAction.Kind.CANCEL, queue_name=queue_name, job_ids=canceled, user=user, reason=reason)
-    return canceled
+def jobs_retry(**selection) -> list[str]:
+    """Run failed (or stopped, canceled) jobs again under their ids, with their whole retry budget."""
+    return _apply(JobAction.Kind.RETRY, _retry, RETRYABLE, **selection)
+
+
+def jobs_promote(**selection) -> list[str]:
+    """Run scheduled jobs (a retry waiting for its delay, say) now."""
+    return _apply(JobAction.Kind.PROMOTE, _promote, {JobStatus.SCHEDULED}, **selection)
+
+
+def jobs_cancel(**selection) -> list[str]:
+    return _apply(JobAction.Kind.CANCEL, lambda job, *_: job.cancel(), CANCELABLE, **selection)
+
+
+def jobs_delete(**selection) -> list[str]:
+    return _apply(JobAction.Kind.DELETE, lambda job, *_: job.delete(), None, **selection)
 
 
 def queue_empty(*, queue_name: str, user=None, reason: str = "") -> int:
