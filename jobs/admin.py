@@ -28,7 +28,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 @admin.register(DeadLetter)
 class DeadLetterAdmin(ReadOnlyAdmin):
     list_display = ("job_id", "queue", "func_name", "exc_type", "failed_at", "alert", "retried_at", "resolved_at")
-    list_filter = ("queue", "exc_type", "alert", ("resolved_at", admin.EmptyFieldListFilter), "failed_at")
+    list_filter = ("queue", "exc_type", "alert", "related_model", ("resolved_at", admin.EmptyFieldListFilter), "failed_at")
     search_fields = ("=job_id", "exc_message", "related_id")
     date_hierarchy = "failed_at"
     actions = ["retry", "resolve"]
