@@ -1,6 +1,7 @@
 """The worker class every `rqworker` / `rqworker-pool` process uses (settings `RQ["WORKER_CLASS"]`)."""
 
 import logging
+import signal
 
 from django.conf import settings
 from rq import Worker
@@ -23,12 +24,20 @@ class CeresWorker(Worker):
     - JSON: django-rq's `rqworker` passes `rq.serializers.DefaultSerializer` (pickle) unless told
       otherwise, whatever the queues say; a worker that unpickled job data would run whatever
       Redis hands it.
+    - Graceful: SIGTERM to the whole process group lets the running job finish.
     - Final failures go to `jobs.alerts` from `handle_job_failure` (which also sees work-horses
       that were killed) and from the periodic sweep in the maintenance loop.
     """
 
     def __init__(self, *args, serializer=None, maintenance_interval=SWEEP_INTERVAL, **kwargs):
         super().__init__(*args, serializer=JSONSerializer, maintenance_interval=maintenance_interval, **kwargs)
+
+    def setup_work_horse_signals(self):
+        # Process managers (honcho, systemd's cgroup, PM2's tree kill) send SIGTERM to every process,
+        # work-horses included. The worker already answers it with a warm shutdown, letting the job
+        # finish; a cold one still kills the horse with SIGKILL.
+        super().setup_work_horse_signals()
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
     @property
     def dequeue_timeout(self) -> int:

@@ -185,18 +185,24 @@ def policy(monkeypatch):
     return change
 
 
+def process_env(smtp, **extra) -> dict:
+    """The environment of a process started by a test: the test database, Redis and SMTP server."""
+    db = urlsplit(os.environ["DATABASE_URL"])
+    return {
+        **os.environ,
+        "DATABASE_URL": urlunsplit(db._replace(path="/" + connection.settings_dict["NAME"])),
+        "EMAIL_URL": f"smtp://127.0.0.1:{smtp.port}",
+        **extra,
+    }
+
+
 @pytest.fixture
 def live_worker(smtp, tmp_path):
     """Start `manage.py rqworker <queues> --with-scheduler` as its own process, on the test database."""
     processes = []
 
     def start(*queue_names: str):
-        db = urlsplit(os.environ["DATABASE_URL"])
-        env = {
-            **os.environ,
-            "DATABASE_URL": urlunsplit(db._replace(path="/" + connection.settings_dict["NAME"])),
-            "EMAIL_URL": f"smtp://127.0.0.1:{smtp.port}",
-        }
+        env = process_env(smtp)
         command = [sys.executable, "manage.py", "rqworker", *queue_names, "--with-scheduler"]
         log = open(tmp_path / f"worker-{len(processes)}.log", "wb")
         process = subprocess.Popen(

@@ -1,40 +1,66 @@
-"""The process definitions serve every queue with the concurrency its policy declares."""
+"""The three process formats come from the queue policies and cannot drift from them."""
 
-import re
+import json
 import shlex
+import shutil
+import subprocess
+from collections import Counter
 
+import pytest
+
+from jobs.processes import STOP_TIMEOUT, ecosystem_files, processes
 from jobs.queues import QUEUES
 from tests.conftest import BASE_DIR
 
 
-def procfile() -> dict[str, list[str]]:
+@pytest.mark.parametrize("name", sorted(ecosystem_files()))
+def test_committed_files_are_what_the_policies_generate(name):
+    assert (BASE_DIR / "ecosystem" / name).read_text() == ecosystem_files()[name], (
+        f"ecosystem/{name} is stale: run `python manage.py write_ecosystem`"
+    )
+
+
+def procfile_commands() -> dict[str, list[str]]:
     lines = (BASE_DIR / "ecosystem" / "Procfile").read_text().splitlines()
     entries = [line.split(":", 1) for line in lines if line.strip() and not line.startswith("#")]
     return {name.strip(): shlex.split(command) for name, command in entries}
 
 
-def served_concurrency(argv: list[str]) -> tuple[list[str], int]:
-    """(queues, processes) of an `rqworker` / `rqworker-pool` command line; fails on anything else."""
-    command = argv[argv.index("manage.py") + 1]
-    queues = [arg for arg in argv[argv.index(command) + 1 :] if not arg.startswith("-") and not arg.isdigit()]
-    if command == "rqworker-pool":
-        return queues, int(argv[argv.index("--num-workers") + 1])
-    assert command == "rqworker" and "--with-scheduler" in argv, f"{argv}: retries need RQ's scheduler"
-    return queues, 1
+def test_the_procfile_serves_every_queue_with_its_concurrency_and_retry_scheduler():
+    commands = procfile_commands()
+    served = Counter()
+    for name, argv in commands.items():
+        if name.startswith("worker-"):
+            assert argv[:4] == ["exec", "python", "manage.py", "rqworker"] and "--with-scheduler" in argv, argv
+            served[argv[4]] += 1
+
+    assert served == {name: policy.concurrency for name, policy in QUEUES.items()}
+    assert commands["web"][:2] == ["exec", "gunicorn"]
+    assert commands["scheduler"][:4] == ["exec", "python", "manage.py", "rqscheduler"]
 
 
-def test_every_queue_has_its_worker_process_with_the_declared_concurrency():
-    processes = procfile()
-    workers = {name: served_concurrency(argv) for name, argv in processes.items() if name.startswith("worker-")}
+def test_pm2_runs_the_same_set_and_waits_for_jobs_on_stop():
+    node = shutil.which("node")
+    assert node, "node is needed for the PM2 config (bin/test installs it)"
+    script = "console.log(JSON.stringify(require(process.argv[1])))"
+    config = json.loads(subprocess.run([node, "-e", script, str(BASE_DIR / "ecosystem" / "ecosystem.config.js")],
+                                       capture_output=True, text=True, check=True).stdout)  # fmt: skip
 
-    assert set(workers) == {f"worker-{name}" for name in QUEUES}
+    apps = {app["name"]: app for app in config["apps"]}
+    assert set(apps) == {f"ceres-{process.name}" for process in processes()}
     for name, policy in QUEUES.items():
-        assert workers[f"worker-{name}"] == ([name], policy.concurrency)
+        app = apps[f"ceres-worker-{name}"]
+        assert app["instances"] == policy.concurrency and app["args"][:2] == ["manage.py", "rqworker"]
+    assert all(app["kill_timeout"] == STOP_TIMEOUT * 1000 > max(p.timeout for p in QUEUES.values()) * 1000
+               for app in apps.values())  # fmt: skip
+    assert apps["ceres-web"]["cwd"] == str(BASE_DIR)
 
 
-def test_web_and_scheduler_are_defined():
-    processes = procfile()
+def test_systemd_target_wants_one_unit_per_process():
+    target = (BASE_DIR / "ecosystem" / "systemd" / "ceres.target").read_text()
+    wants = next(line for line in target.splitlines() if line.startswith("Wants=")).split("=", 1)[1].split()
 
-    assert "runserver" in processes["web"] or "gunicorn" in processes["web"][0]
-    assert processes["scheduler"][:3] == ["python", "manage.py", "rqscheduler"]
-    assert re.fullmatch(r"\w+", processes["scheduler"][processes["scheduler"].index("--queue") + 1])
+    assert len(wants) == 2 + sum(policy.concurrency for policy in QUEUES.values())
+    for unit in {want.split("@")[0] + ("@.service" if "@" in want else "") for want in wants}:
+        text = (BASE_DIR / "ecosystem" / "systemd" / unit).read_text()
+        assert "KillMode=mixed" in text and f"TimeoutStopSec={STOP_TIMEOUT}" in text
