@@ -141,7 +141,8 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "var" / "static"
+STATIC_ROOT = BASE_DIR / "var" / "static"  # filled by `collectstatic` at deploy
+WHITENOISE_USE_FINDERS = True  # without collectstatic too (local runs), admin's files are served
 LOGIN_URL = "admin:login"
 
 LOGGING = {
