@@ -3,12 +3,16 @@ from django.urls import include, path
 from django.utils.translation import gettext_lazy as _
 from django.views.generic import RedirectView
 
+from jobs import views as jobs_views
+
 admin.site.site_header = _("Ceres: administration")
 admin.site.site_title = _("Ceres administration")
 admin.site.index_title = _("Queues, jobs and accounts")
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="accounts:signup"), name="home"),
+    path("health", jobs_views.health, name="health"),
+    path("metrics", jobs_views.metrics, name="metrics"),
     path("accounts/", include("ceres_site.accounts.urls")),
     path("admin/", admin.site.urls),
 ]

@@ -32,7 +32,7 @@ from django.utils import timezone
 from rq.exceptions import DeserializationError
 from rq.job import Job, JobStatus
 
-from jobs import crons, queues
+from jobs import crons, health, metrics, queues, reads
 from jobs.models import CronRun, DeadLetter
 from jobs.producers import enqueue_slack_alert, schedule_alert_flush
 from jobs.tasks.slack import escape
@@ -112,6 +112,7 @@ def flush_alerts(queue_name: str) -> str:
         kind = DeadLetter.Alert.SENT if len(rows) == 1 else DeadLetter.Alert.SUMMARY
         DeadLetter.objects.filter(pk__in=[row.pk for row in rows]).update(alert=kind, alerted_at=timezone.now())
         enqueue_slack_alert(text=text, dedupe_key=f"deadletter-{rows[0].pk}")
+    metrics.count(django_rq.get_connection(queue_name), "alerts", queue_name)
     return f"alerted {len(rows)} failure(s) in {queue_name}"
 
 
@@ -176,20 +177,51 @@ def check_crons(*, at: datetime | None = None) -> list[str]:
         slot = spec.last_slot(at - timedelta(seconds=spec.grace))  # the latest slot whose grace is over
         if slot < datetime.fromisoformat(entry.meta["registered_at"]):
             continue
-        alarm = f"{settings.RQ_KEY_PREFIX}:cron-alarm:{spec.name}"
         ran = CronRun.objects.filter(name=spec.name, slot__gte=slot, finished_at__isnull=False).exists()
-        if not ran and scheduler.connection.set(alarm, slot.isoformat(), nx=True):
-            text = (
-                f":warning: El cron *{spec.name}* (`{spec.schedule}`, Córdoba) no completó la ejecución de las "
-                f"{_local(slot)}: ¿están vivos `rqscheduler` y el worker de {spec.queue}?"
-            )
-            enqueue_slack_alert(text=text, dedupe_key=f"cron-alarm-{spec.name}-{slot:%Y%m%dT%H%M}")
-            sent.append(text)
-        elif ran and scheduler.connection.delete(alarm):
-            text = f":white_check_mark: El cron *{spec.name}* volvió a completar sus ejecuciones."
-            enqueue_slack_alert(text=text, dedupe_key=f"cron-recovered-{spec.name}-{slot:%Y%m%dT%H%M}")
-            sent.append(text)
+        breach = (
+            f":warning: El cron *{spec.name}* (`{spec.schedule}`, Córdoba) no completó la ejecución de las "
+            f"{_local(slot)}: ¿están vivos `rqscheduler` y el worker de {spec.queue}?"
+        )
+        sent += _alarm(f"cron-alarm:{spec.name}", not ran, breach,
+                       f":white_check_mark: El cron *{spec.name}* volvió a completar sus ejecuciones.")  # fmt: skip
     return sent
+
+
+SLO_GRACE = 120  # seconds a breach must last before it alerts: a deploy's restart is no outage
+
+
+def check_slos(*, grace: int = SLO_GRACE) -> list[str]:
+    """Service-level alarms per queue (thresholds in its policy): no live worker, a backlog older than
+    `max_wait`, a failure rate over `max_failure_rate`. One alert per breach, one on recovery."""
+    sent = []
+    for name in queues.QUEUES:
+        for check in health.queue_checks(reads.queue_stats(name)):
+            sent += _alarm(f"slo-alarm:{check.name}", check.status != "ok",
+                           f":warning: *{escape(check.name)}* fuera de lo esperado: {escape(check.detail)}",
+                           f":white_check_mark: *{escape(check.name)}* volvió a la normalidad: {escape(check.detail)}",
+                           after=grace)  # fmt: skip
+    return sent
+
+
+def _alarm(name: str, breached: bool, on_breach: str, on_recovery: str, after: int = 0) -> list[str]:
+    """Raise the alarm `name` once a breach has lasted `after` seconds, clear it once it is over;
+    returns the message sent, if any. Redis keys make "once" hold across every worker."""
+    connection = django_rq.get_connection(queues.SLACK.name)
+    key, since_key = f"{settings.RQ_KEY_PREFIX}:{name}", f"{settings.RQ_KEY_PREFIX}:{name}:since"
+    now = timezone.now()
+    if breached:
+        connection.set(since_key, now.timestamp(), nx=True)
+        lasted = now.timestamp() - float(connection.get(since_key) or now.timestamp())
+        if lasted < after or not connection.set(key, now.isoformat(), nx=True):
+            return []
+        text = on_breach
+    else:
+        connection.delete(since_key)
+        if not connection.delete(key):
+            return []
+        text = on_recovery
+    enqueue_slack_alert(text=text)
+    return [text]
 
 
 def _archive_failed_registry(queue) -> int:

@@ -25,17 +25,24 @@ class QueuePolicy:
     # the failure itself when it is alone, a summary when there are several (an alert storm).
     alert_window: int = 60
     expected_errors: tuple[str, ...] = ()  # exception type names archived without an alert
+    # Service levels, watched by /health, `queues_health` and the SLO alarms (one Slack alert per breach):
+    max_wait: int = 300  # seconds the oldest waiting job may wait
+    max_failure_rate: float = 0.25  # of the last hour's finished + failed jobs...
+    min_volume: int = 20  # ...once there were at least this many
 
 
 EMAIL = QueuePolicy(
     name="email", concurrency=5, timeout=60, retry_max=5, retry_intervals=(1, 5, 15, 60, 300)
 )
 SLACK = QueuePolicy(
-    name="slack", concurrency=10, timeout=30, retry_max=3, retry_intervals=(2,), alert_on_final_failure=False
-)
+    name="slack", concurrency=10, timeout=30, retry_max=3, retry_intervals=(2,), alert_on_final_failure=False,
+    max_wait=60,
+)  # fmt: skip
 MAINTENANCE = QueuePolicy(
-    name="maintenance", concurrency=1, timeout=15 * 60, retry_max=3, retry_intervals=(30, 120, 600)
+    name="maintenance", concurrency=1, timeout=15 * 60, retry_max=3, retry_intervals=(30, 120, 600), max_wait=HOUR
 )
-FILES = QueuePolicy(name="files", concurrency=2, timeout=5 * 60, retry_max=3, retry_intervals=(5, 30, 120))
+FILES = QueuePolicy(
+    name="files", concurrency=2, timeout=5 * 60, retry_max=3, retry_intervals=(5, 30, 120), max_wait=15 * 60
+)
 
 QUEUES: dict[str, QueuePolicy] = {policy.name: policy for policy in (EMAIL, SLACK, MAINTENANCE, FILES)}

@@ -9,7 +9,8 @@ from rq.job import JobStatus
 from rq.serializers import JSONSerializer
 from rq.utils import now as rq_now
 
-from jobs.alerts import archive, check_crons, close_db_connections, sweep_failures
+from jobs import metrics
+from jobs.alerts import archive, check_crons, check_slos, close_db_connections, sweep_failures
 from jobs.failures import record_attempt
 from jobs.reports import record_job_finished
 
@@ -48,12 +49,16 @@ class CeresWorker(Worker):
         if exc_string.startswith("Work-horse terminated"):  # no failure callback ran for this attempt
             record_attempt(job, exc_string)
         super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
-        if job.get_status(refresh=False) == JobStatus.FAILED:
+        final = job.get_status(refresh=False) == JobStatus.FAILED
+        self._safely(metrics.count, self.connection, "jobs_failed" if final else "job_retries", queue.name)
+        if final:
             self._safely(archive, job, exc_string)
 
     def handle_job_success(self, job, queue, started_job_registry, execution=None):
         super().handle_job_success(job, queue, started_job_registry, execution)
-        self._safely(record_job_finished, self.connection, queue.name, job.ended_at or rq_now())
+        ended = job.ended_at or rq_now()
+        self._safely(record_job_finished, self.connection, queue.name, ended)
+        self._safely(metrics.observe_duration, self.connection, queue.name, (ended - (job.started_at or ended)).total_seconds())
 
     def run_maintenance_tasks(self):
         super().run_maintenance_tasks()
@@ -61,13 +66,14 @@ class CeresWorker(Worker):
         if due:
             self._safely(sweep_failures)
             self._safely(check_crons)
+            self._safely(check_slos)
 
     def _safely(self, action, *args):
-        """Alerting must never take a worker down; the sweep retries whatever this misses."""
+        """Bookkeeping (alerts, archive, metrics) must never take a worker down; the sweep catches up."""
         try:
             action(*args)
         except Exception:
-            log.exception("%s failed; the next sweep will try again", action.__name__)
+            log.exception("%s failed", action.__name__)
         finally:
             if not self.is_horse:
                 close_db_connections()

@@ -24,7 +24,7 @@ from rq.job import JobStatus
 from jobs import operations, queues
 from jobs.alerts import fingerprint
 from jobs.audit import actions_for_job
-from jobs.dashboard import reads
+from jobs import reads
 from jobs.models import DeadLetter
 
 MASK = "•••"

@@ -9,9 +9,11 @@ channel_not_found…) is permanent.
 
 import logging
 
+import django_rq
 import requests
 from django.conf import settings
 
+from jobs import metrics
 from jobs.failures import PermanentJobError
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,7 @@ def post_to_slack(text: str) -> str:
         raise SlackUnavailable(f"cannot reach Slack ({type(exc).__name__})") from None
     body = response.text[:200]
     if response.status_code == 200:
+        metrics.count(django_rq.get_connection("slack"), "slack_messages_sent", "slack")
         return "sent"
     if response.status_code == 429:
         raise SlackRateLimited(_retry_after(response))

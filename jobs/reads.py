@@ -1,4 +1,4 @@
-"""Read-only views of Redis for the dashboard.
+"""Read-only views of Redis, for the dashboard, health checks, metrics and SLO alarms.
 
 Plain Redis reads on purpose: RQ's registry helpers (`count`, `get_job_ids`) run a cleanup,
 with failure callbacks, before answering, and `Worker.all` drops stale keys; a page view must

@@ -1,0 +1,144 @@
+"""Health, metrics and SLO alarms tell the truth about real workers, a real scheduler and real Redis."""
+
+import signal
+import subprocess
+import sys
+
+import django_rq
+import pytest
+from django.core.management import CommandError, call_command
+from django.test import Client
+
+from ceres_site.accounts.models import User
+from jobs.alerts import check_slos
+from jobs.producers import enqueue_stored_call
+from jobs.queues import QUEUES
+from tests.conftest import BASE_DIR, process_env, wait_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def health() -> tuple[int, dict]:
+    response = Client().get("/health")
+    return response.status_code, {check["name"]: check for check in response.json()["checks"]}
+
+
+def start_scheduler(smtp, tmp_path):
+    log = open(tmp_path / "scheduler.log", "ab")
+    command = [sys.executable, "manage.py", "rqscheduler", "--queue", "maintenance", "--interval", "1"]
+    return subprocess.Popen(command, cwd=BASE_DIR, env=process_env(smtp), stdout=log, stderr=subprocess.STDOUT)
+
+
+def test_health_follows_workers_and_scheduler_stopping_and_coming_back(smtp, tmp_path, live_worker, capsys):
+    call_command("register_crons", stdout=open("/dev/null", "w"))
+    workers = {name: live_worker(name) for name in QUEUES}
+    scheduler = start_scheduler(smtp, tmp_path)
+    try:
+        wait_for(lambda: health()[0] == 200, timeout=30)
+        call_command("queues_health")
+        assert "✔ email.workers: 1 of 5 workers alive" in capsys.readouterr().out
+
+        workers["email"].send_signal(signal.SIGTERM)
+        workers["email"].wait(timeout=20)
+        status, checks = health()
+        assert status == 503 and checks["email.workers"]["status"] == "fail"
+        with pytest.raises(CommandError, match="unhealthy"):  # exit status 1 from the shell
+            call_command("queues_health")
+        assert "✘ email.workers: 0 of 5 workers alive" in capsys.readouterr().out
+
+        live_worker("email")
+        wait_for(lambda: health()[0] == 200, timeout=30)
+
+        scheduler.send_signal(signal.SIGTERM)
+        scheduler.wait(timeout=20)
+        status, checks = health()
+        assert status == 503 and checks["scheduler"]["status"] == "fail"
+
+        scheduler = start_scheduler(smtp, tmp_path)
+        wait_for(lambda: health()[0] == 200, timeout=30)
+    finally:
+        scheduler.terminate()
+        scheduler.wait(timeout=20)
+
+
+def test_health_json_names_no_secret_and_warns_about_redis_durability(redis_conn, settings):
+    settings.SLACK_WEBHOOK_URL = "https://hooks.slack.com/services/T/B/very-secret"
+    status, checks = health()
+    text = Client().get("/health").content.decode()
+
+    assert status == 503  # no workers at all
+    assert checks["redis"]["status"] == "ok" and "logical DB 5" in checks["redis"]["detail"]
+    assert checks["redis.persistence"]["status"] == "warn"  # the test server keeps nothing on disk
+    assert "very-secret" not in text and "redis://" not in text and "postgres://" not in text
+    redis_conn.config_set("maxmemory-policy", "allkeys-lru")
+    try:
+        assert health()[1]["redis.eviction"]["status"] == "warn"
+    finally:
+        redis_conn.config_set("maxmemory-policy", "noeviction")
+
+
+def scrape(client: Client, **headers) -> tuple[int, dict[str, float]]:
+    response = client.get("/metrics", headers=headers)
+    if response.status_code != 200:
+        return response.status_code, {}
+    samples = {}
+    for line in response.content.decode().splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            samples[name] = float(value)
+    return 200, samples
+
+
+def test_metrics_match_the_registries_and_refuse_strangers(settings, policy, work):
+    settings.METRICS_TOKEN = "scrape-me"
+    policy("email", retry_max=1, retry_intervals=(0,))
+    for n in range(2):
+        enqueue_stored_call(queue_name="email", func="tests.tasks.sleep", job_id=f"email-ok-{n}", kwargs={"seconds": 0})
+    enqueue_stored_call(queue_name="email", func="tests.tasks.always_fail", job_id="email-bad-1", kwargs={})
+    work("email")
+    for n in range(3):
+        enqueue_stored_call(queue_name="email", func="tests.tasks.sleep", job_id=f"email-wait-{n}", kwargs={"seconds": 0})
+
+    status, samples = scrape(Client(), authorization="Bearer scrape-me")
+
+    assert status == 200
+    assert samples['ceres_jobs{queue="email",state="queued"}'] == 3
+    assert samples['ceres_jobs{queue="email",state="finished"}'] == 2
+    assert samples['ceres_jobs{queue="email",state="failed"}'] == 1
+    assert samples['ceres_jobs_finished_total{queue="email"}'] == 2
+    assert samples['ceres_jobs_failed_total{queue="email"}'] == 1
+    assert samples['ceres_job_retries_total{queue="email"}'] == 1
+    assert samples['ceres_job_duration_seconds_count{queue="email"}'] == 2
+    assert samples['ceres_job_duration_seconds_bucket{le="+Inf",queue="email"}'] == 2
+    assert samples['ceres_oldest_waiting_seconds{queue="email"}'] >= 0
+    assert samples['ceres_workers_alive{queue="email"}'] == 0  # the burst worker is gone
+
+    staff = User.objects.create_user(username="staff", password="x", is_staff=True)
+    assert scrape(Client())[0] == 401
+    assert scrape(Client(), authorization="Bearer wrong")[0] == 401
+    client = Client()
+    client.force_login(staff)
+    assert scrape(client)[0] == 401  # staff, but without jobs.view_dashboard
+    admin = Client()
+    admin.force_login(User.objects.create_superuser(username="root", password="x"))
+    assert scrape(admin)[0] == 200
+
+
+def test_slo_alarms_alert_once_per_breach_and_once_on_recovery(slack, live_worker, policy, work):
+    assert check_slos() == []  # a breach must last SLO_GRACE before it alerts
+
+    first = check_slos(grace=0)
+    again = check_slos(grace=0)
+
+    assert sorted(text.split("*")[1] for text in first) == sorted(f"{name}.workers" for name in QUEUES)
+    assert again == []
+    live_worker("email")
+    wait_for(lambda: django_rq.get_connection("email").scard("ceres:queue:workers:email"), timeout=20)
+    recovered = check_slos(grace=0)
+    assert [text.split("*")[1] for text in recovered] == ["email.workers"] and "volvió" in recovered[0]
+
+    policy("files", max_wait=0)
+    enqueue_stored_call(queue_name="files", func="tests.tasks.sleep", job_id="files-stuck-1", kwargs={"seconds": 0})
+    wait_for(lambda: [t for t in check_slos(grace=0) if "files.backlog" in t], timeout=5)
+    work("slack")
+    assert len(slack.texts) == len(QUEUES) + 2
