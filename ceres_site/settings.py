@@ -33,11 +33,28 @@ REDIS_PREFIX = env.str("REDIS_PREFIX", default="ceres:")
 RQ_KEY_PREFIX = f"{REDIS_PREFIX}queue"
 os.environ["RQ_KEY_PREFIX"] = RQ_KEY_PREFIX
 
+# Redis Sentinel: with REDIS_SENTINELS set, every process asks the sentinels for the current master
+# (and follows a failover); REDIS_URL is then unused. Replication is asynchronous, so a producer
+# also waits until REDIS_WAIT_REPLICAS replicas hold the new job before it calls it enqueued.
+REDIS_SENTINELS = [tuple(entry.rsplit(":", 1)) for entry in env.list("REDIS_SENTINELS", default=[])]
+REDIS_WAIT_REPLICAS = env.int("REDIS_WAIT_REPLICAS", default=1 if REDIS_SENTINELS else 0)
+if REDIS_SENTINELS:
+    REDIS_CONNECTION = {
+        "SENTINELS": [(host, int(port)) for host, port in REDIS_SENTINELS],
+        "MASTER_NAME": env.str("REDIS_SENTINEL_MASTER", default="ceres"),
+        "DB": env.int("REDIS_DB", default=5),
+        "PASSWORD": env.str("REDIS_PASSWORD", default="") or None,
+        "SOCKET_TIMEOUT": 5,
+        "CONNECTION_KWARGS": {"socket_connect_timeout": 2, "retry_on_timeout": True},
+    }
+else:
+    REDIS_CONNECTION = {"URL": REDIS_URL}
+
 # jobs.queues is plain data (no Django, no rq), so deriving RQ_QUEUES from it imports no app code.
 from jobs.queues import QUEUES  # noqa: E402
 
 RQ_QUEUES = {
-    name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": policy.timeout, "SERIALIZER": "rq.serializers.JSONSerializer"}
+    name: {**REDIS_CONNECTION, "DEFAULT_TIMEOUT": policy.timeout, "SERIALIZER": "rq.serializers.JSONSerializer"}
     for name, policy in QUEUES.items()
 }
 RQ = {

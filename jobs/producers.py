@@ -12,6 +12,8 @@ What a repeated call does, by the state of the job with the same id:
   whole retry budget, so a verification that failed for good never blocks a resend for a day.
 """
 
+import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -28,6 +30,8 @@ from rq.job import Job, JobStatus
 
 from jobs import queues
 from jobs.failures import on_job_failure
+
+log = logging.getLogger(__name__)
 
 DONE = {JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED}
 
@@ -143,10 +147,33 @@ def _enqueue_unique(
                 job = queue.enqueue_in(timedelta(seconds=delay), func, **options)
             else:
                 job = queue.enqueue(func, **options)
+            _wait_for_replicas(queue.connection, job.id)
             return Enqueued(job_id=job.id, created=True, status=job.get_status(refresh=False).value)
         except DuplicateJobError:
             if not _delete_if_done(queue.connection, job_id, queue.serializer, cooldown):
                 return Enqueued(job_id=job_id, created=False, status=_status(queue, job_id))
+
+
+class NotReplicated(Exception):
+    """The job is on the master but not yet on the replicas: a failover now could lose it.
+    Calling the producer again is safe (uniqueness)."""
+
+
+_alone_until = 0.0  # monotonic time until which the master is known to have no replica to wait for
+
+
+def _wait_for_replicas(connection, job_id: str) -> None:
+    """With Sentinel, call a job enqueued only once a replica holds it too (WAIT, 1 s: below the
+    socket timeout). A master left with no replica at all, as right after a failover, is not waited
+    for (rechecked every 10 s): the platform keeps working, with a warning in the log."""
+    global _alone_until
+    wanted = settings.REDIS_WAIT_REPLICAS
+    if not wanted or time.monotonic() < _alone_until or connection.wait(wanted, 1000) >= wanted:
+        return
+    if connection.info("replication").get("connected_slaves", 0):
+        raise NotReplicated(f"{job_id} reached fewer than {wanted} Redis replicas within 1 s")
+    _alone_until = time.monotonic() + 10
+    log.warning("the Redis master has no replica: jobs are enqueued without a copy")
 
 
 def _delete_if_done(connection, job_id: str, serializer, cooldown: int) -> bool:

@@ -25,3 +25,9 @@ def kill_self() -> None:
 
 def sleep(seconds: float) -> None:
     time.sleep(seconds)
+
+
+def mark(n: int, path: str) -> None:
+    """Record that job `n` ran, in a file (what a job does must outlive a Redis master)."""
+    with open(path, "a") as done:
+        done.write(f"{n}\n")
