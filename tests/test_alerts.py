@@ -186,7 +186,7 @@ def test_slack_4xx_is_permanent(slack, work, error):
 
     job = fetch("slack-t4xx", "slack")
     assert job.get_status() == "failed" and len(slack.requests) == 1
-    assert f"PermanentJobError: Slack refused the message" in job.latest_result().exc_string
+    assert "PermanentJobError: Slack refused the message" in job.latest_result().exc_string
     assert error in DeadLetter.objects.get().exc_message
 
 

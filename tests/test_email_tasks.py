@@ -1,8 +1,6 @@
 """Email tasks through real workers and a real SMTP server."""
 
 import re
-import time
-from dataclasses import replace
 
 import django_rq
 import pytest
@@ -11,7 +9,6 @@ from django.test import Client
 from django.utils import timezone
 
 from ceres_site.accounts.models import EmailDelivery, User
-from jobs import queues
 from jobs.failures import on_job_failure
 from jobs.producers import enqueue_email_verify, enqueue_email_welcome
 from tests.conftest import free_port, wait_for
@@ -125,10 +122,10 @@ def test_smtp_down_schedules_a_retry(settings, smtp, work):
 
 
 @pytest.mark.slow
-def test_temporary_refusal_retries_five_times_on_the_policy_schedule(smtp, live_worker, monkeypatch):
+def test_temporary_refusal_retries_five_times_on_the_policy_schedule(smtp, live_worker, policy):
     """451 on every attempt: 6 attempts, gaps growing like the policy's (shrunk here to 1..5 s)."""
     intervals = (1, 2, 3, 4, 5)
-    monkeypatch.setitem(queues.QUEUES, "email", replace(queues.EMAIL, retry_intervals=intervals))
+    policy("email", retry_intervals=intervals)
     smtp.rcpt_reply = "451 4.3.0 Mailbox busy, try again later"
     user = make_user()
     enqueue_email_verify(user_id=user.pk)
@@ -137,8 +134,8 @@ def test_temporary_refusal_retries_five_times_on_the_policy_schedule(smtp, live_
 
     wait_for(lambda: job(f"email-verify-{user.pk}").get_status() == "failed", timeout=60)
     assert len(smtp.rcpt_times) == 6
-    gaps = [b - a for a, b in zip(smtp.rcpt_times, smtp.rcpt_times[1:])]
-    for gap, interval in zip(gaps, intervals):
+    gaps = [b - a for a, b in zip(smtp.rcpt_times, smtp.rcpt_times[1:], strict=False)]
+    for gap, interval in zip(gaps, intervals, strict=True):
         assert interval - 0.1 <= gap <= interval + 2.5, gaps  # + the scheduler's 1 s poll and a dequeue
     assert "SMTPRecipientsRefused" in error_of(job(f"email-verify-{user.pk}"))
 
