@@ -15,13 +15,13 @@ flush `alert_window` seconds later (policy), which sends the failure itself when
 single summary for an alert storm. The slack queue never alerts about itself, and errors the policy
 expects are archived without an alert.
 
-The same maintenance loop rings the crons' dead-man alarm (`check_crons`).
+Alarms about the system itself (crons, service levels) live in `jobs.alarms`.
 """
 
 import logging
 import re
 from collections import Counter
-from datetime import datetime, timedelta
+from datetime import datetime
 from math import ceil
 
 import django_rq
@@ -32,8 +32,8 @@ from django.utils import timezone
 from rq.exceptions import DeserializationError
 from rq.job import Job, JobStatus
 
-from jobs import crons, health, metrics, queues, reads
-from jobs.models import CronRun, DeadLetter
+from jobs import metrics, queues
+from jobs.models import DeadLetter
 from jobs.producers import enqueue_slack_alert, schedule_alert_flush
 from jobs.tasks.slack import escape
 
@@ -124,7 +124,7 @@ def single_alert(row: DeadLetter) -> str:
             f"• job: `{escape(row.job_id)}` ({escape(row.func_name)})",
             f"• intentos: {attempts}",
             f"• error: {escape(row.exc_type)}: {escape(row.exc_message.splitlines()[0] if row.exc_message else '')}",
-            f"• cuándo: {_local(row.failed_at)} (Córdoba)",
+            f"• cuándo: {local_time(row.failed_at)} (Córdoba)",
             f"<{_admin_url('admin:jobs_deadletter_change', row.pk)}|Ver en admin>",
         ]
     )
@@ -160,68 +160,6 @@ def sweep_failures(*, now: float | None = None) -> int:
         return archived
     finally:
         lock.release()
-
-
-def check_crons(*, at: datetime | None = None) -> list[str]:
-    """The dead-man alarm: one Slack alert when a cron has not completed a slot within its grace
-    period (the scheduler or the maintenance worker is down), one more when it completes again.
-    Only registered crons are watched, from their registration on. Returns the alerts sent.
-    """
-    at = at or crons.now()
-    scheduler = django_rq.get_scheduler(queues.MAINTENANCE.name)
-    sent = []
-    for spec in crons.SPECS.values():
-        entry = scheduler.cron_entry(spec.name)
-        if entry is None:
-            continue
-        slot = spec.last_slot(at - timedelta(seconds=spec.grace))  # the latest slot whose grace is over
-        if slot < datetime.fromisoformat(entry.meta["registered_at"]):
-            continue
-        ran = CronRun.objects.filter(name=spec.name, slot__gte=slot, finished_at__isnull=False).exists()
-        breach = (
-            f":warning: El cron *{spec.name}* (`{spec.schedule}`, Córdoba) no completó la ejecución de las "
-            f"{_local(slot)}: ¿están vivos `rqscheduler` y el worker de {spec.queue}?"
-        )
-        sent += _alarm(f"cron-alarm:{spec.name}", not ran, breach,
-                       f":white_check_mark: El cron *{spec.name}* volvió a completar sus ejecuciones.")  # fmt: skip
-    return sent
-
-
-SLO_GRACE = 120  # seconds a breach must last before it alerts: a deploy's restart is no outage
-
-
-def check_slos(*, grace: int = SLO_GRACE) -> list[str]:
-    """Service-level alarms per queue (thresholds in its policy): no live worker, a backlog older than
-    `max_wait`, a failure rate over `max_failure_rate`. One alert per breach, one on recovery."""
-    sent = []
-    for name in queues.QUEUES:
-        for check in health.queue_checks(reads.queue_stats(name)):
-            sent += _alarm(f"slo-alarm:{check.name}", check.status != "ok",
-                           f":warning: *{escape(check.name)}* fuera de lo esperado: {escape(check.detail)}",
-                           f":white_check_mark: *{escape(check.name)}* volvió a la normalidad: {escape(check.detail)}",
-                           after=grace)  # fmt: skip
-    return sent
-
-
-def _alarm(name: str, breached: bool, on_breach: str, on_recovery: str, after: int = 0) -> list[str]:
-    """Raise the alarm `name` once a breach has lasted `after` seconds, clear it once it is over;
-    returns the message sent, if any. Redis keys make "once" hold across every worker."""
-    connection = django_rq.get_connection(queues.SLACK.name)
-    key, since_key = f"{settings.RQ_KEY_PREFIX}:{name}", f"{settings.RQ_KEY_PREFIX}:{name}:since"
-    now = timezone.now()
-    if breached:
-        connection.set(since_key, now.timestamp(), nx=True)
-        lasted = now.timestamp() - float(connection.get(since_key) or now.timestamp())
-        if lasted < after or not connection.set(key, now.isoformat(), nx=True):
-            return []
-        text = on_breach
-    else:
-        connection.delete(since_key)
-        if not connection.delete(key):
-            return []
-        text = on_recovery
-    enqueue_slack_alert(text=text)
-    return [text]
 
 
 def _archive_failed_registry(queue) -> int:
@@ -264,7 +202,7 @@ def _mask_list(args: list) -> list:
     return [arg if isinstance(arg, (int, float, bool)) or arg is None or len(str(arg)) < 200 else "…" for arg in args]
 
 
-def _local(moment: datetime) -> str:
+def local_time(moment: datetime) -> str:
     return timezone.localtime(moment).strftime("%d/%m/%Y %H:%M:%S")
 
 

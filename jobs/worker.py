@@ -10,7 +10,8 @@ from rq.serializers import JSONSerializer
 from rq.utils import now as rq_now
 
 from jobs import metrics
-from jobs.alerts import archive, check_crons, check_slos, close_db_connections, sweep_failures
+from jobs.alarms import check_crons, check_slos
+from jobs.alerts import archive, close_db_connections, sweep_failures
 from jobs.failures import record_attempt
 from jobs.reports import record_job_finished
 

@@ -13,7 +13,7 @@ from django.utils import timezone
 from ceres_site.accounts.models import User, VerificationToken
 from ceres_site.accounts.tokens import tokens_clean
 from jobs import crons
-from jobs.alerts import check_crons
+from jobs.alarms import check_crons
 from jobs.models import CronRun
 from jobs.producers import enqueue_cron_run
 from jobs.reports import report_daily

@@ -10,7 +10,7 @@ from django.core.management import CommandError, call_command
 from django.test import Client
 
 from ceres_site.accounts.models import User
-from jobs.alerts import check_slos
+from jobs.alarms import check_slos
 from jobs.producers import enqueue_stored_call
 from jobs.queues import QUEUES
 from tests.conftest import BASE_DIR, process_env, wait_for
