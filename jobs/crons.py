@@ -6,7 +6,7 @@ A *slot* is one firing time; every run is identified by its slot, so it happens 
 """
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import crontab
@@ -17,6 +17,11 @@ ZONE = "America/Argentina/Cordoba"
 def now() -> datetime:
     """The clock of the cron machinery (tests move it instead of waiting)."""
     return datetime.now(UTC)
+
+
+def local_day(moment: datetime) -> date:
+    """The Córdoba calendar day of a moment."""
+    return moment.astimezone(ZoneInfo(ZONE)).date()
 
 
 @dataclass(frozen=True)

@@ -2,15 +2,18 @@
 incremented by the workers, so every process adds to the same numbers and a restart loses none.
 """
 
+from datetime import date, datetime
+
 import django_rq
 from django.conf import settings
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import CollectorRegistry
 from rq.utils import now
 
-from jobs import queues, reads
+from jobs import crons, queues, reads
 
 BUCKETS = (0.1, 0.5, 1, 5, 15, 60, 300, float("inf"))  # seconds a job ran
+DAY_TTL = 10 * 24 * 3600  # per-day counts outlive the daily report that reads them
 
 
 def _key() -> str:
@@ -22,8 +25,18 @@ def count(connection, name: str, queue_name: str, amount: int = 1) -> None:
     connection.hincrby(_key(), f"{name}:{queue_name}", amount)
 
 
-def observe_duration(connection, queue_name: str, seconds: float) -> None:
+def _day_key(queue_name: str, day: date) -> str:
+    return f"{settings.RQ_KEY_PREFIX}:stats:{queue_name}:{day.isoformat()}:finished"
+
+
+def job_finished(connection, queue_name: str, started: datetime | None, ended: datetime) -> None:
+    """One round trip per finished job: its duration, the running total and its Córdoba day's count
+    (RQ keeps finished jobs an hour only; the daily report needs the whole day)."""
+    seconds = (ended - (started or ended)).total_seconds()
+    day_key = _day_key(queue_name, crons.local_day(ended))
     with connection.pipeline() as pipe:
+        pipe.incr(day_key)
+        pipe.expire(day_key, DAY_TTL)
         for bucket in BUCKETS:
             if seconds <= bucket:
                 pipe.hincrby(_key(), f"duration_bucket:{queue_name}:{bucket}", 1)
@@ -31,6 +44,10 @@ def observe_duration(connection, queue_name: str, seconds: float) -> None:
         pipe.hincrby(_key(), f"duration_count:{queue_name}", 1)
         pipe.hincrby(_key(), f"jobs_finished:{queue_name}", 1)
         pipe.execute()
+
+
+def finished_on(connection, queue_name: str, day: date) -> int:
+    return int(connection.get(_day_key(queue_name, day)) or 0)
 
 
 class QueueCollector:

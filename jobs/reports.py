@@ -5,15 +5,11 @@ from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import django_rq
-from django.conf import settings
 from django.db.models import Count
 
 from ceres_site.accounts.models import EmailDelivery, User
-from jobs import crons, queues
+from jobs import crons, metrics, queues
 from jobs.models import DeadLetter
-
-STATS_TTL = 10 * 24 * 3600  # per-day counters outlive the report that reads them
-
 
 @dataclass(frozen=True)
 class DailyReport:
@@ -32,19 +28,6 @@ def day_bounds(day: date) -> tuple[datetime, datetime]:
     return start.astimezone(UTC), (start + timedelta(days=1)).astimezone(UTC)
 
 
-def local_day(moment: datetime) -> date:
-    return moment.astimezone(ZoneInfo(crons.ZONE)).date()
-
-
-def record_job_finished(connection, queue_name: str, at: datetime) -> None:
-    """Count a completed job in its Córdoba day (RQ keeps finished jobs for an hour only)."""
-    key = f"{settings.RQ_KEY_PREFIX}:stats:{queue_name}:{local_day(at).isoformat()}:finished"
-    with connection.pipeline() as pipe:
-        pipe.incr(key)
-        pipe.expire(key, STATS_TTL)
-        pipe.execute()
-
-
 def report_daily(*, day: date) -> DailyReport:
     start, end = day_bounds(day)
     connection = django_rq.get_connection(queues.EMAIL.name)
@@ -54,13 +37,12 @@ def report_daily(*, day: date) -> DailyReport:
     failed = dict(
         DeadLetter.objects.filter(failed_at__gte=start, failed_at__lt=end).values_list("queue").annotate(Count("id"))
     )
-    finished_key = f"{settings.RQ_KEY_PREFIX}:stats:{{}}:{day.isoformat()}:finished"
     return DailyReport(
         day=day,
         users_registered=User.objects.filter(date_joined__gte=start, date_joined__lt=end).count(),
         users_verified=User.objects.filter(email_verified_at__gte=start, email_verified_at__lt=end).count(),
         emails_sent={kind: sent.get(kind, 0) for kind in EmailDelivery.Kind.values},
-        jobs={name: (int(connection.get(finished_key.format(name)) or 0), failed.get(name, 0)) for name in queues.QUEUES},
+        jobs={name: (metrics.finished_on(connection, name, day), failed.get(name, 0)) for name in queues.QUEUES},
         dead_letters_open=DeadLetter.objects.filter(resolved_at=None, retried_at=None).count(),
         oldest_waiting={name: _oldest_waiting(name) for name in queues.QUEUES},
     )

@@ -13,7 +13,6 @@ from jobs import metrics
 from jobs.alarms import check_crons, check_slos
 from jobs.alerts import archive, close_db_connections, sweep_failures
 from jobs.failures import record_attempt
-from jobs.reports import record_job_finished
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +56,7 @@ class CeresWorker(Worker):
 
     def handle_job_success(self, job, queue, started_job_registry, execution=None):
         super().handle_job_success(job, queue, started_job_registry, execution)
-        ended = job.ended_at or rq_now()
-        self._safely(record_job_finished, self.connection, queue.name, ended)
-        self._safely(metrics.observe_duration, self.connection, queue.name, (ended - (job.started_at or ended)).total_seconds())
+        self._safely(metrics.job_finished, self.connection, queue.name, job.started_at, job.ended_at or rq_now())
 
     def run_maintenance_tasks(self):
         super().run_maintenance_tasks()

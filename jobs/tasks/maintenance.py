@@ -11,7 +11,7 @@ from jobs.dead_letters import dead_letters_prune
 from jobs.failures import PermanentJobError
 from jobs.models import CronRun
 from jobs.producers import enqueue_slack_alert
-from jobs.reports import local_day, report_daily, report_text
+from jobs.reports import report_daily, report_text
 
 
 def run_cron(name: str, slot: str) -> str:
@@ -34,7 +34,7 @@ def clean_verification_tokens(slot: datetime | None = None) -> str:
 
 def daily_report(slot: datetime) -> str:
     """Post the report of the Córdoba day before the slot's."""
-    day = local_day(slot) - timedelta(days=1)
+    day = crons.local_day(slot) - timedelta(days=1)
     enqueue_slack_alert(text=report_text(report_daily(day=day)), dedupe_key=f"daily-report-{day.isoformat()}")
     return f"posted the report of {day.isoformat()}"
 

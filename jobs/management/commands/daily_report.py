@@ -4,7 +4,7 @@ from django.core.management.base import BaseCommand
 
 from jobs import crons
 from jobs.producers import enqueue_slack_alert
-from jobs.reports import local_day, report_daily, report_text
+from jobs.reports import report_daily, report_text
 
 
 class Command(BaseCommand):
@@ -15,7 +15,7 @@ class Command(BaseCommand):
         parser.add_argument("--dry-run", action="store_true", help="print only, post nothing")
 
     def handle(self, *args, date, dry_run, **options):
-        day = date or local_day(crons.now()) - timedelta(days=1)
+        day = date or crons.local_day(crons.now()) - timedelta(days=1)
         text = report_text(report_daily(day=day))
         self.stdout.write(text)
         if not dry_run:
