@@ -56,7 +56,7 @@ def _context(request, admin_site, title, **extra):
         "opts": {"app_label": "jobs", "app_config": {"verbose_name": _("Queues and jobs")}},
         "can_operate": request.user.has_perm("jobs.operate_jobs"),
         "can_destroy": request.user.has_perm("jobs.destroy_jobs"),
-        "can_view_payloads": request.user.has_perm("jobs.view_payloads"),
+        "can_view_payloads": _may_see_payloads(request),
         **extra,
     }
 
@@ -98,7 +98,7 @@ def job_list(request, admin_site, queue_name, state):
             queue_name=queue_name, state=state, page=result, states=reads.STATES,
             counts={s: reads.count(django_rq.get_queue(queue_name), s) for s in reads.STATES},
             actions=[(key, action.label) for key, action in ACTIONS.items() if state in action.states],
-            rows=[_row(job, request) for job in result.jobs], search=request.GET.get("q", ""),
+            rows=[_row(job, _may_see_payloads(request)) for job in result.jobs], search=request.GET.get("q", ""),
             func=request.GET.get("func", ""), funcs=sorted({_func(job) for job in result.jobs}),
         ),  # fmt: skip
     )
@@ -117,7 +117,7 @@ def job_detail(request, admin_site, queue_name, job_id):
         request,
         "admin/jobs/dashboard/job_detail.html",
         _context(
-            request, admin_site, job_id, queue_name=queue_name, job=job, row=_row(job, request) if job else None,
+            request, admin_site, job_id, queue_name=queue_name, job=job, row=_row(job, _may_see_payloads(request)) if job else None,
             status=status, dead_letter=dead_letter, actions_trail=actions_for_job(job_id)[:50],
             related=_related(job, dead_letter),
             actions=[(key, action.label) for key, action in ACTIONS.items() if status in action.states],
@@ -228,13 +228,17 @@ def _func(job) -> str:
         return "?"
 
 
-def _row(job, request) -> dict:
+def _may_see_payloads(request) -> bool:
+    return request.user.has_perm("jobs.view_payloads")
+
+
+def _row(job, show_payload: bool) -> dict:
     """What a page shows of a job: payload values masked unless the user may see them."""
     try:
         kwargs, args = dict(job.kwargs), list(job.args)
     except Exception:
         kwargs, args = {}, []
-    if not request.user.has_perm("jobs.view_payloads"):
+    if not show_payload:
         kwargs, args = {key: MASK for key in kwargs}, [MASK for _ in args]
     result = job.latest_result() if job.get_status(refresh=False) in (JobStatus.FAILED, JobStatus.FINISHED) else None
     error = result.exc_string if result and result.exc_string else ""
@@ -245,8 +249,8 @@ def _row(job, request) -> dict:
         "args": args,
         "kwargs": kwargs,
         "exc_type": exc_type,
-        "message": message if request.user.has_perm("jobs.view_payloads") else "",
-        "traceback": error if request.user.has_perm("jobs.view_payloads") else "",
+        "message": message if show_payload else "",
+        "traceback": error if show_payload else "",
         "result": result.return_value if result and not error else None,
         "attempts": [
             {"at": datetime.fromisoformat(attempt["at"]), "error": attempt["error"]} for attempt in job.meta.get("failures", [])
