@@ -66,6 +66,11 @@ RQ = {
 # django-rq's own dashboard changes state on plain GETs; it stays unrouted.
 RQ_SHOW_ADMIN_LINK = False
 
+# The in-process worker (jobs.slots) starts itself afresh after this many jobs or past this RSS,
+# so a slow leak cannot grow.
+WORKER_MAX_JOBS = env.int("WORKER_MAX_JOBS", default=50_000)
+WORKER_MAX_RSS_MB = env.int("WORKER_MAX_RSS_MB", default=300)
+
 SLACK_WEBHOOK_URL = env.str("SLACK_WEBHOOK_URL", default="")
 SLACK_TIMEOUT = env.float("SLACK_TIMEOUT", default=10)  # seconds to wait for Slack's answer
 DEAD_LETTER_RETENTION_DAYS = env.int("DEAD_LETTER_RETENTION_DAYS", default=90)
@@ -86,10 +91,10 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "jobs",  # before django_rq: its `rqworker` command replaces django-rq's
     "django_rq",
     "anymail",
     "ceres_site.accounts",
-    "jobs",
 ]
 
 MIDDLEWARE = [
@@ -123,6 +128,10 @@ TEMPLATES = [
 ]
 
 DATABASES = {"default": env.db_url("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'var' / 'db.sqlite3'}")}
+# Workers and web keep their connection between jobs and requests (checked before reuse), instead
+# of opening one per job: a PostgreSQL connect costs more than a verification email's queries.
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=600)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # Local runs: web and a dozen workers write at once; wait for the lock rather than fail.
     DATABASES["default"]["OPTIONS"] = {"transaction_mode": "IMMEDIATE", "timeout": 20}

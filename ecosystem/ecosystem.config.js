@@ -29,44 +29,19 @@ module.exports = {
       }
     },
     {
-      "name": "ceres-worker-email",
+      "name": "ceres-worker",
       "cwd": ROOT,
       "script": ROOT + "/.venv/bin/python",
       "args": [
         "manage.py",
         "rqworker",
         "email",
-        "--with-scheduler"
-      ],
-      "interpreter": "none",
-      "exec_mode": "fork",
-      "instances": 5,
-      "autorestart": true,
-      "max_restarts": 50,
-      "exp_backoff_restart_delay": 200,
-      "kill_signal": "SIGTERM",
-      "kill_timeout": 960000,
-      "merge_logs": true,
-      "time": true,
-      "out_file": ROOT + "/var/log/ceres-worker-email.log",
-      "error_file": ROOT + "/var/log/ceres-worker-email.log",
-      "env": {
-        "PYTHONUNBUFFERED": "1"
-      }
-    },
-    {
-      "name": "ceres-worker-slack",
-      "cwd": ROOT,
-      "script": ROOT + "/.venv/bin/python",
-      "args": [
-        "manage.py",
-        "rqworker",
         "slack",
         "--with-scheduler"
       ],
       "interpreter": "none",
       "exec_mode": "fork",
-      "instances": 10,
+      "instances": 1,
       "autorestart": true,
       "max_restarts": 50,
       "exp_backoff_restart_delay": 200,
@@ -74,8 +49,8 @@ module.exports = {
       "kill_timeout": 960000,
       "merge_logs": true,
       "time": true,
-      "out_file": ROOT + "/var/log/ceres-worker-slack.log",
-      "error_file": ROOT + "/var/log/ceres-worker-slack.log",
+      "out_file": ROOT + "/var/log/ceres-worker.log",
+      "error_file": ROOT + "/var/log/ceres-worker.log",
       "env": {
         "PYTHONUNBUFFERED": "1"
       }

@@ -20,6 +20,7 @@ Alarms about the system itself (crons, service levels) live in `jobs.alarms`.
 
 import logging
 import re
+from contextlib import contextmanager
 from collections import Counter
 from datetime import datetime
 from math import ceil
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 
 SECRET_ARG = re.compile(r"pass|secret|token|key|auth|webhook|cookie|session", re.IGNORECASE)
 RELATED_ARGS = {"user_id": "accounts.user"}  # job argument -> the model its value points at
+SWEEP_LOCK_TTL = 30  # seconds; a sweep takes well under one
 SWEEP_LOOKBACK = 3600  # seconds of failed-registry history each sweep reads again, for late writers
 
 
@@ -145,11 +147,9 @@ def sweep_failures(*, now: float | None = None) -> int:
 
     `now` (a Unix time) is when abandoned jobs are judged; tests pass a later one instead of waiting.
     """
-    connection = django_rq.get_connection(queues.EMAIL.name)
-    lock = connection.lock(f"{settings.RQ_KEY_PREFIX}:sweep-lock", timeout=120, blocking=False)
-    if not lock.acquire():
-        return 0
-    try:
+    with _sweep_lock() as locked:
+        if not locked:
+            return 0
         archived = 0
         for name in queues.QUEUES:
             queue = django_rq.get_queue(name)
@@ -158,8 +158,36 @@ def sweep_failures(*, now: float | None = None) -> int:
             if DeadLetter.objects.filter(queue=name, alert=DeadLetter.Alert.PENDING).exists():
                 schedule_alert_flush(queue_name=name, delay=queues.QUEUES[name].alert_window)
         return archived
+
+
+def sweep_abandoned(*, now: float | None = None) -> int:
+    """The quick part of the sweep, run every few seconds by `jobs.slots.reap_dead_workers`: jobs
+    whose worker died go to RQ's abandoned-job handling (retried, or failed and archived here)."""
+    every = map(django_rq.get_queue, queues.QUEUES)
+    abandoned = [queue for queue in every if queue.started_job_registry.get_expired_job_ids(now)]
+    if not abandoned:
+        return 0
+    with _sweep_lock() as locked:
+        if not locked:
+            return 0
+        archived = 0
+        for queue in abandoned:
+            queue.started_job_registry.cleanup(timestamp=now)
+            archived += _archive_failed_registry(queue)
+        return archived
+
+
+@contextmanager
+def _sweep_lock():
+    """One sweep at a time across all workers; a holder that died blocks the others for SWEEP_LOCK_TTL at most."""
+    connection = django_rq.get_connection(queues.EMAIL.name)
+    lock = connection.lock(f"{settings.RQ_KEY_PREFIX}:sweep-lock", timeout=SWEEP_LOCK_TTL, blocking=False)
+    locked = lock.acquire()
+    try:
+        yield locked
     finally:
-        lock.release()
+        if locked:
+            lock.release()
 
 
 def _archive_failed_registry(queue) -> int:

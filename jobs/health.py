@@ -51,7 +51,12 @@ def health_checks() -> list[Check]:
 def queue_checks(stats: reads.QueueStats) -> list[Check]:
     policy, name = stats.policy, stats.name
     live = stats.live_workers
-    found = [Check(f"{name}.workers", "ok" if live else "fail", f"{live} of {policy.concurrency} workers alive")]
+    if policy.in_process:
+        processes = f"{live} process{'es' if live != 1 else ''}"
+        detail = f"{stats.live_slots} of {policy.concurrency} slots in {processes}, {stats.busy_slots} busy"
+    else:
+        detail = f"{live} of {policy.concurrency} workers alive"
+    found = [Check(f"{name}.workers", "ok" if live else "fail", detail)]
     waited = (now() - stats.oldest_waiting).total_seconds() if stats.oldest_waiting else 0
     found.append(Check(f"{name}.backlog", "warn" if waited > policy.max_wait else "ok",
                        f"oldest waiting {waited:.0f} s (limit {policy.max_wait} s), {stats.counts['queued']} queued"))  # fmt: skip

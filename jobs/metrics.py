@@ -3,6 +3,7 @@ incremented by the workers, so every process adds to the same numbers and a rest
 """
 
 from datetime import date, datetime
+from itertools import accumulate
 
 import django_rq
 from django.conf import settings
@@ -30,20 +31,20 @@ def _day_key(queue_name: str, day: date) -> str:
 
 
 def job_finished(connection, queue_name: str, started: datetime | None, ended: datetime) -> None:
-    """One round trip per finished job: its duration, the running total and its Córdoba day's count
-    (RQ keeps finished jobs an hour only; the daily report needs the whole day)."""
+    """One round trip, three commands per finished job (it runs after every job): its Córdoba day's
+    count (RQ keeps finished jobs an hour only; the daily report needs the whole day), the one
+    duration bucket it falls in and the duration sum. Totals and cumulative buckets are summed
+    when Prometheus scrapes."""
     seconds = (ended - (started or ended)).total_seconds()
     day_key = _day_key(queue_name, crons.local_day(ended))
-    with connection.pipeline() as pipe:
+    bucket = next(bound for bound in BUCKETS if seconds <= bound)
+    with connection.pipeline(transaction=False) as pipe:
         pipe.incr(day_key)
-        pipe.expire(day_key, DAY_TTL)
-        for bucket in BUCKETS:
-            if seconds <= bucket:
-                pipe.hincrby(_key(), f"duration_bucket:{queue_name}:{bucket}", 1)
+        pipe.hincrby(_key(), f"duration_bucket:{queue_name}:{bucket}", 1)
         pipe.hincrbyfloat(_key(), f"duration_sum:{queue_name}", seconds)
-        pipe.hincrby(_key(), f"duration_count:{queue_name}", 1)
-        pipe.hincrby(_key(), f"jobs_finished:{queue_name}", 1)
-        pipe.execute()
+        first_of_the_day = pipe.execute()[0] == 1
+    if first_of_the_day:
+        connection.expire(day_key, DAY_TTL)
 
 
 def finished_on(connection, queue_name: str, day: date) -> int:
@@ -56,7 +57,9 @@ class QueueCollector:
         stored = {key.decode(): value.decode() for key, value in connection.hgetall(_key()).items()}
         jobs = GaugeMetricFamily("ceres_jobs", "Jobs in each state, per queue", labels=["queue", "state"])
         waiting = GaugeMetricFamily("ceres_oldest_waiting_seconds", "Age of the oldest queued job", labels=["queue"])
-        workers = GaugeMetricFamily("ceres_workers_alive", "Live workers listening on the queue", labels=["queue"])
+        workers = GaugeMetricFamily("ceres_workers_alive", "Live worker processes serving the queue", labels=["queue"])
+        slots = GaugeMetricFamily("ceres_worker_slots", "Jobs the live workers can run at once", labels=["queue"])
+        busy = GaugeMetricFamily("ceres_worker_slots_busy", "Of those, running a job now", labels=["queue"])
         counters = {
             name: CounterMetricFamily(f"ceres_{name}", text, labels=["queue"])
             for name, text in (
@@ -75,12 +78,16 @@ class QueueCollector:
             age = (now() - stats.oldest_waiting).total_seconds() if stats.oldest_waiting else 0
             waiting.add_metric([name], age)
             workers.add_metric([name], stats.live_workers)
+            slots.add_metric([name], stats.live_slots)
+            busy.add_metric([name], stats.busy_slots)
+            per_bucket = [float(stored.get(f"duration_bucket:{name}:{bound}", 0)) for bound in BUCKETS]
+            cumulative = list(accumulate(per_bucket))
             for counter_name, family in counters.items():
-                family.add_metric([name], float(stored.get(f"{counter_name}:{name}", 0)))
-            buckets = [(str(bucket), float(stored.get(f"duration_bucket:{name}:{bucket}", 0))) for bucket in BUCKETS]
-            buckets = [("+Inf" if bound == "inf" else bound, value) for bound, value in buckets]
-            durations.add_metric([name], buckets, float(stored.get(f"duration_sum:{name}", 0)))
-        yield from (jobs, waiting, workers, *counters.values(), durations)
+                value = cumulative[-1] if counter_name == "jobs_finished" else stored.get(f"{counter_name}:{name}", 0)
+                family.add_metric([name], float(value))
+            bounds = ["+Inf" if bound == float("inf") else str(bound) for bound in BUCKETS]
+            durations.add_metric([name], list(zip(bounds, cumulative)), float(stored.get(f"duration_sum:{name}", 0)))
+        yield from (jobs, waiting, workers, slots, busy, *counters.values(), durations)
 
 
 def registry() -> CollectorRegistry:

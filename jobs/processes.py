@@ -25,14 +25,18 @@ class Process:
 
 
 def processes() -> list[Process]:
-    """Workers are separate `rqworker --with-scheduler` processes, not `rqworker-pool`: a pool that gets
-    SIGTERM with its process group (as honcho, PM2 and systemd send it) left 2 to 7 of 10 workers hanging
-    in three trials out of three; ten plain workers stopped cleanly every time.
+    """Web; one in-process worker for every `in_process` queue (their slots are threads of it); the
+    queues that fork per job as separate `rqworker <queue>` processes, not `rqworker-pool` (a pool
+    that gets SIGTERM with its process group, as honcho, PM2 and systemd send it, left 2 to 7 of 10
+    workers hanging in three trials out of three); the cron scheduler.
     """
     found = [Process("web", ("gunicorn", "--config", "ecosystem/gunicorn.conf.py", "ceres_site.wsgi"))]
+    in_process = [policy.name for policy in QUEUES.values() if policy.in_process]
+    found.append(Process("worker", ("python", "manage.py", "rqworker", *in_process, "--with-scheduler")))
     for policy in QUEUES.values():
-        argv = ("python", "manage.py", "rqworker", policy.name, "--with-scheduler")  # retries need RQ's scheduler
-        found.append(Process(f"worker-{policy.name}", argv, policy.concurrency))
+        if not policy.in_process:  # --with-scheduler: retries need RQ's scheduler
+            argv = ("python", "manage.py", "rqworker", policy.name, "--with-scheduler")
+            found.append(Process(f"worker-{policy.name}", argv, policy.concurrency))
     interval = ("--queue", "maintenance", "--interval", str(SCHEDULER_INTERVAL))
     found.append(Process("scheduler", ("python", "manage.py", "rqscheduler", *interval)))
     return found

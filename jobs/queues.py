@@ -14,8 +14,11 @@ DAY = 24 * HOUR
 @dataclass(frozen=True)
 class QueuePolicy:
     name: str
-    concurrency: int  # worker processes that serve this queue
+    concurrency: int  # jobs run at once: slots of one process (in_process) or forking worker processes
     timeout: int  # seconds a single attempt may run
+    # I/O-bound queues run their slots as threads of one light process (`jobs.slots`); queues that
+    # handle untrusted input fork a work-horse per job, so a hostile job can only kill itself.
+    in_process: bool = False
     retry_max: int = 0  # retries after the first attempt
     retry_intervals: tuple[int, ...] = ()  # seconds before each retry; the last repeats
     result_ttl: int = HOUR  # how long a finished job stays in Redis
@@ -32,11 +35,11 @@ class QueuePolicy:
 
 
 EMAIL = QueuePolicy(
-    name="email", concurrency=5, timeout=60, retry_max=5, retry_intervals=(1, 5, 15, 60, 300)
+    name="email", concurrency=5, timeout=60, retry_max=5, retry_intervals=(1, 5, 15, 60, 300), in_process=True
 )
 SLACK = QueuePolicy(
     name="slack", concurrency=10, timeout=30, retry_max=3, retry_intervals=(2,), alert_on_final_failure=False,
-    max_wait=60,
+    max_wait=60, in_process=True,
 )  # fmt: skip
 MAINTENANCE = QueuePolicy(
     name="maintenance", concurrency=1, timeout=15 * 60, retry_max=3, retry_intervals=(30, 120, 600), max_wait=HOUR

@@ -103,6 +103,8 @@ class WorkerInfo:
     alive: bool
     state: str
     last_heartbeat: datetime | None
+    slots: int = 1  # jobs of this queue it runs at once: an in-process worker's slots, else 1
+    busy: int = 0  # of those, running a job now (in-process workers say; forking ones: state)
 
 
 @dataclass
@@ -117,7 +119,17 @@ class QueueStats:
 
     @property
     def live_workers(self) -> int:
+        """Live processes serving this queue."""
         return sum(worker.alive for worker in self.workers)
+
+    @property
+    def live_slots(self) -> int:
+        """Jobs the live processes can run at once."""
+        return sum(worker.slots for worker in self.workers if worker.alive)
+
+    @property
+    def busy_slots(self) -> int:
+        return sum(worker.busy for worker in self.workers if worker.alive)
 
 
 def queue_stats(name: str) -> QueueStats:
@@ -147,15 +159,25 @@ def workers(queue_name: str) -> list[WorkerInfo]:
     for key in sorted(connection.smembers(WORKERS_BY_QUEUE_KEY % queue_name)):
         data = connection.hgetall(key)
         heartbeat = data.get(b"last_heartbeat")
+        state = data.get(b"state", b"gone").decode()
+        slots, busy = _per_queue(data.get(b"slots")), _per_queue(data.get(b"busy"))  # written by jobs.slots
         found.append(
             WorkerInfo(
                 name=key.decode().rsplit(":", 1)[-1],
                 alive=bool(data),
-                state=data.get(b"state", b"gone").decode(),
+                state=state,
                 last_heartbeat=utcparse(heartbeat.decode()) if heartbeat else None,
+                slots=slots.get(queue_name, 1),
+                busy=busy.get(queue_name, int(state == "busy")),
             )
         )
     return found
+
+
+def _per_queue(field: bytes | None) -> dict[str, int]:
+    """`email=5,slack=10` → {"email": 5, "slack": 10}."""
+    pairs = (item.split("=", 1) for item in field.decode().split(",")) if field else ()
+    return {name: int(value) for name, value in pairs}
 
 
 @dataclass

@@ -73,5 +73,24 @@ class CeresWorker(Worker):
         except Exception:
             log.exception("%s failed", action.__name__)
         finally:
-            if not self.is_horse:
+            if self._close_connections_after_bookkeeping():
                 close_db_connections()
+
+    def _close_connections_after_bookkeeping(self) -> bool:
+        # The forking worker must not hand a database connection down to its next work-horse.
+        return not self.is_horse
+
+
+def worker_class_for(queue_names) -> type[Worker]:
+    """The in-process worker when every queue asks for it (policy `in_process`), else the forking one."""
+    from jobs.queues import QUEUES
+    from jobs.slots import SlotWorker
+
+    kinds = {QUEUES[name].in_process for name in queue_names if name in QUEUES}
+    if len(kinds) > 1:
+        in_process = sorted(name for name in queue_names if QUEUES[name].in_process)
+        forking = sorted(name for name in queue_names if not QUEUES[name].in_process)
+        raise ValueError(
+            f"{', '.join(in_process)} run in-process and {', '.join(forking)} fork per job: start one worker for each"
+        )
+    return SlotWorker if kinds == {True} else CeresWorker

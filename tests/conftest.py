@@ -4,6 +4,7 @@ The suite runs under `bin/with-test-services`, which starts redis-server and Pos
 exports REDIS_URL / DATABASE_URL; nothing here fakes Redis, SMTP or the worker.
 """
 
+import asyncio
 import os
 import signal
 import socket
@@ -19,6 +20,8 @@ import django_rq
 import pytest
 from aiosmtpd.controller import Controller
 from django.db import connection, connections
+
+from jobs.worker import worker_class_for
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -57,6 +60,8 @@ class SmtpSink:
         self.messages = []
         self.rcpt_times: list[float] = []  # time.time() of every RCPT, accepted or refused
         self.rcpt_reply: str | None = None
+        self.data_started: list[float] = []  # time.monotonic() of every DATA, before any delay
+        self.data_delays: list[float] = []  # seconds to wait before answering the next DATAs, in order
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         self.rcpt_times.append(time.time())
@@ -66,6 +71,9 @@ class SmtpSink:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        self.data_started.append(time.monotonic())
+        if self.data_delays:  # a server slow to confirm: the message is in, the client still waits
+            await asyncio.sleep(self.data_delays.pop(0))
         self.messages.append(message_from_bytes(envelope.content, policy=email_policy))
         return "250 Message accepted"
 
@@ -85,11 +93,13 @@ def smtp(settings):
 
 @pytest.fixture
 def work():
-    """Run a real (forking) worker in burst mode on the given queues, as `rqworker --burst` would."""
+    """Run a real worker in burst mode on the given queues, as `rqworker --burst` would: the
+    in-process one (slots as threads of this process) or the forking one, as the policies say."""
 
     def run(*queue_names: str):
-        connections.close_all()  # the work-horse is forked; it must open its own DB connection
-        worker = django_rq.get_worker(*(queue_names or ("email",)))
+        queue_names = queue_names or ("email",)
+        connections.close_all()  # a forked work-horse must open its own DB connection
+        worker = django_rq.get_worker(*queue_names, worker_class=worker_class_for(queue_names))
         worker.work(burst=True, with_scheduler=True)
         return worker
 
@@ -201,9 +211,9 @@ def live_worker(smtp, tmp_path):
     """Start `manage.py rqworker <queues> --with-scheduler` as its own process, on the test database."""
     processes = []
 
-    def start(*queue_names: str):
+    def start(*queue_names: str, options: tuple[str, ...] = ()):
         env = process_env(smtp)
-        command = [sys.executable, "manage.py", "rqworker", *queue_names, "--with-scheduler"]
+        command = [sys.executable, "manage.py", "rqworker", *queue_names, "--with-scheduler", *options]
         log = open(tmp_path / f"worker-{len(processes)}.log", "wb")
         process = subprocess.Popen(
             command, cwd=BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True

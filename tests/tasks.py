@@ -31,3 +31,28 @@ def mark(n: int, path: str) -> None:
     """Record that job `n` ran, in a file (what a job does must outlive a Redis master)."""
     with open(path, "a") as done:
         done.write(f"{n}\n")
+
+
+def mark_slowly(n: int, path: str, seconds: float) -> None:
+    """Record the start and the end of job `n`, `seconds` apart."""
+    mark(f"start {n}", path)
+    time.sleep(seconds)
+    mark(f"end {n}", path)
+
+
+def exit_process() -> None:
+    raise SystemExit(3)
+
+
+def exhaust_memory() -> None:
+    raise MemoryError("pretend the job ate every byte")
+
+
+def spin(n: int, path: str, seconds: float) -> None:
+    """Like mark_slowly, in short steps: a thread-based job timeout can only stop Python code between
+    two steps (blocking I/O is bounded by socket timeouts instead)."""
+    mark(f"start {n}", path)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.01)
+    mark(f"end {n}", path)

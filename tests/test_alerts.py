@@ -67,15 +67,16 @@ def test_a_job_that_fails_twice_then_succeeds_alerts_nothing(slack, policy, work
 
 
 def test_a_killed_work_horse_on_the_last_attempt_alerts_once(slack, policy, work):
-    policy("email", retry_intervals=(0,), retry_max=1, alert_window=1)
-    run_call("kill_self", "email-oom-1")
+    # A forking queue: in an in-process worker, a job that kills its process is a dead worker (test_slots).
+    policy("files", retry_intervals=(0,), retry_max=1, alert_window=1)
+    run_call("kill_self", "files-oom-1", queue="files")
 
-    work("email")
+    work("files")
     flush_now(work)
     sweep_failures()
     flush_now(work)
 
-    assert fetch("email-oom-1").get_status() == "failed"
+    assert fetch("files-oom-1", queue="files").get_status() == "failed"
     row = DeadLetter.objects.get()
     assert row.exc_type == "WorkHorseKilled" and "signal 9" in row.exc_message and len(row.attempts) == 2
     [text] = slack.texts

@@ -206,7 +206,7 @@ def test_the_dead_man_alarm_rings_once_and_once_more_on_recovery(clock, work, sl
     assert quiet == still == again == []
     assert len(alarm) == 1 and "*clean-verification-tokens*" in alarm[0] and "07:00" in alarm[0]
     assert len(recovered) == 1 and "volvió" in recovered[0]
-    assert slack.texts == alarm + recovered
+    assert sorted(slack.texts) == sorted(alarm + recovered)  # ten slack slots post in any order
 
 
 def test_rqscheduler_process_fires_a_due_cron(redis_conn, tmp_path):

@@ -234,14 +234,14 @@ def test_triage_groups_by_error_and_retries_a_filtered_set_after_a_dry_run(admin
     policy("email", retry_max=0, alert_window=600)
     for n in range(3):
         call("always_fail", f"email-boom-{n}")
-    call("kill_self", "email-oom-1")
+    call("exhaust_memory", "email-oom-1")
     work("email")
 
     page = admin_client.get(url("triage", "email")).content.decode()
     dry = admin_client.post(url("triage", "email"), {"exc_type": "RuntimeError", "since": "2000-01-01 00:00"})
     done = admin_client.post(url("triage", "email"), {"exc_type": "RuntimeError", "since": "2000-01-01", "confirm": "yes"})
 
-    assert "RuntimeError" in page and "WorkHorseKilled" in page
+    assert "RuntimeError" in page and "MemoryError" in page
     assert "Coinciden 3 jobs." in dry.content.decode()
     assert done.status_code == 302
     assert sorted(django_rq.get_queue("email").job_ids) == ["email-boom-0", "email-boom-1", "email-boom-2"]

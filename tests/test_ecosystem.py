@@ -30,11 +30,14 @@ def test_the_procfile_serves_every_queue_with_its_concurrency_and_retry_schedule
     commands = procfile_commands()
     served = Counter()
     for name, argv in commands.items():
-        if name.startswith("worker-"):
+        if name.startswith("worker"):
             assert argv[:4] == ["exec", "python", "manage.py", "rqworker"] and "--with-scheduler" in argv, argv
-            served[argv[4]] += 1
+            for queue in argv[4:-1]:
+                # one in-process worker holds all the slots of its queues; a forking queue has a process per slot
+                served[queue] += QUEUES[queue].concurrency if name == "worker" else 1
 
     assert served == {name: policy.concurrency for name, policy in QUEUES.items()}
+    assert commands["worker"][4:-1] == [name for name, policy in QUEUES.items() if policy.in_process] == ["email", "slack"]
     assert commands["web"][:2] == ["exec", "gunicorn"]
     assert commands["scheduler"][:4] == ["exec", "python", "manage.py", "rqscheduler"]
 
@@ -48,9 +51,11 @@ def test_pm2_runs_the_same_set_and_waits_for_jobs_on_stop():
 
     apps = {app["name"]: app for app in config["apps"]}
     assert set(apps) == {f"ceres-{process.name}" for process in processes()}
+    assert apps["ceres-worker"]["instances"] == 1 and apps["ceres-worker"]["args"][:4] == ["manage.py", "rqworker", "email", "slack"]
     for name, policy in QUEUES.items():
-        app = apps[f"ceres-worker-{name}"]
-        assert app["instances"] == policy.concurrency and app["args"][:2] == ["manage.py", "rqworker"]
+        if not policy.in_process:
+            app = apps[f"ceres-worker-{name}"]
+            assert app["instances"] == policy.concurrency and app["args"][:3] == ["manage.py", "rqworker", name]
     assert all(app["kill_timeout"] == STOP_TIMEOUT * 1000 > max(p.timeout for p in QUEUES.values()) * 1000
                for app in apps.values())  # fmt: skip
     assert apps["ceres-web"]["cwd"] == str(BASE_DIR)
@@ -60,7 +65,7 @@ def test_systemd_target_wants_one_unit_per_process():
     target = (BASE_DIR / "ecosystem" / "systemd" / "ceres.target").read_text()
     wants = next(line for line in target.splitlines() if line.startswith("Wants=")).split("=", 1)[1].split()
 
-    assert len(wants) == 2 + sum(policy.concurrency for policy in QUEUES.values())
+    assert len(wants) == 3 + sum(policy.concurrency for policy in QUEUES.values() if not policy.in_process)
     for unit in {want.split("@")[0] + ("@.service" if "@" in want else "") for want in wants}:
         text = (BASE_DIR / "ecosystem" / "systemd" / unit).read_text()
         assert "KillMode=mixed" in text and f"TimeoutStopSec={STOP_TIMEOUT}" in text

@@ -38,7 +38,7 @@ def gone(pids: list[int]) -> bool:
 
 def exercise(smtp, web_port: int, stop, session_pids):
     """Everything is up; a verification email goes through; a stop lets a slow job finish."""
-    expected = sum(policy.concurrency for policy in QUEUES.values())
+    expected = sum(1 if policy.in_process else policy.concurrency for policy in QUEUES.values())  # processes
     wait_for(lambda: live_worker_count() == expected, timeout=90)
     wait_for(lambda: _answers(f"http://127.0.0.1:{web_port}/accounts/signup/"), timeout=30)
     user = User.objects.create_user(username="ana@example.com", email="ana@example.com", first_name="Ana")

@@ -4,7 +4,7 @@ Each task takes a user id, re-checks the database before acting (user gone or al
 nothing to do, no retry), and records every delivery so a re-run of the same job sends nothing.
 Transient SMTP trouble (connection refused, timeouts, 4xx) raises and RQ retries on the email
 policy's schedule; permanent trouble (5xx, an invalid address) raises `PermanentJobError`, which
-fails the job at once.
+fails the job at once. Messages go out through the worker thread's kept connection (`jobs.mail`).
 
 `newsletter` is declared for the future and not built: it has no producer, and a job that names it
 fails once with a clear message instead of looping.
@@ -24,6 +24,7 @@ from rq import get_current_job
 
 from ceres_site.accounts.models import EmailDelivery, User
 from ceres_site.accounts.tokens import token_issue
+from jobs import mail
 from jobs.failures import PermanentJobError
 
 log = logging.getLogger(__name__)
@@ -104,7 +105,7 @@ def _send(user: User, template: str, subject: str, context: dict) -> None:
     )
     message.attach_alternative(render_to_string(f"{template}.html", context), "text/html")
     try:
-        message.send()
+        mail.send(message)
     except smtplib.SMTPRecipientsRefused as exc:
         codes = [code for code, _ in exc.recipients.values()]
         if all(code >= 500 for code in codes):

@@ -5,20 +5,29 @@ and no exception raised here mentions it (requests puts URLs in its messages, so
 Slack's answers: 200 is done; 429 retries after its Retry-After (within the queue's retry budget);
 5xx, timeouts and network errors retry; any other 4xx (invalid_payload, no_service,
 channel_not_found…) is permanent.
+
+Posts go through one `requests.Session` per worker thread, so consecutive posts reuse one kept-alive
+HTTPS connection instead of a TLS handshake each.
 """
 
+import copy
 import logging
+import os
+import threading
 
 import django_rq
 import requests
 from django.conf import settings
 
-from jobs import metrics
+from jobs import metrics, queues
 from jobs.failures import PermanentJobError
 
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_MAX = 300  # a longer Retry-After is capped: the alert matters more than the quota
+
+_local = threading.local()
+_redis = None  # (the slack queue's RQ_QUEUES entry, its Redis client), see _redis_connection()
 
 
 class SlackUnavailable(Exception):
@@ -42,14 +51,14 @@ def post_to_slack(text: str) -> str:
         log.error("Slack webhook not configured (SLACK_WEBHOOK_URL); alert not sent: %s", text)
         return "skipped: no webhook configured"
     try:
-        response = requests.post(url, json={"text": text}, timeout=(3.05, settings.SLACK_TIMEOUT))
+        response = _session().post(url, json={"text": text}, timeout=(3.05, settings.SLACK_TIMEOUT))
     except requests.Timeout:
         raise SlackUnavailable("Slack did not answer in time") from None
     except requests.RequestException as exc:
         raise SlackUnavailable(f"cannot reach Slack ({type(exc).__name__})") from None
     body = response.text[:200]
     if response.status_code == 200:
-        metrics.count(django_rq.get_connection("slack"), "slack_messages_sent", "slack")
+        metrics.count(_redis_connection(), "slack_messages_sent", "slack")
         return "sent"
     if response.status_code == 429:
         raise SlackRateLimited(_retry_after(response))
@@ -63,3 +72,20 @@ def _retry_after(response) -> int:
         return min(max(int(response.headers.get("Retry-After", "1")), 1), RETRY_AFTER_MAX)
     except ValueError:
         return 1
+
+
+def _session() -> requests.Session:
+    """This thread's session. One made before a fork holds the parent's sockets: never used in the child."""
+    if getattr(_local, "pid", None) != os.getpid():
+        _local.session, _local.pid = requests.Session(), os.getpid()
+    return _local.session
+
+
+def _redis_connection():
+    """The slack queue's Redis client, built once per process (django_rq builds a new client per call)
+    and again if its setting changes. Shared by threads; redis-py reconnects by itself after a fork."""
+    global _redis
+    config = settings.RQ_QUEUES[queues.SLACK.name]
+    if _redis is None or _redis[0] != config:
+        _redis = (copy.deepcopy(config), django_rq.get_connection(queues.SLACK.name))
+    return _redis[1]

@@ -15,3 +15,7 @@ class Command(BaseCommand):
             changed = not path.exists() or path.read_text() != text
             path.write_text(text)
             self.stdout.write(f"{'wrote' if changed else 'unchanged'}: ecosystem/{name}")
+        for stale in sorted((root / "systemd").glob("*")):
+            if f"systemd/{stale.name}" not in ecosystem_files():
+                stale.unlink()
+                self.stdout.write(f"removed: ecosystem/systemd/{stale.name}")

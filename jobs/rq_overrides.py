@@ -1,0 +1,165 @@
+"""Everything the in-process worker (`jobs.slots`) changes inside RQ's worker, in one place.
+
+Checked against rq 3.0.0: `tests/test_slots.py` fails on any other version until this module has
+been read again against the new one. A slot runs RQ's own job lifecycle (`BaseWorker.perform_job`:
+status, registries, results, retries, failure callbacks), without what belongs to a process:
+
+- heartbeats and the worker state: the process beats once per interval for all of its slots, so
+  `heartbeat`, `set_state` and `procline` do nothing here, and a job's execution lives as long as
+  the process keeps beating (`get_heartbeat_ttl`), however long the job runs;
+- the counters RQ keeps in the worker hash (`jobs.metrics` counts finished and failed jobs);
+- a job starts in one pipeline: RQ writes its execution (`prepare_execution`) and marks it
+  started (`prepare_job_execution`) in two, with a job heartbeat that the start overwrites anyway;
+- RQ's three INFO lines per job are left out (`jobs.slots` logs one), warnings and errors stay;
+- the job's end is not written to Redis on its own (RQ's `handle_execution_ended` heartbeat): the
+  success or failure pipeline that follows writes it anyway;
+- the job's timeout is kept by one watchdog thread per process (`WatchdogDeathPenalty`), not by
+  SIGALRM, which works only in a process's main thread, nor by RQ's `TimerDeathPenalty`, which
+  starts a thread per job. Like any thread-based timeout it raises in the job's Python code: a
+  call blocked in C (a socket read) is bounded by its own timeout instead.
+"""
+
+import ctypes
+import logging
+import threading
+import time
+from uuid import uuid4
+
+import rq
+from rq.executions import Execution, ExecutionRegistry
+from rq.timeouts import BaseDeathPenalty, JobTimeoutException
+from rq.utils import now
+
+from jobs.worker import CeresWorker
+
+CHECKED_RQ_VERSION = "3.0.0"
+WATCHDOG_TICK = 0.2  # seconds: how late past its timeout a job may be stopped
+
+
+class _Watchdog:
+    """One thread per process that raises the timeout exception in slots whose job ran too long."""
+
+    def __init__(self):
+        self._deadlines: dict[int, tuple[float, type[BaseException]]] = {}  # thread id -> deadline
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def arm(self, seconds: float, exception: type[BaseException]) -> None:
+        with self._lock:
+            self._deadlines[threading.get_ident()] = (time.monotonic() + seconds, exception)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._watch, name="job-timeouts", daemon=True)
+                self._thread.start()
+
+    def disarm(self) -> None:
+        with self._lock:
+            self._deadlines.pop(threading.get_ident(), None)
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(WATCHDOG_TICK)
+            moment = time.monotonic()
+            with self._lock:
+                due = [(ident, exc) for ident, (deadline, exc) in self._deadlines.items() if deadline <= moment]
+                for ident, exception in due:
+                    del self._deadlines[ident]
+                    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(exception))
+
+
+_watchdog = _Watchdog()
+_quiet_log = logging.getLogger("rq.worker.slots")
+_quiet_log.setLevel(logging.WARNING)
+_timeout_classes: dict[int, type[JobTimeoutException]] = {}
+
+
+class WatchdogDeathPenalty(BaseDeathPenalty):
+    def __init__(self, timeout, exception=JobTimeoutException, **kwargs):
+        super().__init__(timeout, exception, **kwargs)
+
+    def setup_death_penalty(self):
+        if self._timeout > 0:
+            _watchdog.arm(self._timeout, _timeout_class(self._timeout))
+
+    def cancel_death_penalty(self):
+        _watchdog.disarm()
+
+
+def _timeout_class(seconds: int) -> type[JobTimeoutException]:
+    """An async exception is raised from its class alone: one subclass per timeout carries the message."""
+    if seconds not in _timeout_classes:
+        message = f"Task exceeded maximum timeout value ({seconds} seconds)"
+        init = lambda self, *args: Exception.__init__(self, message)  # noqa: E731
+        _timeout_classes[seconds] = type("JobTimeoutException", (JobTimeoutException,), {"__init__": init})
+    return _timeout_classes[seconds]
+
+
+class SlotRunner(CeresWorker):
+    """Runs one slot's jobs in the calling thread, under the name (and worker key) of its process."""
+
+    death_penalty_class = WatchdogDeathPenalty
+
+    def __init__(self, *args, execution_ttl: int, **kwargs):
+        super().__init__(*args, prepare_for_work=False, **kwargs)
+        self.execution_ttl = execution_ttl
+        self.log = _quiet_log
+
+    def execute_job(self, job, queue):
+        self.perform_job(job, queue, self.prepare_execution(job))
+
+    def prepare_execution(self, job) -> Execution:
+        """The execution, written to Redis with the job's start in `prepare_job_execution`."""
+        execution = Execution(id=uuid4().hex, job_id=job.id, connection=self.connection, worker_name=self.name)
+        execution._job = job
+        self.executions[execution.id] = self._starting = execution
+        return execution
+
+    def prepare_job_execution(self, job, remove_from_intermediate_queue: bool = False) -> None:
+        execution, ttl = self._starting, self.execution_ttl
+        with self.connection.pipeline() as pipe:
+            # What rq's Execution.create writes...
+            execution.save(ttl=ttl, pipeline=pipe)
+            ExecutionRegistry(job_id=job.id, connection=pipe).add(execution=execution, ttl=ttl, pipeline=pipe)
+            job.started_job_registry.add_execution(execution, pipeline=pipe, ttl=ttl)
+            pipe.sadd(execution.worker_executions_key, execution.composite_key)
+            pipe.expire(execution.worker_executions_key, ttl + 60)
+            # ...and what rq's prepare_job_execution does, less the heartbeats.
+            job.prepare_for_execution(self.name, pipeline=pipe)
+            pipe.persist(job.key)
+            if remove_from_intermediate_queue:
+                pipe.lrem(self.queues[0].intermediate_queue_key, 1, job.id)  # a slot serves one queue
+            pipe.execute()
+
+    @property
+    def running(self) -> list[Execution]:
+        return list(self.executions.values())
+
+    def get_heartbeat_ttl(self, job, working_time: float = 0.0) -> int:
+        return self.execution_ttl
+
+    def heartbeat(self, timeout=None, pipeline=None):
+        pass
+
+    def set_state(self, state, pipeline=None):
+        pass
+
+    def procline(self, message):
+        pass
+
+    def increment_failed_job_count(self, pipeline=None):
+        pass
+
+    def increment_successful_job_count(self, pipeline=None):
+        pass
+
+    def increment_total_working_time(self, job_execution_time, pipeline):
+        pass
+
+    def handle_execution_ended(self, job, queue, heartbeat_ttl):
+        job.ended_at = now()
+
+    def _close_connections_after_bookkeeping(self) -> bool:
+        return False  # a slot keeps its database connection; the slot loop checks it around each job
+
+
+def rq_version_checked() -> bool:
+    return rq.__version__ == CHECKED_RQ_VERSION

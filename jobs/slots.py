@@ -1,0 +1,386 @@
+"""The in-process worker: one process runs the whole concurrency of its queues as threads ("slots").
+
+`python manage.py rqworker email slack` starts one `SlotWorker` when every queue it names is
+`in_process` in its policy: 5 slots for email, 10 for slack, no fork per job, and each slot keeps
+its database, SMTP and HTTP connections from one job to the next.
+
+- **Dequeue.** Per queue, one idle slot at a time waits in Redis for the next job (RQ's BLMOVE into
+  the queue's intermediate list); the other idle slots wait on a local lock, so they cost no Redis
+  traffic. A slot runs the job with RQ's own lifecycle (`jobs.rq_overrides.SlotRunner`).
+- **One heartbeat per process.** The main thread beats every `HEARTBEAT_INTERVAL` seconds for all
+  slots in one pipeline: the worker hash (with `slots` and `busy` per queue, for the dashboard and
+  health) and the started-registry entries of the jobs running now. A job therefore stays "started"
+  however long it runs (its timeout still stops it), and entries of a dead process expire after
+  `PROCESS_TTL` seconds.
+- **Jobs of a dead process come back.** Every `REAP_INTERVAL` seconds one live process (of any
+  kind) looks for dead workers: a worker hash that expired, or, on this host, a registered pid that
+  no longer exists (a process restarted by its supervisor finds its predecessor at once). Their
+  running jobs are handed to RQ's abandoned-job handling (a retry, or a final failure that
+  `jobs.alerts` archives and alerts), and the scheduler locks they held are released, so a retry
+  delay is honoured by the next scheduler tick.
+- **RQ's scheduler runs in the main thread** (retry delays, `enqueue_in`), ticking every second
+  while this process holds a queue's scheduler lock: no scheduler child process. It always runs,
+  `--with-scheduler` or not: without it a retry delay would never end.
+- **Stop.** SIGTERM or SIGINT: no new jobs, running jobs finish, exit 0. Another signal more than
+  a second later: exit at once; the running jobs are marked abandoned first and come back within
+  `REAP_INTERVAL`. After `WORKER_MAX_JOBS` jobs, or once its RSS passes `WORKER_MAX_RSS_MB`, the
+  process stops the same graceful way and starts itself again (`exec`), so a slow leak cannot grow
+  and no supervisor (honcho stops everything when one process exits) needs to notice.
+"""
+
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+
+from django.conf import settings
+from django.db import close_old_connections, connections
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from rq.exceptions import DequeueTimeout
+from rq.executions import Execution
+from rq.registry import StartedJobRegistry
+from rq.scheduler import RQScheduler
+from rq.scripts import release_lock
+from rq.utils import now, utcformat
+from rq.worker_registration import REDIS_WORKER_KEYS, WORKERS_BY_QUEUE_KEY, register, unregister
+
+from jobs import mail, queues
+from jobs.alerts import sweep_abandoned
+from jobs.rq_overrides import SlotRunner
+from jobs.worker import CeresWorker
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_INTERVAL = 5  # seconds between two heartbeats of a process
+PROCESS_TTL = 20  # a process (and its running jobs) counts as dead this long after its last heartbeat
+REAP_INTERVAL = 5  # seconds between two looks for dead workers, across all processes
+DEQUEUE_TIMEOUT = HEARTBEAT_INTERVAL  # an idle queue costs one blocking BLMOVE per interval
+SCHEDULER_TICK = 1  # seconds: the latest a due retry is enqueued
+SECOND_SIGNAL_GRACE = 1  # a signal this soon after the first is the same stop (Ctrl-C reaches both honcho and us)
+
+
+class _QueueSlots:
+    """The slots of one queue: `leader` is held by the one idle slot that waits in Redis."""
+
+    def __init__(self, queue, size: int):
+        self.queue = queue
+        self.size = size
+        self.leader = threading.Lock()
+        self.runners: list[SlotRunner] = []
+
+    @property
+    def busy(self) -> int:
+        return sum(bool(runner.executions) for runner in self.runners)
+
+
+class SlotWorker(CeresWorker):
+    """The process: registered once in Redis, beats for every slot, reaps dead workers, schedules."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs["worker_ttl"] = PROCESS_TTL
+        super().__init__(*args, **kwargs)
+        self.groups = [_QueueSlots(queue, queues.QUEUES[queue.name].concurrency) for queue in self.queues]
+        self._stopping = threading.Event()
+        self._first_signal_at = 0.0
+        self._jobs_done = 0
+        self._jobs_lock = threading.Lock()
+        self._recycle = False
+        self._rq_scheduler: RQScheduler | None = None
+
+    # --- the process ----------------------------------------------------------------------------
+
+    def work(self, burst=False, logging_level=None, max_jobs=None, with_scheduler=False, **ignored) -> bool:
+        self.bootstrap(logging_level or "INFO")
+        self._install_signal_handlers()
+        self._max_jobs = max_jobs or settings.WORKER_MAX_JOBS
+        if with_scheduler or not burst:
+            self._start_rq_scheduler(burst)
+        if not burst:  # first the sweep for what died before we started, as RQ's workers do
+            self.run_maintenance_tasks()
+        for group in self.groups:
+            group.runners = [self._runner(group.queue) for _ in range(group.size)]
+        threads = [
+            threading.Thread(target=self._run_slot, args=(group, n, burst), name=f"slot-{group.queue.name}-{n}")
+            for group in self.groups
+            for n in range(group.size)
+        ]
+        for thread in threads:
+            thread.start()
+        self.log.info("Worker %s: %s", self.name, self.describe_slots())
+        try:
+            self._main_loop(threads, burst)
+        finally:
+            self._teardown()
+        if self._recycle:
+            self._restart()
+        return self._jobs_done > 0
+
+    def describe_slots(self) -> str:
+        return ", ".join(f"{group.queue.name}: {group.size} slots" for group in self.groups)
+
+    def _runner(self, queue) -> SlotRunner:
+        return SlotRunner(
+            [queue],
+            name=self.name,
+            connection=self.connection,
+            job_class=self.job_class,
+            queue_class=self.queue_class,
+            execution_ttl=PROCESS_TTL,
+        )
+
+    def _main_loop(self, threads: list[threading.Thread], burst: bool) -> None:
+        next_beat = next_reap = 0.0
+        while alive := [thread for thread in threads if thread.is_alive()]:
+            moment = time.monotonic()
+            if moment >= next_beat:
+                self._safely(self.heartbeat)
+                next_beat = moment + HEARTBEAT_INTERVAL
+            if moment >= next_reap and not burst:
+                self._safely(reap_dead_workers, self.connection)
+                next_reap = moment + REAP_INTERVAL
+            if self._rq_scheduler and not burst:
+                self._safely(self._tick_rq_scheduler)
+            if self.should_run_maintenance_tasks and not burst:
+                self.run_maintenance_tasks()
+            if rss_mb() > settings.WORKER_MAX_RSS_MB:
+                self._recycle_now(f"its RSS passed {settings.WORKER_MAX_RSS_MB} MiB")
+            alive[0].join(timeout=0.05 if burst else SCHEDULER_TICK)
+
+    def _recycle_now(self, reason: str) -> None:
+        if not self._stopping.is_set():
+            self.log.info("Worker %s: recycling: %s", self.name, reason)
+            self._recycle = True
+            self._stopping.set()
+
+    def heartbeat(self, timeout=None, pipeline=None):
+        """One pipeline for the process and every job it runs; re-registers if Redis lost the hash."""
+        self.last_heartbeat = now()
+        running = [(group, execution) for group in self.groups for r in group.runners for execution in r.running]
+        with self.connection.pipeline(transaction=False) as pipe:
+            pipe.hset(self.key, mapping={"last_heartbeat": utcformat(self.last_heartbeat), **self._slot_fields()})
+            pipe.expire(self.key, PROCESS_TTL)
+            pipe.expire(self.executions_key, PROCESS_TTL)
+            for group, execution in running:
+                execution.heartbeat(group.queue.started_job_registry, PROCESS_TTL, pipeline=pipe)
+            created = pipe.execute()[0]
+        if created > 1:  # the hash was gone (Redis restarted or flushed): register again
+            self.log.warning("Worker %s: registration lost in Redis, registering again", self.name)
+            self._register()
+
+    def _slot_fields(self) -> dict:
+        return {
+            "state": "busy" if any(group.busy for group in self.groups) else "idle",
+            "slots": ",".join(f"{group.queue.name}={group.size}" for group in self.groups),
+            "busy": ",".join(f"{group.queue.name}={group.busy}" for group in self.groups),
+        }
+
+    def register_birth(self):
+        self.birth_date = now()
+        self._register()
+
+    def _register(self) -> None:
+        self.last_heartbeat = now()
+        with self.connection.pipeline() as pipe:
+            pipe.hset(self.key, mapping={**self.serialize(), **self._slot_fields()})
+            register(self, pipe)
+            pipe.expire(self.key, PROCESS_TTL)
+            pipe.execute()
+
+    def _install_signal_handlers(self):
+        self._previous_handlers = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def _on_signal(self, signum, frame):
+        moment = time.monotonic()
+        if not self._first_signal_at:
+            self._first_signal_at = moment
+            self.log.info("Worker %s: stopping after the running jobs (signal %d)", self.name, signum)
+            self._recycle = False
+            self._stopping.set()
+        elif moment - self._first_signal_at > SECOND_SIGNAL_GRACE:
+            self.log.warning("Worker %s: stopping now; running jobs will run again", self.name)
+            # Not from the handler itself: it may have interrupted this thread inside redis-py's pool lock.
+            threading.Thread(target=self._exit_now, daemon=True).start()
+
+    def _exit_now(self) -> None:
+        """Hand our running jobs to the next reaper now, instead of after our TTL, and exit."""
+        threading.Timer(3, os._exit, args=(1,)).start()  # a Redis that does not answer must not keep us
+        try:
+            with self.connection.pipeline(transaction=False) as pipe:
+                for group in self.groups:
+                    for runner in group.runners:
+                        for execution in runner.running:
+                            pipe.zadd(group.queue.started_job_registry.key, {execution.composite_key: 0}, xx=True)
+                unregister(self, pipe)
+                pipe.delete(self.key, self.executions_key)
+                pipe.execute()
+            if self._rq_scheduler:
+                self._rq_scheduler.release_locks()
+        except RedisError:
+            log.exception("could not mark the running jobs abandoned; they come back after %d s", PROCESS_TTL)
+        os._exit(1)
+
+    def _teardown(self) -> None:
+        if self._rq_scheduler:
+            self._safely(self._rq_scheduler.release_locks)
+        self._safely(self.register_death)
+        for sig, handler in self._previous_handlers.items():  # a burst run inside another program
+            signal.signal(sig, handler)
+
+    def _restart(self) -> None:
+        self.log.info("Worker %s: starting again", self.name)
+        connections.close_all()
+        os.execv(sys.executable, [sys.executable, *sys.argv])
+
+    # --- RQ's scheduler, in the main thread -----------------------------------------------------
+
+    def _start_rq_scheduler(self, burst: bool) -> None:
+        self._rq_scheduler = RQScheduler(
+            self.queues, connection=self.connection, interval=SCHEDULER_TICK, serializer=self.serializer, name=self.name
+        )
+        self._scheduler_checked = 0.0
+        if burst:  # as RQ's burst workers do: enqueue what is due now, once
+            self._rq_scheduler.acquire_locks()
+            if self._rq_scheduler.acquired_locks:
+                self._rq_scheduler.enqueue_scheduled_jobs()
+            self._rq_scheduler.release_locks()
+
+    def _tick_rq_scheduler(self) -> None:
+        scheduler = self._rq_scheduler
+        moment = time.monotonic()
+        if moment - self._scheduler_checked >= HEARTBEAT_INTERVAL:  # refresh held locks, try for the others
+            self._scheduler_checked = moment
+            scheduler.heartbeat()
+            if scheduler.acquired_locks != {queue.name for queue in self.queues}:
+                scheduler.acquire_locks()
+        if scheduler.acquired_locks:
+            scheduler.enqueue_scheduled_jobs()
+
+    # --- the slots --------------------------------------------------------------------------------
+
+    def _run_slot(self, group: _QueueSlots, index: int, burst: bool) -> None:
+        runner = group.runners[index]
+        backoff = 1.0
+        try:
+            while not self._stopping.is_set():
+                if not group.leader.acquire(timeout=DEQUEUE_TIMEOUT):
+                    mail.close_idle()
+                    continue
+                try:
+                    if self._stopping.is_set():
+                        break
+                    found = self._dequeue(group.queue, burst)
+                    backoff = 1.0
+                except (RedisConnectionError, RedisTimeoutError) as error:
+                    log.error("%s slot %d: Redis unreachable (%s)", group.queue.name, index, error)
+                    time.sleep(backoff)
+                    backoff = min(backoff * 2, 30)
+                    continue
+                finally:
+                    group.leader.release()
+                if found is None:
+                    if burst:
+                        break
+                    mail.close_idle()
+                    continue
+                self._run_job(runner, *found)
+        finally:
+            mail.close()
+            connections.close_all()
+
+    def _dequeue(self, queue, burst: bool):
+        try:
+            return self.queue_class.dequeue_any(
+                [queue],
+                None if burst else DEQUEUE_TIMEOUT,
+                connection=self.connection,
+                job_class=self.job_class,
+                serializer=self.serializer,
+                death_penalty_class=SlotRunner.death_penalty_class,
+            )
+        except DequeueTimeout:
+            return None
+
+    def _run_job(self, runner: SlotRunner, job, queue) -> None:
+        close_old_connections()  # a connection that broke or aged since the last job is replaced
+        started = time.monotonic()
+        try:
+            runner.execute_job(job, queue)
+            took = (time.monotonic() - started) * 1000
+            log.info("%s: %s %s in %.0f ms", queue.name, job.id, job.get_status(refresh=False).value, took)
+        except BaseException:  # the job's own errors are RQ's; this is bookkeeping that failed
+            log.exception("%s: %s: bookkeeping failed", queue.name, job.id)
+        finally:
+            close_old_connections()
+            with self._jobs_lock:
+                self._jobs_done += 1
+                if self._jobs_done >= self._max_jobs:
+                    self._recycle_now(f"{self._jobs_done} jobs done")
+
+
+def reap_dead_workers(connection, *, now_ts: float | None = None) -> list[str]:
+    """Find workers that died (hash expired, or a pid gone on this host), give their running jobs
+    back through RQ's abandoned-job handling, release the scheduler locks dead workers hold;
+    returns the names of the dead. At most one process does it per interval."""
+    if not connection.set(f"{settings.RQ_KEY_PREFIX}:reap-lock", os.getpid(), nx=True, ex=REAP_INTERVAL - 1):
+        return []
+    names = sorted(key.decode().rsplit(":", 1)[-1] for key in connection.smembers(REDIS_WORKER_KEYS))
+    dead = [name for name, alive in zip(names, _alive(connection, names)) if not alive]
+    for name in dead:
+        _bury(connection, name)
+    lock_keys = [RQScheduler.get_locking_key(queue_name) for queue_name in queues.QUEUES]
+    owners = {key: owner.decode() for key, owner in zip(lock_keys, connection.mget(lock_keys)) if owner}
+    for (key, owner), alive in zip(owners.items(), _alive(connection, list(owners.values()))):
+        if not alive:  # a retry delay must not wait for a dead scheduler's lock to expire
+            release_lock(connection, key, owner)
+    sweep_abandoned(now=now_ts)
+    return dead
+
+
+def _alive(connection, names: list[str]) -> list[bool]:
+    """Whether each worker still beats (its hash exists) and, on this host, its process still runs."""
+    hostname = socket.gethostname()
+    with connection.pipeline(transaction=False) as pipe:
+        for name in names:
+            pipe.hmget(CeresWorker.redis_worker_namespace_prefix + name, "pid", "hostname")
+        rows = pipe.execute()
+    return [
+        pid is not None and not (host and host.decode() == hostname and not _pid_alive(int(pid)))
+        for pid, host in rows
+    ]
+
+
+def _bury(connection, name: str) -> None:
+    """Unregister a dead worker; the jobs it was running are abandoned now, not when their TTL ends."""
+    worker_key = CeresWorker.redis_worker_namespace_prefix + name
+    executions_key = Execution(id="", job_id="", connection=connection, worker_name=name).worker_executions_key
+    running = [entry.decode() for entry in connection.smembers(executions_key)]
+    with connection.pipeline(transaction=False) as pipe:
+        for queue_name in queues.QUEUES:
+            for entry in running:
+                pipe.zadd(StartedJobRegistry.key_template.format(queue_name), {entry: 0}, xx=True)
+            pipe.srem(WORKERS_BY_QUEUE_KEY % queue_name, worker_key)
+        pipe.srem(REDIS_WORKER_KEYS, worker_key)
+        pipe.delete(worker_key, executions_key)
+        pipe.execute()
+    log.warning("worker %s is dead; its %d running job(s) are handed back", name, len(running))
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether a process of this host has this pid and is not a zombie (killed, not yet reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    except OSError:
+        return True
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20

@@ -1,0 +1,276 @@
+"""The kept email connection (jobs.mail) and the Slack session, against real servers on loopback."""
+
+import json
+import os
+import smtplib
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from aiosmtpd.controller import Controller
+from django.core import mail as django_mail
+from django.core.mail import EmailMessage
+
+from jobs import mail
+from jobs.tasks import slack
+from tests.conftest import SmtpSink, wait_for
+
+
+class CountingSink(SmtpSink):
+    """An SmtpSink that keeps its SMTP sessions (one per client connection) and can misbehave in DATA."""
+
+    def __init__(self):
+        super().__init__()
+        self.sessions = []  # aiosmtpd's protocol object of every connection that said EHLO
+        self.via = []  # the session each accepted message came over
+        self.mail_froms = 0
+        self.mail_reply: str | None = None  # answer MAIL FROM with this instead of 250
+        self.data_reply: str | None = None  # answer DATA with this instead of accepting the message
+        self.drop_in_data = False  # keep the message, then close the connection without answering
+
+    @property
+    def open_sessions(self) -> list:
+        return [server for server in self.sessions if server.transport is not None]
+
+    @property
+    def subjects(self) -> list[str]:
+        return [message["Subject"] for message in self.messages]
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        self.sessions.append(server)
+        return responses
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        self.mail_froms += 1
+        if self.mail_reply:
+            return self.mail_reply
+        envelope.mail_from, envelope.mail_options = address, mail_options
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        if self.data_reply:
+            return self.data_reply
+        reply = await super().handle_DATA(server, session, envelope)
+        self.via.append(server)
+        if self.drop_in_data:
+            server.transport.close()
+        return reply
+
+
+@pytest.fixture
+def smtp_servers(settings):
+    """Start real SMTP sinks: `start()` returns one; settings point at the first one started."""
+    controllers = []
+
+    def start() -> CountingSink:
+        sink = CountingSink()
+        controller = Controller(sink, hostname="127.0.0.1", port=sink.port)
+        controller.start()
+        sink.loop = controller.loop
+        if not controllers:
+            settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+            settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", sink.port
+            settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
+            settings.EMAIL_HOST_USER = settings.EMAIL_HOST_PASSWORD = ""
+        controllers.append(controller)
+        return sink
+
+    yield start
+    mail.close()  # while the servers still answer
+    for controller in controllers:
+        controller.stop()
+
+
+@pytest.fixture
+def sink(smtp_servers) -> CountingSink:
+    return smtp_servers()
+
+
+def message(subject: str = "hola") -> EmailMessage:
+    return EmailMessage(subject=subject, body="cuerpo", to=["juan@example.com"])
+
+
+def test_emails_from_one_thread_share_one_connection(sink):
+    for n in range(5):
+        mail.send(message(f"m{n}"))
+
+    assert sink.subjects == ["m0", "m1", "m2", "m3", "m4"]
+    assert len(sink.sessions) == 1 and len(sink.open_sessions) == 1
+
+
+@pytest.mark.parametrize("notice", [b"", b"421 4.4.2 Idle timeout\r\n"], ids=["silent", "421"])
+def test_a_connection_the_server_dropped_while_idle_is_reopened_and_the_email_sent_once(sink, notice):
+    mail.send(message("first"))
+    [session] = sink.sessions
+
+    def idle_timeout():  # what a server does to a client idle too long: maybe a 421, then close
+        session.transport.write(notice)
+        session.transport.close()
+
+    sink.loop.call_soon_threadsafe(idle_timeout)
+    wait_for(lambda: not sink.open_sessions)
+
+    mail.send(message("second"))
+
+    assert sink.subjects == ["first", "second"]
+    assert len(sink.sessions) == 2
+
+
+def test_a_connection_lost_after_data_is_not_resent_and_the_next_email_starts_afresh(sink):
+    mail.send(message("first"))
+    sink.drop_in_data = True  # the server keeps the message but its answer never arrives
+
+    with pytest.raises(smtplib.SMTPServerDisconnected):
+        mail.send(message("second"))
+
+    assert sink.subjects == ["first", "second"]  # no resend
+    sink.drop_in_data = False
+    mail.send(message("third"))
+    assert sink.subjects == ["first", "second", "third"]
+    assert len(sink.sessions) == 2
+
+
+def test_a_refusal_at_the_end_of_data_propagates_and_closes_the_connection(sink):
+    mail.send(message("first"))
+    sink.data_reply = "451 4.3.0 Try again later"
+
+    with pytest.raises(smtplib.SMTPDataError) as refused:
+        mail.send(message("second"))
+
+    assert refused.value.smtp_code == 451
+    wait_for(lambda: not sink.open_sessions)  # closed after the error
+    sink.data_reply = None
+    mail.send(message("third"))
+    assert sink.subjects == ["first", "third"]
+    assert len(sink.sessions) == 2
+
+
+def test_a_fresh_connection_that_fails_is_not_retried(sink):
+    sink.mail_reply = "421 4.7.0 Too busy, closing"  # not an idle drop: a new connection would fare no better
+
+    with pytest.raises(smtplib.SMTPSenderRefused):
+        mail.send(message())
+
+    assert sink.mail_froms == 1 and len(sink.sessions) == 1
+
+
+def test_each_thread_has_its_own_connection(sink):
+    both_sent = threading.Barrier(2, timeout=30)
+    errors = []
+
+    def sender(name):
+        try:
+            mail.send(message(f"{name}-1"))
+            both_sent.wait()  # both connections are open at once here
+            mail.send(message(f"{name}-2"))
+        except Exception as exc:
+            errors.append(exc)
+            both_sent.abort()
+        finally:
+            mail.close()
+
+    threads = [threading.Thread(target=sender, args=(name,)) for name in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    assert sorted(sink.subjects) == ["a-1", "a-2", "b-1", "b-2"]
+    assert len(sink.sessions) == 2
+
+
+def test_close_idle_closes_only_a_connection_idle_long_enough(sink):
+    assert mail.close_idle(0) is False  # nothing kept yet
+    mail.send(message("first"))
+
+    assert mail.close_idle(3600) is False
+    assert len(sink.open_sessions) == 1
+    wait_for(lambda: mail.close_idle(0.01))
+    wait_for(lambda: not sink.open_sessions)
+
+    mail.send(message("second"))
+    assert len(sink.sessions) == 2
+
+
+def test_changing_the_port_sends_the_next_email_to_the_new_server(smtp_servers, settings):
+    first, second = smtp_servers(), smtp_servers()
+    mail.send(message("to first"))
+
+    settings.EMAIL_PORT = second.port
+    mail.send(message("to second"))
+
+    assert first.subjects == ["to first"] and second.subjects == ["to second"]
+    wait_for(lambda: not first.open_sessions)  # the replaced connection was closed
+
+
+def test_a_forked_child_never_uses_the_parent_s_connection(sink):
+    mail.send(message("parent-1"))
+
+    pid = os.fork()
+    if pid == 0:  # the child: a connection of its own, the parent's left alone
+        status = 1
+        try:
+            mail.send(message("child"))
+            mail.close()
+            status = 0
+        finally:
+            os._exit(status)
+    assert os.waitpid(pid, 0)[1] == 0
+    mail.send(message("parent-2"))
+
+    assert sink.subjects == ["parent-1", "child", "parent-2"]
+    parent_1, child, parent_2 = sink.via
+    assert parent_1 is parent_2 and child is not parent_1
+
+
+def test_other_backends_work_too(settings):
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+
+    mail.send(message("one"))
+    mail.send(message("two"))
+
+    assert [m.subject for m in django_mail.outbox] == ["one", "two"]
+    mail.close()
+
+
+# --- Slack ------------------------------------------------------------------------------------
+
+
+class SlackKeepAlive(BaseHTTPRequestHandler):
+    """A webhook that keeps connections alive (HTTP/1.1) and records the client port of every post."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.server.posts.append((self.client_address[1], body["text"]))
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def keep_alive_slack(settings):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), SlackKeepAlive)
+    server.posts = []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    settings.SLACK_WEBHOOK_URL = f"http://127.0.0.1:{server.server_port}/services/T0/B0/secret"
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_slack_posts_from_one_thread_share_one_connection(keep_alive_slack):
+    for n in range(4):
+        assert slack.post_to_slack(f"alerta {n}") == "sent"
+
+    ports = {port for port, _ in keep_alive_slack.posts}
+    assert [text for _, text in keep_alive_slack.posts] == [f"alerta {n}" for n in range(4)]
+    assert len(ports) == 1
