@@ -10,23 +10,34 @@ What a repeated call does, by the state of the job with the same id:
 - finished less than `cooldown` seconds ago: nothing (a resend button must not spam).
 - finished earlier, failed, stopped, canceled: the old job is replaced by a fresh one with the
   whole retry budget, so a verification that failed for good never blocks a resend for a day.
+
+Producers run inside requests, so they are cheap: a process keeps one `Queue` (one Redis client and
+connection pool) per queue name, and a new job costs one Redis round trip. Bulk producers (`_many`)
+send a batch of jobs per round trip, with the same rules per job.
 """
 
+import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypeVar
 from uuid import uuid4
 
 import django_rq
 from django.conf import settings
+from django.core.signals import setting_changed
 from django.db import transaction
+from django.dispatch import receiver
 from django.utils import timezone
+from redis.client import Pipeline
 from redis.exceptions import WatchError
-from rq import Callback, Retry
+from rq import Callback, Queue, Retry
 from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus
+from rq.scripts import UNIQUE_ENQUEUE_SCRIPT, _build_hset_args
+from rq.utils import now
 
 from jobs import queues
 from jobs.failures import on_job_failure
@@ -34,6 +45,8 @@ from jobs.failures import on_job_failure
 log = logging.getLogger(__name__)
 
 DONE = {JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED}
+T = TypeVar("T")
+BULK_BATCH = 1000  # jobs per pipeline in bulk producers: bounds the memory and the time Redis is busy
 
 
 @dataclass(frozen=True)
@@ -45,15 +58,35 @@ class Enqueued:
 
 def enqueue_email_verify(*, user_id: int) -> Enqueued | None:
     """Send the account verification email to the user (the worker issues the token)."""
+    job_id, kwargs = _email_verify_call(user_id)
     return _after_commit(
         lambda: _enqueue_unique(
             queues.EMAIL.name,
             "jobs.tasks.email.send_verify_email",
-            job_id=f"email-verify-{user_id}",
-            kwargs={"user_id": user_id},
+            job_id=job_id,
+            kwargs=kwargs,
             cooldown=settings.VERIFY_RESEND_COOLDOWN_SECONDS,
         )
     )
+
+
+def enqueue_email_verify_many(*, user_ids: Iterable[int]) -> list[Enqueued] | None:
+    """`enqueue_email_verify` for many users at once (the newsletter): same jobs, same rules, one
+    result per distinct user in the order given, a few Redis round trips per thousand users."""
+    calls = [_email_verify_call(user_id) for user_id in user_ids]  # read now, not at commit
+    return _after_commit(
+        lambda: _enqueue_unique_many(
+            queues.EMAIL.name,
+            "jobs.tasks.email.send_verify_email",
+            calls=calls,
+            cooldown=settings.VERIFY_RESEND_COOLDOWN_SECONDS,
+        )
+    )
+
+
+def _email_verify_call(user_id: int) -> tuple[str, dict]:
+    """The job id and kwargs of one user's verification email."""
+    return f"email-verify-{user_id}", {"user_id": user_id}
 
 
 def enqueue_email_welcome(*, user_id: int) -> Enqueued | None:
@@ -109,7 +142,7 @@ def enqueue_stored_call(*, queue_name: str, func: str, job_id: str, kwargs: dict
     return _enqueue_unique(queue_name, func, job_id=job_id, kwargs=kwargs, args=list(args))
 
 
-def _after_commit(enqueue: Callable[[], Enqueued]) -> Enqueued | None:
+def _after_commit(enqueue: Callable[[], T]) -> T | None:
     """Enqueue now outside a transaction; inside one, only once it commits (and return None)."""
     if transaction.get_connection().in_atomic_block:
         transaction.on_commit(enqueue, robust=True)
@@ -128,30 +161,114 @@ def _enqueue_unique(
     delay: int = 0,
     result_ttl: int | None = None,
 ) -> Enqueued:
-    policy = queues.QUEUES[queue_name]  # read at call time, so tests can shrink a policy
-    queue = django_rq.get_queue(queue_name)
-    options = dict(
-        args=args or [],
-        kwargs=kwargs,
-        job_id=job_id,
-        unique=True,
-        job_timeout=policy.timeout,
-        result_ttl=policy.result_ttl if result_ttl is None else result_ttl,
+    queue = _queue(queue_name)
+    while True:
+        job = _new_job(queue, func, job_id=job_id, kwargs=kwargs, args=args, result_ttl=result_ttl)
+        created = _schedule_unique(queue, job, delay) if delay else _push_unique(queue, [job])[0]
+        if created:
+            return Enqueued(job_id=job_id, created=True, status=job.get_status(refresh=False).value)
+        if not _delete_if_done(queue.connection, job_id, queue.serializer, cooldown):
+            return Enqueued(job_id=job_id, created=False, status=_status(queue, job_id))
+
+
+def _enqueue_unique_many(
+    queue_name: str, func: str, *, calls: Iterable[tuple[str, dict]], cooldown: int = 0
+) -> list[Enqueued]:
+    """`_enqueue_unique` for each `(job_id, kwargs)`, a batch per pipeline. An id given twice is one
+    job, reported once. Ids that already exist take the one-by-one path (replace or report)."""
+    queue = _queue(queue_name)
+    calls = list(dict(calls).items())
+    results = []
+    for start in range(0, len(calls), BULK_BATCH):
+        batch = calls[start : start + BULK_BATCH]
+        jobs = [_new_job(queue, func, job_id=job_id, kwargs=kwargs) for job_id, kwargs in batch]
+        for (job_id, kwargs), created in zip(batch, _push_unique(queue, jobs)):
+            if created:
+                results.append(Enqueued(job_id=job_id, created=True, status=JobStatus.QUEUED.value))
+            else:
+                results.append(_enqueue_unique(queue_name, func, job_id=job_id, kwargs=kwargs, cooldown=cooldown))
+    return results
+
+
+_queues: dict[str, Queue] = {}
+
+
+def _queue(name: str) -> Queue:
+    """This process's `Queue` for `name`: one Redis client and connection pool per queue, reused by
+    every call (redis-py pools are fork-safe: a forked work-horse opens its own connections). A new
+    Queue per call cost a TCP connect, and rq keeps every client its unique-enqueue script ran on
+    (`rq.scripts._registered_scripts`), so those connections were never closed."""
+    queue = _queues.get(name)
+    if queue is None:
+        queue = _queues.setdefault(name, django_rq.get_queue(name))
+    return queue
+
+
+@receiver(setting_changed)
+def _forget_queues(*, setting: str, **kwargs) -> None:
+    if setting == "RQ_QUEUES":  # a test points the queues at another Redis (a Sentinel cluster)
+        _queues.clear()
+
+
+def _new_job(
+    queue: Queue, func: str, *, job_id: str, kwargs: dict, args: list | None = None, result_ttl: int | None = None
+) -> Job:
+    """A job (not saved yet) with its queue's policy, read now: tests change policies."""
+    options = _policy_options(queues.QUEUES[queue.name])
+    if result_ttl is not None:
+        options = {**options, "result_ttl": result_ttl}
+    return queue.create_job(func, args=args or [], kwargs=kwargs, job_id=job_id, **options)
+
+
+@functools.cache
+def _policy_options(policy: queues.QueuePolicy) -> dict:
+    """The job options of a policy, built once per policy object (shared: never change the dict)."""
+    return dict(
+        timeout=policy.timeout,
+        result_ttl=policy.result_ttl,
         failure_ttl=policy.failure_ttl,
         retry=Retry(max=policy.retry_max, interval=list(policy.retry_intervals)) if policy.retry_max else None,
         on_failure=Callback(on_job_failure),
     )
-    while True:
-        try:
-            if delay:
-                job = queue.enqueue_in(timedelta(seconds=delay), func, **options)
-            else:
-                job = queue.enqueue(func, **options)
-            _wait_for_replicas(queue.connection, job.id)
-            return Enqueued(job_id=job.id, created=True, status=job.get_status(refresh=False).value)
-        except DuplicateJobError:
-            if not _delete_if_done(queue.connection, job_id, queue.serializer, cooldown):
-                return Enqueued(job_id=job_id, created=False, status=_status(queue, job_id))
+
+
+def _push_unique(queue: Queue, jobs: list[Job]) -> list[bool]:
+    """Enqueue `jobs` with RQ's atomic unique enqueue, in one pipeline on one connection: whether
+    each was enqueued (False: its id exists). With Sentinel the WAIT for replicas goes in the same
+    pipeline, since WAIT only covers the writes of the connection it runs on."""
+    wanted = _replicas_to_wait_for()
+    with queue.connection.pipeline(transaction=False) as pipe:
+        pipe.sadd(queue.redis_queues_keys, queue.key)  # as queue.enqueue does: lists the queue
+        for job in jobs:
+            _save_unique_job(queue, job, pipe)
+        if wanted:
+            pipe.wait(wanted, 1000)
+        replies = pipe.execute()
+    if wanted:
+        what = jobs[0].id if len(jobs) == 1 else f"{jobs[0].id} and {len(jobs) - 1} more jobs"
+        _check_replicas(queue.connection, wanted, replies.pop(), what)
+    return [reply == 1 for reply in replies[1:]]
+
+
+def _save_unique_job(queue: Queue, job: Job, pipe: Pipeline) -> None:
+    """What `queue.enqueue(..., unique=True)` does to save and push `job`, queued on `pipe`: rq's
+    check-save-push Lua script, which answers 1 (enqueued) or 0 (the id exists). rq runs it on its own
+    round trip; to run it in a pipeline this repeats `Queue._enqueue_async_job` and
+    `rq.scripts.save_unique_job`, private parts included: checked against rq 3.0.0. EVAL, not a
+    registered script: a pipeline checks SCRIPT EXISTS first, one more round trip per call."""
+    queue._prepare_for_queue(job)
+    ttl = job.ttl if job.ttl is not None else -1
+    pipe.eval(UNIQUE_ENQUEUE_SCRIPT, 2, job.key, queue.key, job.id, "R", ttl, *_build_hset_args(job))
+
+
+def _schedule_unique(queue: Queue, job: Job, delay: int) -> bool:
+    """Schedule `job` in `delay` seconds with RQ's atomic unique schedule; False if its id exists."""
+    try:
+        queue.schedule_job(job, now() + timedelta(seconds=delay), unique=True)
+    except DuplicateJobError:
+        return False
+    _wait_for_replicas(queue.connection, job.id)
+    return True
 
 
 class NotReplicated(Exception):
@@ -162,18 +279,27 @@ class NotReplicated(Exception):
 _alone_until = 0.0  # monotonic time until which the master is known to have no replica to wait for
 
 
-def _wait_for_replicas(connection, job_id: str) -> None:
-    """With Sentinel, call a job enqueued only once a replica holds it too (WAIT, 1 s: below the
+def _replicas_to_wait_for() -> int:
+    """With Sentinel, a job counts as enqueued only once a replica holds it too (WAIT, 1 s: below the
     socket timeout). A master left with no replica at all, as right after a failover, is not waited
     for (rechecked every 10 s): the platform keeps working, with a warning in the log."""
+    return 0 if time.monotonic() < _alone_until else settings.REDIS_WAIT_REPLICAS
+
+
+def _check_replicas(connection, wanted: int, acknowledged: int, what: str) -> None:
+    """Raise NotReplicated if WAIT saw fewer replicas than wanted and the master has any at all."""
     global _alone_until
-    wanted = settings.REDIS_WAIT_REPLICAS
-    if not wanted or time.monotonic() < _alone_until or connection.wait(wanted, 1000) >= wanted:
+    if acknowledged >= wanted:
         return
     if connection.info("replication").get("connected_slaves", 0):
-        raise NotReplicated(f"{job_id} reached fewer than {wanted} Redis replicas within 1 s")
+        raise NotReplicated(f"{what} reached fewer than {wanted} Redis replicas within 1 s")
     _alone_until = time.monotonic() + 10
     log.warning("the Redis master has no replica: jobs are enqueued without a copy")
+
+
+def _wait_for_replicas(connection, job_id: str) -> None:
+    if wanted := _replicas_to_wait_for():
+        _check_replicas(connection, wanted, connection.wait(wanted, 1000), job_id)
 
 
 def _delete_if_done(connection, job_id: str, serializer, cooldown: int) -> bool:

@@ -4,13 +4,18 @@ import json
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from urllib.parse import urlsplit, urlunsplit
 
 import django_rq
 import pytest
 from django.db import transaction
+from django.test import override_settings
+from rq import Callback, Retry
 from rq.job import Job, JobStatus
 
-from jobs.producers import enqueue_email_verify, enqueue_email_welcome
+from jobs import producers
+from jobs.failures import on_job_failure
+from jobs.producers import enqueue_email_verify, enqueue_email_verify_many, enqueue_email_welcome
 
 # Producers take ids only: most tests need no database (and so run outside any transaction).
 
@@ -83,10 +88,10 @@ def test_rollback_enqueues_nothing():
 # --- a resend in every state of the existing job ---------------------------------------------
 
 
-def existing_job(status: JobStatus, ended_ago: timedelta | None = None) -> Job:
-    enqueue_email_verify(user_id=42)
+def existing_job(status: JobStatus, ended_ago: timedelta | None = None, user_id: int = 42) -> Job:
+    enqueue_email_verify(user_id=user_id)
     queue = email_queue()
-    job = queue.fetch_job("email-verify-42")
+    job = queue.fetch_job(f"email-verify-{user_id}")
     if status is JobStatus.SCHEDULED:
         queue.remove(job)
         queue.schedule_job(job, job.enqueued_at + timedelta(minutes=5))
@@ -142,3 +147,137 @@ def test_resend_after_the_job_ended_replaces_it_with_a_fresh_one(status, ended_a
     assert after.created_at > before.created_at
     assert after.retries_left == 5  # the whole retry budget again
     assert email_queue().job_ids == ["email-verify-42"]
+
+
+# --- cost: one queue per process -------------------------------------------------------------
+
+
+def test_calls_reuse_one_redis_connection(redis_conn):
+    enqueue_email_verify(user_id=1)  # the process's first call may connect
+    connections_before = redis_conn.info("stats")["total_connections_received"]
+
+    for user_id in range(2, 22):
+        enqueue_email_verify(user_id=user_id)
+    enqueue_email_verify_many(user_ids=range(100, 110))
+
+    assert redis_conn.info("stats")["total_connections_received"] == connections_before
+    assert email_queue().count == 31
+
+
+def test_the_policy_is_read_at_each_call(policy):
+    enqueue_email_verify(user_id=1)
+    policy("email", retry_max=0, result_ttl=10, failure_ttl=20, timeout=5)
+    enqueue_email_verify(user_id=2)
+    enqueue_email_verify_many(user_ids=[3])
+
+    first, *changed = (email_queue().fetch_job(f"email-verify-{n}") for n in (1, 2, 3))
+    assert first.retries_left == 5 and first.result_ttl == 3600 and first.timeout == 60
+    for job in changed:
+        assert job.retries_left is None and job.result_ttl == 10 and job.failure_ttl == 20 and job.timeout == 5
+
+
+def test_a_changed_rq_queues_setting_is_followed(settings):
+    """Tests point the queues at another Redis (test_failover: a Sentinel cluster)."""
+    enqueue_email_verify(user_id=1)
+    config = settings.RQ_QUEUES["email"]
+    url = urlsplit(config["URL"])
+    other_db = urlunsplit(url._replace(path=f"/{int(url.path.strip('/') or 0) + 1}"))
+
+    with override_settings(RQ_QUEUES={**settings.RQ_QUEUES, "email": {**config, "URL": other_db}}):
+        try:
+            enqueue_email_verify(user_id=2)
+            assert email_queue().job_ids == ["email-verify-2"]
+        finally:
+            email_queue().connection.flushdb()
+    enqueue_email_verify(user_id=3)
+
+    assert email_queue().job_ids == ["email-verify-1", "email-verify-3"]
+
+
+def stored_job(redis_conn, job_id: str) -> dict:
+    """A job's hash in Redis, but for the values of the times that differ between two enqueues."""
+    fields = redis_conn.hgetall(Job.key_for(job_id))
+    return {name: "<time>" if name in (b"created_at", b"enqueued_at") else value for name, value in fields.items()}
+
+
+def test_jobs_are_stored_as_rqs_own_unique_enqueue_stores_them(redis_conn):
+    """Producers run rq's unique-enqueue script themselves (to pipeline it): what they store must
+    not drift from what `queue.enqueue(..., unique=True)` stores, whatever rq version is installed."""
+    email_queue().enqueue(
+        "jobs.tasks.email.send_verify_email", kwargs={"user_id": 42}, job_id="email-verify-42", unique=True,
+        job_timeout=60, result_ttl=3600, failure_ttl=86400, retry=Retry(max=5, interval=[1, 5, 15, 60, 300]),
+        on_failure=Callback(on_job_failure),
+    )  # fmt: skip
+    by_rq = stored_job(redis_conn, "email-verify-42"), redis_conn.ttl(Job.key_for("email-verify-42"))
+    queue_keys = redis_conn.smembers(email_queue().redis_queues_keys)
+
+    for enqueue in (lambda: enqueue_email_verify(user_id=42), lambda: enqueue_email_verify_many(user_ids=[42])):
+        redis_conn.flushdb()
+        enqueue()
+        assert (stored_job(redis_conn, "email-verify-42"), redis_conn.ttl(Job.key_for("email-verify-42"))) == by_rq
+        assert redis_conn.smembers(email_queue().redis_queues_keys) == queue_keys
+        assert email_queue().job_ids == ["email-verify-42"]
+
+
+# --- many users at once ----------------------------------------------------------------------
+
+
+def test_bulk_makes_one_job_per_user_with_the_policy(monkeypatch, redis_conn):
+    monkeypatch.setattr(producers, "BULK_BATCH", 128)  # three pipelines
+    user_ids = list(range(1000, 1300))
+
+    results = enqueue_email_verify_many(user_ids=user_ids)
+
+    job_ids = [f"email-verify-{user_id}" for user_id in user_ids]
+    assert [r.job_id for r in results] == job_ids
+    assert all(r.created and r.status == "queued" for r in results)
+    assert email_queue().job_ids == job_ids
+    jobs = Job.fetch_many(job_ids, connection=redis_conn, serializer=email_queue().serializer)
+    for user_id, job in zip(user_ids, jobs):
+        assert job.func_name == "jobs.tasks.email.send_verify_email"
+        assert job.args == [] and job.kwargs == {"user_id": user_id}
+        assert job.retries_left == 5 and job.retry_intervals == [1, 5, 15, 60, 300]
+        assert job.result_ttl == 3600 and job.failure_ttl == 86400 and job.timeout == 60
+    data = json.loads(zlib.decompress(redis_conn.hget(Job.key_for("email-verify-1299"), "data")))
+    assert data[3] == {"user_id": 1299}
+
+
+def test_bulk_keeps_pending_and_recent_jobs_and_replaces_ended_ones():
+    pending = existing_job(JobStatus.QUEUED, user_id=1)
+    existing_job(JobStatus.FINISHED, ended_ago=timedelta(seconds=5), user_id=2)
+    ended = existing_job(JobStatus.FINISHED, ended_ago=timedelta(minutes=10), user_id=3)
+    existing_job(JobStatus.FAILED, ended_ago=timedelta(seconds=1), user_id=4)
+
+    results = enqueue_email_verify_many(user_ids=[1, 2, 3, 4, 5])
+
+    assert [(r.job_id, r.created, r.status) for r in results] == [
+        ("email-verify-1", False, "queued"),
+        ("email-verify-2", False, "finished"),
+        ("email-verify-3", True, "queued"),
+        ("email-verify-4", True, "queued"),
+        ("email-verify-5", True, "queued"),
+    ]
+    assert email_queue().fetch_job("email-verify-1").created_at == pending.created_at
+    assert email_queue().fetch_job("email-verify-3").created_at > ended.created_at
+    assert email_queue().fetch_job("email-verify-4").retries_left == 5
+    assert sorted(email_queue().job_ids) == ["email-verify-1", "email-verify-3", "email-verify-4", "email-verify-5"]
+
+
+def test_bulk_takes_a_repeated_user_once():
+    results = enqueue_email_verify_many(user_ids=[5, 5, 6, 5])
+
+    assert [(r.job_id, r.created) for r in results] == [("email-verify-5", True), ("email-verify-6", True)]
+    assert email_queue().job_ids == ["email-verify-5", "email-verify-6"]
+
+
+def test_bulk_of_no_users_does_nothing():
+    assert enqueue_email_verify_many(user_ids=[]) == []
+    assert email_queue().job_ids == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_bulk_enqueue_waits_for_commit():
+    with transaction.atomic():
+        assert enqueue_email_verify_many(user_ids=(n for n in (1, 2))) is None  # a generator is read at once
+        assert email_queue().job_ids == []
+    assert email_queue().job_ids == ["email-verify-1", "email-verify-2"]
