@@ -8,7 +8,7 @@ import django_rq
 from django.conf import settings
 from django.utils import timezone
 
-from jobs import crons, health, queues, reads
+from jobs import clients, crons, health, queues, reads
 from jobs.alerts import local_time
 from jobs.models import CronRun
 from jobs.producers import enqueue_slack_alert
@@ -59,7 +59,7 @@ def check_slos(*, grace: int = SLO_GRACE) -> list[str]:
 def _alarm(name: str, breached: bool, on_breach: str, on_recovery: str, after: int = 0) -> list[str]:
     """Raise the alarm `name` once a breach has lasted `after` seconds, clear it once it is over;
     returns the message sent, if any. Redis keys make "once" hold across every worker."""
-    connection = django_rq.get_connection(queues.SLACK.name)
+    connection = clients.redis()
     key, since_key = f"{settings.RQ_KEY_PREFIX}:{name}", f"{settings.RQ_KEY_PREFIX}:{name}:since"
     now = timezone.now()
     if breached:

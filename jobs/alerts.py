@@ -25,7 +25,6 @@ from collections import Counter
 from datetime import datetime
 from math import ceil
 
-import django_rq
 from django.conf import settings
 from django.db import IntegrityError, connections, transaction
 from django.urls import reverse
@@ -33,7 +32,7 @@ from django.utils import timezone
 from rq.exceptions import DeserializationError
 from rq.job import Job, JobStatus
 
-from jobs import metrics, queues
+from jobs import clients, metrics, queues
 from jobs.models import DeadLetter
 from jobs.producers import enqueue_slack_alert, schedule_alert_flush
 from jobs.tasks.slack import escape
@@ -114,7 +113,7 @@ def flush_alerts(queue_name: str) -> str:
         kind = DeadLetter.Alert.SENT if len(rows) == 1 else DeadLetter.Alert.SUMMARY
         DeadLetter.objects.filter(pk__in=[row.pk for row in rows]).update(alert=kind, alerted_at=timezone.now())
         enqueue_slack_alert(text=text, dedupe_key=f"deadletter-{rows[0].pk}")
-    metrics.count(django_rq.get_connection(queue_name), "alerts", queue_name)
+    metrics.count(clients.redis(), "alerts", queue_name)
     return f"alerted {len(rows)} failure(s) in {queue_name}"
 
 
@@ -152,7 +151,7 @@ def sweep_failures(*, now: float | None = None) -> int:
             return 0
         archived = 0
         for name in queues.QUEUES:
-            queue = django_rq.get_queue(name)
+            queue = clients.queue(name)
             queue.started_job_registry.cleanup(timestamp=now)  # a dead worker's jobs: retried or failed
             archived += _archive_failed_registry(queue)
             if DeadLetter.objects.filter(queue=name, alert=DeadLetter.Alert.PENDING).exists():
@@ -163,7 +162,7 @@ def sweep_failures(*, now: float | None = None) -> int:
 def sweep_abandoned(*, now: float | None = None) -> int:
     """The quick part of the sweep, run every few seconds by `jobs.slots.reap_dead_workers`: jobs
     whose worker died go to RQ's abandoned-job handling (retried, or failed and archived here)."""
-    every = map(django_rq.get_queue, queues.QUEUES)
+    every = map(clients.queue, queues.QUEUES)
     abandoned = [queue for queue in every if queue.started_job_registry.get_expired_job_ids(now)]
     if not abandoned:
         return 0
@@ -180,7 +179,7 @@ def sweep_abandoned(*, now: float | None = None) -> int:
 @contextmanager
 def _sweep_lock():
     """One sweep at a time across all workers; a holder that died blocks the others for SWEEP_LOCK_TTL at most."""
-    connection = django_rq.get_connection(queues.EMAIL.name)
+    connection = clients.redis()
     lock = connection.lock(f"{settings.RQ_KEY_PREFIX}:sweep-lock", timeout=SWEEP_LOCK_TTL, blocking=False)
     locked = lock.acquire()
     try:

@@ -15,7 +15,7 @@ from redis.exceptions import RedisError, ResponseError
 from rq import defaults
 from rq.utils import now
 
-from jobs import crons, queues, reads
+from jobs import clients, crons, queues, reads
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ def health_report() -> dict:
 
 
 def health_checks() -> list[Check]:
-    connection = django_rq.get_connection(queues.EMAIL.name)
+    connection = clients.redis()
     try:
         connection.ping()
     except RedisError as error:

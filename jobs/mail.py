@@ -8,19 +8,26 @@ SMTP servers drop idle clients after 60–300 s, and the slot's worker calls it 
 With Django's SMTP backend, a kept connection that the server closed while idle fails on the next
 MAIL FROM: `SMTPBackend` then opens a new one and sends once more. Once DATA went out, the server may
 have the message, so it never sends again; the error goes up and the job retries under its policy.
+It also writes the message bytes itself when the message has the shape of ours (`as_smtp_bytes`).
 """
 
 import logging
 import os
+import random
 import smtplib
 import threading
 import time
 from dataclasses import dataclass
+from email.header import Header
+from email.utils import formatdate, make_msgid
+from functools import lru_cache
 
 from django.conf import settings
-from django.core.mail import EmailMessage, get_connection
+from django.core.mail import EmailMessage, EmailMultiAlternatives, get_connection
 from django.core.mail.backends.base import BaseEmailBackend
 from django.core.mail.backends.smtp import EmailBackend as DjangoSMTPBackend
+from django.core.mail.message import sanitize_address
+from django.core.mail.utils import DNS_NAME
 from django.utils.module_loading import import_string
 
 log = logging.getLogger(__name__)
@@ -137,7 +144,7 @@ class SMTPBackend(DjangoSMTPBackend):
         connection = self.connection
         data_before = connection.data_commands
         try:
-            return super()._send(email_message)
+            return self._send_once(email_message)
         except Exception as exc:
             # Resend only if this connection carried an earlier message (so it was kept, and the
             # server likely closed it while idle) and DATA was not sent for this one.
@@ -146,4 +153,68 @@ class SMTPBackend(DjangoSMTPBackend):
             log.info("kept SMTP connection was closed by the server (%s); reconnecting", type(exc).__name__)
         self.close()
         self.open()
-        return super()._send(email_message)
+        return self._send_once(email_message)
+
+    def _send_once(self, email_message) -> bool:
+        """Django's `_send`, with the bytes from `as_smtp_bytes`."""
+        if not email_message.recipients():
+            return False
+        encoding = email_message.encoding or settings.DEFAULT_CHARSET
+        from_email = sanitize_address(email_message.from_email, encoding)
+        recipients = [sanitize_address(address, encoding) for address in email_message.recipients()]
+        try:
+            self.connection.sendmail(from_email, recipients, as_smtp_bytes(email_message))
+        except smtplib.SMTPException:
+            if not self.fail_silently:
+                raise
+            return False
+        return True
+
+
+LINE_MAX = 998  # RFC 5322; a longer line takes Django's path, which encodes it (quoted-printable)
+
+
+def as_smtp_bytes(message: EmailMessage) -> bytes:
+    """The bytes Django's SMTP backend would send, written directly for messages shaped like ours
+    (a plain-text body and one HTML alternative, UTF-8, ASCII addresses, no attachments, copies or
+    extra headers): Python's email package, through `message().as_bytes()`, was a fifth of a
+    worker's CPU per email. Any other message takes Django's path."""
+    if not _ours(message):
+        return message.message().as_bytes(linesep="\r\n")
+    boundary = f"==============={random.randrange(10**18, 10**19)}=="
+    html = message.alternatives[0][0]
+    head = (
+        f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"\r\nMIME-Version: 1.0\r\n'
+        f"Subject: {_subject(message.subject)}\r\nFrom: {message.from_email}\r\nTo: {', '.join(message.to)}\r\n"
+        f"Date: {formatdate(localtime=settings.EMAIL_USE_LOCALTIME)}\r\nMessage-ID: {make_msgid(domain=DNS_NAME)}\r\n"
+    )
+    texts = (("plain", message.body), ("html", html))
+    parts = "".join(f"--{boundary}\r\n{_part(subtype, text)}\r\n" for subtype, text in texts)
+    return f"{head}\r\n{parts}--{boundary}--\r\n".encode()
+
+
+def _ours(message: EmailMessage) -> bool:
+    alternatives = getattr(message, "alternatives", [])
+    addresses = [message.from_email, *message.to]
+    texts = [message.body, *(content for content, _ in alternatives)]
+    return (
+        type(message) is EmailMultiAlternatives
+        and (message.encoding or settings.DEFAULT_CHARSET).lower() in ("utf-8", "utf8")
+        and message.content_subtype == "plain"
+        and len(alternatives) == 1 and alternatives[0][1] == "text/html" and isinstance(alternatives[0][0], str)
+        and not (message.attachments or message.cc or message.bcc or message.reply_to or message.extra_headers)
+        and all(address.isascii() and not any(c in address for c in "\r\n,") for address in addresses)
+        and not any(c in message.subject for c in "\r\n") and len(message.subject) <= 60
+        and all(len(line.encode()) <= LINE_MAX for text in texts for line in text.splitlines())
+    )  # fmt: skip
+
+
+@lru_cache(maxsize=64)
+def _subject(subject: str) -> str:
+    return subject if subject.isascii() else Header(subject, "utf-8").encode()
+
+
+def _part(subtype: str, text: str) -> str:
+    body = text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "\r\n")
+    headers = f'Content-Type: text/{subtype}; charset="utf-8"\r\nMIME-Version: 1.0\r\nContent-Transfer-Encoding: 8bit'
+    return f"{headers}\r\n\r\n{body}"

@@ -5,13 +5,12 @@ incremented by the workers, so every process adds to the same numbers and a rest
 from datetime import date, datetime
 from itertools import accumulate
 
-import django_rq
 from django.conf import settings
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import CollectorRegistry
 from rq.utils import now
 
-from jobs import crons, queues, reads
+from jobs import clients, crons, queues, reads
 
 BUCKETS = (0.1, 0.5, 1, 5, 15, 60, 300, float("inf"))  # seconds a job ran
 DAY_TTL = 10 * 24 * 3600  # per-day counts outlive the daily report that reads them
@@ -30,21 +29,17 @@ def _day_key(queue_name: str, day: date) -> str:
     return f"{settings.RQ_KEY_PREFIX}:stats:{queue_name}:{day.isoformat()}:finished"
 
 
-def job_finished(connection, queue_name: str, started: datetime | None, ended: datetime) -> None:
-    """One round trip, three commands per finished job (it runs after every job): its Córdoba day's
-    count (RQ keeps finished jobs an hour only; the daily report needs the whole day), the one
-    duration bucket it falls in and the duration sum. Totals and cumulative buckets are summed
-    when Prometheus scrapes."""
+def job_finished(pipe, queue_name: str, started: datetime | None, ended: datetime) -> None:
+    """Queue on `pipe` what a finished job counts (it runs after every job, in the pipeline that
+    marks it finished): its Córdoba day's count (RQ keeps finished jobs an hour only; the daily
+    report needs the whole day), the one duration bucket it falls in and the duration sum. Totals
+    and cumulative buckets are summed when Prometheus scrapes."""
     seconds = (ended - (started or ended)).total_seconds()
     day_key = _day_key(queue_name, crons.local_day(ended))
-    bucket = next(bound for bound in BUCKETS if seconds <= bound)
-    with connection.pipeline(transaction=False) as pipe:
-        pipe.incr(day_key)
-        pipe.hincrby(_key(), f"duration_bucket:{queue_name}:{bucket}", 1)
-        pipe.hincrbyfloat(_key(), f"duration_sum:{queue_name}", seconds)
-        first_of_the_day = pipe.execute()[0] == 1
-    if first_of_the_day:
-        connection.expire(day_key, DAY_TTL)
+    pipe.set(day_key, 0, ex=DAY_TTL, nx=True)
+    pipe.incr(day_key)
+    pipe.hincrby(_key(), f"duration_bucket:{queue_name}:{next(b for b in BUCKETS if seconds <= b)}", 1)
+    pipe.hincrbyfloat(_key(), f"duration_sum:{queue_name}", seconds)
 
 
 def finished_on(connection, queue_name: str, day: date) -> int:
@@ -53,7 +48,7 @@ def finished_on(connection, queue_name: str, day: date) -> int:
 
 class QueueCollector:
     def collect(self):
-        connection = django_rq.get_connection(queues.EMAIL.name)
+        connection = clients.redis()
         stored = {key.decode(): value.decode() for key, value in connection.hgetall(_key()).items()}
         jobs = GaugeMetricFamily("ceres_jobs", "Jobs in each state, per queue", labels=["queue", "state"])
         waiting = GaugeMetricFamily("ceres_oldest_waiting_seconds", "Age of the oldest queued job", labels=["queue"])

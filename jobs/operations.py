@@ -4,10 +4,10 @@ each one records itself in the audit trail.
 
 from datetime import datetime
 
-import django_rq
 from django.utils import timezone
 from rq.job import Job, JobStatus
 
+from jobs import clients
 from jobs.audit import action_record
 from jobs.dead_letters import dead_letter_retry
 from jobs.models import DeadLetter, JobAction
@@ -18,7 +18,7 @@ CANCELABLE = {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
 
 
 def _jobs(queue_name: str, job_ids: list[str]) -> list[Job]:
-    queue = django_rq.get_queue(queue_name)
+    queue = clients.queue(queue_name)
     return [job for job in Job.fetch_many(job_ids, connection=queue.connection, serializer=queue.serializer) if job]
 
 
@@ -41,7 +41,7 @@ def _retry(job, queue_name, user):
 
 
 def _promote(job, queue_name, user):
-    queue = django_rq.get_queue(queue_name)
+    queue = clients.queue(queue_name)
     queue.scheduled_job_registry.remove(job)
     queue.enqueue_job(job)
 
@@ -66,7 +66,7 @@ def jobs_delete(**selection) -> list[str]:
 
 def queue_empty(*, queue_name: str, user=None, reason: str = "") -> int:
     """Delete every job waiting in the queue (running, scheduled and failed jobs stay); returns how many."""
-    queue = django_rq.get_queue(queue_name)
+    queue = clients.queue(queue_name)
     count = queue.empty()
     action = action_record(kind=JobAction.Kind.EMPTY, queue_name=queue_name, job_ids=[], user=user, reason=reason)
     JobAction.objects.filter(pk=action.pk).update(count=count)

@@ -25,11 +25,8 @@ from datetime import datetime, timedelta
 from typing import TypeVar
 from uuid import uuid4
 
-import django_rq
 from django.conf import settings
-from django.core.signals import setting_changed
 from django.db import transaction
-from django.dispatch import receiver
 from django.utils import timezone
 from redis.client import Pipeline
 from redis.exceptions import WatchError
@@ -39,7 +36,7 @@ from rq.job import Job, JobStatus
 from rq.scripts import UNIQUE_ENQUEUE_SCRIPT, _build_hset_args
 from rq.utils import now
 
-from jobs import queues
+from jobs import clients, queues
 from jobs.failures import on_job_failure
 
 log = logging.getLogger(__name__)
@@ -161,7 +158,7 @@ def _enqueue_unique(
     delay: int = 0,
     result_ttl: int | None = None,
 ) -> Enqueued:
-    queue = _queue(queue_name)
+    queue = clients.queue(queue_name)
     while True:
         job = _new_job(queue, func, job_id=job_id, kwargs=kwargs, args=args, result_ttl=result_ttl)
         created = _schedule_unique(queue, job, delay) if delay else _push_unique(queue, [job])[0]
@@ -176,7 +173,7 @@ def _enqueue_unique_many(
 ) -> list[Enqueued]:
     """`_enqueue_unique` for each `(job_id, kwargs)`, a batch per pipeline. An id given twice is one
     job, reported once. Ids that already exist take the one-by-one path (replace or report)."""
-    queue = _queue(queue_name)
+    queue = clients.queue(queue_name)
     calls = list(dict(calls).items())
     results = []
     for start in range(0, len(calls), BULK_BATCH):
@@ -188,26 +185,6 @@ def _enqueue_unique_many(
             else:
                 results.append(_enqueue_unique(queue_name, func, job_id=job_id, kwargs=kwargs, cooldown=cooldown))
     return results
-
-
-_queues: dict[str, Queue] = {}
-
-
-def _queue(name: str) -> Queue:
-    """This process's `Queue` for `name`: one Redis client and connection pool per queue, reused by
-    every call (redis-py pools are fork-safe: a forked work-horse opens its own connections). A new
-    Queue per call cost a TCP connect, and rq keeps every client its unique-enqueue script ran on
-    (`rq.scripts._registered_scripts`), so those connections were never closed."""
-    queue = _queues.get(name)
-    if queue is None:
-        queue = _queues.setdefault(name, django_rq.get_queue(name))
-    return queue
-
-
-@receiver(setting_changed)
-def _forget_queues(*, setting: str, **kwargs) -> None:
-    if setting == "RQ_QUEUES":  # a test points the queues at another Redis (a Sentinel cluster)
-        _queues.clear()
 
 
 def _new_job(

@@ -16,7 +16,7 @@ from rq.registry import StartedJobRegistry
 from rq.utils import now, utcparse
 from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
-from jobs import crons, queues
+from jobs import clients, crons, queues
 from jobs.models import CronRun
 
 STATES = ("queued", "started", "scheduled", "deferred", "finished", "failed", "canceled")
@@ -25,7 +25,7 @@ NAME_FILTER_WINDOW = 5000  # newest jobs a job-name filter looks through
 
 
 def _queue(name: str):
-    return django_rq.get_queue(name)
+    return clients.queue(name)
 
 
 def _registry_key(queue, state: str) -> str | None:

@@ -4,11 +4,10 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-import django_rq
 from django.db.models import Count
 
 from ceres_site.accounts.models import EmailDelivery, User
-from jobs import crons, metrics, queues
+from jobs import clients, crons, metrics, queues
 from jobs.models import DeadLetter
 
 @dataclass(frozen=True)
@@ -30,7 +29,7 @@ def day_bounds(day: date) -> tuple[datetime, datetime]:
 
 def report_daily(*, day: date) -> DailyReport:
     start, end = day_bounds(day)
-    connection = django_rq.get_connection(queues.EMAIL.name)
+    connection = clients.redis()
     sent = dict(
         EmailDelivery.objects.filter(sent_at__gte=start, sent_at__lt=end).values_list("kind").annotate(Count("id"))
     )
@@ -65,7 +64,7 @@ def report_text(report: DailyReport) -> str:
 
 
 def _oldest_waiting(queue_name: str) -> float | None:
-    queue = django_rq.get_queue(queue_name)
+    queue = clients.queue(queue_name)
     for job_id in queue.get_job_ids(0, 1):
         job = queue.fetch_job(job_id)
         if job and job.enqueued_at:

@@ -58,7 +58,8 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_INTERVAL = 5  # seconds between two heartbeats of a process
 PROCESS_TTL = 20  # a process (and its running jobs) counts as dead this long after its last heartbeat
-REAP_INTERVAL = 5  # seconds between two looks for dead workers, across all processes
+REAP_INTERVAL = 5  # seconds between two looks for dead workers by each process
+REAP_LOCK_TTL = 10  # one reaper at a time; released when done, so a dead holder delays the next by this at most
 DEQUEUE_TIMEOUT = HEARTBEAT_INTERVAL  # an idle queue costs one blocking BLMOVE per interval
 SCHEDULER_TICK = 1  # seconds: the latest a due retry is enqueued
 SECOND_SIGNAL_GRACE = 1  # a signal this soon after the first is the same stop (Ctrl-C reaches both honcho and us)
@@ -141,8 +142,8 @@ class SlotWorker(CeresWorker):
                 self._safely(self.heartbeat)
                 next_beat = moment + HEARTBEAT_INTERVAL
             if moment >= next_reap and not burst:
-                self._safely(reap_dead_workers, self.connection)
-                next_reap = moment + REAP_INTERVAL
+                reaped = self._safely(reap_dead_workers, self.connection)
+                next_reap = moment + (REAP_INTERVAL if reaped is not None else SCHEDULER_TICK)  # busy: soon again
             if self._rq_scheduler and not burst:
                 self._safely(self._tick_rq_scheduler)
             if self.should_run_maintenance_tasks and not burst:
@@ -322,12 +323,20 @@ class SlotWorker(CeresWorker):
                     self._recycle_now(f"{self._jobs_done} jobs done")
 
 
-def reap_dead_workers(connection, *, now_ts: float | None = None) -> list[str]:
+def reap_dead_workers(connection, *, now_ts: float | None = None) -> list[str] | None:
     """Find workers that died (hash expired, or a pid gone on this host), give their running jobs
     back through RQ's abandoned-job handling, release the scheduler locks dead workers hold;
-    returns the names of the dead. At most one process does it per interval."""
-    if not connection.set(f"{settings.RQ_KEY_PREFIX}:reap-lock", os.getpid(), nx=True, ex=REAP_INTERVAL - 1):
-        return []
+    returns the names of the dead, or None when another process is reaping right now."""
+    lock = connection.lock(f"{settings.RQ_KEY_PREFIX}:reap-lock", timeout=REAP_LOCK_TTL, blocking=False)
+    if not lock.acquire():
+        return None
+    try:
+        return _reap(connection, now_ts)
+    finally:
+        lock.release()
+
+
+def _reap(connection, now_ts: float | None) -> list[str]:
     names = sorted(key.decode().rsplit(":", 1)[-1] for key in connection.smembers(REDIS_WORKER_KEYS))
     dead = [name for name, alive in zip(names, _alive(connection, names)) if not alive]
     for name in dead:

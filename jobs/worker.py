@@ -56,7 +56,12 @@ class CeresWorker(Worker):
 
     def handle_job_success(self, job, queue, started_job_registry, execution=None):
         super().handle_job_success(job, queue, started_job_registry, execution)
-        self._safely(metrics.job_finished, self.connection, queue.name, job.started_at, job.ended_at or rq_now())
+        self._safely(self._count_finished, job, queue)
+
+    def _count_finished(self, job, queue) -> None:
+        with self.connection.pipeline(transaction=False) as pipe:
+            metrics.job_finished(pipe, queue.name, job.started_at, job.ended_at or rq_now())
+            pipe.execute()
 
     def run_maintenance_tasks(self):
         super().run_maintenance_tasks()
@@ -67,11 +72,13 @@ class CeresWorker(Worker):
             self._safely(check_slos)
 
     def _safely(self, action, *args):
-        """Bookkeeping (alerts, archive, metrics) must never take a worker down; the sweep catches up."""
+        """Bookkeeping (alerts, archive, metrics) must never take a worker down; the sweep catches up.
+        Returns what `action` returned, False if it raised."""
         try:
-            action(*args)
+            return action(*args)
         except Exception:
             log.exception("%s failed", action.__name__)
+            return False
         finally:
             if self._close_connections_after_bookkeeping():
                 close_db_connections()

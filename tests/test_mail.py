@@ -4,12 +4,15 @@ import json
 import os
 import smtplib
 import threading
+from email import message_from_bytes
+from email.policy import default as email_policy
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from aiosmtpd.controller import Controller
 from django.core import mail as django_mail
-from django.core.mail import EmailMessage
+from django.core.mail import EmailMessage, EmailMultiAlternatives
+from django.template.loader import render_to_string
 
 from jobs import mail
 from jobs.tasks import slack
@@ -274,3 +277,51 @@ def test_slack_posts_from_one_thread_share_one_connection(keep_alive_slack):
     ports = {port for port, _ in keep_alive_slack.posts}
     assert [text for _, text in keep_alive_slack.posts] == [f"alerta {n}" for n in range(4)]
     assert len(ports) == 1
+
+
+# --- the message bytes ------------------------------------------------------------------------
+
+
+def alternatives(subject="Confirmá tu cuenta de Ceres", name="Zoë <b>&amp;</b>", **options):
+    context = {"name": name, "link": "http://127.0.0.1:8000/accounts/verify/abc/def/", "hours": 24}
+    message = EmailMultiAlternatives(subject=subject, body=render_to_string("emails/verify.txt", context),
+                                     to=["zoe@example.test"], **options)  # fmt: skip
+    message.attach_alternative(render_to_string("emails/verify.html", context), "text/html")
+    return message
+
+
+def parsed(raw: bytes) -> tuple:
+    """Everything a mail client reads, less what differs per message (date, id, boundary)."""
+    message = message_from_bytes(raw, policy=email_policy)
+    headers = [(k, v) for k, v in message.items() if k not in ("Date", "Message-ID", "Content-Type")]
+    parts = [(part.get_content_type(), dict(part.items()).get("Content-Transfer-Encoding"), part.get_content())
+             for part in message.iter_parts()]  # fmt: skip
+    return message.get_content_type(), headers, parts
+
+
+@pytest.mark.parametrize("subject", ["Confirmá tu cuenta de Ceres", "¡Bienvenido/a a Ceres!", "plain ascii"])
+def test_our_emails_are_written_as_django_would_write_them(subject):
+    message = alternatives(subject)
+    ours, django_s = mail.as_smtp_bytes(message), message.message().as_bytes(linesep="\r\n")
+
+    assert parsed(ours) == parsed(django_s)
+    assert b"\r\n" in ours and b"\n" not in ours.replace(b"\r\n", b"")  # SMTP line endings only
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"cc": ["x@example.test"]}, {"headers": {"X-Campaign": "1"}}, {"reply_to": ["r@example.test"]}],
+)
+def test_other_shapes_take_django_s_path(options):
+    message = alternatives(**options)
+
+    assert parsed(mail.as_smtp_bytes(message)) == parsed(message.message().as_bytes(linesep="\r\n"))
+    assert mail._ours(alternatives()) and not mail._ours(message)
+
+
+def test_a_line_too_long_for_smtp_takes_django_s_encoding():
+    message = alternatives(name="x" * 2000)
+
+    raw = mail.as_smtp_bytes(message)
+    assert not mail._ours(message) and max(len(line) for line in raw.split(b"\r\n")) <= 998
+    assert parsed(raw) == parsed(message.message().as_bytes(linesep="\r\n"))

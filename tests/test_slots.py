@@ -166,3 +166,20 @@ def test_recycling_after_n_jobs_loses_nothing(live_worker, tmp_path):
     wait_for(lambda: (tmp_path / "worker-0.log").read_text().count("starting again") >= 2, timeout=30)
     assert process.poll() is None
     wait_for(lambda: len(reads.workers("email")) == 1, timeout=30)  # each generation left the registry
+
+
+def test_idle_slots_cost_no_redis_traffic(live_worker, redis_conn):
+    live_worker("email", "slack")
+    seen = set()  # two heartbeats after the first: start-up, its sweep and the first reap are over
+    wait_for(lambda: seen.update(w.last_heartbeat for w in reads.workers("email")) or len(seen) >= 3, timeout=60)
+    redis_conn.config_resetstat()
+    beats = set()
+    wait_for(lambda: beats.add(reads.workers("email")[0].last_heartbeat) or len(beats) >= 4, timeout=60, interval=0.5)
+
+    calls = {name.removeprefix("cmdstat_"): stat["calls"] for name, stat in redis_conn.info("commandstats").items()}
+    # One idle slot per queue waits in Redis, the others on a lock: about one BLMOVE per queue and
+    # interval (15 polling slots would make 15), and no per-slot heartbeats: per interval one HSET
+    # for the process and one for its RQ scheduler. No new connections either (HELLO).
+    assert calls.get("blmove", 0) <= 2 * len(beats), calls
+    assert calls.get("hset", 0) <= 2 * len(beats), calls
+    assert calls.get("hello", 0) == 0, calls

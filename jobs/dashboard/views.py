@@ -7,7 +7,6 @@ from datetime import datetime
 from functools import wraps
 from typing import Callable
 
-import django_rq
 from django.apps import apps
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
@@ -21,7 +20,7 @@ from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_http_methods
 from rq.job import JobStatus
 
-from jobs import operations, queues
+from jobs import clients, operations, queues
 from jobs.alerts import fingerprint
 from jobs.audit import actions_for_job
 from jobs import reads
@@ -96,7 +95,7 @@ def job_list(request, admin_site, queue_name, state):
         _context(
             request, admin_site, _("%(queue)s: %(state)s jobs") % {"queue": queue_name, "state": state},
             queue_name=queue_name, state=state, page=result, states=reads.STATES,
-            counts={s: reads.count(django_rq.get_queue(queue_name), s) for s in reads.STATES},
+            counts={s: reads.count(clients.queue(queue_name), s) for s in reads.STATES},
             actions=[(key, action.label) for key, action in ACTIONS.items() if state in action.states],
             rows=[_row(job, _may_see_payloads(request)) for job in result.jobs], search=request.GET.get("q", ""),
             func=request.GET.get("func", ""), funcs=sorted({_func(job) for job in result.jobs}),
@@ -108,7 +107,7 @@ def job_list(request, admin_site, queue_name, state):
 @require_http_methods(["GET"])
 def job_detail(request, admin_site, queue_name, job_id):
     queue_name = _queue_name(queue_name)
-    job = django_rq.get_queue(queue_name).fetch_job(job_id)
+    job = clients.queue(queue_name).fetch_job(job_id)
     dead_letter = DeadLetter.objects.filter(job_id=job_id).order_by("-failed_at").first()
     if job is None and dead_letter is None:
         raise Http404
@@ -187,7 +186,7 @@ def action(request, admin_site, queue_name, name):
         raise Http404
     if not request.user.has_perm(f"jobs.{chosen.permission}"):
         raise PermissionDenied
-    queue = django_rq.get_queue(queue_name)
+    queue = clients.queue(queue_name)
     scope, state = request.POST.get("scope", "selected"), request.POST.get("state", "")
     if name == "empty":
         job_ids = []

@@ -10,16 +10,14 @@ Posts go through one `requests.Session` per worker thread, so consecutive posts 
 HTTPS connection instead of a TLS handshake each.
 """
 
-import copy
 import logging
 import os
 import threading
 
-import django_rq
 import requests
 from django.conf import settings
 
-from jobs import metrics, queues
+from jobs import clients, metrics
 from jobs.failures import PermanentJobError
 
 log = logging.getLogger(__name__)
@@ -27,7 +25,6 @@ log = logging.getLogger(__name__)
 RETRY_AFTER_MAX = 300  # a longer Retry-After is capped: the alert matters more than the quota
 
 _local = threading.local()
-_redis = None  # (the slack queue's RQ_QUEUES entry, its Redis client), see _redis_connection()
 
 
 class SlackUnavailable(Exception):
@@ -58,7 +55,7 @@ def post_to_slack(text: str) -> str:
         raise SlackUnavailable(f"cannot reach Slack ({type(exc).__name__})") from None
     body = response.text[:200]
     if response.status_code == 200:
-        metrics.count(_redis_connection(), "slack_messages_sent", "slack")
+        metrics.count(clients.redis(), "slack_messages_sent", "slack")
         return "sent"
     if response.status_code == 429:
         raise SlackRateLimited(_retry_after(response))
@@ -81,11 +78,3 @@ def _session() -> requests.Session:
     return _local.session
 
 
-def _redis_connection():
-    """The slack queue's Redis client, built once per process (django_rq builds a new client per call)
-    and again if its setting changes. Shared by threads; redis-py reconnects by itself after a fork."""
-    global _redis
-    config = settings.RQ_QUEUES[queues.SLACK.name]
-    if _redis is None or _redis[0] != config:
-        _redis = (copy.deepcopy(config), django_rq.get_connection(queues.SLACK.name))
-    return _redis[1]
