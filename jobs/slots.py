@@ -18,9 +18,10 @@ its database, SMTP and HTTP connections from one job to the next.
   running jobs are handed to RQ's abandoned-job handling (a retry, or a final failure that
   `jobs.alerts` archives and alerts), and the scheduler locks they held are released, so a retry
   delay is honoured by the next scheduler tick.
-- **RQ's scheduler runs in the main thread** (retry delays, `enqueue_in`), ticking every second
-  while this process holds a queue's scheduler lock: no scheduler child process. It always runs,
-  `--with-scheduler` or not: without it a retry delay would never end.
+- **RQ's scheduler runs in the main thread** (retry delays, `enqueue_in`) for every queue, ticking
+  every second while this process holds a queue's scheduler lock: no scheduler process, here or in
+  the forking workers (they start theirs only if no one holds their queue's lock a minute on). It
+  always runs, `--with-scheduler` or not: without it a retry delay would never end.
 - **Stop.** SIGTERM or SIGINT: no new jobs, running jobs finish, exit 0. Another signal more than
   a second later: exit at once; the running jobs are marked abandoned first and come back within
   `REAP_INTERVAL`. After `WORKER_MAX_JOBS` jobs, or once its RSS passes `WORKER_MAX_RSS_MB`, the
@@ -240,11 +241,14 @@ class SlotWorker(CeresWorker):
     # --- RQ's scheduler, in the main thread -----------------------------------------------------
 
     def _start_rq_scheduler(self, burst: bool) -> None:
+        # Every queue's, the forking workers' too (they start a scheduler only as a fallback); a burst
+        # run enqueues what is due on its own queues, as RQ's burst workers do.
+        names = [queue.name for queue in self.queues] if burst else list(queues.QUEUES)
         self._rq_scheduler = RQScheduler(
-            self.queues, connection=self.connection, interval=SCHEDULER_TICK, serializer=self.serializer, name=self.name
+            names, connection=self.connection, interval=SCHEDULER_TICK, serializer=self.serializer, name=self.name
         )
         self._scheduler_checked = 0.0
-        if burst:  # as RQ's burst workers do: enqueue what is due now, once
+        if burst:
             self._rq_scheduler.acquire_locks()
             if self._rq_scheduler.acquired_locks:
                 self._rq_scheduler.enqueue_scheduled_jobs()
@@ -256,7 +260,7 @@ class SlotWorker(CeresWorker):
         if moment - self._scheduler_checked >= HEARTBEAT_INTERVAL:  # refresh held locks, try for the others
             self._scheduler_checked = moment
             scheduler.heartbeat()
-            if scheduler.acquired_locks != {queue.name for queue in self.queues}:
+            if scheduler.acquired_locks != set(queues.QUEUES):
                 scheduler.acquire_locks()
         if scheduler.acquired_locks:
             scheduler.enqueue_scheduled_jobs()

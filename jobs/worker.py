@@ -6,6 +6,7 @@ import signal
 from django.conf import settings
 from rq import Worker
 from rq.job import JobStatus
+from rq.scheduler import RQScheduler
 from rq.serializers import JSONSerializer
 from rq.utils import now as rq_now
 
@@ -39,6 +40,14 @@ class CeresWorker(Worker):
         # finish; a cold one still kills the horse with SIGKILL.
         super().setup_work_horse_signals()
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+    def _start_scheduler(self, burst=False, logging_level="INFO", *args, **kwargs):
+        """RQ forks a scheduler process here when it gets a queue's scheduler lock. The in-process
+        worker schedules every queue from its main thread, so a forking worker only prepares its
+        scheduler: RQ's maintenance (every `maintenance_interval`) starts it if no one holds the lock."""
+        if burst:
+            return super()._start_scheduler(burst, logging_level, *args, **kwargs)
+        self.scheduler = RQScheduler(self.queues, connection=self.connection, serializer=self.serializer)
 
     @property
     def dequeue_timeout(self) -> int:

@@ -2,6 +2,7 @@
 
 import os
 import signal
+from datetime import timedelta
 from pathlib import Path
 
 import django_rq
@@ -183,3 +184,17 @@ def test_idle_slots_cost_no_redis_traffic(live_worker, redis_conn):
     assert calls.get("blmove", 0) <= 2 * len(beats), calls
     assert calls.get("hset", 0) <= 2 * len(beats), calls
     assert calls.get("hello", 0) == 0, calls
+
+
+def test_the_in_process_worker_schedules_the_forking_queues_too(live_worker, tmp_path):
+    live_worker("email", "slack")
+    files = live_worker("files")
+    wait_for(lambda: reads.workers("email") and reads.workers("files"), timeout=30)
+    done = tmp_path / "done"
+    later = timedelta(seconds=1)
+    django_rq.get_queue("files").enqueue_in(later, "tests.tasks.mark", 1, str(done), job_id="files-later-1")
+
+    wait_for(lambda: status("files-later-1", queue="files") == "finished", timeout=30)
+    # The work-horse has exited; no RQ scheduler process was forked: the lock was taken.
+    wait_for(lambda: not Path(f"/proc/{files.pid}/task/{files.pid}/children").read_text().split(), timeout=15)
+    assert marks(done) == ["1"]
