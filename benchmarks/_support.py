@@ -10,6 +10,7 @@ import os
 import platform
 import re
 import shlex
+import shutil
 import signal
 import statistics
 import subprocess
@@ -430,3 +431,15 @@ def thread_cpu() -> float:
 
     usage = resource.getrusage(resource.RUSAGE_THREAD)
     return usage.ru_utime + usage.ru_stime
+
+
+def finish(errors: list[str], log_dir: Path, keep_logs: bool) -> None:
+    """Print the first error lines of the workers' logs, then keep or remove the logs."""
+    if errors:
+        print(f"\n{len(errors)} error lines in the workers' logs; the first ones:")
+        for line in errors[:10]:
+            print("  " + line[:300])
+    if keep_logs:
+        print(f"\nworker logs kept in {log_dir}")
+    else:
+        shutil.rmtree(log_dir, ignore_errors=True)

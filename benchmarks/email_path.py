@@ -46,14 +46,15 @@ from _support import (
     Workers,
     command_delta,
     commandstats,
+    finish,
     header,
     loadavg,
     markdown_table,
     med,
     percentile,
+    prepared_services,
     redis_host_port,
     rqworker_argv,
-    prepared_services,
     service_pids,
     spread,
     thread_cpu,
@@ -477,14 +478,7 @@ def main() -> None:
     report(args, info, alone, results, lat, len(user_ids))
     errors = [line for rows in results.values() for r in rows for line in r["errors"]]
     errors += [line for segments in lat.values() for row in segments for line in row["errors"]]
-    if errors:
-        print(f"\n{len(errors)} error lines in the workers' logs; the first ones:")
-        for line in errors[:10]:
-            print("  " + line[:300])
-    if args.keep_logs:
-        print(f"\nworker logs kept in {log_dir}")
-    else:
-        shutil.rmtree(log_dir, ignore_errors=True)
+    finish(errors, log_dir, args.keep_logs)
     print(f"\nload average at end: {loadavg()}")
 
 

@@ -15,7 +15,6 @@ other has to notice.
 
 import argparse
 import os
-import shutil
 import signal
 import tempfile
 import time
@@ -24,12 +23,13 @@ from pathlib import Path
 from _support import (
     Sink,
     Workers,
+    finish,
     header,
     loadavg,
     markdown_table,
     percentile,
-    rqworker_argv,
     prepared_services,
+    rqworker_argv,
     spread,
     wait_registered,
     worker_env,
@@ -212,14 +212,7 @@ def main() -> None:
     if extra:
         print(f"\ntrials with other than 2 messages: {extra}")
     errors = [line for r in results for line in r["errors"]]
-    if errors:
-        print(f"\n{len(errors)} error lines in the workers' logs; the first ones:")
-        for line in errors[:10]:
-            print("  " + line[:300])
-    if args.keep_logs:
-        print(f"\nworker logs kept in {log_dir}")
-    else:
-        shutil.rmtree(log_dir, ignore_errors=True)
+    finish(errors, log_dir, args.keep_logs)
 
 
 if __name__ == "__main__":
