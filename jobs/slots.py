@@ -42,7 +42,7 @@ from django.db import close_old_connections, connections
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from rq.exceptions import DequeueTimeout
+from rq.exceptions import NoSuchJobError
 from rq.executions import Execution
 from rq.registry import StartedJobRegistry
 from rq.scheduler import RQScheduler
@@ -285,6 +285,9 @@ class SlotWorker(CeresWorker):
                     time.sleep(backoff)
                     backoff = min(backoff * 2, 30)
                     continue
+                except Exception:  # a job that cannot be read must not cost the slot
+                    log.exception("%s slot %d: could not take the next job", group.queue.name, index)
+                    continue
                 finally:
                     group.leader.release()
                 if found is None:
@@ -298,17 +301,20 @@ class SlotWorker(CeresWorker):
             connections.close_all()
 
     def _dequeue(self, queue, burst: bool):
-        try:
-            return self.queue_class.dequeue_any(
-                [queue],
-                None if burst else DEQUEUE_TIMEOUT,
-                connection=self.connection,
-                job_class=self.job_class,
-                serializer=self.serializer,
-                death_penalty_class=SlotRunner.death_penalty_class,
-            )
-        except DequeueTimeout:
-            return None
+        """The next job, as RQ's `dequeue_any` takes it for one queue (moved into the queue's
+        intermediate list, which RQ's maintenance checks), without building a Queue per job."""
+        while True:
+            if burst:
+                job_id = self.connection.lmove(queue.key, queue.intermediate_queue_key)
+            else:
+                job_id = self.connection.blmove(queue.key, queue.intermediate_queue_key, DEQUEUE_TIMEOUT)
+            if job_id is None:
+                return None
+            try:
+                job = self.job_class.fetch(job_id.decode(), connection=self.connection, serializer=self.serializer)
+                return job, queue
+            except NoSuchJobError:
+                continue  # deleted meanwhile, as RQ does
 
     def _run_job(self, runner: SlotRunner, job, queue) -> None:
         close_old_connections()  # a connection that broke or aged since the last job is replaced
