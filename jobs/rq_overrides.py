@@ -38,7 +38,6 @@ from rq.timeouts import BaseDeathPenalty, JobTimeoutException
 from rq.utils import now, utcformat
 
 from jobs import metrics
-
 from jobs.worker import CeresWorker
 
 CHECKED_RQ_VERSION = "3.0.0"
