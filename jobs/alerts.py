@@ -20,8 +20,8 @@ Alarms about the system itself (crons, service levels) live in `jobs.alarms`.
 
 import logging
 import re
-from contextlib import contextmanager
 from collections import Counter
+from contextlib import contextmanager
 from datetime import datetime
 from math import ceil
 
@@ -146,31 +146,30 @@ def sweep_failures(*, now: float | None = None) -> int:
 
     `now` (a Unix time) is when abandoned jobs are judged; tests pass a later one instead of waiting.
     """
-    with _sweep_lock() as locked:
-        if not locked:
-            return 0
-        archived = 0
-        for name in queues.QUEUES:
-            queue = clients.queue(name)
-            queue.started_job_registry.cleanup(timestamp=now)  # a dead worker's jobs: retried or failed
-            archived += _archive_failed_registry(queue)
-            if DeadLetter.objects.filter(queue=name, alert=DeadLetter.Alert.PENDING).exists():
-                schedule_alert_flush(queue_name=name, delay=queues.QUEUES[name].alert_window)
-        return archived
+    archived = _sweep(list(map(clients.queue, queues.QUEUES)), now)
+    for name in queues.QUEUES:
+        if DeadLetter.objects.filter(queue=name, alert=DeadLetter.Alert.PENDING).exists():
+            schedule_alert_flush(queue_name=name, delay=queues.QUEUES[name].alert_window)
+    return archived
 
 
 def sweep_abandoned(*, now: float | None = None) -> int:
-    """The quick part of the sweep, run every few seconds by `jobs.slots.reap_dead_workers`: jobs
-    whose worker died go to RQ's abandoned-job handling (retried, or failed and archived here)."""
+    """The quick part of the sweep, run every few seconds by `jobs.slots.reap_dead_workers`: only
+    the queues where a job's worker died."""
     every = map(clients.queue, queues.QUEUES)
-    abandoned = [queue for queue in every if queue.started_job_registry.get_expired_job_ids(now)]
-    if not abandoned:
+    return _sweep([queue for queue in every if queue.started_job_registry.get_expired_job_ids(now)], now)
+
+
+def _sweep(found: list, now: float | None) -> int:
+    """A dead worker's jobs go to RQ's abandoned-job handling (retried, or failed), then every
+    failed job not archived yet is archived; returns how many."""
+    if not found:
         return 0
     with _sweep_lock() as locked:
         if not locked:
             return 0
         archived = 0
-        for queue in abandoned:
+        for queue in found:
             queue.started_job_registry.cleanup(timestamp=now)
             archived += _archive_failed_registry(queue)
         return archived
