@@ -72,9 +72,9 @@ class SmtpSink:
 
     async def handle_DATA(self, server, session, envelope):
         self.data_started.append(time.monotonic())
+        self.messages.append(message_from_bytes(envelope.content, policy=email_policy))
         if self.data_delays:  # a server slow to confirm: the message is in, the client still waits
             await asyncio.sleep(self.data_delays.pop(0))
-        self.messages.append(message_from_bytes(envelope.content, policy=email_policy))
         return "250 Message accepted"
 
 

@@ -8,7 +8,7 @@ from rq import Callback, Retry
 from django.test import Client
 from django.utils import timezone
 
-from ceres_site.accounts.models import EmailDelivery, User
+from ceres_site.accounts.models import EmailDelivery, User, VerificationToken
 from jobs.failures import on_job_failure
 from jobs.producers import enqueue_email_verify, enqueue_email_welcome
 from tests.conftest import free_port, wait_for
@@ -83,6 +83,25 @@ def test_a_job_delivered_twice_sends_once(smtp, work):
     assert job(f"email-verify-{user.pk}").return_value().startswith("skipped: already sent by this job")
 
 
+def test_a_job_run_again_after_the_email_went_out_sends_the_same_link(smtp, work):
+    """A worker killed between the server's OK and the delivery row: the re-run mails again (delivery is
+    at-least-once), with the same link and no second token."""
+    user = make_user()
+    enqueue_email_verify(user_id=user.pk)
+    work("email")
+    EmailDelivery.objects.filter(user=user).delete()  # what the killed worker never wrote
+    django_rq.get_queue("email").push_job_id(f"email-verify-{user.pk}")
+
+    work("email")
+
+    first, second = (LINK.search(text_body(message)).group(1) for message in smtp.messages)
+    assert first == second
+    assert VerificationToken.objects.filter(user=user).count() == 1
+    assert Client().get(first).status_code == 200
+    user.refresh_from_db()
+    assert user.is_verified
+
+
 def test_welcome_is_sent_once_per_user(smtp, work):
     user = make_user(email_verified_at=timezone.now())
     enqueue_email_welcome(user_id=user.pk)
@@ -138,6 +157,7 @@ def test_temporary_refusal_retries_five_times_on_the_policy_schedule(smtp, live_
     for gap, interval in zip(gaps, intervals, strict=True):
         assert interval - 1 <= gap, gaps  # RQ stores a retry's time in whole seconds, rounded down
     assert "SMTPRecipientsRefused" in error_of(job(f"email-verify-{user.pk}"))
+    assert VerificationToken.objects.filter(user=user).count() == 1  # one job, one token, however many attempts
 
 
 # --- bad input ------------------------------------------------------------------------------

@@ -9,12 +9,13 @@ import django_rq
 import pytest
 from rq import Callback, Retry
 
-from ceres_site.accounts.models import User
+from ceres_site.accounts.models import User, VerificationToken
 from jobs import health, reads, slots
 from jobs.failures import on_job_failure
 from jobs.producers import enqueue_email_verify
 from jobs.rq_overrides import rq_version_checked
 from tests.conftest import wait_for
+from tests.test_email_tasks import LINK
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -121,6 +122,8 @@ def test_sigkill_mid_email_gives_the_job_back_once(smtp, live_worker):
     job = django_rq.get_queue("email").fetch_job(f"email-verify-{user.pk}")
     assert [attempt["error"] for attempt in job.meta["failures"]] == ["AbandonedJobError: "]
     assert len(smtp.data_started) == 2  # one killed run, one re-run: at most one extra copy per crash
+    assert len({LINK.search(message.get_body(("plain",)).get_content())[0] for message in smtp.messages}) == 1
+    assert VerificationToken.objects.filter(user=user).count() == 1
     assert reads.queue_stats("email").counts["started"] == 0
 
 
