@@ -19,14 +19,13 @@ import threading
 import time
 from dataclasses import dataclass
 from email.header import Header
-from email.utils import formatdate, make_msgid
+from email.utils import formatdate, make_msgid, parseaddr
 from functools import lru_cache
 
 from django.conf import settings
 from django.core.mail import EmailMessage, EmailMultiAlternatives, get_connection
 from django.core.mail.backends.base import BaseEmailBackend
 from django.core.mail.backends.smtp import EmailBackend as DjangoSMTPBackend
-from django.core.mail.message import sanitize_address
 from django.core.mail.utils import DNS_NAME
 from django.utils.module_loading import import_string
 
@@ -156,19 +155,60 @@ class SMTPBackend(DjangoSMTPBackend):
         return self._send_once(email_message)
 
     def _send_once(self, email_message) -> bool:
-        """Django's `_send`, with the bytes from `as_smtp_bytes`."""
-        if not email_message.recipients():
-            return False
-        encoding = email_message.encoding or settings.DEFAULT_CHARSET
-        from_email = sanitize_address(email_message.from_email, encoding)
-        recipients = [sanitize_address(address, encoding) for address in email_message.recipients()]
+        """Django's `_send`; a message shaped like ours goes out through `_sendmail` with the bytes
+        from `as_smtp_bytes`."""
+        if not _ours(email_message):
+            return super()._send(email_message)
         try:
-            self.connection.sendmail(from_email, recipients, as_smtp_bytes(email_message))
+            _sendmail(self.connection, _envelope(email_message.from_email), email_message.to, _our_bytes(email_message))
         except smtplib.SMTPException:
             if not self.fail_silently:
                 raise
             return False
         return True
+
+
+def _sendmail(connection: smtplib.SMTP, sender: str, recipients: list[str], data: bytes) -> None:
+    """`smtplib.SMTP.sendmail` without options, with the same replies and errors, for addresses that
+    need no parsing: smtplib and Django parse every address again, a tenth of a slot's CPU per email."""
+    connection.ehlo_or_helo_if_needed()
+    code, reply = connection.docmd("mail", f"FROM:<{sender}>")
+    if code != 250:
+        _abort(connection, code)
+        raise smtplib.SMTPSenderRefused(code, reply, sender)
+    refused = {}
+    for recipient in recipients:
+        code, reply = connection.docmd("rcpt", f"TO:<{_envelope(recipient)}>")
+        if code not in (250, 251):
+            refused[recipient] = (code, reply)
+        if code == 421:
+            break
+    if len(refused) == len(recipients):
+        _abort(connection, code)
+        raise smtplib.SMTPRecipientsRefused(refused)
+    code, reply = connection.data(data)
+    if code != 250:
+        _abort(connection, code)
+        raise smtplib.SMTPDataError(code, reply)
+
+
+def _abort(connection: smtplib.SMTP, code: int) -> None:
+    """What smtplib does after a refusal: the server closes on 421; otherwise the transaction is reset."""
+    if code == 421:
+        connection.close()
+        return
+    try:
+        connection.rset()
+    except smtplib.SMTPServerDisconnected:
+        pass
+
+
+@lru_cache(maxsize=64)  # the sender's address is the same in every message
+def _envelope(address: str) -> str:
+    """The address alone, for MAIL FROM and RCPT TO (`_ours` made sure it is ASCII, with no line break or comma)."""
+    if "<" not in address:
+        return address.strip()
+    return parseaddr(address)[1]
 
 
 LINE_MAX = 998  # RFC 5322; a longer line takes Django's path, which encodes it (quoted-printable)
@@ -179,8 +219,10 @@ def as_smtp_bytes(message: EmailMessage) -> bytes:
     (a plain-text body and one HTML alternative, UTF-8, ASCII addresses, no attachments, copies or
     extra headers): Python's email package, through `message().as_bytes()`, was a fifth of a
     worker's CPU per email. Any other message takes Django's path."""
-    if not _ours(message):
-        return message.message().as_bytes(linesep="\r\n")
+    return _our_bytes(message) if _ours(message) else message.message().as_bytes(linesep="\r\n")
+
+
+def _our_bytes(message: EmailMultiAlternatives) -> bytes:
     boundary = f"==============={random.randrange(10**18, 10**19)}=="
     html = message.alternatives[0][0]
     head = (

@@ -62,6 +62,7 @@ PROCESS_TTL = 20  # a process (and its running jobs) counts as dead this long af
 REAP_INTERVAL = 5  # seconds between two looks for dead workers by each process
 REAP_LOCK_TTL = 10  # one reaper at a time; released when done, so a dead holder delays the next by this at most
 DEQUEUE_TIMEOUT = HEARTBEAT_INTERVAL  # an idle queue costs one blocking BLMOVE per interval
+DB_CHECK_AFTER = 1  # seconds without a job before a slot's database connection is checked before use
 SCHEDULER_TICK = 1  # seconds: the latest a due retry is enqueued
 SECOND_SIGNAL_GRACE = 1  # a signal this soon after the first is the same stop (Ctrl-C reaches both honcho and us)
 
@@ -117,6 +118,9 @@ class SlotWorker(CeresWorker):
         try:
             self._main_loop(threads, burst)
         finally:
+            self._stopping.set()  # the loop ends once the slots have; if it failed instead, they stop too
+            for thread in threads:
+                thread.join()
             self._teardown()
         if self._recycle:
             self._restart()
@@ -148,7 +152,7 @@ class SlotWorker(CeresWorker):
             if self._rq_scheduler and not burst:
                 self._safely(self._tick_rq_scheduler)
             if self.should_run_maintenance_tasks and not burst:
-                self.run_maintenance_tasks()
+                self._safely(self.run_maintenance_tasks)
             if rss_mb() > settings.WORKER_MAX_RSS_MB:
                 self._recycle_now(f"its RSS passed {settings.WORKER_MAX_RSS_MB} MiB")
             alive[0].join(timeout=0.05 if burst else SCHEDULER_TICK)
@@ -270,6 +274,7 @@ class SlotWorker(CeresWorker):
     def _run_slot(self, group: _QueueSlots, index: int, burst: bool) -> None:
         runner = group.runners[index]
         backoff = 1.0
+        last_job_ended = 0.0
         try:
             while not self._stopping.is_set():
                 if not group.leader.acquire(timeout=DEQUEUE_TIMEOUT):
@@ -295,7 +300,8 @@ class SlotWorker(CeresWorker):
                         break
                     mail.close_idle()
                     continue
-                self._run_job(runner, *found)
+                self._run_job(runner, *found, waited=time.monotonic() - last_job_ended)
+                last_job_ended = time.monotonic()
         finally:
             mail.close()
             connections.close_all()
@@ -316,8 +322,9 @@ class SlotWorker(CeresWorker):
             except NoSuchJobError:
                 continue  # deleted meanwhile, as RQ does
 
-    def _run_job(self, runner: SlotRunner, job, queue) -> None:
-        close_old_connections()  # a connection that broke or aged since the last job is replaced
+    def _run_job(self, runner: SlotRunner, job, queue, waited: float) -> None:
+        if waited > DB_CHECK_AFTER:
+            close_old_connections()  # one that aged is replaced, one that broke while we waited too
         started = time.monotonic()
         try:
             runner.execute_job(job, queue)
@@ -326,7 +333,11 @@ class SlotWorker(CeresWorker):
         except BaseException:  # the job's own errors are RQ's; this is bookkeeping that failed
             log.exception("%s: %s: bookkeeping failed", queue.name, job.id)
         finally:
-            close_old_connections()
+            close_old_connections()  # one that failed or aged is replaced
+            for connection in connections.all(initialized_only=True):
+                # Django checks a kept connection with a query at its first use after this; one
+                # that just served a job without error needs that only after a wait (above).
+                connection.health_check_done = True
             with self._jobs_lock:
                 self._jobs_done += 1
                 if self._jobs_done >= self._max_jobs:

@@ -6,6 +6,7 @@ import smtplib
 import threading
 from email import message_from_bytes
 from email.policy import default as email_policy
+from email.utils import parseaddr
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -27,6 +28,7 @@ class CountingSink(SmtpSink):
         self.sessions = []  # aiosmtpd's protocol object of every connection that said EHLO
         self.via = []  # the session each accepted message came over
         self.mail_froms = 0
+        self.senders = []  # the address of every MAIL FROM
         self.mail_reply: str | None = None  # answer MAIL FROM with this instead of 250
         self.data_reply: str | None = None  # answer DATA with this instead of accepting the message
         self.drop_in_data = False  # keep the message, then close the connection without answering
@@ -46,6 +48,7 @@ class CountingSink(SmtpSink):
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
         self.mail_froms += 1
+        self.senders.append(address)
         if self.mail_reply:
             return self.mail_reply
         envelope.mail_from, envelope.mail_options = address, mail_options
@@ -90,11 +93,21 @@ def sink(smtp_servers) -> CountingSink:
     return smtp_servers()
 
 
-def message(subject: str = "hola") -> EmailMessage:
-    return EmailMessage(subject=subject, body="cuerpo", to=["juan@example.com"])
+@pytest.fixture(params=["ours", "other"])
+def message(request):
+    """Builds messages of our shape (sent by `jobs.mail._sendmail`) or of another (smtplib's `sendmail`)."""
+
+    def build(subject: str = "hola") -> EmailMessage:
+        if request.param == "other":
+            return EmailMessage(subject=subject, body="cuerpo", to=["juan@example.com"])
+        ours = EmailMultiAlternatives(subject=subject, body="cuerpo", to=["Juan <juan@example.com>"])
+        ours.attach_alternative("<p>cuerpo</p>", "text/html")
+        return ours
+
+    return build
 
 
-def test_emails_from_one_thread_share_one_connection(sink):
+def test_emails_from_one_thread_share_one_connection(sink, message):
     for n in range(5):
         mail.send(message(f"m{n}"))
 
@@ -103,7 +116,7 @@ def test_emails_from_one_thread_share_one_connection(sink):
 
 
 @pytest.mark.parametrize("notice", [b"", b"421 4.4.2 Idle timeout\r\n"], ids=["silent", "421"])
-def test_a_connection_the_server_dropped_while_idle_is_reopened_and_the_email_sent_once(sink, notice):
+def test_a_connection_the_server_dropped_while_idle_is_reopened_and_the_email_sent_once(sink, notice, message):
     mail.send(message("first"))
     [session] = sink.sessions
 
@@ -120,7 +133,7 @@ def test_a_connection_the_server_dropped_while_idle_is_reopened_and_the_email_se
     assert len(sink.sessions) == 2
 
 
-def test_a_connection_lost_after_data_is_not_resent_and_the_next_email_starts_afresh(sink):
+def test_a_connection_lost_after_data_is_not_resent_and_the_next_email_starts_afresh(sink, message):
     mail.send(message("first"))
     sink.drop_in_data = True  # the server keeps the message but its answer never arrives
 
@@ -134,7 +147,7 @@ def test_a_connection_lost_after_data_is_not_resent_and_the_next_email_starts_af
     assert len(sink.sessions) == 2
 
 
-def test_a_refusal_at_the_end_of_data_propagates_and_closes_the_connection(sink):
+def test_a_refusal_at_the_end_of_data_propagates_and_closes_the_connection(sink, message):
     mail.send(message("first"))
     sink.data_reply = "451 4.3.0 Try again later"
 
@@ -149,7 +162,21 @@ def test_a_refusal_at_the_end_of_data_propagates_and_closes_the_connection(sink)
     assert len(sink.sessions) == 2
 
 
-def test_a_fresh_connection_that_fails_is_not_retried(sink):
+def test_a_refused_sender_fails_that_email_only(sink, message, settings):
+    mail.send(message("first"))
+    sink.mail_reply = "550 5.7.1 Sender not allowed"
+
+    with pytest.raises(smtplib.SMTPSenderRefused) as refused:
+        mail.send(message("second"))
+
+    assert refused.value.smtp_code == 550
+    sink.mail_reply = None
+    mail.send(message("third"))
+    assert sink.subjects == ["first", "third"]
+    assert sink.senders == [parseaddr(settings.DEFAULT_FROM_EMAIL)[1]] * 3  # the address alone, in the envelope
+
+
+def test_a_fresh_connection_that_fails_is_not_retried(sink, message):
     sink.mail_reply = "421 4.7.0 Too busy, closing"  # not an idle drop: a new connection would fare no better
 
     with pytest.raises(smtplib.SMTPSenderRefused):
@@ -158,7 +185,7 @@ def test_a_fresh_connection_that_fails_is_not_retried(sink):
     assert sink.mail_froms == 1 and len(sink.sessions) == 1
 
 
-def test_each_thread_has_its_own_connection(sink):
+def test_each_thread_has_its_own_connection(sink, message):
     both_sent = threading.Barrier(2, timeout=30)
     errors = []
 
@@ -184,7 +211,7 @@ def test_each_thread_has_its_own_connection(sink):
     assert len(sink.sessions) == 2
 
 
-def test_close_idle_closes_only_a_connection_idle_long_enough(sink):
+def test_close_idle_closes_only_a_connection_idle_long_enough(sink, message):
     assert mail.close_idle(0) is False  # nothing kept yet
     mail.send(message("first"))
 
@@ -197,7 +224,7 @@ def test_close_idle_closes_only_a_connection_idle_long_enough(sink):
     assert len(sink.sessions) == 2
 
 
-def test_changing_the_port_sends_the_next_email_to_the_new_server(smtp_servers, settings):
+def test_changing_the_port_sends_the_next_email_to_the_new_server(smtp_servers, settings, message):
     first, second = smtp_servers(), smtp_servers()
     mail.send(message("to first"))
 
@@ -208,7 +235,7 @@ def test_changing_the_port_sends_the_next_email_to_the_new_server(smtp_servers, 
     wait_for(lambda: not first.open_sessions)  # the replaced connection was closed
 
 
-def test_a_forked_child_never_uses_the_parent_s_connection(sink):
+def test_a_forked_child_never_uses_the_parent_s_connection(sink, message):
     mail.send(message("parent-1"))
 
     pid = os.fork()
@@ -228,7 +255,7 @@ def test_a_forked_child_never_uses_the_parent_s_connection(sink):
     assert parent_1 is parent_2 and child is not parent_1
 
 
-def test_other_backends_work_too(settings):
+def test_other_backends_work_too(settings, message):
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 
     mail.send(message("one"))

@@ -2,11 +2,13 @@
 
 import os
 import signal
+import time
 from datetime import timedelta
 from pathlib import Path
 
 import django_rq
 import pytest
+from django.db import connection
 from rq import Callback, Retry
 
 from ceres_site.accounts.models import User, VerificationToken
@@ -157,6 +159,30 @@ def test_a_second_signal_stops_at_once_and_the_job_comes_back(smtp, live_worker,
     live_worker("email")
     wait_for(lambda: status(f"email-verify-{user.pk}") == "finished", timeout=60)
     assert len(smtp.data_started) == 2
+
+
+def test_database_connections_broken_while_idle_are_replaced_before_the_next_jobs(smtp, live_worker):
+    users = make_users(10)
+    smtp.data_delays = [1] * 5  # the first five run at once: every slot opens its connection
+    live_worker("email")
+    for user in users[:5]:
+        enqueue_email_verify(user_id=user.pk)
+    wait_for(lambda: all(status(f"email-verify-{user.pk}") == "finished" for user in users[:5]), timeout=60)
+
+    with connection.cursor() as cursor:  # what a PostgreSQL restart or a proxy's idle timeout does
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        assert cursor.fetchone()[0]
+    time.sleep(slots.DB_CHECK_AFTER + 0.5)  # not a wait for an outcome: the slots must have been idle
+    for user in users[5:]:
+        enqueue_email_verify(user_id=user.pk)
+
+    wait_for(lambda: all(status(f"email-verify-{user.pk}") == "finished" for user in users[5:]), timeout=60)
+    jobs = [django_rq.get_queue("email").fetch_job(f"email-verify-{user.pk}") for user in users[5:]]
+    assert [job.meta.get("failures", []) for job in jobs] == [[]] * 5  # no attempt lost to a dead connection
+    assert len(smtp.messages) == 10
 
 
 def test_recycling_after_n_jobs_loses_nothing(live_worker, tmp_path):
