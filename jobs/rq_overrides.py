@@ -8,8 +8,9 @@ status, registries, results, retries, failure callbacks), without what belongs t
   `heartbeat`, `set_state` and `procline` do nothing here, and a job's execution lives as long as
   the process keeps beating (`get_heartbeat_ttl`), however long the job runs;
 - the counters RQ keeps in the worker hash (`jobs.metrics` counts finished and failed jobs);
-- a job starts in one pipeline: RQ writes its execution (`prepare_execution`) and marks it
-  started (`prepare_job_execution`) in two, with a job heartbeat that the start overwrites anyway;
+- a job starts in one round trip, which also reads it: RQ reads the job (`Job.fetch`), writes its
+  execution (`prepare_execution`) and marks it started (`prepare_job_execution`) in three, with a
+  job heartbeat that the start overwrites anyway;
 - a job's success is one pipeline, metrics included: RQ re-saves the whole job hash, watches and
   reads the job's dependents and counts metrics in more round trips. No job here has dependents
   (producers enqueue with `unique=True`, which refuses dependencies); a job that repeats takes
@@ -31,7 +32,8 @@ from uuid import uuid4
 
 import rq
 from rq.executions import Execution, ExecutionRegistry
-from rq.job import JobStatus
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
 from rq.rate_limit import release_slot
 from rq.results import Result
 from rq.timeouts import BaseDeathPenalty, JobTimeoutException
@@ -111,31 +113,53 @@ class SlotRunner(CeresWorker):
         self.execution_ttl = execution_ttl
         self.log = _quiet_log
 
-    def execute_job(self, job, queue):
-        self.perform_job(job, queue, self.prepare_execution(job))
+    def execute_job(self, job_id: str, queue) -> Job | None:
+        """Start the job `job_id` (just moved from `queue` to its intermediate list) and run it;
+        returns the job, or None if it was deleted meanwhile."""
+        job, execution = self.start(job_id, queue)
+        if job is not None:
+            self.perform_job(job, queue, execution)
+        return job
 
-    def prepare_execution(self, job) -> Execution:
-        """The execution, written to Redis with the job's start in `prepare_job_execution`."""
-        execution = Execution(id=uuid4().hex, job_id=job.id, connection=self.connection, worker_name=self.name)
+    def start(self, job_id: str, queue) -> tuple[Job | None, Execution]:
+        """Mark the job started and read it, in one round trip: RQ reads it, then starts it."""
+        job = self.job_class(job_id, connection=self.connection, serializer=self.serializer)
+        job.origin = queue.name  # the started registry's, until the job's own is read
+        execution = Execution(id=uuid4().hex, job_id=job_id, connection=self.connection, worker_name=self.name)
         execution._job = job
-        self.executions[execution.id] = self._starting = execution
-        return execution
-
-    def prepare_job_execution(self, job, remove_from_intermediate_queue: bool = False) -> None:
-        execution, ttl = self._starting, self.execution_ttl
+        ttl = self.execution_ttl
         with self.connection.pipeline() as pipe:
             # What rq's Execution.create writes...
             execution.save(ttl=ttl, pipeline=pipe)
-            ExecutionRegistry(job_id=job.id, connection=pipe).add(execution=execution, ttl=ttl, pipeline=pipe)
+            ExecutionRegistry(job_id=job_id, connection=pipe).add(execution=execution, ttl=ttl, pipeline=pipe)
             job.started_job_registry.add_execution(execution, pipeline=pipe, ttl=ttl)
             pipe.sadd(execution.worker_executions_key, execution.composite_key)
             pipe.expire(execution.worker_executions_key, ttl + 60)
-            # ...and what rq's prepare_job_execution does, less the heartbeats.
+            # ...what rq's prepare_job_execution does, less the heartbeats...
             job.prepare_for_execution(self.name, pipeline=pipe)
             pipe.persist(job.key)
-            if remove_from_intermediate_queue:
-                pipe.lrem(self.queues[0].intermediate_queue_key, 1, job.id)  # a slot serves one queue
-            pipe.execute()
+            pipe.lrem(queue.intermediate_queue_key, 1, job_id)
+            # ...and the job as it is now, started.
+            pipe.hgetall(job.key)
+            raw = pipe.execute()[-1]
+        try:
+            if b"data" not in raw:  # deleted while queued: what we wrote is all there is
+                raise NoSuchJobError(job_id)
+            job.restore(raw)
+        except Exception:
+            with self.connection.pipeline() as pipe:
+                execution.delete(job, pipeline=pipe)
+                if b"data" not in raw:
+                    pipe.delete(job.key)
+                pipe.execute()
+            if b"data" not in raw:
+                return None, execution
+            raise
+        self.executions[execution.id] = execution
+        return job, execution
+
+    def prepare_job_execution(self, job, remove_from_intermediate_queue: bool = False) -> None:
+        pass  # done by `start`
 
     def handle_job_success(self, job, queue, started_job_registry, execution):
         if job.repeats_left:

@@ -42,7 +42,6 @@ from django.db import close_old_connections, connections
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from rq.exceptions import NoSuchJobError
 from rq.executions import Execution
 from rq.registry import StartedJobRegistry
 from rq.scheduler import RQScheduler
@@ -283,55 +282,50 @@ class SlotWorker(CeresWorker):
                 try:
                     if self._stopping.is_set():
                         break
-                    found = self._dequeue(group.queue, burst)
+                    job_id = self._dequeue(group.queue, burst)
                     backoff = 1.0
                 except (RedisConnectionError, RedisTimeoutError) as error:
                     log.error("%s slot %d: Redis unreachable (%s)", group.queue.name, index, error)
                     time.sleep(backoff)
                     backoff = min(backoff * 2, 30)
                     continue
-                except Exception:  # a job that cannot be read must not cost the slot
+                except Exception:  # Redis answered with an error: the slot must survive it
                     log.exception("%s slot %d: could not take the next job", group.queue.name, index)
+                    time.sleep(backoff)
                     continue
                 finally:
                     group.leader.release()
-                if found is None:
+                if job_id is None:
                     if burst:
                         break
                     mail.close_idle()
                     continue
-                self._run_job(runner, *found, waited=time.monotonic() - last_job_ended)
+                self._run_job(runner, job_id, group.queue, waited=time.monotonic() - last_job_ended)
                 last_job_ended = time.monotonic()
         finally:
             mail.close()
             connections.close_all()
 
-    def _dequeue(self, queue, burst: bool):
-        """The next job, as RQ's `dequeue_any` takes it for one queue (moved into the queue's
-        intermediate list, which RQ's maintenance checks), without building a Queue per job."""
-        while True:
-            if burst:
-                job_id = self.connection.lmove(queue.key, queue.intermediate_queue_key)
-            else:
-                job_id = self.connection.blmove(queue.key, queue.intermediate_queue_key, DEQUEUE_TIMEOUT)
-            if job_id is None:
-                return None
-            try:
-                job = self.job_class.fetch(job_id.decode(), connection=self.connection, serializer=self.serializer)
-                return job, queue
-            except NoSuchJobError:
-                continue  # deleted meanwhile, as RQ does
+    def _dequeue(self, queue, burst: bool) -> str | None:
+        """The next job's id, moved into the queue's intermediate list as RQ's `dequeue_any` does
+        (RQ's maintenance checks that list), without building a Queue per job."""
+        if burst:
+            job_id = self.connection.lmove(queue.key, queue.intermediate_queue_key)
+        else:
+            job_id = self.connection.blmove(queue.key, queue.intermediate_queue_key, DEQUEUE_TIMEOUT)
+        return job_id.decode() if job_id is not None else None
 
-    def _run_job(self, runner: SlotRunner, job, queue, waited: float) -> None:
+    def _run_job(self, runner: SlotRunner, job_id: str, queue, waited: float) -> None:
         if waited > DB_CHECK_AFTER:
             close_old_connections()  # one that aged is replaced, one that broke while we waited too
         started = time.monotonic()
         try:
-            runner.execute_job(job, queue)
+            job = runner.execute_job(job_id, queue)
             took = (time.monotonic() - started) * 1000
-            log.info("%s: %s %s in %.0f ms", queue.name, job.id, job.get_status(refresh=False).value, took)
-        except BaseException:  # the job's own errors are RQ's; this is bookkeeping that failed
-            log.exception("%s: %s: bookkeeping failed", queue.name, job.id)
+            outcome = job.get_status(refresh=False).value if job else "deleted before it started"
+            log.info("%s: %s %s in %.0f ms", queue.name, job_id, outcome, took)
+        except BaseException:  # the job's own errors are RQ's; this is reading it or bookkeeping
+            log.exception("%s: %s: could not run", queue.name, job_id)
         finally:
             close_old_connections()  # one that failed or aged is replaced
             for connection in connections.all(initialized_only=True):

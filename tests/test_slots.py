@@ -107,6 +107,21 @@ def test_a_job_that_exits_or_runs_out_of_memory_fails_alone(live_worker, tmp_pat
     assert worker.alive
 
 
+def test_a_job_deleted_while_queued_is_skipped_without_a_trace(work, redis_conn, tmp_path):
+    queue = django_rq.get_queue("email")
+    gone = enqueue("mark", 1, str(tmp_path / "done"), job_id="email-gone-1")
+    enqueue("mark", 2, str(tmp_path / "done"), job_id="email-kept-2")
+    redis_conn.delete(gone.key)  # its id stays in the queue's list, as a racing delete leaves it
+
+    work("email")
+
+    assert marks(tmp_path / "done") == ["2"]
+    assert not redis_conn.exists(gone.key)  # the start wrote nothing that outlives it
+    assert queue.started_job_registry.get_job_ids() == []
+    assert redis_conn.llen(queue.intermediate_queue_key) == 0
+    assert status("email-kept-2") == "finished"
+
+
 def test_sigkill_mid_email_gives_the_job_back_once(smtp, live_worker):
     [user] = make_users(1)
     smtp.data_delays = [5]  # the server holds the first message's answer: the kill lands mid-send
