@@ -50,18 +50,20 @@ def main() -> None:
                               stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
     try:
         time.sleep(SETTLE)
-        totals, groups = [], defaultdict(int)
+        totals, groups, counts = [], defaultdict(int), defaultdict(int)
         for _ in range(SAMPLES):
             measured = [pss_kib(pid) for pid in tree(honcho.pid)]
             totals.append(sum(kib for _, kib in measured))
             time.sleep(1)
         for command, kib in measured:
-            kind = ("web" if "gunicorn" in command else "worker" if "rqworker" in command
-                    else "scheduler" if "rqscheduler" in command else "honcho and shells")  # fmt: skip
+            kind = ("web" if "gunicorn" in command else "worker-isolated" if "rqworker maintenance" in command
+                    else "worker" if "rqworker" in command else "scheduler" if "rqscheduler" in command
+                    else "honcho")  # fmt: skip
             groups[kind] += kib
+            counts[kind] += 1
         print(f"process set at idle: {len(measured)} processes, PSS median {statistics.median(totals) / 1024:.0f} MiB")
         for kind, kib in sorted(groups.items()):
-            print(f"  {kind:<18} {kib / 1024:7.0f} MiB")
+            print(f"  {kind:<16} {kib / 1024:5.0f} MiB  {counts[kind]} processes")
     finally:
         honcho.send_signal(signal.SIGTERM)
         honcho.wait(timeout=120)

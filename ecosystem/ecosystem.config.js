@@ -56,13 +56,14 @@ module.exports = {
       }
     },
     {
-      "name": "ceres-worker-maintenance",
+      "name": "ceres-worker-isolated",
       "cwd": ROOT,
       "script": ROOT + "/.venv/bin/python",
       "args": [
         "manage.py",
         "rqworker",
         "maintenance",
+        "files",
         "--with-scheduler"
       ],
       "interpreter": "none",
@@ -75,34 +76,8 @@ module.exports = {
       "kill_timeout": 960000,
       "merge_logs": true,
       "time": true,
-      "out_file": ROOT + "/var/log/ceres-worker-maintenance.log",
-      "error_file": ROOT + "/var/log/ceres-worker-maintenance.log",
-      "env": {
-        "PYTHONUNBUFFERED": "1"
-      }
-    },
-    {
-      "name": "ceres-worker-files",
-      "cwd": ROOT,
-      "script": ROOT + "/.venv/bin/python",
-      "args": [
-        "manage.py",
-        "rqworker",
-        "files",
-        "--with-scheduler"
-      ],
-      "interpreter": "none",
-      "exec_mode": "fork",
-      "instances": 2,
-      "autorestart": true,
-      "max_restarts": 50,
-      "exp_backoff_restart_delay": 200,
-      "kill_signal": "SIGTERM",
-      "kill_timeout": 960000,
-      "merge_logs": true,
-      "time": true,
-      "out_file": ROOT + "/var/log/ceres-worker-files.log",
-      "error_file": ROOT + "/var/log/ceres-worker-files.log",
+      "out_file": ROOT + "/var/log/ceres-worker-isolated.log",
+      "error_file": ROOT + "/var/log/ceres-worker-isolated.log",
       "env": {
         "PYTHONUNBUFFERED": "1"
       }

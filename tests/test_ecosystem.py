@@ -33,10 +33,11 @@ def test_the_procfile_serves_every_queue_with_its_concurrency_and_retry_schedule
         if name.startswith("worker"):
             assert argv[:4] == ["exec", "python", "manage.py", "rqworker"] and "--with-scheduler" in argv, argv
             for queue in argv[4:-1]:
-                # one in-process worker holds all the slots of its queues; a forking queue has a process per slot
-                served[queue] += QUEUES[queue].concurrency if name == "worker" else 1
+                # all the slots of its queues: as threads (in-process) or forked processes (`jobs.family`)
+                served[queue] += QUEUES[queue].concurrency
 
     assert served == {name: policy.concurrency for name, policy in QUEUES.items()}
+    assert commands["worker-isolated"][4:-1] == [name for name, policy in QUEUES.items() if not policy.in_process]
     assert commands["worker"][4:-1] == [name for name, policy in QUEUES.items() if policy.in_process] == ["email", "slack"]
     assert commands["web"][:2] == ["exec", "gunicorn"]
     assert commands["scheduler"][:4] == ["exec", "python", "manage.py", "rqscheduler"]
@@ -52,10 +53,9 @@ def test_pm2_runs_the_same_set_and_waits_for_jobs_on_stop():
     apps = {app["name"]: app for app in config["apps"]}
     assert set(apps) == {f"ceres-{process.name}" for process in processes()}
     assert apps["ceres-worker"]["instances"] == 1 and apps["ceres-worker"]["args"][:4] == ["manage.py", "rqworker", "email", "slack"]
-    for name, policy in QUEUES.items():
-        if not policy.in_process:
-            app = apps[f"ceres-worker-{name}"]
-            assert app["instances"] == policy.concurrency and app["args"][:3] == ["manage.py", "rqworker", name]
+    isolated = [name for name, policy in QUEUES.items() if not policy.in_process]
+    assert apps["ceres-worker-isolated"]["args"] == ["manage.py", "rqworker", *isolated, "--with-scheduler"]
+    assert all(app["instances"] == 1 for app in apps.values())
     assert all(app["kill_timeout"] == STOP_TIMEOUT * 1000 > max(p.timeout for p in QUEUES.values()) * 1000
                for app in apps.values())  # fmt: skip
     assert apps["ceres-web"]["cwd"] == str(BASE_DIR)
@@ -65,7 +65,7 @@ def test_systemd_target_wants_one_unit_per_process():
     target = (BASE_DIR / "ecosystem" / "systemd" / "ceres.target").read_text()
     wants = next(line for line in target.splitlines() if line.startswith("Wants=")).split("=", 1)[1].split()
 
-    assert len(wants) == 3 + sum(policy.concurrency for policy in QUEUES.values() if not policy.in_process)
-    for unit in {want.split("@")[0] + ("@.service" if "@" in want else "") for want in wants}:
+    assert wants == [f"ceres-{process.name}.service" for process in processes()]
+    for unit in wants:
         text = (BASE_DIR / "ecosystem" / "systemd" / unit).read_text()
         assert "KillMode=mixed" in text and f"TimeoutStopSec={STOP_TIMEOUT}" in text

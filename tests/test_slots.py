@@ -239,6 +239,8 @@ def test_the_in_process_worker_schedules_the_forking_queues_too(live_worker, tmp
     django_rq.get_queue("files").enqueue_in(later, "tests.tasks.mark", 1, str(done), job_id="files-later-1")
 
     wait_for(lambda: status("files-later-1", queue="files") == "finished", timeout=30)
-    # The work-horse has exited; no RQ scheduler process was forked: the lock was taken.
-    wait_for(lambda: not Path(f"/proc/{files.pid}/task/{files.pid}/children").read_text().split(), timeout=15)
+    # The work-horse has exited; no RQ scheduler process was forked by the files workers: the lock was taken.
+    workers = Path(f"/proc/{files.pid}/task/{files.pid}/children").read_text().split()
+    assert len(workers) == 2
+    wait_for(lambda: not any(Path(f"/proc/{pid}/task/{pid}/children").read_text().split() for pid in workers), timeout=15)
     assert marks(done) == ["1"]

@@ -1,12 +1,17 @@
-"""`rqworker`, as django-rq ships it, with the worker class each queue's policy asks for:
+"""`rqworker`, as django-rq ships it, with the worker each queue's policy asks for:
 `rqworker email slack` starts one in-process worker with every slot of both queues
-(`jobs.slots`), `rqworker files` the forking one."""
+(`jobs.slots`); `rqworker maintenance files` one forking worker per unit of their concurrency,
+forked from this process so they share its memory (`jobs.family`). `--worker-class` or `--burst`
+runs one worker of that class in this process, as django-rq does."""
+
+from functools import partial
 
 from django.core.management.base import CommandError
 from django_rq.management.commands import rqworker
 
+from jobs.family import Family
 from jobs.queues import QUEUES
-from jobs.worker import worker_class_for
+from jobs.worker import CeresWorker, worker_class_for
 
 
 class Command(rqworker.Command):
@@ -14,9 +19,24 @@ class Command(rqworker.Command):
         unknown = [name for name in args if name not in QUEUES]
         if unknown:
             raise CommandError(f"unknown queue {', '.join(unknown)}; the queues are {', '.join(QUEUES)}")
-        if not options.get("worker_class"):
-            try:
-                options["worker_class"] = worker_class_for(args)
-            except ValueError as error:
-                raise CommandError(str(error)) from None
+        if options.get("worker_class"):
+            return super().handle(*args, **options)
+        try:
+            options["worker_class"] = worker_class_for(args)
+        except ValueError as error:
+            raise CommandError(str(error)) from None
+        members = self._family(args, options) if options["worker_class"] is CeresWorker else {}
+        if len(members) > 1 and not options.get("burst"):
+            Family(members).run()
+            return None
         return super().handle(*args, **options)
+
+    def _family(self, queue_names, options) -> dict:
+        """One forking worker per unit of each queue's concurrency, each on its own queue."""
+        members = {}
+        for name in queue_names:
+            for n in range(1, QUEUES[name].concurrency + 1):
+                label = f"{name}-{n}"
+                own = {**options, "pid": None, "name": f"{options['name']}-{label}" if options.get("name") else None}
+                members[label] = partial(rqworker.Command.handle, self, name, **own)
+        return members

@@ -1,0 +1,94 @@
+"""The forking queues' workers as one family (`jobs.family`): real `rqworker` processes and signals."""
+
+import os
+import signal
+from pathlib import Path
+
+import django_rq
+import pytest
+
+from jobs import reads
+from jobs.queues import QUEUES
+from tests.conftest import wait_for
+from tests.test_slots import marks, status
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+
+def children(pid: int) -> list[int]:
+    try:
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def registered(queue_name: str) -> int:
+    return len([worker for worker in reads.workers(queue_name) if worker.alive])
+
+
+def slow_files_job(tmp_path, n: int, seconds: float) -> str:
+    job_id = f"files-slow-{n}"
+    queue = django_rq.get_queue("files")
+    queue.enqueue("tests.tasks.mark_slowly", n, str(tmp_path / "done"), seconds, job_id=job_id)
+    return job_id
+
+
+@pytest.fixture
+def family(live_worker):
+    process = live_worker("maintenance", "files")
+    wait_for(lambda: registered("maintenance") == 1 and registered("files") == 2, timeout=60)
+    return process
+
+
+def test_one_parent_forks_a_worker_per_unit_of_concurrency(family, tmp_path):
+    assert QUEUES["files"].concurrency == 2 and QUEUES["maintenance"].concurrency == 1
+    assert len(children(family.pid)) == 3
+
+    for n in range(2):
+        slow_files_job(tmp_path, n, 2)
+    wait_for(lambda: len(marks(tmp_path / "done")) == 4, timeout=60)
+    starts = [m for m in marks(tmp_path / "done")[:2]]
+    assert sorted(starts) == ["start 0", "start 1"]  # both ran at once: two workers
+
+
+def test_a_worker_that_dies_is_replaced(family, tmp_path):
+    victim = children(family.pid)[0]
+    os.kill(victim, signal.SIGKILL)
+
+    wait_for(lambda: victim not in children(family.pid) and len(children(family.pid)) == 3, timeout=30)
+    wait_for(lambda: registered("maintenance") + registered("files") == 3, timeout=60)
+    job_id = slow_files_job(tmp_path, 1, 0)
+    wait_for(lambda: status(job_id, queue="files") == "finished", timeout=60)
+
+
+def test_sigterm_lets_running_jobs_finish_then_the_family_exits(family, tmp_path):
+    job_id = slow_files_job(tmp_path, 1, 3)
+    wait_for(lambda: marks(tmp_path / "done") == ["start 1"], timeout=30)
+    workers = children(family.pid)
+
+    family.send_signal(signal.SIGTERM)
+
+    assert family.wait(timeout=60) == 0
+    assert marks(tmp_path / "done") == ["start 1", "end 1"] and status(job_id, queue="files") == "finished"
+    assert not any(alive(pid) for pid in workers)
+    assert registered("files") == registered("maintenance") == 0
+
+
+def test_workers_stop_by_themselves_when_their_parent_is_killed(family, tmp_path):
+    job_id = slow_files_job(tmp_path, 1, 3)
+    wait_for(lambda: marks(tmp_path / "done") == ["start 1"], timeout=30)
+    workers = children(family.pid)
+
+    family.kill()
+    family.wait()
+
+    wait_for(lambda: not any(alive(pid) for pid in workers), timeout=60)
+    assert marks(tmp_path / "done") == ["start 1", "end 1"]  # the running job finished first
+    assert status(job_id, queue="files") == "finished"
