@@ -294,6 +294,7 @@ def worker_env(smtp_port: int, **extra) -> dict:
         "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ.get('PATH', '')}",
         "EMAIL_URL": f"smtp://127.0.0.1:{smtp_port}",
         "PYTHONUNBUFFERED": "1",
+        "JOB_EXTRA_TASK_MODULES": "benchmarks._jobs",  # the trivial jobs of the latency measure
         **extra,
     }
     if not env.get("DJANGO_SECRET_KEY"):

@@ -63,6 +63,9 @@ RQ = {
     # Producers decide when to enqueue (after commit); the queue itself enqueues at once.
     "COMMIT_MODE": "auto",
 }
+# Modules whose every public function a job may also name (`jobs.tasks`): the tests' and the
+# benchmarks' own tasks. Production runs the registered tasks only.
+JOB_EXTRA_TASK_MODULES = env.list("JOB_EXTRA_TASK_MODULES", default=[])
 # django-rq's own dashboard changes state on plain GETs; it stays unrouted.
 RQ_SHOW_ADMIN_LINK = False
 

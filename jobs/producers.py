@@ -36,7 +36,7 @@ from rq.job import Job, JobStatus
 from rq.scripts import UNIQUE_ENQUEUE_SCRIPT, _build_hset_args
 from rq.utils import now
 
-from jobs import clients, queues
+from jobs import clients, queues, tasks
 from jobs.failures import on_job_failure
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ def enqueue_email_verify(*, user_id: int) -> Enqueued | None:
     return _after_commit(
         lambda: _enqueue_unique(
             queues.EMAIL.name,
-            "jobs.tasks.email.send_verify_email",
+            tasks.SEND_VERIFY_EMAIL,
             job_id=job_id,
             kwargs=kwargs,
             cooldown=settings.VERIFY_RESEND_COOLDOWN_SECONDS,
@@ -74,7 +74,7 @@ def enqueue_email_verify_many(*, user_ids: Iterable[int]) -> list[Enqueued] | No
     return _after_commit(
         lambda: _enqueue_unique_many(
             queues.EMAIL.name,
-            "jobs.tasks.email.send_verify_email",
+            tasks.SEND_VERIFY_EMAIL,
             calls=calls,
             cooldown=settings.VERIFY_RESEND_COOLDOWN_SECONDS,
         )
@@ -91,7 +91,7 @@ def enqueue_email_welcome(*, user_id: int) -> Enqueued | None:
     return _after_commit(
         lambda: _enqueue_unique(
             queues.EMAIL.name,
-            "jobs.tasks.email.send_welcome_email",
+            tasks.SEND_WELCOME_EMAIL,
             job_id=f"email-welcome-{user_id}",
             kwargs={"user_id": user_id},
         )
@@ -103,7 +103,7 @@ def enqueue_slack_alert(*, text: str, dedupe_key: str | None = None) -> Enqueued
     return _after_commit(
         lambda: _enqueue_unique(
             queues.SLACK.name,
-            "jobs.tasks.slack.post_to_slack",
+            tasks.POST_TO_SLACK,
             job_id=f"slack-{dedupe_key}" if dedupe_key else f"slack-{uuid4().hex}",
             kwargs={"text": text},
         )
@@ -115,7 +115,7 @@ def schedule_alert_flush(*, queue_name: str, delay: int) -> Enqueued | None:
     return _after_commit(
         lambda: _enqueue_unique(
             queues.SLACK.name,
-            "jobs.alerts.flush_alerts",
+            tasks.FLUSH_ALERTS,
             job_id=f"slack-flush-{queue_name}",
             kwargs={"queue_name": queue_name},
             delay=delay,
@@ -128,7 +128,7 @@ def enqueue_cron_run(*, name: str, slot: datetime, queue_name: str) -> Enqueued:
     """Run cron `name` for `slot`; the slot is in the id, so a slot runs once however often it fires."""
     return _enqueue_unique(
         queue_name,
-        "jobs.tasks.maintenance.run_cron",
+        tasks.RUN_CRON,
         job_id=f"cron-{name}-{slot:%Y%m%dT%H%MZ}",
         kwargs={"name": name, "slot": slot.isoformat()},
     )

@@ -19,7 +19,7 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 from rq_scheduler.utils import to_unix
 
-from jobs import crons
+from jobs import crons, tasks
 from jobs.producers import enqueue_cron_run
 
 ENTRY_PREFIX = "cron-"
@@ -85,7 +85,7 @@ class CeresScheduler(DjangoScheduler):
             scheduled = entry is not None and entry.id in self
             if entry is None:
                 entry = self._create_job(
-                    "jobs.tasks.maintenance.run_cron",
+                    tasks.RUN_CRON,
                     kwargs={"name": spec.name},
                     id=ENTRY_PREFIX + spec.name,
                     queue_name=spec.queue,

@@ -14,6 +14,7 @@ from jobs import metrics
 from jobs.alarms import check_crons, check_slos
 from jobs.alerts import archive, close_db_connections, sweep_failures
 from jobs.failures import record_attempt
+from jobs.jobs import CeresJob
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +24,7 @@ SWEEP_INTERVAL = 60  # seconds between two sweeps for missed final failures, acr
 class CeresWorker(Worker):
     """An RQ worker that always speaks JSON and never loses a final failure.
 
+    - Registered tasks only (`jobs.jobs.CeresJob`): a job naming any other function fails unrun.
     - JSON: django-rq's `rqworker` passes `rq.serializers.DefaultSerializer` (pickle) unless told
       otherwise, whatever the queues say; a worker that unpickled job data would run whatever
       Redis hands it.
@@ -31,8 +33,10 @@ class CeresWorker(Worker):
       that were killed) and from the periodic sweep in the maintenance loop.
     """
 
-    def __init__(self, *args, serializer=None, maintenance_interval=SWEEP_INTERVAL, **kwargs):
-        super().__init__(*args, serializer=JSONSerializer, maintenance_interval=maintenance_interval, **kwargs)
+    def __init__(self, *args, serializer=None, job_class=None, maintenance_interval=SWEEP_INTERVAL, **kwargs):
+        super().__init__(
+            *args, serializer=JSONSerializer, job_class=CeresJob, maintenance_interval=maintenance_interval, **kwargs
+        )
 
     def setup_work_horse_signals(self):
         # Process managers (honcho, systemd's cgroup, PM2's tree kill) send SIGTERM to every process,

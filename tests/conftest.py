@@ -16,12 +16,17 @@ from email.policy import default as email_policy
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-import django_rq
-import pytest
-from aiosmtpd.controller import Controller
-from django.db import connection, connections
+os.environ["JOB_EXTRA_TASK_MODULES"] = "tests.tasks"  # the workers the tests start may run the tests' tasks
 
-from jobs.worker import worker_class_for
+import django_rq  # noqa: E402
+import pytest  # noqa: E402
+from aiosmtpd.controller import Controller  # noqa: E402
+from django.conf import settings  # noqa: E402
+from django.db import connection, connections  # noqa: E402
+
+from jobs.worker import worker_class_for  # noqa: E402
+
+settings.JOB_EXTRA_TASK_MODULES = ["tests.tasks"]  # and the workers of this process (settings may be loaded)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 

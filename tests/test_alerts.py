@@ -301,13 +301,15 @@ def test_old_dead_letters_are_pruned_by_the_maintenance_queue(policy, work):
 
     from django.utils import timezone
 
+    from jobs.producers import enqueue_cron_run
+
     policy("email", retry_max=0, alert_window=1)
     for n in range(3):
         run_call("always_fail", f"email-old-{n}")
     work("email")
     DeadLetter.objects.filter(job_id="email-old-0").update(failed_at=timezone.now() - timedelta(days=91))
     DeadLetter.objects.filter(job_id="email-old-1").update(failed_at=timezone.now() - timedelta(days=89))
-    django_rq.get_queue("maintenance").enqueue("jobs.tasks.maintenance.prune_dead_letters")
+    enqueue_cron_run(name="prune-dead-letters", slot=timezone.now(), queue_name="maintenance")
 
     work("maintenance")
 

@@ -1,6 +1,7 @@
 """Email tasks through real workers and a real SMTP server."""
 
 import re
+from pathlib import Path
 
 import django_rq
 import pytest
@@ -9,6 +10,7 @@ from django.test import Client
 from django.utils import timezone
 
 from ceres_site.accounts.models import EmailDelivery, User, VerificationToken
+from jobs.models import DeadLetter
 from jobs.failures import on_job_failure
 from jobs.producers import enqueue_email_verify, enqueue_email_welcome
 from tests.conftest import free_port, wait_for
@@ -212,6 +214,38 @@ def test_malformed_or_unimplemented_jobs_fail_once_with_a_clear_error(smtp, work
     assert failed.get_status() == "failed"
     assert f"PermanentJobError: {error}" in error_of(failed)
     assert django_rq.get_queue("email").scheduled_job_registry.get_job_ids() == []
+
+
+@pytest.mark.parametrize("func", ["os.system", "jobs.tasks.email.display_name"])
+def test_a_job_naming_any_other_function_fails_without_running_and_is_archived(smtp, work, tmp_path, func):
+    marker = tmp_path / "ran"
+    # Well-formed JSON, with retries and no failure hook: what someone with access to Redis could push.
+    django_rq.get_queue("email").enqueue(func, f"touch {marker}", job_id="email-evil", retry=Retry(max=5, interval=1))
+
+    work("email")
+
+    failed = job("email-evil")
+    assert not marker.exists() and failed.get_status() == "failed"
+    assert f"UnregisteredTaskError: '{func}' is not a registered task" in error_of(failed)
+    assert django_rq.get_queue("email").scheduled_job_registry.get_job_ids() == []  # no retry either
+    assert DeadLetter.objects.get(job_id="email-evil").exc_type.endswith("UnregisteredTaskError")
+
+
+def touch_marker(job, connection, *exc_info) -> None:
+    Path(job.meta["marker"]).touch()
+
+
+def test_a_callback_that_is_not_registered_is_skipped(smtp, work, tmp_path):
+    marker = tmp_path / "called"
+    django_rq.get_queue("email").enqueue(
+        "tests.tasks.always_fail", job_id="email-callback", meta={"marker": str(marker)},
+        on_failure=Callback("tests.test_email_tasks.touch_marker"),
+    )  # fmt: skip
+
+    work("email")
+
+    assert job("email-callback").get_status() == "failed"
+    assert not marker.exists()
 
 
 def test_first_name_with_line_breaks_cannot_inject_headers(smtp, work):

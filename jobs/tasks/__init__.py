@@ -1,0 +1,28 @@
+"""The functions a job may name, and the callbacks it may carry: workers run these and nothing else.
+
+A job that names any other function (`os.system`, or one of ours reached through another module's
+attribute) fails without running and without a retry, and is archived and alerted like any final
+failure; a callback that is not ours is skipped (`jobs.jobs.CeresJob`). The producers name their
+tasks from here. `JOB_EXTRA_TASK_MODULES` (settings) adds modules whose every public function may
+run: the tests' and the benchmarks' own tasks, never production's.
+"""
+
+from django.conf import settings
+
+SEND_VERIFY_EMAIL = "jobs.tasks.email.send_verify_email"
+SEND_WELCOME_EMAIL = "jobs.tasks.email.send_welcome_email"
+SEND_NEWSLETTER = "jobs.tasks.email.send_newsletter"
+POST_TO_SLACK = "jobs.tasks.slack.post_to_slack"
+FLUSH_ALERTS = "jobs.alerts.flush_alerts"
+RUN_CRON = "jobs.tasks.maintenance.run_cron"
+TASKS = frozenset({SEND_VERIFY_EMAIL, SEND_WELCOME_EMAIL, SEND_NEWSLETTER, POST_TO_SLACK, FLUSH_ALERTS, RUN_CRON})
+
+ON_JOB_FAILURE = "jobs.failures.on_job_failure"
+CALLBACKS = frozenset({ON_JOB_FAILURE})
+
+
+def allowed(name: str | None, registered: frozenset[str]) -> bool:
+    if name in registered:
+        return True
+    module, _, function = (name or "").rpartition(".")
+    return module in settings.JOB_EXTRA_TASK_MODULES and function.isidentifier() and not function.startswith("_")
