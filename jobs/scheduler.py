@@ -44,7 +44,11 @@ class CeresScheduler(DjangoScheduler):
 
     def heartbeat(self):
         super().heartbeat()
-        self.connection.set(self.alive_key, self.name, ex=int(self._interval) + 10)
+        was = self.connection.set(self.alive_key, self.name, ex=int(self._interval) + 10, get=True)
+        if was is None:  # just started, or Redis lost every key (restarted without persistence): crons too
+            done = self.sync_crons()
+            if done["added"] or done["changed"] or done["removed"]:
+                self.log.warning("crons registered again: %s", done)
 
     def register_death(self):
         super().register_death()

@@ -4,7 +4,7 @@ import logging
 import signal
 
 from django.conf import settings
-from rq import Worker
+from rq import Worker, worker_registration
 from rq.job import JobStatus
 from rq.scheduler import RQScheduler
 from rq.serializers import JSONSerializer
@@ -52,6 +52,23 @@ class CeresWorker(Worker):
         if burst:
             return super()._start_scheduler(burst, logging_level, *args, **kwargs)
         self.scheduler = RQScheduler(self.queues, connection=self.connection, serializer=self.serializer)
+
+    def heartbeat(self, timeout=None, pipeline=None):
+        """RQ's heartbeat; registers again when Redis lost the worker (restarted without persistence,
+        flushed), instead of beating into a hash that no list of workers holds any more."""
+        if pipeline is not None:
+            return super().heartbeat(timeout, pipeline)
+        with self.connection.pipeline() as pipe:
+            pipe.exists(self.key)
+            super().heartbeat(timeout, pipe)
+            registered = pipe.execute()[0]
+        if not registered:
+            self.log.warning("Worker %s: registration lost in Redis, registering again", self.name)
+            with self.connection.pipeline() as pipe:
+                pipe.hset(self.key, mapping=self.serialize())
+                worker_registration.register(self, pipe)
+                pipe.expire(self.key, (timeout or self.worker_ttl + 60))
+                pipe.execute()
 
     @property
     def dequeue_timeout(self) -> int:

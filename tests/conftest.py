@@ -216,8 +216,8 @@ def live_worker(smtp, tmp_path):
     """Start `manage.py rqworker <queues> --with-scheduler` as its own process, on the test database."""
     processes = []
 
-    def start(*queue_names: str, options: tuple[str, ...] = ()):
-        env = process_env(smtp)
+    def start(*queue_names: str, options: tuple[str, ...] = (), env: dict | None = None):
+        env = process_env(smtp, **(env or {}))
         command = [sys.executable, "manage.py", "rqworker", *queue_names, "--with-scheduler", *options]
         log = open(tmp_path / f"worker-{len(processes)}.log", "wb")
         process = subprocess.Popen(
