@@ -85,6 +85,9 @@ VERIFICATION_TOKEN_TTL_HOURS = env.int("VERIFICATION_TOKEN_TTL_HOURS", default=2
 VERIFICATION_TOKEN_RETENTION_HOURS = env.int("VERIFICATION_TOKEN_RETENTION_HOURS", default=24)
 # A finished verify job younger than this makes a resend a no-op, so the resend button is no spam cannon.
 VERIFY_RESEND_COOLDOWN_SECONDS = env.int("VERIFY_RESEND_COOLDOWN_SECONDS", default=60)
+# A requested verification email that Redis does not hold this long after the request is enqueued
+# again by the workers' sweep (`jobs.outbox`), for as long as a token would last.
+VERIFY_OUTBOX_AFTER_SECONDS = env.int("VERIFY_OUTBOX_AFTER_SECONDS", default=60)
 
 # --- Django -----------------------------------------------------------------------------------
 INSTALLED_APPS = [

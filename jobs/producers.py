@@ -81,9 +81,13 @@ def enqueue_email_verify_many(*, user_ids: Iterable[int]) -> list[Enqueued] | No
     )
 
 
+def email_verify_job_id(user_id: int) -> str:
+    return f"email-verify-{user_id}"
+
+
 def _email_verify_call(user_id: int) -> tuple[str, dict]:
     """The job id and kwargs of one user's verification email."""
-    return f"email-verify-{user_id}", {"user_id": user_id}
+    return email_verify_job_id(user_id), {"user_id": user_id}
 
 
 def enqueue_email_welcome(*, user_id: int) -> Enqueued | None:

@@ -15,6 +15,7 @@ from jobs.alarms import check_crons, check_slos
 from jobs.alerts import archive, close_db_connections, sweep_failures
 from jobs.failures import record_attempt
 from jobs.jobs import CeresJob
+from jobs.outbox import reconcile_verify_emails
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,7 @@ class CeresWorker(Worker):
         due = self.connection.set(f"{settings.RQ_KEY_PREFIX}:sweep-due", 1, nx=True, ex=SWEEP_INTERVAL - 5)
         if due:
             self._safely(sweep_failures)
+            self._safely(reconcile_verify_emails)
             self._safely(check_crons)
             self._safely(check_slos)
 

@@ -4,38 +4,49 @@ import subprocess
 import sys
 
 import pytest
+from django.test import override_settings
+from django.urls import reverse
 from redis import Redis
 from redis.exceptions import RedisError
 
 from jobs import health, reads
+from jobs.outbox import reconcile_verify_emails
 from jobs.queues import QUEUES
 from tests.conftest import BASE_DIR, free_port, process_env, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 
+class OwnRedis:
+    """A redis-server of the test's own, without persistence: `stop()` kills it (no shutdown save
+    either, so everything in it is gone), `start()` starts it again, empty."""
+
+    def __init__(self, workdir):
+        self.port, self.workdir, self.process = free_port(), workdir, None
+        self.url = f"redis://127.0.0.1:{self.port}/5"
+
+    def start(self):
+        argv = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        self.process = subprocess.Popen(argv, cwd=self.workdir, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        wait_for(lambda: _pings(self.port), timeout=20)
+
+    def stop(self):
+        self.process.kill()
+        self.process.wait()
+
+    def restart(self):
+        self.stop()
+        self.start()
+
+
 @pytest.fixture
 def own_redis(tmp_path, settings):
-    """A redis-server of the test's own, without persistence, that `restart()` kills and starts again."""
-    port = free_port()
-    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    server = {}
-
-    def start():
-        server["process"] = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        wait_for(lambda: _pings(port), timeout=20)
-
-    def restart():
-        server["process"].kill()  # no shutdown save either: everything in it is gone
-        server["process"].wait()
-        start()
-
-    start()
-    url = f"redis://127.0.0.1:{port}/5"
-    settings.RQ_QUEUES = {name: {**config, "URL": url} for name, config in settings.RQ_QUEUES.items()}
-    yield url, restart
-    server["process"].kill()
-    server["process"].wait()
+    server = OwnRedis(tmp_path)
+    server.start()
+    settings.RQ_QUEUES = {name: {**config, "URL": server.url} for name, config in settings.RQ_QUEUES.items()}
+    yield server
+    if server.process.poll() is None:
+        server.stop()
 
 
 def _pings(port: int) -> bool:
@@ -58,7 +69,7 @@ def all_back(found: dict[str, str]) -> bool:
 
 
 def test_workers_register_and_crons_sync_again_after_redis_lost_everything(own_redis, live_worker, smtp, tmp_path):
-    url, restart = own_redis
+    url, restart = own_redis.url, own_redis.restart
     live_worker("email", "slack", env={"REDIS_URL": url})
     live_worker("maintenance", "files", env={"REDIS_URL": url})
     command = [sys.executable, "manage.py", "rqscheduler", "--queue", "maintenance", "--interval", "1"]
@@ -78,3 +89,29 @@ def test_workers_register_and_crons_sync_again_after_redis_lost_everything(own_r
     finally:
         scheduler.terminate()
         scheduler.wait(timeout=30)
+
+
+def signup(client, email: str):
+    form = {"email": email, "first_name": "Ana", "password": "una clave larga 123", "password_confirm": "una clave larga 123"}
+    return client.post(reverse("accounts:signup"), form)
+
+
+def test_verification_emails_redis_lost_are_sent_once_it_is_back(own_redis, live_worker, smtp, client, caplog):
+    for n in range(3):
+        assert signup(client, f"ana{n}@example.com").status_code == 302  # queued in Redis, no worker yet
+    own_redis.restart()  # ...and lost with it
+    own_redis.stop()
+    response = signup(client, "beto@example.com")  # Redis down: the job cannot even be enqueued
+    assert response.status_code == 302
+    resend = client.post(reverse("accounts:resend"), {"email": "ana0@example.com"})
+    assert resend.status_code == 200 and "Si hay una cuenta sin verificar" in resend.content.decode()
+    own_redis.start()
+
+    live_worker("email", "slack", env={"REDIS_URL": own_redis.url, "VERIFY_OUTBOX_AFTER_SECONDS": "0"})
+
+    emails = sorted([f"ana{n}@example.com" for n in range(3)] + ["beto@example.com"])
+    wait_for(lambda: sorted(message["To"] for message in smtp.messages) == emails, timeout=90)
+    settings_after = {"VERIFY_OUTBOX_AFTER_SECONDS": 0}
+    with override_settings(**settings_after):
+        assert reconcile_verify_emails() == 0  # every one is held (finished) or delivered: nothing twice
+    assert sorted(message["To"] for message in smtp.messages) == emails

@@ -1,13 +1,19 @@
+import logging
+
 from django.db import IntegrityError, transaction
 from django.shortcuts import redirect, render
+from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods
+from redis.exceptions import RedisError
 
 from jobs.producers import enqueue_email_verify, enqueue_email_welcome
 
 from .forms import ResendForm, SignupForm
 from .models import User
 from .tokens import Outcome, token_verify
+
+log = logging.getLogger(__name__)
 
 
 @require_http_methods(["GET", "POST"])
@@ -18,8 +24,9 @@ def signup(request):
         try:
             with transaction.atomic():
                 user = User.objects.create_user(
-                    username=data["email"], email=data["email"], first_name=data["first_name"], password=data["password"]
-                )
+                    username=data["email"], email=data["email"], first_name=data["first_name"],
+                    password=data["password"], verify_requested_at=timezone.now(),
+                )  # fmt: skip
                 enqueue_email_verify(user_id=user.pk)  # runs when this transaction commits
         except IntegrityError:
             form.add_error("email", _("An account with this email already exists."))
@@ -46,7 +53,11 @@ def resend(request):
     if request.method == "POST" and form.is_valid():
         user = User.objects.filter(email__iexact=form.cleaned_data["email"]).first()
         if user is not None and not user.is_verified:
-            enqueue_email_verify(user_id=user.pk)
+            User.objects.filter(pk=user.pk).update(verify_requested_at=timezone.now())
+            try:
+                enqueue_email_verify(user_id=user.pk)
+            except RedisError as error:  # recorded above: `jobs.outbox` sends it once Redis is back
+                log.error("resend for user %s not enqueued (%s); the outbox will", user.pk, type(error).__name__)
         # Same answer whether or not the address has an account: the page tells no one who is registered.
         return render(request, "accounts/resend_done.html")
     return render(request, "accounts/resend.html", {"form": form})
