@@ -1,7 +1,10 @@
-"""The job class every worker reads jobs with: it runs registered tasks only (`jobs.tasks`)."""
+"""The job class every worker reads jobs with: it runs registered tasks only (`jobs.tasks`), and a
+job it cannot read is set aside (`jobs.unreadable`) instead of taking the worker down."""
 
 import logging
 
+from django.db import connections
+from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
 from jobs import tasks
@@ -15,6 +18,19 @@ class UnregisteredTaskError(PermanentJobError):
 
 
 class CeresJob(Job):
+    @classmethod
+    def fetch(cls, id, connection=None, serializer=None):
+        try:
+            return super().fetch(id, connection=connection, serializer=serializer)
+        except NoSuchJobError:
+            raise
+        except Exception as error:  # a bad id (ValueError) or a hash RQ cannot restore
+            from jobs import unreadable  # it imports the models: not at startup
+
+            unreadable.set_aside(connection, id, f"{type(error).__name__}: {error}")
+            connections.close_all()  # a forking worker must not hand this thread's connection to a work-horse
+            raise NoSuchJobError(id) from error
+
     @property
     def func(self):
         if not tasks.allowed(self.func_name, tasks.TASKS):

@@ -7,7 +7,7 @@ from datetime import datetime
 from django.utils import timezone
 from rq.job import Job, JobStatus
 
-from jobs import clients
+from jobs import clients, reads
 from jobs.audit import action_record
 from jobs.dead_letters import dead_letter_retry
 from jobs.models import DeadLetter, JobAction
@@ -18,8 +18,9 @@ CANCELABLE = {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
 
 
 def _jobs(queue_name: str, job_ids: list[str]) -> list[Job]:
-    queue = clients.queue(queue_name)
-    return [job for job in Job.fetch_many(job_ids, connection=queue.connection, serializer=queue.serializer) if job]
+    """The jobs of `queue_name` among `job_ids`: an id of another queue's job (a crafted POST) or
+    one that cannot be read is left out."""
+    return [job for job in reads.fetch_jobs(clients.queue(queue_name), job_ids) if job.origin == queue_name]
 
 
 def _apply(kind, do, states, *, queue_name: str, job_ids: list[str], user=None, reason: str = "") -> list[str]:

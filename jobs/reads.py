@@ -6,8 +6,10 @@ never change state. Every read is O(log n + page) so a registry of 100,000 jobs 
 one of ten.
 """
 
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 
 import django_rq
 from django.conf import settings
@@ -18,6 +20,9 @@ from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
 from jobs import clients, crons, queues
 from jobs.models import CronRun
+from jobs.unreadable import valid_id
+
+log = logging.getLogger(__name__)
 
 STATES = ("queued", "started", "scheduled", "deferred", "finished", "failed", "canceled")
 PAGE_SIZE = 50
@@ -59,7 +64,24 @@ def job_ids(queue, state: str, start: int, stop: int) -> list[str]:
 
 
 def fetch_jobs(queue, ids: list[str]) -> list[Job]:
-    return [job for job in Job.fetch_many(ids, connection=queue.connection, serializer=queue.serializer) if job]
+    """The jobs of `ids` that can be read: one that cannot (an id or a hash RQ refuses) is left out,
+    for the worker that dequeues it to set aside (`jobs.unreadable`)."""
+    readable = [job_id for job_id in ids if valid_id(job_id)]
+    try:
+        return [job for job in Job.fetch_many(readable, connection=queue.connection, serializer=queue.serializer) if job]
+    except Exception:  # a hash RQ cannot restore, somewhere in the lot
+        return [job for job in map(partial(fetch_job, queue), readable) if job]
+
+
+def fetch_job(queue, job_id: str) -> Job | None:
+    """The job, or None when it does not exist or cannot be read."""
+    if not valid_id(job_id):
+        return None
+    try:
+        return queue.fetch_job(job_id)
+    except Exception:
+        log.warning("job %r in %s cannot be read", job_id, queue.name)
+        return None
 
 
 @dataclass
@@ -74,7 +96,7 @@ class Page:
 def page(queue_name: str, state: str, number: int = 1, search: str = "", func: str = "") -> Page:
     queue = _queue(queue_name)
     if search:
-        job = queue.fetch_job(search.strip())
+        job = fetch_job(queue, search.strip())
         found = [job] if job and job.origin == queue_name else []
         return Page(found, len(found), 1, 1)
     if func:
@@ -139,7 +161,7 @@ def queue_stats(name: str) -> QueueStats:
     oldest = None
     first = connection.lindex(queue.key, 0)
     if first:
-        job = queue.fetch_job(first.decode())
+        job = fetch_job(queue, first.decode())
         oldest = job.enqueued_at if job else None
     return QueueStats(
         name=name,

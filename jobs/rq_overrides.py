@@ -32,14 +32,13 @@ from uuid import uuid4
 
 import rq
 from rq.executions import Execution, ExecutionRegistry
-from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.rate_limit import release_slot
 from rq.results import Result
 from rq.timeouts import BaseDeathPenalty, JobTimeoutException
 from rq.utils import now, utcformat
 
-from jobs import metrics
+from jobs import metrics, unreadable
 from jobs.worker import CeresWorker
 
 CHECKED_RQ_VERSION = "3.0.0"
@@ -121,8 +120,12 @@ class SlotRunner(CeresWorker):
             self.perform_job(job, queue, execution)
         return job
 
-    def start(self, job_id: str, queue) -> tuple[Job | None, Execution]:
-        """Mark the job started and read it, in one round trip: RQ reads it, then starts it."""
+    def start(self, job_id: str, queue) -> tuple[Job | None, Execution | None]:
+        """Mark the job started and read it, in one round trip: RQ reads it, then starts it. None if
+        it was deleted meanwhile, or cannot be read (then it is set aside: `jobs.unreadable`)."""
+        if not unreadable.valid_id(job_id):
+            unreadable.set_aside(self.connection, job_id, "its id has characters RQ does not allow")
+            return None, None
         job = self.job_class(job_id, connection=self.connection, serializer=self.serializer)
         job.origin = queue.name  # the started registry's, until the job's own is read
         execution = Execution(id=uuid4().hex, job_id=job_id, connection=self.connection, worker_name=self.name)
@@ -142,21 +145,23 @@ class SlotRunner(CeresWorker):
             # ...and the job as it is now, started.
             pipe.hgetall(job.key)
             raw = pipe.execute()[-1]
+        deleted = b"data" not in raw  # deleted while queued: what we wrote is all there is
         try:
-            if b"data" not in raw:  # deleted while queued: what we wrote is all there is
-                raise NoSuchJobError(job_id)
-            job.restore(raw)
-        except Exception:
-            with self.connection.pipeline() as pipe:
-                execution.delete(job, pipeline=pipe)
-                if b"data" not in raw:
-                    pipe.delete(job.key)
-                pipe.execute()
-            if b"data" not in raw:
-                return None, execution
-            raise
+            if not deleted:
+                job.restore(raw)
+                return job, self._started(execution)
+        except Exception as error:
+            unreadable.set_aside(self.connection, job_id, f"{type(error).__name__}: {error}", queue_name=queue.name)
+        with self.connection.pipeline() as pipe:
+            execution.delete(job, pipeline=pipe)
+            if deleted:
+                pipe.delete(job.key)
+            pipe.execute()
+        return None, None
+
+    def _started(self, execution: Execution) -> Execution:
         self.executions[execution.id] = execution
-        return job, execution
+        return execution
 
     def prepare_job_execution(self, job, remove_from_intermediate_queue: bool = False) -> None:
         pass  # done by `start`

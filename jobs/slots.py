@@ -322,7 +322,7 @@ class SlotWorker(CeresWorker):
         try:
             job = runner.execute_job(job_id, queue)
             took = (time.monotonic() - started) * 1000
-            outcome = job.get_status(refresh=False).value if job else "deleted before it started"
+            outcome = job.get_status(refresh=False).value if job else "not run: deleted, or unreadable and set aside"
             log.info("%s: %s %s in %.0f ms", queue.name, job_id, outcome, took)
         except BaseException:  # the job's own errors are RQ's; this is reading it or bookkeeping
             log.exception("%s: %s: could not run", queue.name, job_id)

@@ -199,6 +199,15 @@ def test_retry_selected_asks_first_then_gives_a_full_retry_budget_and_is_audited
     assert DeadLetter.objects.get(job_id="email-failed-1").retried_at is not None
 
 
+def test_a_crafted_post_cannot_act_on_another_queue_s_job(jobs, admin_client):
+    admin_client.post(url("action", "files", "retry"), {"job_ids": ["email-failed-1"], "confirm": "yes", "reason": "x"})
+    admin_client.post(url("action", "files", "promote"), {"job_ids": ["email-retrying-1"], "confirm": "yes", "reason": "x"})
+
+    assert fetch("email-failed-1").get_status() == "failed"
+    assert fetch("email-retrying-1").get_status() == "scheduled"
+    assert django_rq.get_queue("files").job_ids == []
+
+
 def test_the_confirmation_page_changes_nothing(jobs, admin_client):
     admin_client.post(url("action", "email", "delete"), {"job_ids": list(jobs.values())})
 

@@ -107,7 +107,7 @@ def job_list(request, admin_site, queue_name, state):
 @require_http_methods(["GET"])
 def job_detail(request, admin_site, queue_name, job_id):
     queue_name = _queue_name(queue_name)
-    job = clients.queue(queue_name).fetch_job(job_id)
+    job = reads.fetch_job(clients.queue(queue_name), job_id)
     dead_letter = DeadLetter.objects.filter(job_id=job_id).order_by("-failed_at").first()
     if job is None and dead_letter is None:
         raise Http404
