@@ -6,7 +6,7 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
 from jobs.audit import action_record
-from jobs.dead_letters import CannotRetry, dead_letter_resolve
+from jobs.dead_letters import dead_letter_resolve
 from jobs.dashboard import views as dashboard
 from jobs.models import Dashboard, DeadLetter, JobAction
 from jobs.operations import dead_letters_retry
@@ -56,14 +56,12 @@ class DeadLetterAdmin(ReadOnlyAdmin):
 
     @admin.action(description=_("Retry the selected jobs"), permissions=["retry"])
     def retry(self, request, queryset):
-        try:
-            retried = dead_letters_retry(rows=list(queryset), user=request.user, detail="dead-letter archive")
-        except CannotRetry as error:
-            self.message_user(request, str(error), messages.ERROR)
-            return
+        retried, refused = dead_letters_retry(rows=list(queryset), user=request.user, detail="dead-letter archive")
+        for why in refused:
+            self.message_user(request, why, messages.ERROR)
         for job_id in retried:
             self.message_user(request, _("%(job)s: enqueued again") % {"job": job_id}, messages.SUCCESS)
-        if len(retried) < queryset.count():
+        if len(retried) + len(refused) < queryset.count():
             self.message_user(request, _("The others were already pending."), messages.WARNING)
 
     @admin.action(description=_("Mark as resolved"), permissions=["retry"])

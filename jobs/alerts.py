@@ -33,6 +33,7 @@ from rq.exceptions import DeserializationError
 from rq.job import Job, JobStatus
 
 from jobs import clients, metrics, queues
+from jobs.dead_letters import MASKED, TRUNCATED, UNREADABLE_PAYLOAD
 from jobs.models import DeadLetter
 from jobs.producers import enqueue_slack_alert, schedule_alert_flush
 from jobs.tasks.slack import escape
@@ -217,15 +218,15 @@ def _call(job: Job) -> tuple[str, list, dict]:
     try:
         return job.func_name, list(job.args), dict(job.kwargs)
     except DeserializationError:
-        return "<payload that cannot be read>", [], {}
+        return UNREADABLE_PAYLOAD, [], {}
 
 
 def _mask(kwargs: dict) -> dict:
-    return {key: "•••" if SECRET_ARG.search(key) else value for key, value in kwargs.items()}
+    return {key: MASKED if SECRET_ARG.search(key) else value for key, value in kwargs.items()}
 
 
 def _mask_list(args: list) -> list:
-    return [arg if isinstance(arg, (int, float, bool)) or arg is None or len(str(arg)) < 200 else "…" for arg in args]
+    return [arg if isinstance(arg, (int, float, bool)) or arg is None or len(str(arg)) < 200 else TRUNCATED for arg in args]
 
 
 def local_time(moment: datetime) -> str:

@@ -9,7 +9,7 @@ from rq.job import Job, JobStatus
 
 from jobs import clients, reads
 from jobs.audit import action_record
-from jobs.dead_letters import dead_letter_retry
+from jobs.dead_letters import CannotRetry, dead_letter_retry
 from jobs.models import DeadLetter, JobAction
 from jobs.producers import enqueue_stored_call
 
@@ -84,10 +84,17 @@ def dead_letters_matching(*, queue_name: str, exc_type: str = "", since: datetim
     return rows
 
 
-def dead_letters_retry(*, rows, user=None, reason: str = "", detail: str = "") -> list[str]:
-    retried = [row.job_id for row in rows if dead_letter_retry(dead_letter=row, user=user).created]
+def dead_letters_retry(*, rows, user=None, reason: str = "", detail: str = "") -> tuple[list[str], list[str]]:
+    """Retry each row that can run again; returns the job ids enqueued and why the others could not be."""
+    retried, refused = [], []
+    for row in rows:
+        try:
+            if dead_letter_retry(dead_letter=row, user=user).created:
+                retried.append(row.job_id)
+        except CannotRetry as error:
+            refused.append(str(error))
     action_record(
         kind=JobAction.Kind.RETRY, queue_name=rows[0].queue if rows else "", job_ids=retried, user=user,
         reason=reason, detail=detail,
     )  # fmt: skip
-    return retried
+    return retried, refused

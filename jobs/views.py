@@ -24,8 +24,10 @@ def health(request):
 @require_GET
 def metrics(request):
     """Prometheus text format, for `Authorization: Bearer <METRICS_TOKEN>` or staff who may see the dashboard."""
-    token = settings.METRICS_TOKEN
-    offered = request.headers.get("Authorization", "").removeprefix("Bearer ")
-    if not (token and secrets.compare_digest(offered, token)) and not request.user.has_perm("jobs.view_dashboard"):
+    token, offered = settings.METRICS_TOKEN, request.headers.get("Authorization", "")
+    bearer = bool(token) and offered.startswith("Bearer ")
+    if not (bearer and secrets.compare_digest(offered[7:].encode(), token.encode())) and not request.user.has_perm(
+        "jobs.view_dashboard"
+    ):
         return HttpResponse("metrics need a token or a staff login\n", status=401, content_type="text/plain")
     return HttpResponse(generate_latest(registry()), content_type=CONTENT_TYPE_LATEST)

@@ -53,6 +53,7 @@ def test_signup_with_a_taken_email_says_so_and_enqueues_nothing(client):
         ({"first_name": "Ana\r\nBcc: x@example.com"}, "no puede contener saltos de línea"),
         ({"first_name": "A" * 10_000}, "tenga como máximo 150 caracteres"),
         ({"password": "123"}, "contraseña"),
+        ({"email": "a" * 140 + "@example.com"}, "tenga como máximo 150 caracteres"),  # the username too
     ],
 )
 def test_signup_with_bad_input_shows_a_clear_error(client, fields, error):
@@ -60,6 +61,21 @@ def test_signup_with_bad_input_shows_a_clear_error(client, fields, error):
 
     assert response.status_code == 200 and error in response.content.decode()
     assert User.objects.count() == 0 and email_job_ids() == []
+
+
+def test_one_mailbox_spelled_two_ways_holds_one_account(client):
+    assert signup(client, email="ana@münchen.de").status_code == 302
+    response = signup(client, email="ana@xn--mnchen-3ya.de")
+
+    assert response.status_code == 200 and "Ya existe una cuenta con ese email." in response.content.decode()
+    assert list(User.objects.values_list("email", flat=True)) == ["ana@xn--mnchen-3ya.de"]
+
+
+@pytest.mark.parametrize("path", ["/accounts/verify/ab%00cd/verifier/", "/accounts/verify/selector/ver%00ifier/",
+                                  "/accounts/verify/%C3%B1and%C3%BA/x/"])  # fmt: skip
+def test_a_verify_link_that_was_never_ours_is_invalid_not_an_error(client, path):
+    response = client.get(path)
+    assert response.status_code == 400
 
 
 def test_signup_page_has_csrf_protection(client):

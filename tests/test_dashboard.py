@@ -5,6 +5,7 @@ import pytest
 from django.contrib.auth.models import Permission
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
+from django.utils import timezone
 from rq.job import Job
 
 from ceres_site.accounts.models import User
@@ -255,6 +256,27 @@ def test_triage_groups_by_error_and_retries_a_filtered_set_after_a_dry_run(admin
     assert done.status_code == 302
     assert sorted(django_rq.get_queue("email").job_ids) == ["email-boom-0", "email-boom-1", "email-boom-2"]
     assert JobAction.objects.get().detail.startswith("triage: RuntimeError since 2000-01-01")
+
+
+def test_triage_retries_what_can_run_again_and_names_what_cannot(admin_client, policy, work):
+    policy("email", retry_max=0, alert_window=600)
+    enqueue_stored_call(queue_name="email", func="tests.tasks.always_fail", job_id="email-args-1", kwargs={},
+                        args=["with a positional argument"])  # fmt: skip
+    enqueue_stored_call(queue_name="email", func="tests.tasks.always_fail", job_id="email-secret-1",
+                        kwargs={"api_token": "s3cr3t"})  # fmt: skip
+    DeadLetter.objects.create(job_id="bad:id", job_created_at=timezone.now(), queue="email", exc_type="RuntimeError",
+                              failed_at=timezone.now(), alert=DeadLetter.Alert.SKIPPED)  # an unreadable job's row
+    work("email")
+
+    done = admin_client.post(url("triage", "email"), {"confirm": "yes"}, follow=True)  # every open failure
+
+    assert done.status_code == 200
+    page = done.content.decode().lower()  # admin messages start with a capital
+    assert "email-secret-1: its arguments were masked" in page and "bad:id: the job could not be read" in page
+    assert django_rq.get_queue("email").job_ids == ["email-args-1"]
+    assert fetch("email-args-1").args == ["with a positional argument"]  # kept by the archive, given back
+    action = JobAction.objects.get()  # the audit names what was retried
+    assert action.count == 1 and [target.job_id for target in action.targets.all()] == ["email-args-1"]
 
 
 # --- permissions ------------------------------------------------------------------------------

@@ -89,6 +89,13 @@ def scrape(client: Client, **headers) -> tuple[int, dict[str, float]]:
     return 200, samples
 
 
+@pytest.mark.parametrize("header", ["scrape-me", "Bearer scrápe-me", "Token scrape-me", "Bearer", ""])
+def test_metrics_refuse_anything_but_the_bearer_token(settings, client, header):
+    settings.METRICS_TOKEN = "scrape-me"
+    assert client.get("/metrics", headers={"Authorization": header}).status_code == 401
+    assert client.get("/metrics", headers={"Authorization": "Bearer scrape-me"}).status_code == 200
+
+
 def test_metrics_match_the_registries_and_refuse_strangers(settings, policy, work):
     settings.METRICS_TOKEN = "scrape-me"
     policy("email", retry_max=1, retry_intervals=(0,))

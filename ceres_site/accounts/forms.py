@@ -6,12 +6,20 @@ from .models import User
 
 
 class EmailField(forms.EmailField):
+    """An address in one spelling per mailbox: lower case, the domain in ASCII (`münchen.de` and
+    `xn--mnchen-3ya.de` are one domain), so one mailbox cannot hold two accounts."""
+
     def to_python(self, value):
-        return super().to_python(value).lower()
+        email = super().to_python(value).lower()
+        local, at, domain = email.rpartition("@")
+        try:
+            return f"{local}{at}{domain.encode('idna').decode('ascii')}" if at and not domain.isascii() else email
+        except UnicodeError:
+            raise forms.ValidationError(_("Enter a valid email address."), code="invalid") from None
 
 
 class SignupForm(forms.Form):
-    email = EmailField(label=_("Email"), max_length=254)
+    email = EmailField(label=_("Email"), max_length=150)  # it is the username too, 150 characters at most
     first_name = forms.CharField(label=_("First name"), max_length=150)
     password = forms.CharField(label=_("Password"), widget=forms.PasswordInput, strip=False)
 

@@ -2,6 +2,7 @@
 
 import base64
 import hashlib
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
@@ -20,6 +21,9 @@ ISSUE = (
     f"INSERT INTO {VerificationToken._meta.db_table} (user_id, selector, verifier_hash, created_at, expires_at)"
     " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (selector) DO NOTHING"
 )
+
+
+TOKEN_PART = re.compile(r"[A-Za-z0-9_-]{1,64}")  # what `token_issue` writes: URL-safe base64
 
 
 def _now():
@@ -72,6 +76,8 @@ class VerifyResult:
 
 def token_verify(*, selector: str, verifier: str) -> VerifyResult:
     """Consume the token and mark its user verified (once). Call inside no transaction of yours."""
+    if not (TOKEN_PART.fullmatch(selector) and TOKEN_PART.fullmatch(verifier)):
+        return VerifyResult(Outcome.INVALID)  # never ours (and a NUL byte would be PostgreSQL's error)
     with transaction.atomic():
         token = VerificationToken.objects.select_for_update().select_related("user").filter(selector=selector).first()
         if token is None or not constant_time_compare(token.verifier_hash, _hash(verifier)):

@@ -143,10 +143,12 @@ def triage(request, admin_site, queue_name):
             raise PermissionDenied
         if request.POST.get("confirm") == "yes":
             detail = f"triage: {exc_type or '*'} since {since.isoformat() if since else 'always'}"
-            retried = operations.dead_letters_retry(
+            retried, refused = operations.dead_letters_retry(
                 rows=list(rows), user=request.user, reason=request.POST.get("reason", ""), detail=detail
             )
             messages.success(request, _("%(count)d jobs enqueued again.") % {"count": len(retried)})
+            for why in refused:
+                messages.error(request, why)
             return HttpResponseRedirect(request.path)
     return TemplateResponse(
         request,
