@@ -69,3 +69,23 @@ def test_staff_finds_a_failed_job_retries_it_and_sees_it_finish(page, live_serve
     assert page.locator("strong", has_text="finished").count() == 1
     assert page.locator("text=probando desde el navegador").count() == 1
     page.screenshot(path=ARTIFACTS / "job-finished.png", full_page=True)
+
+
+def test_a_person_confirms_the_account_from_the_email_link(page, live_server, smtp, work):
+    from tests.test_email_tasks import LINK
+
+    user = User.objects.create_user(username="ana@example.com", email="ana@example.com", first_name="Ana")
+    enqueue_stored_call(queue_name="email", func="jobs.tasks.email.send_verify_email", job_id=f"email-verify-{user.pk}",
+                        kwargs={"user_id": user.pk})  # fmt: skip
+    work("email")
+    link = LINK.search(smtp.messages[0].get_body(("plain",)).get_content()).group(0)
+
+    page.goto(live_server.url + link[link.index("/accounts/") :])  # the site of the link is this server
+    assert "#" not in page.url  # the token left the address bar (and the history)
+    user.refresh_from_db()
+    assert not user.is_verified  # opening the page changes nothing
+    page.click("button:has-text('Confirmar mi cuenta')")
+
+    page.wait_for_selector("text=¡Cuenta verificada!")
+    user.refresh_from_db()
+    assert user.is_verified

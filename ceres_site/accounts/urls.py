@@ -6,6 +6,6 @@ app_name = "accounts"
 urlpatterns = [
     path("signup/", views.signup, name="signup"),
     path("signup/done/", views.signup_done, name="signup_done"),
-    path("verify/<str:selector>/<str:verifier>/", views.verify, name="verify"),
+    path("verify/", views.verify, name="verify"),
     path("verify/resend/", views.resend, name="resend"),
 ]

@@ -39,8 +39,12 @@ def signup_done(request):
     return render(request, "accounts/signup_done.html")
 
 
-def verify(request, selector: str, verifier: str):
-    result = token_verify(selector=selector, verifier=verifier)
+@require_http_methods(["GET", "HEAD", "POST"])
+def verify(request):
+    """GET (and HEAD) only show the page; its button POSTs the token that the link carries after "#"."""
+    if request.method != "POST":
+        return render(request, "accounts/verify_confirm.html")
+    result = token_verify(selector=request.POST.get("selector", ""), verifier=request.POST.get("verifier", ""))
     if result.outcome is Outcome.VERIFIED:
         enqueue_email_welcome(user_id=result.user.pk)
     status = 200 if result.outcome in (Outcome.VERIFIED, Outcome.ALREADY_VERIFIED) else 400
