@@ -12,6 +12,7 @@ admin.site.index_title = _("Queues, jobs and accounts")
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="accounts:signup"), name="home"),
     path("health", jobs_views.health, name="health"),
+    path("health/jobs", jobs_views.jobs_health, name="jobs_health"),
     path("metrics", jobs_views.metrics, name="metrics"),
     path("accounts/", include("ceres_site.accounts.urls")),
     path("admin/", admin.site.urls),

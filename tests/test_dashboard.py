@@ -75,7 +75,7 @@ def test_overview_counts_every_state_and_warns_about_missing_workers(jobs, admin
         assert f'href="{url("list", "email", state)}">1</a>' in page, state
     assert "Ningún worker vivo atiende la cola email." in page
     assert "El scheduler de crons (rqscheduler) no está corriendo." in page
-    assert "clean-verification-tokens" in page and "/health" in page
+    assert "clean-verification-tokens" in page and "/health/jobs" in page
 
 
 def test_every_state_lists_its_jobs(jobs, admin_client, live_worker):

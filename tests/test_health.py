@@ -19,8 +19,14 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def health() -> tuple[int, dict]:
-    response = Client().get("/health")
+    """The job system's report, as a monitor with the token reads it."""
+    response = Client().get("/health/jobs", headers={"Authorization": "Bearer monitor-token"})
     return response.status_code, {check["name"]: check for check in response.json()["checks"]}
+
+
+@pytest.fixture(autouse=True)
+def monitor_token(settings):
+    settings.METRICS_TOKEN = "monitor-token"
 
 
 def start_scheduler(smtp, tmp_path):
@@ -64,7 +70,7 @@ def test_health_follows_workers_and_scheduler_stopping_and_coming_back(smtp, tmp
 def test_health_json_names_no_secret_and_warns_about_redis_durability(redis_conn, settings):
     settings.SLACK_WEBHOOK_URL = "https://hooks.slack.com/services/T/B/very-secret"
     status, checks = health()
-    text = Client().get("/health").content.decode()
+    text = Client().get("/health/jobs", headers={"Authorization": "Bearer monitor-token"}).content.decode()
 
     assert status == 503  # no workers at all
     assert checks["redis"]["status"] == "ok" and "logical DB 5" in checks["redis"]["detail"]
@@ -75,6 +81,18 @@ def test_health_json_names_no_secret_and_warns_about_redis_durability(redis_conn
         assert health()[1]["redis.eviction"]["status"] == "warn"
     finally:
         redis_conn.config_set("maxmemory-policy", "noeviction")
+
+
+def test_the_load_balancer_s_probe_asks_only_whether_this_web_node_can_serve(client, settings):
+    """No worker runs here, yet the web node serves: /health says 200 and names nothing."""
+    response = client.get("/health")
+    assert response.status_code == 200 and response.json() == {"ok": True, "failing": []}
+    assert client.get("/health/jobs").status_code == 503  # the job system's own health is another question...
+    assert client.get("/health/jobs").json() == {"healthy": False}  # ...whose details need the token or a login
+
+    settings.RQ_QUEUES = {name: {**config, "URL": "redis://127.0.0.1:1/5"} for name, config in settings.RQ_QUEUES.items()}
+    down = client.get("/health")
+    assert down.status_code == 503 and down.json() == {"ok": False, "failing": ["redis"]}
 
 
 def scrape(client: Client, **headers) -> tuple[int, dict[str, float]]:
