@@ -80,10 +80,12 @@ class CeresWorker(Worker):
         if exc_string.startswith("Work-horse terminated"):  # no failure callback ran for this attempt
             record_attempt(job, exc_string)
         super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
-        final = job.get_status(refresh=False) == JobStatus.FAILED
-        self._safely(metrics.count, self.connection, "jobs_failed" if final else "job_retries", queue.name)
-        if final:
+        status = job.get_status(refresh=False)
+        if status == JobStatus.FAILED:
+            self._safely(metrics.count, self.connection, "jobs_failed", queue.name)
             self._safely(archive, job, exc_string)
+        elif status in (JobStatus.SCHEDULED, JobStatus.QUEUED):  # another attempt comes; a stopped job does not
+            self._safely(metrics.count, self.connection, "job_retries", queue.name)
 
     def handle_job_success(self, job, queue, started_job_registry, execution=None):
         super().handle_job_success(job, queue, started_job_registry, execution)

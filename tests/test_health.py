@@ -114,6 +114,23 @@ def test_metrics_refuse_anything_but_the_bearer_token(settings, client, header):
     assert client.get("/metrics", headers={"Authorization": "Bearer scrape-me"}).status_code == 200
 
 
+def test_a_stopped_job_is_not_counted_as_a_retry(settings, live_worker):
+    from rq.command import send_stop_job_command
+
+    settings.METRICS_TOKEN = "scrape-me"
+    live_worker("maintenance", "files")
+    enqueue_stored_call(queue_name="files", func="tests.tasks.sleep", job_id="files-long-1", kwargs={"seconds": 60})
+    queue = django_rq.get_queue("files")
+    wait_for(lambda: queue.fetch_job("files-long-1").get_status() == "started", timeout=60)
+
+    send_stop_job_command(queue.connection, "files-long-1")
+
+    wait_for(lambda: queue.fetch_job("files-long-1").get_status() == "stopped", timeout=60)
+    samples = scrape(Client(), authorization="Bearer scrape-me")[1]
+    assert samples.get('ceres_job_retries_total{queue="files"}', 0) == 0
+    assert samples.get('ceres_jobs_failed_total{queue="files"}', 0) == 0
+
+
 def test_metrics_match_the_registries_and_refuse_strangers(settings, policy, work):
     settings.METRICS_TOKEN = "scrape-me"
     policy("email", retry_max=1, retry_intervals=(0,))

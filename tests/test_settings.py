@@ -94,3 +94,13 @@ def test_django_rq_dashboard_is_not_routed(admin_client):
         reverse("admin:django_rq_dashboard_changelist")
     for path in ("/admin/django_rq/dashboard/", "/django-rq/", "/admin/django_rq/", "/admin/django_rq/dashboard/queues/0/empty/"):
         assert admin_client.get(path).status_code == 404, path
+
+
+@pytest.mark.parametrize("tz", ["UTC", "Asia/Tokyo"])
+def test_people_see_cordoba_time_whatever_the_server_s_tz(tz):
+    """What Slack alerts and reports print: Córdoba (UTC−3), not the process's TZ."""
+    code = "from datetime import UTC, datetime; from jobs.alerts import local_time; print(local_time(datetime(2026, 1, 1, 12, tzinfo=UTC)))"
+    env = {**os.environ, "TZ": tz, "DEBUG": "1"}
+    shown = subprocess.run([sys.executable, "manage.py", "shell", "-c", code], cwd=BASE_DIR, env=env,
+                           capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    assert shown.splitlines()[-1] == "01/01/2026 09:00:00"
