@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -98,6 +99,42 @@ def test_honcho_runs_the_procfile_and_stops_gracefully(smtp, tmp_path):
     finally:
         if honcho.poll() is None:
             os.killpg(honcho.pid, signal.SIGKILL)
+
+
+def test_bin_run_stops_the_redis_it_started_last(smtp, tmp_path, settings):
+    """SIGTERM to `bin/run` (a supervisor, `kill`): every process finishes its jobs, then its Redis stops."""
+    web_port, redis_port = free_port(), free_port()
+    url = f"redis://127.0.0.1:{redis_port}/5"  # nothing answers there: bin/run starts its own redis-server
+    settings.RQ_QUEUES = {name: {**config, "URL": url} for name, config in settings.RQ_QUEUES.items()}
+    env = process_env(smtp, REDIS_URL=url, WEB_PORT=str(web_port), ALLOWED_HOSTS="127.0.0.1")
+    data = BASE_DIR / "var" / "redis" / str(redis_port)
+    log = open(tmp_path / "run.log", "wb")
+    run = subprocess.Popen(["bin/run"], cwd=BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT,
+                           start_new_session=True)  # fmt: skip
+    try:
+        wait_for(lambda: subprocess.run(["redis-cli", "-p", str(redis_port), "ping"], capture_output=True).stdout
+                 == b"PONG\n", timeout=120)  # fmt: skip
+        expected = sum(1 if policy.in_process else policy.concurrency for policy in QUEUES.values())
+        wait_for(lambda: live_worker_count() == expected, timeout=90)
+        enqueue_stored_call(queue_name="email", func="tests.tasks.sleep", job_id="email-slow-1", kwargs={"seconds": 4})
+        queue = django_rq.get_queue("email")
+        wait_for(lambda: queue.fetch_job("email-slow-1").get_status() == "started", timeout=30)
+        redis_pid = int((data / "redis.pid").read_text())
+
+        run.send_signal(signal.SIGTERM)
+
+        assert run.wait(timeout=90) == 128 + signal.SIGTERM
+        wait_for(lambda: gone([redis_pid]), timeout=30)  # stopped, and only now
+        output = (tmp_path / "run.log").read_text()
+        stopped = [line for line in output.splitlines() if "system" in line and " stopped (rc=" in line]
+        assert len(stopped) == len(procfile_names()) and all(line.endswith("(rc=0)") for line in stopped), stopped
+        assert "email-slow-1 finished" in output
+        assert "ConnectionError" not in output and "Traceback" not in output, output[-3000:]
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+        subprocess.run(["redis-cli", "-p", str(redis_port), "shutdown", "nosave"], capture_output=True)
+        shutil.rmtree(data, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
