@@ -48,6 +48,17 @@ def wait_for(predicate, timeout: float = 10, interval: float = 0.05):
     pytest.fail(f"condition not met within {timeout}s: {getattr(predicate, '__name__', predicate)}")
 
 
+def pytest_sessionstart(session):
+    """Every test empties the queues' Redis database: refuse one that holds data at the start (the
+    `bin/run` queues of a developer machine, say). `bin/test` starts an empty Redis of its own."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    keys = django_rq.get_connection("email").dbsize()
+    if keys:
+        pytest.exit(f"the Redis database at REDIS_URL holds data ({keys} keys) the tests would delete: "
+                    "run the tests with bin/test, or point REDIS_URL at an empty database", returncode=2)  # fmt: skip
+
+
 @pytest.fixture(autouse=True)
 def redis_conn():
     """The queues' Redis connection, on an empty database before and after each test."""

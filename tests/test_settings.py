@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import django_rq
+from redis import Redis
 import pytest
 from django.core import checks
 from django.urls import NoReverseMatch, reverse
@@ -104,3 +105,18 @@ def test_people_see_cordoba_time_whatever_the_server_s_tz(tz):
     shown = subprocess.run([sys.executable, "manage.py", "shell", "-c", code], cwd=BASE_DIR, env=env,
                            capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
     assert shown.splitlines()[-1] == "01/01/2026 09:00:00"
+
+
+def test_the_suite_refuses_a_redis_database_that_holds_data(redis_conn):
+    """Plain `pytest` pointed at the bin/run queues must not wipe them."""
+    url = redis_conn.connection_pool.connection_kwargs
+    other = f"redis://{url['host']}:{url['port']}/6"
+    Redis(host=url["host"], port=url["port"], db=6).set("ceres:queue:someone-s-job", "keep me")
+    try:
+        run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_settings.py",
+                              "-k", "cordoba"], cwd=BASE_DIR, env={**os.environ, "REDIS_URL": other},
+                             capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert run.returncode == 2 and "holds data (1 keys) the tests would delete" in run.stdout + run.stderr
+        assert Redis(host=url["host"], port=url["port"], db=6).get("ceres:queue:someone-s-job") == b"keep me"
+    finally:
+        Redis(host=url["host"], port=url["port"], db=6).flushdb()
