@@ -4,7 +4,7 @@ job it cannot read is set aside (`jobs.unreadable`) instead of taking the worker
 import logging
 
 from django.db import connections
-from rq.exceptions import NoSuchJobError
+from rq.exceptions import NoSuchJobError, StopRequested
 from rq.job import Job
 
 from jobs import tasks
@@ -22,7 +22,7 @@ class CeresJob(Job):
     def fetch(cls, id, connection=None, serializer=None):
         try:
             return super().fetch(id, connection=connection, serializer=serializer)
-        except NoSuchJobError:
+        except (NoSuchJobError, StopRequested):  # StopRequested: RQ's SIGTERM handler, raised wherever we are
             raise
         except Exception as error:  # a bad id (ValueError) or a hash RQ cannot restore
             from jobs import unreadable  # it imports the models: not at startup

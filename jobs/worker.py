@@ -5,6 +5,7 @@ import signal
 
 from django.conf import settings
 from rq import Worker, worker_registration
+from rq.exceptions import StopRequested
 from rq.job import JobStatus
 from rq.scheduler import RQScheduler
 from rq.serializers import JSONSerializer
@@ -110,6 +111,8 @@ class CeresWorker(Worker):
         Returns what `action` returned, False if it raised."""
         try:
             return action(*args)
+        except StopRequested:  # RQ's SIGTERM handler raised it here: the stop must not be swallowed
+            raise
         except Exception:
             log.exception("%s failed", action.__name__)
             return False

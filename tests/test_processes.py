@@ -42,6 +42,7 @@ def exercise(smtp, web_port: int, stop, session_pids):
     expected = sum(1 if policy.in_process else policy.concurrency for policy in QUEUES.values())  # processes
     wait_for(lambda: live_worker_count() == expected, timeout=90)
     wait_for(lambda: _answers(f"http://127.0.0.1:{web_port}/accounts/signup/"), timeout=30)
+    wait_for(lambda: django_rq.get_scheduler("maintenance").is_alive(), timeout=60)  # up, its handlers installed
     user = User.objects.create_user(username="ana@example.com", email="ana@example.com", first_name="Ana")
     enqueue_email_verify(user_id=user.pk)
     wait_for(lambda: smtp.messages, timeout=30)
@@ -116,6 +117,9 @@ def test_bin_run_stops_the_redis_it_started_last(smtp, tmp_path, settings):
                  == b"PONG\n", timeout=120)  # fmt: skip
         expected = sum(1 if policy.in_process else policy.concurrency for policy in QUEUES.values())
         wait_for(lambda: live_worker_count() == expected, timeout=90)
+        # Every process up (a process stopped while it still starts exits by the signal, rc=-15).
+        wait_for(lambda: _answers(f"http://127.0.0.1:{web_port}/accounts/signup/"), timeout=60)
+        wait_for(lambda: django_rq.get_scheduler("maintenance").is_alive(), timeout=60)
         enqueue_stored_call(queue_name="email", func="tests.tasks.sleep", job_id="email-slow-1", kwargs={"seconds": 4})
         queue = django_rq.get_queue("email")
         wait_for(lambda: queue.fetch_job("email-slow-1").get_status() == "started", timeout=30)
