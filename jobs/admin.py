@@ -39,8 +39,22 @@ class DeadLetterAdmin(ReadOnlyAdmin):
     )  # fmt: skip
     readonly_fields = fields
 
+    PAYLOAD_FIELDS = ("args", "kwargs", "related", "exc_message", "attempts", "traceback")
+
     def has_retry_permission(self, request):
         return request.user.has_perm("jobs.retry_deadletter")
+
+    def get_fields(self, request, obj=None):
+        """Arguments and error details, as in the dashboard, only with `jobs.view_payloads`."""
+        if request.user.has_perm("jobs.view_payloads"):
+            return self.fields
+        return tuple(field for field in self.fields if field not in self.PAYLOAD_FIELDS)
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.get_fields(request, obj)
+
+    def get_search_fields(self, request):
+        return self.search_fields if request.user.has_perm("jobs.view_payloads") else ("=job_id",)
 
     @admin.display(description=_("related object"))
     def related(self, obj):

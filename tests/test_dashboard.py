@@ -139,6 +139,24 @@ def test_payloads_and_error_details_are_masked_without_the_permission(jobs):
     assert "message=&lt;script&gt;" in shown and "Traceback (most recent call last)" in shown
 
 
+def test_the_dead_letter_archive_masks_payloads_and_the_related_id_too(smtp, work):
+    user = User.objects.create_user(username="bad", email="not-an-address", first_name="Ana")
+    enqueue_stored_call(queue_name="email", func="jobs.tasks.email.send_verify_email", job_id=f"email-verify-{user.pk}",
+                        kwargs={"user_id": user.pk})  # fmt: skip
+    work("email")
+    dead = DeadLetter.objects.get()
+    perms = ("view_dashboard", "view_deadletter")
+    viewer, reader = logged_in(staff(perms=perms)), logged_in(staff("reader", perms=(*perms, "view_payloads")))
+    archive = reverse("admin:jobs_deadletter_change", args=[dead.pk])
+
+    masked, shown = viewer.get(archive).content.decode(), reader.get(archive).content.decode()
+    job_masked = viewer.get(url("job", "email", dead.job_id)).content.decode()
+
+    assert "invalid email address" in shown and f"{user.pk}" in shown
+    assert "invalid email address" not in masked and "user_id" not in masked and "Traceback" not in masked
+    assert reverse("admin:accounts_user_change", args=[user.pk]) not in masked + job_masked
+
+
 def test_everything_from_redis_is_escaped(jobs, admin_client):
     for page in (url("list", "email", "failed"), url("job", "email", "email-failed-1"), url("triage", "email")):
         body = admin_client.get(page).content.decode()

@@ -118,7 +118,7 @@ def job_detail(request, admin_site, queue_name, job_id):
         _context(
             request, admin_site, job_id, queue_name=queue_name, job=job, row=_row(job, _may_see_payloads(request)) if job else None,
             status=status, dead_letter=dead_letter, actions_trail=actions_for_job(job_id)[:50],
-            related=_related(job, dead_letter),
+            related=_related(job, dead_letter) if _may_see_payloads(request) else None,  # the id is a payload
             actions=[(key, action.label) for key, action in ACTIONS.items() if status in action.states],
         ),  # fmt: skip
     )
