@@ -145,23 +145,24 @@ class SlotRunner(CeresWorker):
             # ...and the job as it is now, started.
             pipe.hgetall(job.key)
             raw = pipe.execute()[-1]
-        deleted = b"data" not in raw  # deleted while queued: what we wrote is all there is
+        if b"data" not in raw:  # deleted while queued: what we just wrote is all there is
+            self._undo_start(job, execution, delete_stub=True)
+            return None, None
         try:
-            if not deleted:
-                job.restore(raw)
-                return job, self._started(execution)
+            job.restore(raw)
         except Exception as error:
             unreadable.set_aside(self.connection, job_id, f"{type(error).__name__}: {error}", queue_name=queue.name)
+            self._undo_start(job, execution, delete_stub=False)
+            return None, None
+        self.executions[execution.id] = execution
+        return job, execution
+
+    def _undo_start(self, job, execution: Execution, *, delete_stub: bool) -> None:
         with self.connection.pipeline() as pipe:
             execution.delete(job, pipeline=pipe)
-            if deleted:
+            if delete_stub:
                 pipe.delete(job.key)
             pipe.execute()
-        return None, None
-
-    def _started(self, execution: Execution) -> Execution:
-        self.executions[execution.id] = execution
-        return execution
 
     def prepare_job_execution(self, job, remove_from_intermediate_queue: bool = False) -> None:
         pass  # done by `start`
