@@ -1,7 +1,9 @@
 """Redis restarted without persistence under a running process set: workers and crons come back."""
 
+import signal
 import subprocess
 import sys
+import threading
 
 import pytest
 from django.test import override_settings
@@ -89,6 +91,21 @@ def test_workers_register_and_crons_sync_again_after_redis_lost_everything(own_r
     finally:
         scheduler.terminate()
         scheduler.wait(timeout=30)
+
+
+def test_a_signup_while_redis_is_frozen_answers_and_its_email_is_sent_later(own_redis, live_worker, smtp, client):
+    own_redis.process.send_signal(signal.SIGSTOP)  # alive, answering nothing: a frozen server or network
+    try:
+        done = []
+        request = threading.Thread(target=lambda: done.append(signup(client, "ana@example.com").status_code))
+        request.start()
+        request.join(timeout=60)  # redis-py's socket timeouts (5 s by default) end the enqueue
+        assert done == [302]
+    finally:
+        own_redis.process.send_signal(signal.SIGCONT)
+
+    live_worker("email", "slack", env={"REDIS_URL": own_redis.url, "VERIFY_OUTBOX_AFTER_SECONDS": "0"})
+    wait_for(lambda: [message["To"] for message in smtp.messages] == ["ana@example.com"], timeout=90)
 
 
 def signup(client, email: str):
