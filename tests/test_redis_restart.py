@@ -6,6 +6,7 @@ import sys
 import threading
 
 import pytest
+from django.db import connections
 from django.test import override_settings
 from django.urls import reverse
 from redis import Redis
@@ -97,7 +98,14 @@ def test_a_signup_while_redis_is_frozen_answers_and_its_email_is_sent_later(own_
     own_redis.process.send_signal(signal.SIGSTOP)  # alive, answering nothing: a frozen server or network
     try:
         done = []
-        request = threading.Thread(target=lambda: done.append(signup(client, "ana@example.com").status_code))
+
+        def sign_up():
+            try:
+                done.append(signup(client, "ana@example.com").status_code)
+            finally:
+                connections.close_all()  # this thread's: the test database is dropped at the end
+
+        request = threading.Thread(target=sign_up)
         request.start()
         request.join(timeout=60)  # redis-py's socket timeouts (5 s by default) end the enqueue
         assert done == [302]
