@@ -88,11 +88,7 @@ module.exports = {
       "script": ROOT + "/.venv/bin/python",
       "args": [
         "manage.py",
-        "rqscheduler",
-        "--queue",
-        "maintenance",
-        "--interval",
-        "10"
+        "rqscheduler"
       ],
       "interpreter": "none",
       "exec_mode": "fork",

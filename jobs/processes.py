@@ -34,8 +34,8 @@ def processes() -> list[Process]:
         names = [policy.name for policy in QUEUES.values() if policy.in_process == in_process]
         # --with-scheduler: retries need RQ's scheduler
         found.append(Process(name, ("python", "manage.py", "rqworker", *names, "--with-scheduler")))
-    interval = ("--queue", "maintenance", "--interval", str(SCHEDULER_INTERVAL))
-    found.append(Process("scheduler", ("python", "manage.py", "rqscheduler", *interval)))
+    # Its queue and interval are the command's defaults (`jobs/management/commands/rqscheduler.py`).
+    found.append(Process("scheduler", ("python", "manage.py", "rqscheduler")))
     return found
 
 

@@ -98,7 +98,12 @@ class CeresWorker(Worker):
             pipe.execute()
 
     def run_maintenance_tasks(self):
+        from jobs.slots import reap_dead_workers  # jobs.slots builds on this module
+
         super().run_maintenance_tasks()
+        # At start too: a worker started again by its supervisor (or `jobs.family`) hands back the
+        # jobs of the one it replaces and takes its registration off the list at once.
+        self._safely(reap_dead_workers, self.connection)
         due = self.connection.set(f"{settings.RQ_KEY_PREFIX}:sweep-due", 1, nx=True, ex=SWEEP_INTERVAL - 5)
         if due:
             self._safely(sweep_failures)

@@ -227,3 +227,29 @@ def test_rqscheduler_process_fires_a_due_cron(redis_conn, tmp_path):
     keys = [key.decode() for key in redis_conn.keys("*")]
     assert all(key.startswith("ceres:queue:") for key in keys), keys
     assert scheduler().next_run("clean-verification-tokens") > crons.now()
+
+
+def test_rqscheduler_as_the_docs_write_it_runs_the_project_s_scheduler(smtp, tmp_path):
+    """`python manage.py rqscheduler`, no arguments: the maintenance queue, every 10 s, crons registered."""
+    from tests.conftest import process_env
+
+    log = open(tmp_path / "scheduler.log", "wb")
+    scheduler = subprocess.Popen([sys.executable, "manage.py", "rqscheduler"], cwd=BASE_DIR, env=process_env(smtp),
+                                 stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        wait_for(lambda: django_rq.get_scheduler("maintenance").is_alive(), timeout=60)
+        wait_for(lambda: all(django_rq.get_scheduler("maintenance").cron_entry(name) for name in crons.SPECS), timeout=60)
+        assert scheduler.poll() is None
+    finally:
+        scheduler.terminate()
+        scheduler.wait(timeout=30)
+    assert "KeyError" not in (tmp_path / "scheduler.log").read_text()
+
+
+@pytest.mark.parametrize("argv,message", [(["rqworker"], "name the queues to work on: `rqworker email slack`"),
+                                          (["rqscheduler", "--queue", "nope"], "unknown queue nope")])  # fmt: skip
+def test_worker_and_scheduler_commands_without_a_usable_queue_say_so_in_one_line(argv, message):
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match=message.replace("`", ".")):
+        call_command(*argv)

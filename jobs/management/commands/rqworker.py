@@ -16,6 +16,10 @@ from jobs.worker import CeresWorker, worker_class_for
 
 class Command(rqworker.Command):
     def handle(self, *args, **options):
+        if not args:
+            in_process = " ".join(name for name, policy in QUEUES.items() if policy.in_process)
+            forking = " ".join(name for name, policy in QUEUES.items() if not policy.in_process)
+            raise CommandError(f"name the queues to work on: `rqworker {in_process}` (in-process) or `rqworker {forking}`")
         unknown = [name for name in args if name not in QUEUES]
         if unknown:
             raise CommandError(f"unknown queue {', '.join(unknown)}; the queues are {', '.join(QUEUES)}")
