@@ -47,7 +47,7 @@ from rq.registry import StartedJobRegistry
 from rq.scheduler import RQScheduler
 from rq.scripts import release_lock
 from rq.utils import now, utcformat
-from rq.worker_registration import REDIS_WORKER_KEYS, WORKERS_BY_QUEUE_KEY, register, unregister
+from rq.worker_registration import REDIS_WORKER_KEYS, WORKERS_BY_QUEUE_KEY, unregister
 
 from jobs import mail, queues
 from jobs.alerts import sweep_abandoned
@@ -175,7 +175,7 @@ class SlotWorker(CeresWorker):
             created = pipe.execute()[0]
         if created > 1:  # the hash was gone (Redis restarted or flushed): register again
             self.log.warning("Worker %s: registration lost in Redis, registering again", self.name)
-            self._register()
+            self.register()
 
     def _slot_fields(self) -> dict:
         return {
@@ -185,16 +185,13 @@ class SlotWorker(CeresWorker):
         }
 
     def register_birth(self):
-        self.birth_date = now()
-        self._register()
+        self.birth_date = self.last_heartbeat = now()
+        self.register()
 
-    def _register(self) -> None:
-        self.last_heartbeat = now()
-        with self.connection.pipeline() as pipe:
-            pipe.hset(self.key, mapping={**self.serialize(), **self._slot_fields()})
-            register(self, pipe)
-            pipe.expire(self.key, PROCESS_TTL)
-            pipe.execute()
+    def registration(self) -> dict:
+        return {**self.serialize(), **self._slot_fields()}
+
+    registration_ttl = PROCESS_TTL
 
     def _install_signal_handlers(self):
         self._previous_handlers = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}

@@ -8,11 +8,10 @@ Readers (`jobs.reads`) skip what they cannot read and count it.
 """
 
 import logging
-import re
 
 from django.conf import settings
 from django.utils import timezone
-from rq.job import Job
+from rq.job import JOB_ID_PATTERN, Job
 
 from jobs import clients, queues
 from jobs.models import DeadLetter
@@ -20,12 +19,11 @@ from jobs.producers import schedule_alert_flush
 
 log = logging.getLogger(__name__)
 
-VALID_ID = re.compile(r"[A-Za-z0-9_-]+")
 KEPT_FOR = queues.DAY  # seconds the renamed hash stays in Redis
 
 
 def valid_id(job_id: str) -> bool:
-    return bool(VALID_ID.fullmatch(job_id))
+    return bool(JOB_ID_PATTERN.fullmatch(job_id))  # what rq's `validate_job_id` accepts
 
 
 def set_aside(connection, job_id: str, reason: str, *, queue_name: str = "") -> None:

@@ -66,11 +66,23 @@ class CeresWorker(Worker):
             registered = pipe.execute()[0]
         if not registered:
             self.log.warning("Worker %s: registration lost in Redis, registering again", self.name)
-            with self.connection.pipeline() as pipe:
-                pipe.hset(self.key, mapping=self.serialize())
-                worker_registration.register(self, pipe)
-                pipe.expire(self.key, (timeout or self.worker_ttl + 60))
-                pipe.execute()
+            self.register()
+
+    def register(self) -> None:
+        """Write the worker hash and list the worker, as RQ's `register_birth` does, without its
+        refusal of a hash that exists (one written by the heartbeat that found it gone)."""
+        with self.connection.pipeline() as pipe:
+            pipe.hset(self.key, mapping=self.registration())
+            worker_registration.register(self, pipe)
+            pipe.expire(self.key, self.registration_ttl)
+            pipe.execute()
+
+    def registration(self) -> dict:
+        return self.serialize()
+
+    @property
+    def registration_ttl(self) -> int:
+        return self.worker_ttl + 60  # RQ's
 
     @property
     def dequeue_timeout(self) -> int:
