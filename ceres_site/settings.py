@@ -88,6 +88,25 @@ VERIFY_RESEND_COOLDOWN_SECONDS = env.int("VERIFY_RESEND_COOLDOWN_SECONDS", defau
 # A requested verification email that Redis does not hold this long after the request is enqueued
 # again by the workers' sweep (`jobs.outbox`), for as long as a token would last.
 VERIFY_OUTBOX_AFTER_SECONDS = env.int("VERIFY_OUTBOX_AFTER_SECONDS", default=60)
+# POSTs allowed per client address (`-ip`) and per account typed (email, token selector, username)
+# before a 429 (`ceres_site.accounts.limits`). django-ratelimit's format: count/period.
+RATE_LIMITS = {
+    "signup-ip": "20/h", "signup-email": "5/h",
+    "resend-ip": "20/h", "resend-email": "5/h",
+    "verify-ip": "30/10m", "verify-selector": "10/h",
+    "login-ip": "30/15m", "login-username": "10/15m",
+}  # fmt: skip
+# Proxies whose X-Real-IP names the client (nginx sets it, `ecosystem/nginx.conf`).
+TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=["127.0.0.1", "::1"])
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "ratelimit": {"BACKEND": "ceres_site.accounts.limits.LimitCache", "KEY_PREFIX": f"{REDIS_PREFIX}ratelimit"},
+}
+RATELIMIT_USE_CACHE = "ratelimit"
+RATELIMIT_IP_META_KEY = "ceres_site.accounts.limits.client_ip"
+RATELIMIT_VIEW = "ceres_site.accounts.limits.too_many_requests"
+RATELIMIT_FAIL_OPEN = True  # Redis down: count nothing, serve (see `LimitCache`)
+SILENCED_SYSTEM_CHECKS = ["django_ratelimit.W001"]  # "backend not officially supported": LimitCache is ours
 
 # --- Django -----------------------------------------------------------------------------------
 INSTALLED_APPS = [
@@ -99,6 +118,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "jobs",  # before django_rq: its `rqworker` command replaces django-rq's
     "django_rq",
+    "django_ratelimit",
     "anymail",
     "ceres_site.accounts",
 ]
@@ -112,6 +132,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "django_ratelimit.middleware.RatelimitMiddleware",  # a limit reached: RATELIMIT_VIEW's 429
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 

@@ -3,6 +3,7 @@ from django.urls import include, path
 from django.utils.translation import gettext_lazy as _
 from django.views.generic import RedirectView
 
+from ceres_site.accounts.limits import limited
 from jobs import views as jobs_views
 
 admin.site.site_header = _("Ceres: administration")
@@ -15,5 +16,6 @@ urlpatterns = [
     path("health/jobs", jobs_views.jobs_health, name="jobs_health"),
     path("metrics", jobs_views.metrics, name="metrics"),
     path("accounts/", include("ceres_site.accounts.urls")),
+    path("admin/login/", limited("login", "username")(admin.site.login)),  # before admin's own route
     path("admin/", admin.site.urls),
 ]

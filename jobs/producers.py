@@ -17,6 +17,7 @@ send a batch of jobs per round trip, with the same rules per job.
 """
 
 import functools
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -98,6 +99,34 @@ def enqueue_email_welcome(*, user_id: int) -> Enqueued | None:
             tasks.SEND_WELCOME_EMAIL,
             job_id=f"email-welcome-{user_id}",
             kwargs={"user_id": user_id},
+        )
+    )
+
+
+def enqueue_email_resend(*, email: str) -> Enqueued | None:
+    """A resend asked for `email`, whatever it is: the worker looks for an unverified account with
+    that address and, if there is one, enqueues its verification email. The page does this same
+    work for every address, so its answer and its timing tell no one who has an account."""
+    return _after_commit(
+        lambda: _enqueue_unique(
+            queues.EMAIL.name,
+            tasks.RESEND_VERIFY_EMAIL,
+            job_id=f"email-resend-{hashlib.sha256(email.encode()).hexdigest()[:32]}",
+            kwargs={"email": email},
+            cooldown=settings.VERIFY_RESEND_COOLDOWN_SECONDS,
+        )
+    )
+
+
+def enqueue_email_account_exists(*, user_id: int) -> Enqueued | None:
+    """Tell a user that someone tried to sign up with their address (the signup page does not say)."""
+    return _after_commit(
+        lambda: _enqueue_unique(
+            queues.EMAIL.name,
+            tasks.SEND_ACCOUNT_EXISTS_EMAIL,
+            job_id=f"email-exists-{user_id}",
+            kwargs={"user_id": user_id},
+            cooldown=settings.VERIFY_RESEND_COOLDOWN_SECONDS,
         )
     )
 

@@ -4,7 +4,10 @@ from datetime import timedelta
 
 import django_rq
 import pytest
+from django.conf import settings
 from django.core.management import CommandError, call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
@@ -37,14 +40,20 @@ def test_signup_creates_an_unverified_user_and_enqueues_the_verify_email(client)
     assert email_job_ids() == [f"email-verify-{user.pk}"]
 
 
-def test_signup_with_a_taken_email_says_so_and_enqueues_nothing(client):
-    make_user()
+def test_signup_with_a_taken_email_answers_as_for_a_new_one_and_tells_the_owner(client, smtp, work):
+    owner = make_user()
+    new_one = signup(client, email="beto@example.com")
 
-    response = signup(client)
+    response = signup(client, password="otra-clave-bien-larga-43")
 
-    assert response.status_code == 200
-    assert "Ya existe una cuenta con ese email." in response.content.decode()
-    assert email_job_ids() == []
+    assert (response.status_code, response["Location"]) == (new_one.status_code, new_one["Location"])
+    assert User.objects.count() == 2 and not User.objects.get(pk=owner.pk).has_usable_password()  # untouched
+    assert f"email-exists-{owner.pk}" in email_job_ids()
+    work()
+    told = [message for message in smtp.messages if message["To"] == "ana@example.com"]
+    assert len(told) == 1 and told[0]["Subject"] == "Ya tenés una cuenta en Ceres"
+    body = told[0].get_body(("plain",)).get_content()
+    assert "ya tiene una" in body and f"{settings.SITE_URL}/accounts/verify/resend/" in body  # not verified yet
 
 
 @pytest.mark.parametrize(
@@ -66,10 +75,10 @@ def test_signup_with_bad_input_shows_a_clear_error(client, fields, error):
 
 def test_one_mailbox_spelled_two_ways_holds_one_account(client):
     assert signup(client, email="ana@münchen.de").status_code == 302
-    response = signup(client, email="ana@xn--mnchen-3ya.de")
+    assert signup(client, email="ana@xn--mnchen-3ya.de").status_code == 302
 
-    assert response.status_code == 200 and "Ya existe una cuenta con ese email." in response.content.decode()
     assert list(User.objects.values_list("email", flat=True)) == ["ana@xn--mnchen-3ya.de"]
+    assert len([job_id for job_id in email_job_ids() if job_id.startswith("email-exists-")]) == 1
 
 
 @pytest.mark.parametrize("selector,verifier", [("ab\x00cd", "verifier"), ("selector", "ver\x00ifier"), ("ñandú", "x"), ("", "")])
@@ -180,17 +189,23 @@ def test_used_token_of_a_user_still_unverified_is_rejected(client):
     assert response.status_code == 400 and "ya fue usado" in response.content.decode()
 
 
-def test_resend_page_enqueues_for_an_unverified_user_and_answers_the_same_for_anyone(client):
+def test_resend_does_the_same_work_for_any_address_and_mails_only_the_unverified(client, smtp, work):
     user = make_user()
     make_user(email="verificada@example.com", email_verified_at=timezone.now())
-
-    answers = [
-        client.post(reverse("accounts:resend"), {"email": email}).content
-        for email in ("ANA@example.com", "nadie@example.com", "verificada@example.com")
-    ]
+    answers, queries, jobs = [], [], []
+    for email in ("ANA@example.com", "nadie@example.com", "verificada@example.com"):
+        before = set(email_job_ids())
+        with CaptureQueriesContext(connection) as captured:
+            answers.append(client.post(reverse("accounts:resend"), {"email": email}).content)
+        queries.append(len(captured))
+        jobs.append([django_rq.get_queue("email").fetch_job(job_id).func_name for job_id in set(email_job_ids()) - before])
 
     assert answers[0] == answers[1] == answers[2]
-    assert email_job_ids() == [f"email-verify-{user.pk}"]
+    assert queries == [0, 0, 0]  # the page looks up no one: the worker does
+    assert jobs == [["jobs.tasks.email.resend_verify_email"]] * 3
+    work()
+    assert [message["To"] for message in smtp.messages] == ["ana@example.com"]
+    assert User.objects.get(pk=user.pk).verify_requested_at is not None  # the outbox's record
 
 
 def test_admin_action_resends_through_the_producer(admin_client):

@@ -209,6 +209,8 @@ def enqueue_by_hand(func: str, job_id: str, **kwargs):
     [
         ("send_verify_email", {"user_id": "42; DROP TABLE"}, "malformed payload: user_id='42; DROP TABLE' is not"),
         ("send_welcome_email", {"user_id": None}, "malformed payload: user_id=None is not an integer"),
+        ("send_account_exists_email", {"user_id": [1]}, "malformed payload: user_id=[1] is not an integer"),
+        ("resend_verify_email", {"email": {"$ne": ""}}, "malformed payload: email is a dict, not a string"),
         ("send_newsletter", {"issue": 1}, "the newsletter job is declared but not implemented yet"),
     ],
 )

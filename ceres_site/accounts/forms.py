@@ -29,12 +29,6 @@ class SignupForm(forms.Form):
             raise forms.ValidationError(_("The name cannot contain line breaks or control characters."))
         return name
 
-    def clean_email(self):
-        email = self.cleaned_data["email"]
-        if User.objects.filter(email__iexact=email).exists():
-            raise forms.ValidationError(_("An account with this email already exists."))
-        return email
-
     def clean(self):
         cleaned = super().clean()
         if cleaned.get("password"):

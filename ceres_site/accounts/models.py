@@ -51,6 +51,7 @@ class EmailDelivery(models.Model):
     class Kind(models.TextChoices):
         VERIFY = "verify", _("verification")
         WELCOME = "welcome", _("welcome")
+        EXISTS = "exists", _("account exists")  # someone tried to sign up with the address
 
     user = models.ForeignKey(User, on_delete=models.SET_NULL, null=True, related_name="email_deliveries")
     kind = models.CharField(max_length=16, choices=Kind.choices)

@@ -3,13 +3,18 @@ import logging
 from django.db import IntegrityError, transaction
 from django.shortcuts import redirect, render
 from django.utils import timezone
-from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods
 from redis.exceptions import RedisError
 
-from jobs.producers import enqueue_email_verify, enqueue_email_welcome
+from jobs.producers import (
+    enqueue_email_account_exists,
+    enqueue_email_resend,
+    enqueue_email_verify,
+    enqueue_email_welcome,
+)
 
 from .forms import ResendForm, SignupForm
+from .limits import limited
 from .models import User
 from .tokens import Outcome, token_verify
 
@@ -17,7 +22,10 @@ log = logging.getLogger(__name__)
 
 
 @require_http_methods(["GET", "POST"])
+@limited("signup", "email")
 def signup(request):
+    """A known address gets the same answer as a new one (the page tells no one who is registered);
+    its owner is told by email instead. Both ways hash the password and try one INSERT."""
     form = SignupForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
@@ -29,10 +37,20 @@ def signup(request):
                 )  # fmt: skip
                 enqueue_email_verify(user_id=user.pk)  # runs when this transaction commits
         except IntegrityError:
-            form.add_error("email", _("An account with this email already exists."))
-        else:
-            return redirect("accounts:signup_done")
+            _tell_the_owner(data["email"])
+        return redirect("accounts:signup_done")
     return render(request, "accounts/signup.html", {"form": form})
+
+
+def _tell_the_owner(email: str) -> None:
+    owner = User.objects.filter(email__iexact=email).values_list("pk", flat=True).first()
+    if owner is None:  # the username was taken, not the address (a staff user named like it)
+        log.warning("signup refused: the username of a new address is taken")
+        return
+    try:
+        enqueue_email_account_exists(user_id=owner)
+    except RedisError as error:  # a notice, not a promise: the owner's account is unchanged
+        log.error("account-exists email for user %s not enqueued (%s)", owner, type(error).__name__)
 
 
 def signup_done(request):
@@ -40,6 +58,7 @@ def signup_done(request):
 
 
 @require_http_methods(["GET", "HEAD", "POST"])
+@limited("verify", "selector")
 def verify(request):
     """GET (and HEAD) only show the page; its button POSTs the token that the link carries after "#"."""
     if request.method != "POST":
@@ -52,16 +71,18 @@ def verify(request):
 
 
 @require_http_methods(["GET", "POST"])
+@limited("resend", "email")
 def resend(request):
+    """The same work and answer for any address: one job, which looks for the account (`jobs`)."""
     form = ResendForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        user = User.objects.filter(email__iexact=form.cleaned_data["email"]).first()
-        if user is not None and not user.is_verified:
-            User.objects.filter(pk=user.pk).update(verify_requested_at=timezone.now())
-            try:
-                enqueue_email_verify(user_id=user.pk)
-            except RedisError as error:  # recorded above: `jobs.outbox` sends it once Redis is back
-                log.error("resend for user %s not enqueued (%s); the outbox will", user.pk, type(error).__name__)
-        # Same answer whether or not the address has an account: the page tells no one who is registered.
+        email = form.cleaned_data["email"]
+        try:
+            enqueue_email_resend(email=email)
+        except RedisError as error:  # recorded for the outbox (`jobs.outbox`), which sends once Redis is back
+            log.error("resend not enqueued (%s); recorded for the outbox", type(error).__name__)
+            User.objects.filter(email__iexact=email, email_verified_at__isnull=True).update(
+                verify_requested_at=timezone.now()
+            )
         return render(request, "accounts/resend_done.html")
     return render(request, "accounts/resend.html", {"form": form})

@@ -11,11 +11,16 @@ from django.conf import settings
 
 SEND_VERIFY_EMAIL = "jobs.tasks.email.send_verify_email"
 SEND_WELCOME_EMAIL = "jobs.tasks.email.send_welcome_email"
+SEND_ACCOUNT_EXISTS_EMAIL = "jobs.tasks.email.send_account_exists_email"
+RESEND_VERIFY_EMAIL = "jobs.tasks.email.resend_verify_email"
 SEND_NEWSLETTER = "jobs.tasks.email.send_newsletter"
 POST_TO_SLACK = "jobs.tasks.slack.post_to_slack"
 FLUSH_ALERTS = "jobs.alerts.flush_alerts"
 RUN_CRON = "jobs.tasks.maintenance.run_cron"
-TASKS = frozenset({SEND_VERIFY_EMAIL, SEND_WELCOME_EMAIL, SEND_NEWSLETTER, POST_TO_SLACK, FLUSH_ALERTS, RUN_CRON})
+TASKS = frozenset({
+    SEND_VERIFY_EMAIL, SEND_WELCOME_EMAIL, SEND_ACCOUNT_EXISTS_EMAIL, RESEND_VERIFY_EMAIL, SEND_NEWSLETTER,
+    POST_TO_SLACK, FLUSH_ALERTS, RUN_CRON,
+})  # fmt: skip
 
 ON_JOB_FAILURE = "jobs.failures.on_job_failure"
 CALLBACKS = frozenset({ON_JOB_FAILURE})

@@ -1,4 +1,4 @@
-"""Email queue tasks: the verification and welcome emails.
+"""Email queue tasks: the verification, welcome and account-exists emails, and resend requests.
 
 Each task takes a user id, re-checks the database before acting (user gone or already verified:
 nothing to do, no retry), and records every delivery so a re-run of the same job sends nothing.
@@ -29,6 +29,7 @@ from ceres_site.accounts.models import EmailDelivery, User
 from ceres_site.accounts.tokens import token_issue
 from jobs import mail
 from jobs.failures import PermanentJobError
+from jobs.producers import enqueue_email_verify
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,32 @@ def send_welcome_email(user_id: int) -> str:
     _send(user, "emails/welcome", "¡Bienvenido/a a Ceres!", {"link": settings.SITE_URL + "/"})
     _delivered(user, EmailDelivery.Kind.WELCOME, _delivery_key())
     return f"sent: welcome email to user {user.pk}"
+
+
+def send_account_exists_email(user_id: int) -> str:
+    key = _delivery_key()
+    user, skip = _recipient(user_id, SENT_BY_THIS_JOB, [key])
+    if skip:
+        return skip
+    if user.already_sent:
+        return f"skipped: already sent by this job ({key})"
+    context = {"resend": "" if user.is_verified else settings.SITE_URL + reverse("accounts:resend")}
+    _send(user, "emails/account_exists", "Ya tenés una cuenta en Ceres", context)
+    _delivered(user, EmailDelivery.Kind.EXISTS, key)
+    return f"sent: account-exists email to user {user.pk}"
+
+
+def resend_verify_email(email: str) -> str:
+    """A resend asked on the page: the verification email again, if `email` has an unverified account."""
+    if not isinstance(email, str):
+        raise PermanentJobError(f"malformed payload: email is a {type(email).__name__}, not a string")
+    waiting = User.objects.filter(email__iexact=email, email_verified_at__isnull=True)
+    user_id = waiting.values_list("pk", flat=True).first()
+    if user_id is None:
+        return "skipped: no unverified account has that address"
+    User.objects.filter(pk=user_id).update(verify_requested_at=timezone.now())  # the outbox's record
+    enqueue_email_verify(user_id=user_id)
+    return f"enqueued: verification email for user {user_id}"
 
 
 def send_newsletter(**kwargs) -> str:

@@ -1,0 +1,106 @@
+"""Rate limits on signup, resend, verify and the admin login: per client address and per account,
+counted in the real Redis, answered with a 429 in Spanish."""
+
+import pytest
+from django.urls import reverse
+
+from ceres_site.accounts.limits import LimitCache
+from ceres_site.accounts.models import User
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def counting(monkeypatch):
+    """Counters on, whatever an earlier test did to Redis (a Redis error pauses them a few seconds)."""
+    monkeypatch.setattr(LimitCache, "_paused_until", 0.0)
+
+FORMS = {  # view → (POST data for account n, the form field counted per account)
+    "accounts:signup": (lambda n: {"email": f"ana{n}@example.com", "first_name": "Ana", "password": "una-clave-bien-larga-42"}, "email"),
+    "accounts:resend": (lambda n: {"email": f"ana{n}@example.com"}, "email"),
+    "accounts:verify": (lambda n: {"selector": f"selector{n}", "verifier": "x" * 43}, "selector"),
+    "admin:login": (lambda n: {"username": f"staff{n}", "password": "wrong"}, "username"),
+}  # fmt: skip
+RATE_NAMES = {"accounts:signup": "signup", "accounts:resend": "resend", "accounts:verify": "verify", "admin:login": "login"}
+
+
+def post(client, view, data, ip):
+    return client.post(reverse(view), data, HTTP_X_REAL_IP=ip)  # as nginx, on loopback, names the client
+
+
+def limit(settings, view, *, ip="1000/h", account="1000/h"):
+    name, field = RATE_NAMES[view], FORMS[view][1]
+    settings.RATE_LIMITS = {**settings.RATE_LIMITS, f"{name}-ip": ip, f"{name}-{field}": account}
+
+
+@pytest.mark.parametrize("view", FORMS)
+def test_one_client_address_gets_a_spanish_429_past_its_limit_and_others_do_not(client, settings, view):
+    limit(settings, view, ip="3/h")
+    data = FORMS[view][0]
+
+    answers = [post(client, view, data(n), "203.0.113.7").status_code for n in range(4)]
+
+    assert 429 not in answers[:3] and answers[3] == 429
+    refused = post(client, view, data(9), "203.0.113.7")
+    assert refused.status_code == 429 and refused["Retry-After"]
+    assert "Hiciste demasiados intentos en poco tiempo" in refused.content.decode()
+    assert post(client, view, data(10), "198.51.100.2").status_code != 429
+
+
+@pytest.mark.parametrize("view", FORMS)
+def test_one_account_gets_a_429_past_its_limit_from_any_number_of_addresses(client, settings, view):
+    limit(settings, view, account="2/h")
+    data, field = FORMS[view]
+    spellings = [data(1), data(1), {**data(1), field: data(1)[field].upper()}]  # one account, however typed
+
+    answers = [post(client, view, fields, f"192.0.2.{n}").status_code for n, fields in enumerate(spellings)]
+
+    assert 429 not in answers[:2] and answers[2] == 429
+    assert post(client, view, data(2), "192.0.2.99").status_code != 429
+
+
+def test_the_signup_refused_with_a_429_creates_nothing(client, settings):
+    limit(settings, "accounts:signup", ip="1/h")
+    post(client, "accounts:signup", FORMS["accounts:signup"][0](1), "203.0.113.7")
+
+    assert post(client, "accounts:signup", FORMS["accounts:signup"][0](2), "203.0.113.7").status_code == 429
+    assert list(User.objects.values_list("email", flat=True)) == ["ana1@example.com"]
+
+
+def test_wrong_verifiers_in_a_burst_meet_the_configured_limit(client):
+    """The attack of the report: 200 wrong verifiers in 2 s; with the production rates."""
+    answers = [post(client, "accounts:verify", {"selector": "s" * 22, "verifier": f"guess{n}"}, "203.0.113.7") for n in range(200)]
+
+    codes = [answer.status_code for answer in answers]
+    assert codes[:10] == [400] * 10 and set(codes[10:]) == {429}  # 10 per selector per hour
+
+
+def test_a_client_cannot_name_itself_with_x_real_ip_unless_it_is_the_proxy(client, settings):
+    limit(settings, "accounts:resend", ip="2/h")
+    data = FORMS["accounts:resend"][0]
+    codes = [
+        client.post(reverse("accounts:resend"), data(n), REMOTE_ADDR="203.0.113.7", HTTP_X_REAL_IP=f"10.0.0.{n}").status_code
+        for n in range(3)
+    ]  # fmt: skip
+
+    assert codes == [200, 200, 429]
+
+
+def test_counters_expire(client, redis_conn):
+    for view, (data, _) in FORMS.items():
+        post(client, view, data(1), "203.0.113.7")
+
+    keys = redis_conn.keys("ceres:ratelimit*")
+    assert len(keys) == 2 * len(FORMS)  # per address and per account, for each view
+    assert all(0 < redis_conn.ttl(key) <= 3600 + 5 for key in keys)
+
+
+def test_with_redis_unreachable_nothing_is_counted_and_the_pages_work(client, settings):
+    user = User.objects.create_user(username="ana@example.com", email="ana@example.com")
+    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "resend-ip": "1/h"}
+    settings.RQ_QUEUES = {name: {**config, "URL": "redis://127.0.0.1:1/5"} for name, config in settings.RQ_QUEUES.items()}
+
+    codes = [post(client, "accounts:resend", {"email": "ana@example.com"}, "203.0.113.7").status_code for _ in range(3)]
+
+    assert codes == [200, 200, 200]
+    assert User.objects.get(pk=user.pk).verify_requested_at is not None  # for the outbox, once Redis is back
