@@ -9,7 +9,6 @@ one of ten.
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import partial
 
 import django_rq
 from django.conf import settings
@@ -20,7 +19,7 @@ from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
 from jobs import clients, crons, queues
 from jobs.models import CronRun
-from jobs.unreadable import valid_id
+from jobs.unreadable import fetch_job, fetch_jobs, printable, valid_id  # noqa: F401 (readers call them from here)
 
 log = logging.getLogger(__name__)
 
@@ -63,27 +62,6 @@ def job_ids(queue, state: str, start: int, stop: int) -> list[str]:
     return [parse(entry) for entry in raw]
 
 
-def fetch_jobs(queue, ids: list[str]) -> list[Job]:
-    """The jobs of `ids` that can be read: one that cannot (an id or a hash RQ refuses) is left out,
-    for the worker that dequeues it to set aside (`jobs.unreadable`)."""
-    readable = [job_id for job_id in ids if valid_id(job_id)]
-    try:
-        return [job for job in Job.fetch_many(readable, connection=queue.connection, serializer=queue.serializer) if job]
-    except Exception:  # a hash RQ cannot restore, somewhere in the lot
-        return [job for job in map(partial(fetch_job, queue), readable) if job]
-
-
-def fetch_job(queue, job_id: str) -> Job | None:
-    """The job, or None when it does not exist or cannot be read."""
-    if not valid_id(job_id):
-        return None
-    try:
-        return queue.fetch_job(job_id)
-    except Exception:
-        log.warning("job %r in %s cannot be read", job_id, queue.name)
-        return None
-
-
 @dataclass
 class Page:
     jobs: list[Job]
@@ -91,6 +69,7 @@ class Page:
     number: int
     pages: int
     note: str = ""
+    unreadable: list[str] = field(default_factory=list)  # ids on this page no job can be read from, printable
 
 
 def page(queue_name: str, state: str, number: int = 1, search: str = "", func: str = "") -> Page:
@@ -109,7 +88,15 @@ def page(queue_name: str, state: str, number: int = 1, search: str = "", func: s
     pages = max(1, -(-total // PAGE_SIZE))
     number = min(max(number, 1), pages)
     start = (number - 1) * PAGE_SIZE
-    return Page(fetch_jobs(queue, job_ids(queue, state, start, start + PAGE_SIZE)), total, number, pages)
+    ids = job_ids(queue, state, start, start + PAGE_SIZE)
+    jobs = fetch_jobs(queue, ids)
+    read = {job.id for job in jobs}
+    unreadable = [job_id for job_id in ids if job_id not in read and not (valid_id(job_id) and not _exists(queue, job_id))]
+    return Page(jobs, total, number, pages, unreadable=[printable(job_id) for job_id in unreadable])
+
+
+def _exists(queue, job_id: str) -> bool:
+    return bool(queue.connection.exists(Job.key_for(job_id)))
 
 
 def _func_name(job: Job) -> str:

@@ -17,6 +17,7 @@ from jobs.alerts import archive, close_db_connections, sweep_failures
 from jobs.failures import record_attempt
 from jobs.jobs import CeresJob
 from jobs.outbox import reconcile_verify_emails
+from jobs.unreadable import sweep_registries
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,7 @@ class CeresWorker(Worker):
     def run_maintenance_tasks(self):
         from jobs.slots import reap_dead_workers  # jobs.slots builds on this module
 
+        self._safely(sweep_registries, self.connection, [queue.name for queue in self.queues])  # before RQ meets them
         super().run_maintenance_tasks()
         # At start too: a worker started again by its supervisor (or `jobs.family`) hands back the
         # jobs of the one it replaces and takes its registration off the list at once.

@@ -7,9 +7,10 @@ from django.core.management import CommandError, call_command
 from django.urls import reverse
 from rq.job import Job
 
-from jobs import health
+from jobs import health, unreadable
 from jobs.models import DeadLetter
 from jobs.producers import enqueue_stored_call
+from tests.conftest import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -44,8 +45,9 @@ def test_readers_answer_and_the_worker_sets_it_aside_and_goes_on(queue_name, job
     assert health.health_report()["checks"]
     assert client.get("/health").status_code in (200, 503)
     assert client.get("/metrics", headers={"Authorization": "Bearer scrape-me"}).status_code == 200
-    for page in (reverse("admin:jobs_dashboard_overview"), reverse("admin:jobs_dashboard_list", args=[queue_name, "queued"])):
-        assert admin_client.get(page).status_code == 200
+    assert admin_client.get(reverse("admin:jobs_dashboard_overview")).status_code == 200
+    listed = admin_client.get(reverse("admin:jobs_dashboard_list", args=[queue_name, "queued"])).content.decode()
+    assert f"<code>{unreadable.printable(job_id)}</code> · ilegible: no lo va a ejecutar ningún worker" in listed
     with pytest.raises(CommandError, match="unhealthy"):  # no worker runs: a clear answer, not a traceback
         call_command("queues_health", stdout=open("/dev/null", "w"))
 
@@ -59,3 +61,35 @@ def test_readers_answer_and_the_worker_sets_it_aside_and_goes_on(queue_name, job
     assert dead.job_id == job_id.encode("unicode_escape").decode()
     assert not queue.connection.exists(Job.key_for(job_id))  # renamed aside, named in the dead letter
     assert "set aside in Redis as ceres:queue:unreadable:" in dead.exc_message
+
+
+@pytest.mark.parametrize("state", ["started", "scheduled", "ready", "deferred", "failed", "finished", "canceled"])
+@pytest.mark.parametrize("queue_name", ["email", "files"])
+def test_an_unreadable_id_in_a_registry_breaks_no_reader_and_no_worker(queue_name, state, live_worker, admin_client, client):
+    """The entry is due (or expired) in its registry, so RQ's clean-up and scheduler would read it;
+    it has a hash, so RQ would not just drop it as gone."""
+    queue = django_rq.get_queue(queue_name)
+    registry = getattr(queue, f"{state}_job_registry")
+    entry = "bad id!:exec-1" if state == "started" else "bad id!"  # started entries are `<job id>:<execution>`
+    queue.connection.hset(Job.key_for("bad id!"), mapping={"status": state, "origin": queue_name})
+    queue.connection.zadd(registry.key, {entry: 1})  # 1970
+    list_page = reverse("admin:jobs_dashboard_list", args=[queue_name, state if state != "ready" else "queued"])
+
+    assert client.get("/health").status_code in (200, 503)
+    assert admin_client.get(reverse("admin:jobs_dashboard_overview")).status_code == 200
+    listed = admin_client.get(list_page)
+    assert listed.status_code == 200
+    if state != "ready":  # a registry the lists do not show
+        assert "<code>bad id!</code> · ilegible: no lo va a ejecutar ningún worker" in listed.content.decode()
+
+    enqueue_stored_call(queue_name=queue_name, func="tests.tasks.sleep", job_id=f"{queue_name}-fine-1", kwargs={"seconds": 0})
+    worker = live_worker(queue_name)
+
+    wait_for(lambda: queue.fetch_job(f"{queue_name}-fine-1").get_status() == "finished", timeout=60)
+    assert worker.poll() is None  # still working
+    if state in unreadable.READ_WHEN_DUE:  # set aside before RQ read it
+        wait_for(lambda: DeadLetter.objects.filter(exc_type="UnreadableJob").exists(), timeout=30)
+        assert queue.connection.zscore(registry.key, entry) is None
+        [dead] = DeadLetter.objects.filter(exc_type="UnreadableJob")
+        assert dead.queue == queue_name and f"unreadable in the {state} registry" in dead.exc_message
+    assert admin_client.get(list_page).status_code == 200
