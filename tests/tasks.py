@@ -56,3 +56,11 @@ def spin(n: int, path: str, seconds: float) -> None:
     while time.monotonic() < deadline:
         time.sleep(0.01)
     mark(f"end {n}", path)
+
+
+def wait_until(path: str, seconds: float = 120) -> None:
+    """Run until the test creates `path` (at most `seconds`): a job that is "started" for exactly
+    as long as the test needs, whatever the machine's load."""
+    deadline = time.monotonic() + seconds
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.05)

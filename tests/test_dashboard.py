@@ -78,8 +78,8 @@ def test_overview_counts_every_state_and_warns_about_missing_workers(jobs, admin
     assert "clean-verification-tokens" in page and "/health/jobs" in page
 
 
-def test_every_state_lists_its_jobs(jobs, admin_client, live_worker):
-    call("sleep", "files-running-1", queue="files", seconds=3)
+def test_every_state_lists_its_jobs(jobs, admin_client, live_worker, tmp_path):
+    call("wait_until", "files-running-1", queue="files", path=str(tmp_path / "go"))
     live_worker("files")
     wait_for(lambda: fetch("files-running-1", "files").get_status() == "started", timeout=20)
 
@@ -89,6 +89,8 @@ def test_every_state_lists_its_jobs(jobs, admin_client, live_worker):
         assert f'href="{url("job", queue, job_id)}"' in page, state
     overview = admin_client.get(url("overview")).content.decode()
     assert "Ningún worker vivo atiende la cola files." not in overview
+    (tmp_path / "go").touch()  # the job ends, and the worker stops without waiting
+    wait_for(lambda: fetch("files-running-1", "files").get_status() == "finished", timeout=30)
 
 
 def test_lists_are_paginated_newest_first(admin_client):
