@@ -4,6 +4,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from jobs.models import DeadLetter
 from jobs.producers import Enqueued, enqueue_stored_call
@@ -37,11 +38,11 @@ def dead_letter_retry(*, dead_letter: DeadLetter, user=None) -> Enqueued:
 
 def _why_not_retryable(dead_letter: DeadLetter) -> str:
     if dead_letter.func_name in ("", UNREADABLE_PAYLOAD):
-        return "the job could not be read, so there is nothing to run again"
+        return _("the job could not be read, so there is nothing to run again")
     if MASKED in dead_letter.kwargs.values():
-        return "its arguments were masked when archived"
+        return _("its arguments were masked when archived")
     if TRUNCATED in dead_letter.args:
-        return "an argument was too long to archive"
+        return _("an argument was too long to archive")
     return ""
 
 

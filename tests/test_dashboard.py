@@ -292,7 +292,7 @@ def test_triage_retries_what_can_run_again_and_names_what_cannot(admin_client, p
 
     assert done.status_code == 200
     page = done.content.decode().lower()  # admin messages start with a capital
-    assert "email-secret-1: its arguments were masked" in page and "bad:id: the job could not be read" in page
+    assert "email-secret-1: sus argumentos se ocultaron al archivarlo" in page and "bad:id: el job no se pudo leer" in page
     assert django_rq.get_queue("email").job_ids == ["email-args-1"]
     assert fetch("email-args-1").args == ["with a positional argument"]  # kept by the archive, given back
     action = JobAction.objects.get()  # the audit names what was retried
