@@ -55,7 +55,7 @@ def report_text(report: DailyReport) -> str:
             f":bar_chart: Reporte diario de Ceres — {report.day:%d/%m/%Y} (Córdoba)",
             f"• Usuarios registrados: {report.users_registered} · verificados: {report.users_verified}",
             f"• Emails enviados: verificación {report.emails_sent['verify']} · "
-            f"bienvenida {report.emails_sent['welcome']}",
+            f"bienvenida {report.emails_sent['welcome']} · cuenta existente {report.emails_sent['exists']}",
             f"• Jobs completados/fallidos por cola: {jobs}",
             f"• Dead letters abiertos: {report.dead_letters_open}",
             f"• Job en espera más antiguo: {waiting}",
