@@ -108,6 +108,8 @@ class DashboardAdmin(ReadOnlyAdmin):
 
         return [
             view(dashboard.overview, "overview", ""),
+            # The name admin's index, app page and sidebar link a model by: without it, plain text.
+            view(dashboard.overview, "changelist", ""),
             view(dashboard.triage, "triage", "<str:queue_name>/triage/"),
             view(dashboard.job_detail, "job", "<str:queue_name>/job/<str:job_id>/"),
             view(dashboard.action, "action", "<str:queue_name>/action/<str:name>/"),

@@ -413,3 +413,12 @@ def test_the_dashboard_is_in_english_when_asked(admin_client):
     page = admin_client.get(url("overview"), headers={"accept-language": "en"}).content.decode()
 
     assert "No live worker listens on email." in page and "Ningún worker" not in page
+
+
+def test_the_dashboard_is_a_link_on_the_admin_index_the_app_page_and_the_sidebar(admin_client):
+    link = f'<a href="{url("overview")}"'
+    for page in (reverse("admin:index"), reverse("admin:app_list", args=["jobs"]), reverse("admin:jobs_deadletter_changelist")):
+        html = admin_client.get(page).content.decode()
+        assert link in html and "Panel de colas</a>" in html, page
+    staff_without = logged_in(staff("reader", perms=()))
+    assert link not in staff_without.get(reverse("admin:index")).content.decode()
