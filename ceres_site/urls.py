@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 from django.utils.translation import gettext_lazy as _
-from django.views.generic import RedirectView
+from django.views.generic import TemplateView
 
 from ceres_site.accounts.limits import limited
 from jobs import views as jobs_views
@@ -11,7 +11,7 @@ admin.site.site_title = _("Ceres administration")
 admin.site.index_title = _("Queues, jobs and accounts")
 
 urlpatterns = [
-    path("", RedirectView.as_view(pattern_name="accounts:signup"), name="home"),
+    path("", TemplateView.as_view(template_name="home.html"), name="home"),
     path("health", jobs_views.health, name="health"),
     path("health/jobs", jobs_views.jobs_health, name="jobs_health"),
     path("metrics", jobs_views.metrics, name="metrics"),

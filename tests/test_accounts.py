@@ -59,7 +59,7 @@ def test_signup_with_a_taken_email_answers_as_for_a_new_one_and_tells_the_owner(
 @pytest.mark.parametrize(
     "fields,error",
     [
-        ({"email": "no-es-un-email"}, "Introduzca una dirección de email válida."),
+        ({"email": "no-es-un-email"}, "Ingresá una dirección de email válida."),
         ({"first_name": "Ana\r\nBcc: x@example.com"}, "no puede contener saltos de línea"),
         ({"first_name": "A" * 10_000}, "tenga como máximo 150 caracteres"),
         ({"password": "123"}, "contraseña"),
@@ -141,6 +141,7 @@ def test_verify_link_marks_the_user_verified_once_and_enqueues_the_welcome(clien
 
     assert first.status_code == 200 and "¡Cuenta verificada!" in first.content.decode()
     assert second.status_code == 200 and "ya estaba verificada" in second.content.decode()
+    assert all(f'<a href="{reverse("home")}">Ir al inicio</a>' in r.content.decode() for r in (first, second))
     user.refresh_from_db()
     assert user.is_verified
     assert email_job_ids() == [f"email-welcome-{user.pk}"]
@@ -259,3 +260,27 @@ def test_pages_speak_spanish_by_default_and_english_when_asked(client):
 
     assert "Crear tu cuenta" in spanish and 'lang="es-ar"' in spanish
     assert "Create your account" in english and 'lang="en"' in english
+
+
+def test_the_home_page_leads_to_the_account_pages(client):
+    page = client.get(reverse("home"))
+
+    assert page.status_code == 200  # the welcome email's link lands here
+    html = page.content.decode()
+    assert "Tus trámites con la municipalidad" in html
+    assert f'href="{reverse("accounts:signup")}"' in html and f'href="{reverse("accounts:resend")}"' in html
+
+
+@pytest.mark.parametrize("path", ["/accounts/verify/abc.def/", "/accounts/verificar/", "/nada"])
+def test_unknown_pages_answer_a_spanish_404_in_the_site_s_look(client, path):
+    page = client.get(path)
+
+    assert page.status_code == 404
+    html = page.content.decode()
+    assert "No encontramos esa página" in html and "Ir al inicio" in html and '<html lang="es-ar">' in html
+
+
+def test_a_bad_request_answers_a_spanish_400(client):
+    page = client.get(reverse("home"), HTTP_HOST="no-es-este-sitio.example")  # not in ALLOWED_HOSTS
+
+    assert page.status_code == 400 and "Pedido no válido" in page.content.decode()

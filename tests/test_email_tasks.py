@@ -6,6 +6,7 @@ from pathlib import Path
 import django_rq
 import pytest
 from rq import Callback, Retry
+from django.conf import settings
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -66,6 +67,7 @@ def test_verify_link_verifies_the_user_and_the_welcome_email_follows(smtp, work)
     work("email")
     assert [m["Subject"] for m in smtp.messages] == ["Confirmá tu cuenta de Ceres", "¡Bienvenido/a a Ceres!"]
     assert EmailDelivery.objects.filter(user=user).count() == 2
+    assert f"{settings.SITE_URL}{reverse('home')}\r\n" in text_body(smtp.messages[1])  # the home page, no redirect
 
 
 def test_verify_job_for_a_verified_user_sends_nothing(smtp, work):

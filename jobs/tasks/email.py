@@ -73,7 +73,7 @@ def send_welcome_email(user_id: int) -> str:
         return f"skipped: user {user.pk} is not verified"
     if user.already_sent:
         return f"skipped: user {user.pk} was already welcomed"
-    _send(user, "emails/welcome", "¡Bienvenido/a a Ceres!", {"link": settings.SITE_URL + "/"})
+    _send(user, "emails/welcome", "¡Bienvenido/a a Ceres!", {"link": settings.SITE_URL + reverse("home")})
     _delivered(user, EmailDelivery.Kind.WELCOME, _delivery_key())
     return f"sent: welcome email to user {user.pk}"
 
