@@ -190,6 +190,7 @@ DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Ceres <no-reply@cere
 LANGUAGE_CODE = "es-ar"
 LANGUAGES = [("es-ar", "Español (Argentina)"), ("en", "English")]
 LOCALE_PATHS = [BASE_DIR / "locale"]
+FORMAT_MODULE_PATH = ["ceres_site.formats"]  # es-AR dates as the dashboard writes them
 # The one zone of everything shown to people (pages, emails, Slack) and of the crons, whatever the
 # server's TZ: Django then sets the process's TZ to it.
 from jobs.crons import ZONE as TIME_ZONE  # noqa: E402 (plain data: no Django, no rq)

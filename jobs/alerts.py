@@ -54,6 +54,8 @@ def archive(job: Job, exc_string: str) -> DeadLetter | None:
         alert, note = DeadLetter.Alert.SKIPPED, f"la cola {job.origin} no alerta sobre sí misma"
     elif exc_type in policy.expected_errors:
         alert, note = DeadLetter.Alert.SKIPPED, f"error esperado ({exc_type})"
+    elif not settings.SLACK_WEBHOOK_URL:  # the check jobs.W001 says so at every start
+        alert, note = DeadLetter.Alert.SKIPPED, "no hay webhook de Slack configurado (SLACK_WEBHOOK_URL)"
     else:
         alert, note = DeadLetter.Alert.PENDING, ""
     func_name, args, kwargs = _call(job)

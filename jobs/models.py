@@ -17,31 +17,33 @@ class DeadLetter(models.Model):
         SUMMARY = "summary", _("in a summary")
         SKIPPED = "skipped", _("no alert")
 
-    job_id = models.CharField(max_length=200)
-    job_created_at = models.DateTimeField()
-    queue = models.CharField(max_length=50, db_index=True)
-    func_name = models.CharField(max_length=300)
-    args = models.JSONField(default=list)
-    kwargs = models.JSONField(default=dict)  # secrets masked
-    exc_type = models.CharField(max_length=200, db_index=True)
-    exc_message = models.TextField()
-    traceback = models.TextField()
-    attempts = models.JSONField(default=list)  # [{"at": iso time, "error": first line}, …]
-    failed_at = models.DateTimeField(db_index=True)
-    related_model = models.CharField(max_length=100, blank=True)  # e.g. "accounts.user"
-    related_id = models.CharField(max_length=64, blank=True)
+    job_id = models.CharField(_("job id"), max_length=200)
+    job_created_at = models.DateTimeField(_("job created at"))
+    queue = models.CharField(_("queue"), max_length=50, db_index=True)
+    func_name = models.CharField(_("task"), max_length=300)
+    args = models.JSONField(_("positional arguments"), default=list)
+    kwargs = models.JSONField(_("arguments"), default=dict)  # secrets masked
+    exc_type = models.CharField(_("error type"), max_length=200, db_index=True)
+    exc_message = models.TextField(_("error message"))
+    traceback = models.TextField(_("traceback"))
+    attempts = models.JSONField(_("attempts"), default=list)  # [{"at": iso time, "error": first line}, …]
+    failed_at = models.DateTimeField(_("failed at"), db_index=True)
+    related_model = models.CharField(_("related model"), max_length=100, blank=True)  # e.g. "accounts.user"
+    related_id = models.CharField(_("related id"), max_length=64, blank=True)
 
-    alert = models.CharField(max_length=10, choices=Alert.choices)
-    alert_note = models.CharField(max_length=200, blank=True)
-    alerted_at = models.DateTimeField(null=True, blank=True)
+    alert = models.CharField(_("alert"), max_length=10, choices=Alert.choices)
+    alert_note = models.CharField(_("alert note"), max_length=200, blank=True)
+    alerted_at = models.DateTimeField(_("alerted at"), null=True, blank=True)
 
-    retried_at = models.DateTimeField(null=True, blank=True)
+    retried_at = models.DateTimeField(_("retried at"), null=True, blank=True)
     retried_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL, verbose_name=_("retried by"), null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="+",
     )
-    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolved_at = models.DateTimeField(_("resolved at"), null=True, blank=True)
     resolved_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL, verbose_name=_("resolved by"), null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="+",
     )
 
     class Meta:
@@ -58,14 +60,15 @@ class DeadLetter(models.Model):
 class CronRun(models.Model):
     """One run of a cron for one slot: the durable proof that a slot ran (and ran once)."""
 
-    name = models.CharField(max_length=100)
-    slot = models.DateTimeField()
-    started_at = models.DateTimeField(auto_now_add=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    result = models.CharField(max_length=500, blank=True)
+    name = models.CharField(_("name"), max_length=100)
+    slot = models.DateTimeField(_("slot"))
+    started_at = models.DateTimeField(_("started at"), auto_now_add=True)
+    finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
+    result = models.CharField(_("result"), max_length=500, blank=True)
 
     class Meta:
         verbose_name = _("cron run")
+        verbose_name_plural = _("cron runs")
         constraints = [models.UniqueConstraint(fields=["name", "slot"], name="jobs_cronrun_slot_unique")]
         ordering = ["-slot"]
 
@@ -100,7 +103,7 @@ class JobAction(models.Model):
         RESOLVE = "resolve", _("mark resolved")
 
     at = models.DateTimeField(_("when"), auto_now_add=True, db_index=True)
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, verbose_name=_("user"), null=True, on_delete=models.SET_NULL, related_name="+")
     kind = models.CharField(_("action"), max_length=10, choices=Kind.choices)
     queue = models.CharField(_("queue"), max_length=50)
     count = models.PositiveIntegerField(_("jobs"))
@@ -117,5 +120,5 @@ class JobAction(models.Model):
 
 
 class JobActionTarget(models.Model):
-    action = models.ForeignKey(JobAction, on_delete=models.CASCADE, related_name="targets")
-    job_id = models.CharField(max_length=200, db_index=True)
+    action = models.ForeignKey(JobAction, verbose_name=_("action"), on_delete=models.CASCADE, related_name="targets")
+    job_id = models.CharField(_("job id"), max_length=200, db_index=True)

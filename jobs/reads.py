@@ -8,7 +8,7 @@ one of ten.
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 import django_rq
 from django.conf import settings
@@ -72,18 +72,23 @@ class Page:
     unreadable: list[str] = field(default_factory=list)  # ids on this page no job can be read from, printable
 
 
-def page(queue_name: str, state: str, number: int = 1, search: str = "", func: str = "") -> Page:
+def page(queue_name: str, state: str, number: int = 1, search: str = "", func: str = "", user_ids=()) -> Page:
+    """A page of a state's jobs, newest first. `search` is a job id (found in any state), or a part
+    of ids, or matches the jobs of `user_ids` (the users whose email holds it); `func` a job name.
+    Filters look through the newest `NAME_FILTER_WINDOW` jobs of the state."""
     queue = _queue(queue_name)
-    if search:
-        job = fetch_job(queue, search.strip())
-        found = [job] if job and job.origin == queue_name else []
-        return Page(found, len(found), 1, 1)
-    if func:
+    search = search.strip()
+    if search and not func:
+        job = fetch_job(queue, search)
+        if job is not None and job.origin == queue_name:
+            return Page([job], 1, 1, 1)
+    if search or func:
         window = fetch_jobs(queue, job_ids(queue, state, 0, NAME_FILTER_WINDOW))
-        matching = [job for job in window if _func_name(job) == func]
+        matching = [job for job in window if _matches(job, search.lower(), func, set(user_ids))]
+        pages = max(1, -(-len(matching) // PAGE_SIZE))
+        number = min(max(number, 1), pages)
         start = (number - 1) * PAGE_SIZE
-        return Page(matching[start : start + PAGE_SIZE], len(matching), number, max(1, -(-len(matching) // PAGE_SIZE)),
-                    note=f"newest {NAME_FILTER_WINDOW}")  # fmt: skip
+        return Page(matching[start : start + PAGE_SIZE], len(matching), number, pages, note=str(NAME_FILTER_WINDOW))
     total = count(queue, state)
     pages = max(1, -(-total // PAGE_SIZE))
     number = min(max(number, 1), pages)
@@ -97,6 +102,27 @@ def page(queue_name: str, state: str, number: int = 1, search: str = "", func: s
 
 def _exists(queue, job_id: str) -> bool:
     return bool(queue.connection.exists(Job.key_for(job_id)))
+
+
+def _matches(job: Job, search: str, func: str, user_ids: set[int]) -> bool:
+    if func and _func_name(job) != func:
+        return False
+    return not search or search in job.id.lower() or _user_id(job) in user_ids
+
+
+def _user_id(job: Job) -> int | None:
+    try:
+        return int(job.kwargs["user_id"])
+    except Exception:
+        return None
+
+
+def scheduled_at(queue, ids: list[str]) -> dict[str, datetime]:
+    """When each scheduled job of `ids` will run (its score in the scheduled registry)."""
+    if not ids:
+        return {}
+    scores = queue.connection.zmscore(queue.scheduled_job_registry.key, ids)
+    return {job_id: datetime.fromtimestamp(score, tz=UTC) for job_id, score in zip(ids, scores) if score is not None}
 
 
 def _func_name(job: Job) -> str:

@@ -132,6 +132,18 @@ def test_expected_errors_are_archived_without_an_alert(slack, policy, work):
     assert slack.requests == []
 
 
+def test_without_a_webhook_the_archive_says_no_alert_went_out(settings, policy, work):
+    settings.SLACK_WEBHOOK_URL = ""
+    policy("email", retry_max=0, alert_window=1)
+    run_call("always_fail", "email-unheard-1")
+
+    work("email")
+
+    row = DeadLetter.objects.get()
+    assert row.alert == "skipped" and "no hay webhook de Slack" in row.alert_note
+    assert django_rq.get_queue("slack").count == 0 and django_rq.get_queue("slack").scheduled_job_registry.count == 0
+
+
 def test_user_text_is_escaped_for_slack(slack, policy, work):
     policy("email", retry_max=0, alert_window=1)
     run_call("always_fail", "email-xss-1", message="<!channel> hola <script>alert(1)</script> & <http://evil|clic>")

@@ -57,16 +57,16 @@ def test_staff_finds_a_failed_job_retries_it_and_sees_it_finish(page, live_serve
     page.click("button:has-text('Reintentar')")
     page.fill("input[name=reason]", "probando desde el navegador")
     page.click("input[value='Sí, estoy seguro']")
-    page.wait_for_selector("text=Reintentar: 1 de 1 jobs.")
+    page.wait_for_selector("text=Reintentar: 1 de 1 job.")  # one job: the singular
 
     live_worker("email")
     job_page = live_server.url + reverse("admin:jobs_dashboard_job", args=["email", "email-flaky-7"])
     for _ in range(50):
         page.goto(job_page)
-        if page.locator("text=finished").count():
+        if page.locator("text=completado").count():
             break
         page.wait_for_timeout(200)
-    assert page.locator("strong", has_text="finished").count() == 1
+    assert page.locator("strong", has_text="completado").count() == 1
     assert page.locator("text=probando desde el navegador").count() == 1
     page.screenshot(path=ARTIFACTS / "job-finished.png", full_page=True)
 

@@ -1,5 +1,8 @@
 """The queue dashboard in admin, against real Redis with real jobs in every state."""
 
+import re
+from zoneinfo import ZoneInfo
+
 import django_rq
 import pytest
 from django.contrib.auth.models import Permission
@@ -112,6 +115,46 @@ def test_search_by_id_and_filter_by_job_name(jobs, admin_client):
 
     assert "email-failed-1" in found
     assert "email-waiting-1" in by_name and "No hay jobs acá." in none
+
+
+def test_search_finds_parts_of_ids_and_the_related_user_s_email(admin_client):
+    ana = User.objects.create_user(username="ana@example.com", email="ana@example.com")
+    beto = User.objects.create_user(username="beto@example.com", email="beto@example.com")
+    for user in (ana, beto):
+        enqueue_stored_call(queue_name="email", func="jobs.tasks.email.send_welcome_email", job_id=f"email-welcome-{user.pk}",
+                            kwargs={"user_id": user.pk})  # fmt: skip
+    call("sleep", "email-other-1", seconds=0)
+
+    def found(query):
+        page = admin_client.get(url("list", "email", "queued"), {"q": query}).content.decode()
+        return sorted(set(re.findall(r'name="job_ids" value="([^"]+)"', page)))
+
+    assert found("welcome") == [f"email-welcome-{ana.pk}", f"email-welcome-{beto.pk}"]
+    assert found("ana@exam") == [f"email-welcome-{ana.pk}"]
+    assert found("WELCOME-" + str(beto.pk)) == [f"email-welcome-{beto.pk}"]
+    assert found("nada") == []
+    masked = logged_in(staff("no-payloads", perms=("view_dashboard",)))  # a user's email is a payload
+    assert "email-welcome-" not in masked.get(url("list", "email", "queued"), {"q": "ana@exam"}).content.decode()
+
+
+def test_scheduled_jobs_show_when_they_run_and_their_last_error(jobs, admin_client):
+    page = admin_client.get(url("list", "email", "scheduled")).content.decode()
+
+    runs_at = fetch("email-retrying-1").get_status() and django_rq.get_queue("email").scheduled_job_registry
+    when = runs_at.get_scheduled_time("email-retrying-1").astimezone(ZoneInfo("America/Argentina/Cordoba"))
+    assert f"{when:%d/%m/%Y %H:%M:%S}</time>" in page
+    assert "RuntimeError" in page and "later" in page  # the attempt that failed, before its retry
+
+
+def test_list_actions_need_a_selection_and_the_list_has_a_select_all_box(jobs, admin_client):
+    page = admin_client.get(url("list", "email", "queued")).content.decode()
+    assert 'id="select-all"' in page
+    assert "Vaciar la cola seleccionados" not in page and "Vaciar la cola</button>" in page
+
+    answer = admin_client.post(url("action", "email", "cancel"), {"next": url("list", "email", "queued")}, follow=True)
+
+    assert "Primero elegí al menos un job." in answer.content.decode() and "van a cambiar 0" not in answer.content.decode()
+    assert fetch("email-waiting-1").get_status() == "queued"
 
 
 def test_job_detail_shows_why_it_failed_and_the_related_user(admin_client, policy, work):
@@ -275,7 +318,7 @@ def test_triage_groups_by_error_and_retries_a_filtered_set_after_a_dry_run(admin
     assert "Coinciden 3 jobs." in dry.content.decode()
     assert done.status_code == 302
     assert sorted(django_rq.get_queue("email").job_ids) == ["email-boom-0", "email-boom-1", "email-boom-2"]
-    assert JobAction.objects.get().detail.startswith("triage: RuntimeError since 2000-01-01")
+    assert JobAction.objects.get().detail == "fallas por error: RuntimeError desde 01/01/2000 00:00"
 
 
 def test_triage_retries_what_can_run_again_and_names_what_cannot(admin_client, policy, work):
@@ -314,7 +357,7 @@ def dashboard_routes() -> list[str]:
                 found.append(prefix + str(entry.pattern))
 
     walk(get_resolver().url_patterns, "/")
-    return found
+    return list(dict.fromkeys(found))  # the overview has two names (admin's index links "changelist")
 
 
 SAMPLE = {"<str:queue_name>": "email", "<str:state>": "failed", "<str:job_id>": "email-failed-1", "<str:name>": "retry"}
@@ -422,3 +465,33 @@ def test_the_dashboard_is_a_link_on_the_admin_index_the_app_page_and_the_sidebar
         assert link in html and "Panel de colas</a>" in html, page
     staff_without = logged_in(staff("reader", perms=()))
     assert link not in staff_without.get(reverse("admin:index")).content.decode()
+
+
+def test_staff_read_spanish_states_plurals_dates_and_results(jobs, admin_client, policy, smtp, work):
+    policy("email", retry_max=1)
+    policy("slack", retry_max=2)
+    overview = admin_client.get(url("overview")).content.decode()
+    for label in ("en cola", "en curso", "programados", "completados", "fallidos", "cancelados"):
+        assert f"<th>{label}</th>" in overview, label
+    assert "1 reintento<" in overview and "2 reintentos<" in overview and "1 reintentos" not in overview
+
+    one = admin_client.post(url("action", "email", "cancel"), {"job_ids": ["email-waiting-1"]}).content.decode()
+    two = admin_client.post(url("action", "email", "delete"), {"job_ids": ["email-waiting-1", "email-done-1"]}).content.decode()
+    assert "va a cambiar 1 job de la cola email." in one and "van a cambiar 2 jobs de la cola email." in two
+
+    detail = admin_client.get(url("job", "email", "email-failed-1")).content.decode()
+    assert "<strong>fallido</strong>" in detail
+    assert re.search(r'<time datetime="[^"]+" title="[^"]+ UTC">\d\d/\d\d/\d{4} \d\d:\d\d:\d\d</time>', detail)
+
+    archive = admin_client.get(reverse("admin:jobs_deadletter_changelist")).content.decode()
+    for column in ("Tipo de error", "Falló el", "Alerta", "Reintentado el", "Resuelto el"):
+        assert f">{column}</a>" in archive, column
+    assert "Exc type" not in archive and "Job id" not in archive
+    assert re.search(r">\d\d/\d\d/\d{4} \d\d:\d\d:\d\d<", archive)  # the dashboard's format, not "29 Nov. 2026"
+
+    user = User.objects.create_user(username="ana@example.com", email="ana@example.com", first_name="Ana")
+    enqueue_stored_call(queue_name="email", func="jobs.tasks.email.send_verify_email", job_id=f"email-verify-{user.pk}",
+                        kwargs={"user_id": user.pk})  # fmt: skip
+    work("email")
+    sent = admin_client.get(url("job", "email", f"email-verify-{user.pk}")).content.decode()
+    assert f"enviado: email de verificación al usuario {user.pk}" in sent and "<strong>completado</strong>" in sent

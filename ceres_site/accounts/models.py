@@ -31,15 +31,16 @@ class VerificationToken(models.Model):
     database, Redis nor admin ever holds a usable token.
     """
 
-    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="verification_tokens")
-    selector = models.CharField(max_length=32, unique=True)
-    verifier_hash = models.CharField(max_length=64)
-    created_at = models.DateTimeField(auto_now_add=True)
-    expires_at = models.DateTimeField(db_index=True)
-    used_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    user = models.ForeignKey(User, verbose_name=_("user"), on_delete=models.CASCADE, related_name="verification_tokens")
+    selector = models.CharField(_("selector"), max_length=32, unique=True)
+    verifier_hash = models.CharField(_("verifier hash"), max_length=64)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    expires_at = models.DateTimeField(_("expires at"), db_index=True)
+    used_at = models.DateTimeField(_("used at"), null=True, blank=True, db_index=True)
 
     class Meta:
         verbose_name = _("verification token")
+        verbose_name_plural = _("verification tokens")
 
     def __str__(self) -> str:
         return f"token {self.selector[:6]}… for user {self.user_id}"
@@ -53,10 +54,10 @@ class EmailDelivery(models.Model):
         WELCOME = "welcome", _("welcome")
         EXISTS = "exists", _("account exists")  # someone tried to sign up with the address
 
-    user = models.ForeignKey(User, on_delete=models.SET_NULL, null=True, related_name="email_deliveries")
-    kind = models.CharField(max_length=16, choices=Kind.choices)
-    delivery_key = models.CharField(max_length=200, unique=True)  # job id + job creation time
-    sent_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    user = models.ForeignKey(User, verbose_name=_("user"), on_delete=models.SET_NULL, null=True, related_name="email_deliveries")
+    kind = models.CharField(_("kind"), max_length=16, choices=Kind.choices)
+    delivery_key = models.CharField(_("delivery key"), max_length=200, unique=True)  # job id + job creation time
+    sent_at = models.DateTimeField(_("sent at"), auto_now_add=True, db_index=True)
 
     class Meta:
         verbose_name = _("email delivery")

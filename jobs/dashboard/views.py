@@ -9,6 +9,7 @@ from typing import Callable
 
 from django.apps import apps
 from django.contrib import messages
+from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Max, Min
 from django.http import Http404, HttpResponseRedirect
@@ -16,13 +17,16 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.formats import date_format
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 from django.views.decorators.http import require_http_methods
 from rq.job import JobStatus
 
 from jobs import clients, operations, queues
 from jobs.alerts import fingerprint
 from jobs.audit import actions_for_job
+from jobs.dashboard.labels import state_label
 from jobs import reads
 from jobs.models import DeadLetter
 
@@ -88,17 +92,23 @@ def job_list(request, admin_site, queue_name, state):
     if state not in reads.STATES:
         raise Http404
     number = int(request.GET.get("page", "1")) if request.GET.get("page", "1").isdigit() else 1
-    result = reads.page(queue_name, state, number, search=request.GET.get("q", ""), func=request.GET.get("func", ""))
+    search = request.GET.get("q", "").strip()
+    result = reads.page(queue_name, state, number, search=search, func=request.GET.get("func", ""),
+                        user_ids=_users_matching(search) if _may_see_payloads(request) else ())  # fmt: skip
+    rows = [_row(job, _may_see_payloads(request)) for job in result.jobs]
+    if state == "scheduled":
+        runs_at = reads.scheduled_at(clients.queue(queue_name), [row["job"].id for row in rows])
+        for row in rows:
+            row["runs_at"] = runs_at.get(row["job"].id)
     return TemplateResponse(
         request,
         "admin/jobs/dashboard/job_list.html",
         _context(
-            request, admin_site, _("%(queue)s: %(state)s jobs") % {"queue": queue_name, "state": state},
+            request, admin_site, _("%(queue)s: %(state)s") % {"queue": queue_name, "state": state_label(state)},
             queue_name=queue_name, state=state, page=result, states=reads.STATES,
             counts={s: reads.count(clients.queue(queue_name), s) for s in reads.STATES},
             actions=[(key, action.label) for key, action in ACTIONS.items() if state in action.states],
-            rows=[_row(job, _may_see_payloads(request)) for job in result.jobs], search=request.GET.get("q", ""),
-            func=request.GET.get("func", ""), funcs=sorted({_func(job) for job in result.jobs}),
+            rows=rows, search=search, func=request.GET.get("func", ""), funcs=sorted({_func(job) for job in result.jobs}),
         ),  # fmt: skip
     )
 
@@ -142,11 +152,14 @@ def triage(request, admin_site, queue_name):
         if not request.user.has_perm("jobs.operate_jobs"):
             raise PermissionDenied
         if request.POST.get("confirm") == "yes":
-            detail = f"triage: {exc_type or '*'} since {since.isoformat() if since else 'always'}"
+            detail = _("failures by error: %(error)s since %(since)s") % {
+                "error": exc_type or _("any"), "since": date_format(timezone.localtime(since), "SHORT_DATETIME_FORMAT") if since else _("the start")
+            }  # fmt: skip
             retried, refused = operations.dead_letters_retry(
                 rows=list(rows), user=request.user, reason=request.POST.get("reason", ""), detail=detail
             )
-            messages.success(request, _("%(count)d jobs enqueued again.") % {"count": len(retried)})
+            messages.success(request, ngettext("%(count)d job enqueued again.", "%(count)d jobs enqueued again.",
+                                               len(retried)) % {"count": len(retried)})  # fmt: skip
             for why in refused:
                 messages.error(request, why)
             return HttpResponseRedirect(request.path)
@@ -174,7 +187,7 @@ ACTIONS = {
     "promote": Action(_("Run now"), "operate_jobs", frozenset({"scheduled"}), operations.jobs_promote),
     "cancel": Action(_("Cancel"), "operate_jobs", frozenset({"queued", "scheduled", "deferred"}), operations.jobs_cancel),
     "delete": Action(_("Delete"), "destroy_jobs", frozenset(s.value for s in JobStatus), operations.jobs_delete),
-    "empty": Action(_("Empty the queue"), "destroy_jobs", frozenset({"queued"}), None),
+    "empty": Action(_("Empty the queue"), "destroy_jobs", frozenset(), None),  # the whole queue, never a selection
 }
 
 
@@ -202,6 +215,9 @@ def action(request, admin_site, queue_name, name):
     back = request.POST.get("next", "")
     if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}):
         back = reverse(f"{admin_site.name}:jobs_dashboard_overview")
+    if not affected:
+        messages.warning(request, _("Select at least one job first."))
+        return HttpResponseRedirect(back)
     if request.POST.get("confirm") != "yes":
         return TemplateResponse(
             request,
@@ -217,9 +233,16 @@ def action(request, admin_site, queue_name, name):
         done = operations.queue_empty(queue_name=queue_name, user=request.user, reason=reason)
     else:
         done = len(chosen.run(queue_name=queue_name, job_ids=job_ids, user=request.user, reason=reason))
-    messages.success(request, _("%(action)s: %(done)d of %(count)d jobs.") % {"action": chosen.label, "done": done,
-                                                                            "count": affected})  # fmt: skip
+    message = ngettext("%(action)s: %(done)d of %(count)d job.", "%(action)s: %(done)d of %(count)d jobs.", affected)
+    messages.success(request, message % {"action": chosen.label, "done": done, "count": affected})
     return HttpResponseRedirect(back)
+
+
+def _users_matching(search: str) -> list[int]:
+    """The users whose email holds `search` (a job's related user): at most 100."""
+    if len(search) < 3:
+        return []
+    return list(get_user_model().objects.filter(email__icontains=search).values_list("pk", flat=True)[:100])
 
 
 def _func(job) -> str:
@@ -244,6 +267,9 @@ def _row(job, show_payload: bool) -> dict:
     result = job.latest_result() if job.get_status(refresh=False) in (JobStatus.FAILED, JobStatus.FINISHED) else None
     error = result.exc_string if result and result.exc_string else ""
     exc_type, message = fingerprint(error) if error else ("", "")
+    failures = job.meta.get("failures", [])
+    if not exc_type and failures:  # waiting for a retry: the last attempt's error
+        exc_type, _sep, message = failures[-1]["error"].partition(": ")
     return {
         "job": job,
         "func": _func(job),

@@ -23,6 +23,7 @@ from django.template.loader import render_to_string
 from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.translation import gettext as _
 from rq import get_current_job
 
 from ceres_site.accounts.models import EmailDelivery, User
@@ -53,16 +54,16 @@ def send_verify_email(user_id: int) -> str:
     if skip:
         return skip
     if user.is_verified:
-        return f"skipped: user {user.pk} is already verified"
+        return _("skipped: user %(user)s is already verified") % {"user": user.pk}
     if user.already_sent:
-        return f"skipped: already sent by this job ({key})"
+        return _("skipped: already sent by this job (%(key)s)") % {"key": key}
     token = token_issue(user=user, key=key)  # a re-run of this job emails the same link
     # After "#": browsers never send it, so the token stays out of every server and proxy log.
     link = f"{settings.SITE_URL}{reverse('accounts:verify')}#{token.selector}.{token.verifier}"
     context = {"link": link, "hours": settings.VERIFICATION_TOKEN_TTL_HOURS}
     _send(user, "emails/verify", "Confirmá tu cuenta de Ceres", context)
     _delivered(user, EmailDelivery.Kind.VERIFY, key)
-    return f"sent: verification email to user {user.pk}"
+    return _("sent: verification email to user %(user)s") % {"user": user.pk}
 
 
 def send_welcome_email(user_id: int) -> str:
@@ -70,12 +71,12 @@ def send_welcome_email(user_id: int) -> str:
     if skip:
         return skip
     if not user.is_verified:
-        return f"skipped: user {user.pk} is not verified"
+        return _("skipped: user %(user)s is not verified") % {"user": user.pk}
     if user.already_sent:
-        return f"skipped: user {user.pk} was already welcomed"
+        return _("skipped: user %(user)s was already welcomed") % {"user": user.pk}
     _send(user, "emails/welcome", "¡Bienvenido/a a Ceres!", {"link": settings.SITE_URL + reverse("home")})
     _delivered(user, EmailDelivery.Kind.WELCOME, _delivery_key())
-    return f"sent: welcome email to user {user.pk}"
+    return _("sent: welcome email to user %(user)s") % {"user": user.pk}
 
 
 def send_account_exists_email(user_id: int) -> str:
@@ -84,11 +85,11 @@ def send_account_exists_email(user_id: int) -> str:
     if skip:
         return skip
     if user.already_sent:
-        return f"skipped: already sent by this job ({key})"
+        return _("skipped: already sent by this job (%(key)s)") % {"key": key}
     context = {"resend": "" if user.is_verified else settings.SITE_URL + reverse("accounts:resend")}
     _send(user, "emails/account_exists", "Ya tenés una cuenta en Ceres", context)
     _delivered(user, EmailDelivery.Kind.EXISTS, key)
-    return f"sent: account-exists email to user {user.pk}"
+    return _("sent: account-exists email to user %(user)s") % {"user": user.pk}
 
 
 def resend_verify_email(email: str) -> str:
@@ -98,10 +99,10 @@ def resend_verify_email(email: str) -> str:
     waiting = User.objects.filter(email__iexact=email, email_verified_at__isnull=True)
     user_id = waiting.values_list("pk", flat=True).first()
     if user_id is None:
-        return "skipped: no unverified account has that address"
+        return _("skipped: no unverified account has that address")
     User.objects.filter(pk=user_id).update(verify_requested_at=timezone.now())  # the outbox's record
     enqueue_email_verify(user_id=user_id)
-    return f"enqueued: verification email for user {user_id}"
+    return _("enqueued: verification email for user %(user)s") % {"user": user_id}
 
 
 def send_newsletter(**kwargs) -> str:
@@ -136,7 +137,7 @@ def _recipient(user_id, already_sent: str, params: list) -> tuple[Recipient | No
         row = cursor.fetchone()
     if row is None:
         log.warning("email job for user %s skipped: no such user", user_id)
-        return None, f"skipped: user {user_id} does not exist"
+        return None, _("skipped: user %(user)s does not exist") % {"user": user_id}
     user = Recipient(row[0], row[1], row[2], row[3] is not None, bool(row[4]))
     try:
         validate_email(user.email)

@@ -1,9 +1,12 @@
-"""Maintenance queue tasks. Each is a thin wrapper over the function its management command calls."""
+"""Maintenance queue tasks. Each is a thin wrapper over the function its management command calls.
+Their results are for staff (the dashboard), so they are translated."""
 
 from datetime import datetime, timedelta
 
 from django.utils import timezone
 from django.utils.module_loading import import_string
+from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
 from ceres_site.accounts.tokens import tokens_clean
 from jobs import crons
@@ -20,24 +23,26 @@ def run_cron(name: str, slot: str) -> str:
     if spec is None:
         raise PermanentJobError(f"no cron named {name!r} in jobs.crons")
     slot_at = datetime.fromisoformat(slot)
-    run, _ = CronRun.objects.get_or_create(name=name, slot=slot_at)
+    run, created = CronRun.objects.get_or_create(name=name, slot=slot_at)
     if run.finished_at:
-        return f"skipped: {name} already ran for {slot}"
+        return _("skipped: %(cron)s already ran for %(slot)s") % {"cron": name, "slot": slot}
     result = import_string(spec.task)(slot=slot_at)
     CronRun.objects.filter(pk=run.pk).update(finished_at=timezone.now(), result=result[:500])
     return result
 
 
 def clean_verification_tokens(slot: datetime | None = None) -> str:
-    return f"deleted {tokens_clean()} verification tokens"
+    deleted = tokens_clean()
+    return ngettext("deleted %(n)d verification token", "deleted %(n)d verification tokens", deleted) % {"n": deleted}
 
 
 def daily_report(slot: datetime) -> str:
     """Post the report of the Córdoba day before the slot's."""
     day = crons.local_day(slot) - timedelta(days=1)
     enqueue_slack_alert(text=report_text(report_daily(day=day)), dedupe_key=f"daily-report-{day.isoformat()}")
-    return f"posted the report of {day.isoformat()}"
+    return _("posted the report of %(day)s") % {"day": day.isoformat()}
 
 
 def prune_dead_letters(slot: datetime | None = None) -> str:
-    return f"deleted {dead_letters_prune()} dead letters"
+    deleted = dead_letters_prune()
+    return ngettext("deleted %(n)d dead letter", "deleted %(n)d dead letters", deleted) % {"n": deleted}

@@ -6,6 +6,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from jobs.crons import ZONE
+from jobs.dashboard.labels import job_state_label, state_label
 
 register = template.Library()
 
@@ -38,3 +39,15 @@ def age(moment: datetime | None):
 @register.filter
 def get_item(mapping: dict, key):
     return mapping.get(key)
+
+
+@register.filter
+def state(name: str) -> str:
+    """The jobs of a state, as staff read it (`failed` → "fallidos")."""
+    return state_label(name)
+
+
+@register.filter
+def job_state(name: str) -> str:
+    """One job's state, as staff read it (`failed` → "fallido")."""
+    return job_state_label(name)

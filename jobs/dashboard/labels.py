@@ -1,0 +1,34 @@
+"""What staff read for RQ's job states (RQ's own names stay in URLs and code): a list of jobs in a
+state ("fallidos") and one job's state ("fallido")."""
+
+from django.utils.translation import pgettext_lazy
+
+LIST_LABELS = {
+    "queued": pgettext_lazy("jobs", "queued"),
+    "started": pgettext_lazy("jobs", "running"),
+    "scheduled": pgettext_lazy("jobs", "scheduled"),
+    "deferred": pgettext_lazy("jobs", "deferred"),
+    "finished": pgettext_lazy("jobs", "finished"),
+    "failed": pgettext_lazy("jobs", "failed"),
+    "canceled": pgettext_lazy("jobs", "canceled"),
+}
+JOB_LABELS = {
+    "queued": pgettext_lazy("a job", "queued"),
+    "started": pgettext_lazy("a job", "running"),
+    "scheduled": pgettext_lazy("a job", "scheduled"),
+    "deferred": pgettext_lazy("a job", "deferred"),
+    "finished": pgettext_lazy("a job", "finished"),
+    "failed": pgettext_lazy("a job", "failed"),
+    "canceled": pgettext_lazy("a job", "canceled"),
+    "stopped": pgettext_lazy("a job", "stopped"),
+    "created": pgettext_lazy("a job", "created"),
+    "gone": pgettext_lazy("a job", "gone"),
+}
+
+
+def state_label(state: str) -> str:
+    return LIST_LABELS.get(state, state)
+
+
+def job_state_label(state: str) -> str:
+    return JOB_LABELS.get(state, state)
