@@ -2,7 +2,7 @@
 incremented by the workers, so every process adds to the same numbers and a restart loses none.
 """
 
-from datetime import date, datetime
+from datetime import datetime
 from itertools import accumulate
 
 from django.conf import settings
@@ -10,10 +10,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import CollectorRegistry
 from rq.utils import now
 
-from jobs import clients, crons, queues, reads
+from jobs import clients, queues, reads, series
 
 BUCKETS = (0.1, 0.5, 1, 5, 15, 60, 300, float("inf"))  # seconds a job ran
-DAY_TTL = 10 * 24 * 3600  # per-day counts outlive the daily report that reads them
 
 
 def _key() -> str:
@@ -21,29 +20,26 @@ def _key() -> str:
 
 
 def count(connection, name: str, queue_name: str, amount: int = 1) -> None:
-    """Add to a counter: jobs_failed, job_retries, alerts or slack_messages_sent."""
+    """Add to a counter: job_retries, alerts or slack_messages_sent."""
     connection.hincrby(_key(), f"{name}:{queue_name}", amount)
 
 
-def _day_key(queue_name: str, day: date) -> str:
-    return f"{settings.RQ_KEY_PREFIX}:stats:{queue_name}:{day.isoformat()}:finished"
-
-
-def job_finished(pipe, queue_name: str, started: datetime | None, ended: datetime) -> None:
+def job_finished(pipe, job, queue_name: str, ended: datetime) -> None:
     """Queue on `pipe` what a finished job counts (it runs after every job, in the pipeline that
-    marks it finished): its Córdoba day's count (RQ keeps finished jobs an hour only; the daily
-    report needs the whole day), the one duration bucket it falls in and the duration sum. Totals
-    and cumulative buckets are summed when Prometheus scrapes."""
-    seconds = (ended - (started or ended)).total_seconds()
-    day_key = _day_key(queue_name, crons.local_day(ended))
-    pipe.set(day_key, 0, ex=DAY_TTL, nx=True)
-    pipe.incr(day_key)
+    marks it finished): its minute in `jobs.series` (done, wait), the one duration bucket it falls
+    in and the duration sum. Totals and cumulative buckets are summed when Prometheus scrapes."""
+    seconds = (ended - (job.started_at or ended)).total_seconds()
+    series.job_done(pipe, queue_name, job.enqueued_at, job.started_at, ended)
     pipe.hincrby(_key(), f"duration_bucket:{queue_name}:{next(b for b in BUCKETS if seconds <= b)}", 1)
     pipe.hincrbyfloat(_key(), f"duration_sum:{queue_name}", seconds)
 
 
-def finished_on(connection, queue_name: str, day: date) -> int:
-    return int(connection.get(_day_key(queue_name, day)) or 0)
+def job_failed(connection, queue_name: str, moment: datetime) -> None:
+    """A final failure: the Prometheus counter and its minute in `jobs.series`."""
+    with connection.pipeline(transaction=False) as pipe:
+        pipe.hincrby(_key(), f"jobs_failed:{queue_name}", 1)
+        series.job_failed(pipe, queue_name, moment)
+        pipe.execute()
 
 
 class QueueCollector:

@@ -17,7 +17,7 @@ from rq.registry import StartedJobRegistry
 from rq.utils import now, utcparse
 from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
-from jobs import clients, crons, queues
+from jobs import clients, crons, queues, series
 from jobs.models import CronRun
 from jobs.unreadable import fetch_job, fetch_jobs, printable, valid_id  # noqa: F401 (readers call them from here)
 
@@ -170,21 +170,20 @@ class QueueStats:
 def queue_stats(name: str) -> QueueStats:
     queue, policy = _queue(name), queues.QUEUES[name]
     connection = queue.connection
-    timestamp = now().timestamp()
     oldest = None
     first = connection.lindex(queue.key, 0)
     if first:
         job = fetch_job(queue, first.decode())
         oldest = job.enqueued_at if job else None
+    done, failed = series.last_hour(connection, name, now())  # failures stay counted when retried
     return QueueStats(
         name=name,
         policy=policy,
         counts={state: count(queue, state) for state in STATES},
         workers=workers(name),
         oldest_waiting=oldest,
-        # finished jobs are kept `result_ttl` (1 h) and failed ones `failure_ttl`, scored by expiry
-        finished_last_hour=connection.zcount(queue.finished_job_registry.key, timestamp + policy.result_ttl - 3600, "+inf"),
-        failed_last_hour=connection.zcount(queue.failed_job_registry.key, timestamp + policy.failure_ttl - 3600, "+inf"),
+        finished_last_hour=done,
+        failed_last_hour=failed,
     )
 
 

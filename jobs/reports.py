@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 from django.db.models import Count
 
 from ceres_site.accounts.models import EmailDelivery, User
-from jobs import clients, crons, metrics, queues
+from jobs import clients, crons, queues, series
 from jobs.models import DeadLetter
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ def report_daily(*, day: date) -> DailyReport:
         users_registered=User.objects.filter(date_joined__gte=start, date_joined__lt=end).count(),
         users_verified=User.objects.filter(email_verified_at__gte=start, email_verified_at__lt=end).count(),
         emails_sent={kind: sent.get(kind, 0) for kind in EmailDelivery.Kind.values},
-        jobs={name: (metrics.finished_on(connection, name, day), failed.get(name, 0)) for name in queues.QUEUES},
+        jobs={name: (series.done_on(connection, name, day), failed.get(name, 0)) for name in queues.QUEUES},
         dead_letters_open=DeadLetter.objects.filter(resolved_at=None, retried_at=None).count(),
         oldest_waiting={name: _oldest_waiting(name) for name in queues.QUEUES},
     )

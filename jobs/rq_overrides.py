@@ -185,7 +185,7 @@ class SlotRunner(CeresWorker):
             elif result_ttl > 0:
                 pipe.expire(job.key, result_ttl)
             self.cleanup_execution(job, pipeline=pipe, execution=execution)
-            metrics.job_finished(pipe, queue.name, job.started_at, job.ended_at)
+            metrics.job_finished(pipe, job, queue.name, job.ended_at)
             pipe.execute()
         release_slot(job)
 

@@ -96,7 +96,7 @@ class CeresWorker(Worker):
         super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
         status = job.get_status(refresh=False)
         if status == JobStatus.FAILED:
-            self._safely(metrics.count, self.connection, "jobs_failed", queue.name)
+            self._safely(metrics.job_failed, self.connection, queue.name, job.ended_at or rq_now())
             self._safely(archive, job, exc_string)
         elif status in (JobStatus.SCHEDULED, JobStatus.QUEUED):  # another attempt comes; a stopped job does not
             self._safely(metrics.count, self.connection, "job_retries", queue.name)
@@ -107,7 +107,7 @@ class CeresWorker(Worker):
 
     def _count_finished(self, job, queue) -> None:
         with self.connection.pipeline(transaction=False) as pipe:
-            metrics.job_finished(pipe, queue.name, job.started_at, job.ended_at or rq_now())
+            metrics.job_finished(pipe, job, queue.name, job.ended_at or rq_now())
             pipe.execute()
 
     def run_maintenance_tasks(self):

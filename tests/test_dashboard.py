@@ -12,6 +12,7 @@ from django.utils import timezone
 from rq.job import Job
 
 from ceres_site.accounts.models import User
+from jobs import health
 from jobs.models import DeadLetter, JobAction
 from jobs.producers import enqueue_stored_call
 from tests.conftest import wait_for
@@ -79,6 +80,21 @@ def test_overview_counts_every_state_and_warns_about_missing_workers(jobs, admin
     assert "Ningún worker vivo atiende la cola email." in page
     assert "El scheduler de crons (rqscheduler) no está corriendo." in page
     assert "clean-verification-tokens" in page and "/health/jobs" in page
+
+
+def test_failures_stay_counted_in_their_hour_after_a_retry(admin_client, policy, work):
+    policy("email", retry_max=0, alert_window=600)
+    for n in range(3):
+        call("always_fail", f"email-boom-{n}")
+    call("sleep", "email-fine-1", seconds=0)
+    work("email")
+
+    admin_client.post(url("action", "email", "retry"), {"scope": "all", "state": "failed", "confirm": "yes"})
+
+    assert django_rq.get_queue("email").failed_job_registry.count == 0  # retried: the registry forgot them
+    assert "<td>1 / 3</td>" in admin_client.get(url("overview")).content.decode()
+    checks = {check["name"]: check for check in health.health_report()["checks"]}
+    assert checks["email.failures"]["detail"].startswith("3 failed, 1 finished in the last hour")
 
 
 def test_every_state_lists_its_jobs(jobs, admin_client, live_worker, tmp_path):

@@ -1,0 +1,114 @@
+"""Jobs finished and failed per minute, and how long they waited, per queue: the dashboard's charts,
+its "last hour" counts and the daily report's totals.
+
+One Redis hash per queue and UTC hour, `<prefix>:series:<queue>:<YYYYmmddHH>`, kept `KEEP` seconds:
+fields `done:<minute>`, `failed:<minute>` and `wait:<minute>:<bucket>`, the last a histogram of the
+time from enqueue to start over `WAIT_BOUNDS`. A worker adds to it in the pipeline that ends a job
+(two HINCRBY and an EXPIRE); readers sum fields. A failure counts in the minute it happened, whatever
+becomes of the job afterwards (a retry from the dashboard does not take it back).
+"""
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from django.conf import settings
+
+from jobs import crons
+
+KEEP = 8 * 24 * 3600  # seconds: the 7-day chart, and yesterday for the daily report
+WAIT_BOUNDS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600, float("inf"))
+
+
+def _key(queue_name: str, moment: datetime) -> str:
+    return f"{settings.RQ_KEY_PREFIX}:series:{queue_name}:{moment.astimezone(UTC):%Y%m%d%H}"
+
+
+def job_done(pipe, queue_name: str, enqueued: datetime | None, started: datetime | None, ended: datetime) -> None:
+    """Queue on `pipe` what a finished job adds: one done, and its wait in the minute it ended."""
+    key, minute = _key(queue_name, ended), ended.minute
+    pipe.hincrby(key, f"done:{minute}", 1)
+    if enqueued and started:
+        waited = max((started - enqueued).total_seconds(), 0)
+        pipe.hincrby(key, f"wait:{minute}:{next(n for n, bound in enumerate(WAIT_BOUNDS) if waited <= bound)}", 1)
+    pipe.expire(key, KEEP)
+
+
+def job_failed(pipe, queue_name: str, moment: datetime) -> None:
+    key = _key(queue_name, moment)
+    pipe.hincrby(key, f"failed:{moment.minute}", 1)
+    pipe.expire(key, KEEP)
+
+
+@dataclass
+class Point:
+    at: datetime  # start of the minute or hour, UTC
+    done: int = 0
+    failed: int = 0
+    waits: list[int] | None = None  # per WAIT_BOUNDS bucket
+
+    def wait(self, share: float) -> float | None:
+        """The wait (seconds, a bucket's bound) under which `share` of the jobs started; None without jobs."""
+        total = sum(self.waits or ())
+        if not total:
+            return None
+        seen = 0
+        for bound, count in zip(WAIT_BOUNDS, self.waits, strict=True):
+            seen += count
+            if seen >= share * total:
+                return bound
+        return WAIT_BOUNDS[-1]
+
+
+def minutes(connection, queue_name: str, now: datetime, count: int = 60) -> list[Point]:
+    """The last `count` minutes up to `now` (the current one included), oldest first."""
+    end = now.astimezone(UTC).replace(second=0, microsecond=0)
+    moments = [end - timedelta(minutes=n) for n in reversed(range(count))]
+    hours = _read(connection, queue_name, sorted({moment.replace(minute=0) for moment in moments}))
+    return [_point(moment, hours[moment.replace(minute=0)], (moment.minute,)) for moment in moments]
+
+
+def hours(connection, queue_name: str, now: datetime, count: int = 7 * 24) -> list[Point]:
+    """The last `count` hours up to `now`, oldest first."""
+    end = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    moments = [end - timedelta(hours=n) for n in reversed(range(count))]
+    read = _read(connection, queue_name, moments)
+    return [_point(moment, read[moment], range(60)) for moment in moments]
+
+
+def last_hour(connection, queue_name: str, now: datetime) -> tuple[int, int]:
+    """Jobs finished and failed in the 60 minutes up to `now`."""
+    points = minutes(connection, queue_name, now)
+    return sum(point.done for point in points), sum(point.failed for point in points)
+
+
+def done_on(connection, queue_name: str, day: date) -> int:
+    """Jobs finished on a Córdoba day (the daily report)."""
+    start = datetime.combine(day, time(), tzinfo=ZoneInfo(crons.ZONE)).astimezone(UTC)
+    moments = [start + timedelta(hours=n) for n in range(24)]
+    read = _read(connection, queue_name, moments)
+    return sum(_point(moment, read[moment], range(60)).done for moment in moments)
+
+
+def _read(connection, queue_name: str, hours: list[datetime]) -> dict[datetime, dict[str, int]]:
+    with connection.pipeline(transaction=False) as pipe:
+        for hour in hours:
+            pipe.hgetall(_key(queue_name, hour))
+        found = pipe.execute()
+    return {hour: {field.decode(): int(value) for field, value in fields.items()} for hour, fields in zip(hours, found)}
+
+
+def _point(at: datetime, fields: dict[str, int], minutes) -> Point:
+    """The sums of `fields` over `minutes` (of one hour's hash)."""
+    point, minutes = Point(at, waits=[0] * len(WAIT_BOUNDS)), set(minutes)
+    for field, value in fields.items():
+        kind, minute, *bucket = field.split(":")
+        if int(minute) not in minutes:
+            continue
+        if kind == "done":
+            point.done += value
+        elif kind == "failed":
+            point.failed += value
+        elif kind == "wait" and int(bucket[0]) < len(WAIT_BOUNDS):
+            point.waits[int(bucket[0])] += value
+    return point
