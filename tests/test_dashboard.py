@@ -13,6 +13,7 @@ from rq.job import Job
 
 from ceres_site.accounts.models import User
 from jobs import health
+from jobs.queues import QUEUES
 from jobs.models import DeadLetter, JobAction
 from jobs.producers import enqueue_stored_call
 from tests.conftest import wait_for
@@ -95,6 +96,27 @@ def test_failures_stay_counted_in_their_hour_after_a_retry(admin_client, policy,
     assert "<td>1 / 3</td>" in admin_client.get(url("overview")).content.decode()
     checks = {check["name"]: check for check in health.health_report()["checks"]}
     assert checks["email.failures"]["detail"].startswith("3 failed, 1 finished in the last hour")
+
+
+def test_charts_draw_what_the_workers_counted(admin_client, policy, work):
+    policy("email", retry_max=0, alert_window=600)
+    call("always_fail", "email-boom-1")
+    for n in range(4):
+        call("sleep", f"email-fine-{n}", seconds=0)
+    work("email")
+
+    overview = admin_client.get(url("overview")).content.decode()
+    queue_page = admin_client.get(url("list", "email", "finished")).content.decode()
+
+    assert overview.count('<svg class="dash-chart"') == len(QUEUES)  # one per queue, the last hour
+    assert queue_page.count('<svg class="dash-chart"') == 2  # the last hour, the last 7 days
+    minutes_chart = queue_page.split('<svg class="dash-chart"')[1]
+    tooltips = re.findall(r"<title>([^<]*)</title>", minutes_chart)
+    assert len(tooltips) == 60 and all(re.match(r"\d\d:\d\d · ", tooltip) for tooltip in tooltips)
+    assert sum(int(n) for n in re.findall(r"(\d+) completados?", minutes_chart)) == 4
+    assert sum(int(n) for n in re.findall(r"(\d+) fallidos?", minutes_chart)) == 1
+    assert "espera p50 ≤ " in minutes_chart
+    assert "http" not in queue_page.split('<svg class="dash-chart"')[1].split("</svg>")[0]  # nothing external
 
 
 def test_every_state_lists_its_jobs(jobs, admin_client, live_worker, tmp_path):

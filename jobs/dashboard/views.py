@@ -23,9 +23,10 @@ from django.utils.translation import ngettext
 from django.views.decorators.http import require_http_methods
 from rq.job import JobStatus
 
-from jobs import clients, operations, queues
+from jobs import clients, operations, queues, series
 from jobs.alerts import fingerprint
 from jobs.audit import actions_for_job
+from jobs.dashboard import charts
 from jobs.dashboard.labels import state_label
 from jobs import reads
 from jobs.models import DeadLetter
@@ -81,8 +82,18 @@ def overview(request, admin_site):
     return TemplateResponse(
         request,
         "admin/jobs/dashboard/overview.html",
-        _context(request, admin_site, _("Queues"), overview=data, warnings=warnings, states=reads.STATES),
+        _context(request, admin_site, _("Queues"), overview=data, warnings=warnings, states=reads.STATES,
+                 charts={name: _charts(name, hours=False) for name in queues.QUEUES}, legend=charts.legend()),  # fmt: skip
     )
+
+
+def _charts(queue_name: str, *, hours: bool = True) -> dict:
+    """The queue's chart of the last hour per minute (and of the last 7 days per hour)."""
+    connection, moment = clients.redis(), timezone.now()
+    drawn = {"minutes": charts.chart(series.minutes(connection, queue_name, moment), hourly=False)}
+    if hours:
+        drawn["hours"] = charts.chart(series.hours(connection, queue_name, moment), hourly=True)
+    return drawn
 
 
 @permission("view_dashboard")
@@ -108,7 +119,7 @@ def job_list(request, admin_site, queue_name, state):
             queue_name=queue_name, state=state, page=result, states=reads.STATES,
             counts={s: reads.count(clients.queue(queue_name), s) for s in reads.STATES},
             actions=[(key, action.label) for key, action in ACTIONS.items() if state in action.states],
-            rows=rows, search=search, func=request.GET.get("func", ""), funcs=sorted({_func(job) for job in result.jobs}),
+            rows=rows, charts=_charts(queue_name), legend=charts.legend(), search=search, func=request.GET.get("func", ""), funcs=sorted({_func(job) for job in result.jobs}),
         ),  # fmt: skip
     )
 
