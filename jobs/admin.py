@@ -113,6 +113,7 @@ class DashboardAdmin(ReadOnlyAdmin):
             view(dashboard.triage, "triage", "<str:queue_name>/triage/"),
             view(dashboard.job_detail, "job", "<str:queue_name>/job/<str:job_id>/"),
             view(dashboard.action, "action", "<str:queue_name>/action/<str:name>/"),
+            view(dashboard.queue_action, "queue_action", "<str:queue_name>/queue/<str:name>/"),
             view(dashboard.job_list, "list", "<str:queue_name>/<str:state>/"),
         ]
 

@@ -57,6 +57,8 @@ def queue_checks(stats: reads.QueueStats) -> list[Check]:
     else:
         detail = f"{live} of {policy.concurrency} workers alive"
     found = [Check(f"{name}.workers", "ok" if live else "fail", detail)]
+    if stats.paused:  # on purpose, so a warning: jobs wait until someone resumes it
+        found.append(Check(f"{name}.paused", "warn", f"paused since {stats.paused.since.isoformat(timespec='seconds')} by {stats.paused.by}"))
     waited = (now() - stats.oldest_waiting).total_seconds() if stats.oldest_waiting else 0
     found.append(Check(f"{name}.backlog", "warn" if waited > policy.max_wait else "ok",
                        f"oldest waiting {waited:.0f} s (limit {policy.max_wait} s), {stats.counts['queued']} queued"))  # fmt: skip

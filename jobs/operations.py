@@ -7,13 +7,14 @@ from datetime import datetime
 from django.utils import timezone
 from rq.job import Job, JobStatus
 
-from jobs import clients, reads
+from jobs import clients, pauses, reads
 from jobs.audit import action_record
 from jobs.dead_letters import CannotRetry, dead_letter_retry
 from jobs.models import DeadLetter, JobAction
 from jobs.producers import enqueue_stored_call
 
 RETRYABLE = {JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED}
+CLEAN_BATCH = 1000  # jobs read or deleted per Redis round trip when cleaning
 CANCELABLE = {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
 
 
@@ -72,6 +73,51 @@ def queue_empty(*, queue_name: str, user=None, reason: str = "") -> int:
     action = action_record(kind=JobAction.Kind.EMPTY, queue_name=queue_name, job_ids=[], user=user, reason=reason)
     JobAction.objects.filter(pk=action.pk).update(count=count)
     return count
+
+
+def queue_pause(*, queue_name: str, user=None, by: str, reason: str = "") -> bool:
+    """Pause the queue (`jobs.pauses`); False if it was paused already."""
+    done = pauses.pause(clients.redis(), queue_name, by)
+    if done:
+        action_record(kind=JobAction.Kind.PAUSE, queue_name=queue_name, job_ids=[], user=user, reason=reason, detail=by)
+    return done
+
+
+def queue_resume(*, queue_name: str, user=None, by: str, reason: str = "") -> bool:
+    done = pauses.resume(clients.redis(), queue_name)
+    if done:
+        action_record(kind=JobAction.Kind.RESUME, queue_name=queue_name, job_ids=[], user=user, reason=reason, detail=by)
+    return done
+
+
+CLEANABLE = ("finished", "failed", "canceled")
+
+
+def jobs_ended_before(*, queue_name: str, states, before: datetime) -> list[str]:
+    """Ids of the queue's jobs in `states` (of `CLEANABLE`) that ended (or were created, if they
+    never ran) before `before`, read in batches."""
+    queue, found = clients.queue(queue_name), []
+    for state in states:
+        total = reads.count(queue, state)
+        for start in range(0, total, CLEAN_BATCH):
+            for job in reads.fetch_jobs(queue, reads.job_ids(queue, state, start, start + CLEAN_BATCH)):
+                if (job.ended_at or job.created_at) < before:
+                    found.append(job.id)
+    return found
+
+
+def queue_clean(*, queue_name: str, states, before: datetime, user=None, reason: str = "") -> int:
+    """Delete the queue's ended jobs older than `before`; returns how many."""
+    job_ids = jobs_ended_before(queue_name=queue_name, states=states, before=before)
+    queue = clients.queue(queue_name)
+    for start in range(0, len(job_ids), CLEAN_BATCH):
+        with queue.connection.pipeline() as pipe:
+            for job in reads.fetch_jobs(queue, job_ids[start : start + CLEAN_BATCH]):
+                job.delete(pipeline=pipe)
+            pipe.execute()
+    detail = f"{', '.join(states)} < {before.isoformat(timespec='seconds')}"
+    action_record(kind=JobAction.Kind.CLEAN, queue_name=queue_name, job_ids=job_ids, user=user, reason=reason, detail=detail)
+    return len(job_ids)
 
 
 def dead_letters_matching(*, queue_name: str, exc_type: str = "", since: datetime | None = None):

@@ -17,7 +17,7 @@ from rq.registry import StartedJobRegistry
 from rq.utils import now, utcparse
 from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
-from jobs import clients, crons, queues, series
+from jobs import clients, crons, pauses, queues, series
 from jobs.models import CronRun
 from jobs.unreadable import fetch_job, fetch_jobs, printable, valid_id  # noqa: F401 (readers call them from here)
 
@@ -151,6 +151,7 @@ class QueueStats:
     oldest_waiting: datetime | None
     finished_last_hour: int
     failed_last_hour: int
+    paused: pauses.Pause | None = None  # who paused it and since when
 
     @property
     def live_workers(self) -> int:
@@ -184,6 +185,7 @@ def queue_stats(name: str) -> QueueStats:
         oldest_waiting=oldest,
         finished_last_hour=done,
         failed_last_hour=failed,
+        paused=pauses.paused(connection).get(name),
     )
 
 

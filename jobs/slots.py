@@ -49,7 +49,7 @@ from rq.scripts import release_lock
 from rq.utils import now, utcformat
 from rq.worker_registration import REDIS_WORKER_KEYS, WORKERS_BY_QUEUE_KEY, unregister
 
-from jobs import mail, queues
+from jobs import mail, pauses, queues
 from jobs.alerts import sweep_abandoned
 from jobs.rq_overrides import SlotRunner
 from jobs.worker import CeresWorker
@@ -93,6 +93,7 @@ class SlotWorker(CeresWorker):
         self._jobs_lock = threading.Lock()
         self._recycle = False
         self._rq_scheduler: RQScheduler | None = None
+        self._pauses = pauses.PauseCache(self.connection)
 
     # --- the process ----------------------------------------------------------------------------
 
@@ -279,7 +280,12 @@ class SlotWorker(CeresWorker):
                 try:
                     if self._stopping.is_set():
                         break
-                    job_id = self._dequeue(group.queue, burst)
+                    if group.queue.name in self._pauses.names():
+                        job_id = None
+                        if not burst:
+                            self._stopping.wait(pauses.REFRESH)  # then look again
+                    else:
+                        job_id = self._dequeue(group.queue, burst)
                     backoff = 1.0
                 except (RedisConnectionError, RedisTimeoutError) as error:
                     log.error("%s slot %d: Redis unreachable (%s)", group.queue.name, index, error)
@@ -305,11 +311,15 @@ class SlotWorker(CeresWorker):
 
     def _dequeue(self, queue, burst: bool) -> str | None:
         """The next job's id, moved into the queue's intermediate list as RQ's `dequeue_any` does
-        (RQ's maintenance checks that list), without building a Queue per job."""
+        (RQ's maintenance checks that list), without building a Queue per job. A job that arrives
+        after the queue was paused goes back."""
         if burst:
             job_id = self.connection.lmove(queue.key, queue.intermediate_queue_key)
         else:
             job_id = self.connection.blmove(queue.key, queue.intermediate_queue_key, DEQUEUE_TIMEOUT)
+        if job_id is not None and queue.name in self._pauses.names():
+            pauses.give_back(self.connection, queue, job_id.decode())
+            return None
         return job_id.decode() if job_id is not None else None
 
     def _run_job(self, runner: SlotRunner, job_id: str, queue, waited: float) -> None:

@@ -11,7 +11,7 @@ from rq.scheduler import RQScheduler
 from rq.serializers import JSONSerializer
 from rq.utils import now as rq_now
 
-from jobs import metrics
+from jobs import metrics, pauses
 from jobs.alarms import check_crons, check_slos
 from jobs.alerts import archive, close_db_connections, sweep_failures
 from jobs.failures import record_attempt
@@ -22,6 +22,7 @@ from jobs.unreadable import sweep_registries
 log = logging.getLogger(__name__)
 
 SWEEP_INTERVAL = 60  # seconds between two sweeps for missed final failures, across all workers
+PAUSED_IDLE_QUEUE = "paused-idle"  # what a forking worker waits on while all its queues are paused
 
 
 class CeresWorker(Worker):
@@ -68,6 +69,26 @@ class CeresWorker(Worker):
         if not registered:
             self.log.warning("Worker %s: registration lost in Redis, registering again", self.name)
             self.register()
+        self._listen_to_unpaused()
+
+    def dequeue_job_and_maintain_ttl(self, timeout, max_idle_time=None):
+        """RQ's, minus the paused queues (`jobs.pauses`): RQ calls `heartbeat` before each wait,
+        which sets the queues to wait on. A job that arrives from a queue paused meanwhile goes back."""
+        while True:
+            result = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+            if result is None or result[1].name not in pauses.paused(self.connection):
+                return result
+            job, queue = result
+            pauses.give_back(self.connection, queue, job.id)
+            if timeout is None:  # burst: what is left is paused
+                return None
+
+    def _listen_to_unpaused(self) -> None:
+        paused = pauses.paused(self.connection)
+        listening = [queue for queue in self.queues if queue.name not in paused]
+        # With every queue paused, wait on a list no one fills, so RQ's loop (heartbeat,
+        # maintenance, this check) keeps turning every `dequeue_timeout` seconds.
+        self._ordered_queues = listening or [self.queue_class(PAUSED_IDLE_QUEUE, connection=self.connection)]
 
     def register(self) -> None:
         """Write the worker hash and list the worker, as RQ's `register_birth` does, without its

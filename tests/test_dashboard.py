@@ -6,6 +6,7 @@ from zoneinfo import ZoneInfo
 import django_rq
 import pytest
 from django.contrib.auth.models import Permission
+from django.core.management import CommandError, call_command
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.utils import timezone
@@ -402,6 +403,7 @@ SAMPLE = {"<str:queue_name>": "email", "<str:state>": "failed", "<str:job_id>": 
 
 
 def concrete(route: str) -> str:
+    route = route.replace("/queue/<str:name>/", "/queue/pause/")  # queue actions: pause, resume, clean
     for placeholder, value in SAMPLE.items():
         route = route.replace(placeholder, value)
     return route
@@ -413,7 +415,7 @@ def redis_state(connection) -> dict:
 
 
 def test_the_resolver_finds_every_dashboard_page():
-    assert len(dashboard_routes()) == 5
+    assert len(dashboard_routes()) == 6
 
 
 @pytest.mark.parametrize("who", ["anonymous", "not staff", "staff without permission", "staff with permission", "superuser"])
@@ -430,7 +432,7 @@ def test_permission_matrix(jobs, redis_conn, who):
     before, actions_before = redis_state(redis_conn), JobAction.objects.count()
 
     for route in dashboard_routes():
-        path, post_only = concrete(route), "/action/" in route
+        path, post_only = concrete(route), "/action/" in route or "/queue/" in route
         get, post = client.get(path), client.post(path, {"job_ids": ["email-failed-1"]})
         if who in ("anonymous", "not staff"):
             assert get.status_code == post.status_code == 302 and "/admin/login/" in get["Location"], path
@@ -533,3 +535,71 @@ def test_staff_read_spanish_states_plurals_dates_and_results(jobs, admin_client,
     work("email")
     sent = admin_client.get(url("job", "email", f"email-verify-{user.pk}")).content.decode()
     assert f"enviado: email de verificación al usuario {user.pk}" in sent and "<strong>completado</strong>" in sent
+
+
+def pause_from_the_dashboard(client, queue_name, action="pause"):
+    confirm = client.post(url("queue_action", queue_name, action))
+    assert confirm.status_code == 200 and 'name="confirm" value="yes"' in confirm.content.decode()
+    return client.post(url("queue_action", queue_name, action), {"confirm": "yes", "reason": "probando"})
+
+
+@pytest.mark.parametrize("paused_queue,other_queue", [("email", "slack"), ("files", "maintenance")])
+def test_a_paused_queue_keeps_its_jobs_waiting_until_resumed(paused_queue, other_queue, live_worker, tmp_path):
+    """In-process (email) and forking (files) workers; the pause outlives a worker start."""
+    operator = staff(perms=("view_dashboard", "operate_jobs"))
+    client = logged_in(operator)
+    pause_from_the_dashboard(client, paused_queue)
+    call("mark", f"{paused_queue}-waits-1", queue=paused_queue, n=1, path=str(tmp_path / "paused"))
+    call("mark", f"{other_queue}-runs-1", queue=other_queue, n=2, path=str(tmp_path / "other"))
+
+    live_worker(paused_queue, other_queue)
+
+    wait_for(lambda: fetch(f"{other_queue}-runs-1", other_queue).get_status() == "finished", timeout=60)
+    assert fetch(f"{paused_queue}-waits-1", paused_queue).get_status() == "queued" and not (tmp_path / "paused").exists()
+    overview = client.get(url("overview")).content.decode()
+    assert f"{paused_queue} está pausada (por operator, desde el" in overview and "Reanudar</button>" in overview
+    checks = {check["name"]: check for check in health.health_report()["checks"]}
+    assert checks[f"{paused_queue}.paused"]["status"] == "warn" and "by operator" in checks[f"{paused_queue}.paused"]["detail"]
+
+    pause_from_the_dashboard(client, paused_queue, "resume")
+
+    wait_for(lambda: fetch(f"{paused_queue}-waits-1", paused_queue).get_status() == "finished", timeout=60)
+    kinds = list(JobAction.objects.filter(queue=paused_queue).order_by("at").values_list("kind", "user__username", "reason"))
+    assert kinds == [("pause", "operator", "probando"), ("resume", "operator", "probando")]
+
+
+def test_the_queues_command_pauses_and_resumes(capsys, work, tmp_path):
+    call_command("queues", "pause", "email", "--reason", "mantenimiento del SMTP")
+    call("mark", "email-waits-1", n=1, path=str(tmp_path / "ran"))
+    work("email")
+    assert fetch("email-waits-1").get_status() == "queued"
+    call_command("queues", "status")
+    call_command("queues", "pause", "email")
+    call_command("queues", "resume", "email")
+    work("email")
+
+    assert fetch("email-waits-1").get_status() == "finished"
+    out = capsys.readouterr().out
+    assert "email: paused\n" in out and "email: paused since" in out and "email: already paused" in out and "email: resumed" in out
+    with pytest.raises(CommandError, match="name the queue to pause"):
+        call_command("queues", "pause")
+
+
+def test_cleaning_deletes_old_ended_jobs_after_showing_how_many(jobs, redis_conn):
+    old = (timezone.now() - timezone.timedelta(days=2)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    redis_conn.hset(Job.key_for("email-done-1"), "ended_at", old)
+    destroyer = logged_in(staff(perms=("view_dashboard", "destroy_jobs")))
+    form = {"states": ["finished", "failed"], "age": "1d"}
+
+    confirm = destroyer.post(url("queue_action", "email", "clean"), form).content.decode()
+    assert "1 job de email (completados, fallidos) terminó antes del" in confirm
+    assert fetch("email-done-1") is not None  # only counted so far
+    operator = logged_in(staff("operator2", perms=("view_dashboard", "operate_jobs")))
+    assert operator.post(url("queue_action", "email", "clean"), {**form, "confirm": "yes"}).status_code == 403
+
+    done = destroyer.post(url("queue_action", "email", "clean"), {**form, "confirm": "yes"}, follow=True).content.decode()
+
+    assert "Se borró 1 job viejo." in done
+    assert fetch("email-done-1") is None and fetch("email-failed-1").get_status() == "failed"
+    action = JobAction.objects.get(kind="clean")
+    assert [target.job_id for target in action.targets.all()] == ["email-done-1"] and action.count == 1

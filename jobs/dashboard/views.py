@@ -3,7 +3,7 @@ each view checks its own permission, and only POSTs change anything.
 """
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import wraps
 from typing import Callable
 
@@ -23,7 +23,7 @@ from django.utils.translation import ngettext
 from django.views.decorators.http import require_http_methods
 from rq.job import JobStatus
 
-from jobs import clients, operations, queues, series
+from jobs import clients, operations, pauses, queues, series
 from jobs.alerts import fingerprint
 from jobs.audit import actions_for_job
 from jobs.dashboard import charts
@@ -119,7 +119,8 @@ def job_list(request, admin_site, queue_name, state):
             queue_name=queue_name, state=state, page=result, states=reads.STATES,
             counts={s: reads.count(clients.queue(queue_name), s) for s in reads.STATES},
             actions=[(key, action.label) for key, action in ACTIONS.items() if state in action.states],
-            rows=rows, charts=_charts(queue_name), legend=charts.legend(), search=search, func=request.GET.get("func", ""), funcs=sorted({_func(job) for job in result.jobs}),
+            rows=rows, charts=_charts(queue_name), legend=charts.legend(), search=search, cleanable=operations.CLEANABLE,
+            paused=pauses.paused(clients.redis()).get(queue_name), func=request.GET.get("func", ""), funcs=sorted({_func(job) for job in result.jobs}),
         ),  # fmt: skip
     )
 
@@ -181,6 +182,51 @@ def triage(request, admin_site, queue_name):
             request, admin_site, _("%(queue)s: failures by error") % {"queue": queue_name}, queue_name=queue_name,
             groups=groups, exc_type=exc_type, since=request.POST.get("since") or request.GET.get("since", ""),
             matching=rows.count(), confirming=request.method == "POST",
+        ),  # fmt: skip
+    )
+
+
+CLEAN_AGES = {"1h": timedelta(hours=1), "1d": timedelta(days=1), "7d": timedelta(days=7), "30d": timedelta(days=30)}
+
+
+@permission("view_dashboard")
+@require_http_methods(["POST"])
+def queue_action(request, admin_site, queue_name, name):
+    """Pause, resume or clean a queue: a POST shows what will happen (for clean, how many jobs);
+    a POST with `confirm=yes` does it. Pause and resume need `operate_jobs`, clean `destroy_jobs`."""
+    queue_name = _queue_name(queue_name)
+    needed = {"pause": "operate_jobs", "resume": "operate_jobs", "clean": "destroy_jobs"}.get(name)
+    if needed is None:
+        raise Http404
+    if not request.user.has_perm(f"jobs.{needed}"):
+        raise PermissionDenied
+    back = reverse(f"{admin_site.name}:jobs_dashboard_list", args=[queue_name, "queued"])
+    states = [state for state in request.POST.getlist("states") if state in operations.CLEANABLE]
+    age = request.POST.get("age", "")
+    if name == "clean" and (not states or age not in CLEAN_AGES):
+        messages.warning(request, _("Choose the states and the age of the jobs to clean."))
+        return HttpResponseRedirect(back)
+    before = timezone.now() - CLEAN_AGES[age] if name == "clean" else None
+    reason, by = request.POST.get("reason", ""), request.user.get_username()
+    if request.POST.get("confirm") == "yes":
+        if name == "pause":
+            operations.queue_pause(queue_name=queue_name, user=request.user, by=by, reason=reason)
+            messages.success(request, _("%(queue)s is paused: its jobs wait until you resume it.") % {"queue": queue_name})
+        elif name == "resume":
+            operations.queue_resume(queue_name=queue_name, user=request.user, by=by, reason=reason)
+            messages.success(request, _("%(queue)s is running again.") % {"queue": queue_name})
+        else:
+            done = operations.queue_clean(queue_name=queue_name, states=states, before=before, user=request.user, reason=reason)
+            messages.success(request, ngettext("%(n)d old job deleted.", "%(n)d old jobs deleted.", done) % {"n": done})
+        return HttpResponseRedirect(back)
+    count = len(operations.jobs_ended_before(queue_name=queue_name, states=states, before=before)) if name == "clean" else 0
+    return TemplateResponse(
+        request,
+        "admin/jobs/dashboard/queue_confirm.html",
+        _context(
+            request, admin_site, {"pause": _("Pause the queue"), "resume": _("Resume the queue"), "clean": _("Clean old jobs")}[name],
+            queue_name=queue_name, action_name=name, count=count, states=states, state_labels=[state_label(s) for s in states],
+            age=age, before=before, back=back,
         ),  # fmt: skip
     )
 
