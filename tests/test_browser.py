@@ -1,6 +1,6 @@
 """A person in a real browser: Debian's Chromium, driven by Playwright, against a live server.
 
-Screenshots of the overview, the failed list and the job page go to test-artifacts/.
+Screenshots of every dashboard page, in the light and the dark theme, go to test-artifacts/.
 """
 
 import shutil
@@ -10,7 +10,7 @@ from django.urls import reverse
 
 from ceres_site.accounts.models import User
 from jobs.producers import enqueue_stored_call
-from tests.conftest import BASE_DIR
+from tests.conftest import BASE_DIR, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -89,3 +89,53 @@ def test_a_person_confirms_the_account_from_the_email_link(page, live_server, sm
     page.wait_for_selector("text=¡Cuenta verificada!")
     user.refresh_from_db()
     assert user.is_verified
+
+
+def test_staff_click_to_the_dashboard_watch_it_live_pause_and_resume_a_queue(page, live_server, live_worker, tmp_path):
+    User.objects.create_superuser(username="admin", password="clave-del-panel")
+    page.goto(live_server.url + reverse("admin:index"))
+    page.fill("#id_username", "admin")
+    page.fill("#id_password", "clave-del-panel")
+    page.click("input[type=submit]")
+    page.click("#content-main a:has-text('Panel de colas')")  # from the admin index, by clicking
+    page.wait_for_selector("text=Última hora, por minuto")
+    page.evaluate("window.notReloaded = true")
+    count_link = f'.dash-grid a[href="{reverse("admin:jobs_dashboard_list", args=["email", "queued"])}"]'
+    assert page.locator(count_link).inner_text() == "0"
+
+    enqueue_stored_call(queue_name="email", func="tests.tasks.mark", job_id="email-waits-1",
+                        kwargs={"n": 1, "path": str(tmp_path / "ran")})  # fmt: skip
+
+    page.wait_for_function(f"document.querySelector('{count_link}').innerText === '1'", timeout=30_000)
+    assert page.evaluate("window.notReloaded") is True  # the count changed in place
+
+    page.locator("tr", has_text="5 lugares en un proceso").locator("button:has-text('Pausar')").click()
+    page.fill("input[name=reason]", "probando la pausa")
+    page.click("input[value='Sí, estoy seguro']")
+    page.wait_for_selector("text=email está pausada (por admin")
+    live_worker("email", "slack")
+    enqueue_stored_call(queue_name="slack", func="tests.tasks.mark", job_id="slack-runs-1", kwargs={"n": 2, "path": str(tmp_path / "other")})
+    wait_for(lambda: (tmp_path / "other").exists(), timeout=60)
+    assert not (tmp_path / "ran").exists()  # the worker runs, the paused queue's job waits
+    page.screenshot(path=ARTIFACTS / "queue-paused.png", full_page=True)
+
+    page.click("button:has-text('Reanudar la cola')")
+    page.click("input[value='Sí, estoy seguro']")
+    wait_for(lambda: (tmp_path / "ran").exists(), timeout=60)
+    page.goto(live_server.url + reverse("admin:jobs_dashboard_list", args=["email", "finished"]))
+    done_bars = page.locator("svg.dash-chart rect.done")
+    assert any(float(done_bars.nth(n).get_attribute("height")) > 0 for n in range(done_bars.count()))  # drawn with data
+
+    pages = {
+        "overview": reverse("admin:jobs_dashboard_overview"),
+        "list": reverse("admin:jobs_dashboard_list", args=["email", "finished"]),
+        "job": reverse("admin:jobs_dashboard_job", args=["email", "email-waits-1"]),
+        "triage": reverse("admin:jobs_dashboard_triage", args=["email"]),
+        "dead-letters": reverse("admin:jobs_deadletter_changelist"),
+        "audit": reverse("admin:jobs_jobaction_changelist"),
+    }
+    for scheme in ("light", "dark"):
+        page.emulate_media(color_scheme=scheme)
+        for name, path in pages.items():
+            page.goto(live_server.url + path)
+            page.screenshot(path=ARTIFACTS / f"{name}-{scheme}.png", full_page=True)

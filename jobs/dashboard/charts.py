@@ -33,19 +33,26 @@ def chart(points: list[Point], hourly: bool) -> str:
         for line, share in ((p50, 0.5), (p95, 0.95)):
             wait = point.wait(share)
             if wait is not None:
-                line.append(f"{x + step / 2:.1f},{BARS + 10 + _wait_y(wait):.1f}")
+                line.append((x + step / 2, BARS + 10 + _wait_y(wait)))
     labels = [(0, points[0].at), (WIDTH / 2, points[len(points) // 2].at), (WIDTH, points[-1].at)] if points else []
     return format_html(
         '<svg class="dash-chart" viewBox="0 0 {} {}" role="img" aria-label="{}">'
         '<text x="0" y="12" class="axis">{}</text>{}'
         '<line x1="0" y1="{}" x2="{}" y2="{}" class="axis"/>'
-        '<polyline points="{}" class="p50"/><polyline points="{}" class="p95"/>{}</svg>',
+        '{}{}{}</svg>',
         WIDTH, BARS + WAITS + 24, _("jobs finished and failed, and their wait"), _max_label(top),
-        format_html_join("", "{}", ((bar,) for bar in bars)), BARS, WIDTH, BARS, " ".join(p50), " ".join(p95),
+        format_html_join("", "{}", ((bar,) for bar in bars)), BARS, WIDTH, BARS, _line(p50, "p50"), _line(p95, "p95"),
         format_html_join("", '<text x="{}" y="{}" class="axis" text-anchor="{}">{}</text>', (
             (f"{x:.0f}", BARS + WAITS + 22, ("start", "middle", "end")[n], _moment(at, hourly)) for n, (x, at) in enumerate(labels)
         )),
     )  # fmt: skip
+
+
+def _line(points: list[tuple[float, float]], kind: str) -> str:
+    """A wait line with a dot per minute or hour (a lone point shows too); numbers only."""
+    dots = "".join(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.5" class="{kind}"/>' for x, y in points)
+    path = " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
+    return mark_safe(f'<polyline points="{path}" class="{kind}"/>{dots}')
 
 
 def legend() -> str:
