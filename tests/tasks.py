@@ -64,3 +64,14 @@ def wait_until(path: str, seconds: float = 120) -> None:
     deadline = time.monotonic() + seconds
     while not os.path.exists(path) and time.monotonic() < deadline:
         time.sleep(0.05)
+
+
+def report_progress(lines: int, path: str) -> None:
+    """Report half-way with `lines` log lines, then wait for the test to create `path`."""
+    from jobs import progress
+
+    for n in range(lines):
+        progress.log(f"line {n}")
+    progress.report(50, "mitad del camino")
+    wait_until(path)
+    progress.report(100, "listo")

@@ -603,3 +603,20 @@ def test_cleaning_deletes_old_ended_jobs_after_showing_how_many(jobs, redis_conn
     assert fetch("email-done-1") is None and fetch("email-failed-1").get_status() == "failed"
     action = JobAction.objects.get(kind="clean")
     assert [target.job_id for target in action.targets.all()] == ["email-done-1"] and action.count == 1
+
+
+@pytest.mark.parametrize("queue_name", ["email", "files"])  # a thread of the in-process worker, a work-horse
+def test_a_running_job_shows_its_progress_and_its_last_log_lines(queue_name, live_worker, admin_client, tmp_path):
+    call("report_progress", f"{queue_name}-long-1", queue=queue_name, lines=250, path=str(tmp_path / "go"))
+    live_worker(queue_name)
+    wait_for(lambda: (fetch(f"{queue_name}-long-1", queue_name).meta.get("progress") or {}).get("percent") == 50, timeout=60)
+
+    page = admin_client.get(url("job", queue_name, f"{queue_name}-long-1")).content.decode()
+    masked = logged_in(staff("no-payloads", perms=("view_dashboard",))).get(url("job", queue_name, f"{queue_name}-long-1"))
+
+    assert '<progress max="100" value="50"></progress> 50 % mitad del camino' in page
+    assert "Registro (las últimas 200 líneas)" in page and "  line 249\n" in page and "  line 49\n" not in page
+    assert "mitad del camino" in masked.content.decode() and "line 249" not in masked.content.decode()
+    (tmp_path / "go").touch()
+    wait_for(lambda: fetch(f"{queue_name}-long-1", queue_name).get_status() == "finished", timeout=60)
+    assert fetch(f"{queue_name}-long-1", queue_name).meta["progress"]["percent"] == 100

@@ -22,6 +22,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 from django.views.decorators.http import require_http_methods
 from rq.job import JobStatus
+from rq.utils import utcparse
 
 from jobs import clients, operations, pauses, queues, series
 from jobs.alerts import fingerprint
@@ -339,6 +340,8 @@ def _row(job, show_payload: bool) -> dict:
         "attempts": [
             {"at": datetime.fromisoformat(attempt["at"]), "error": attempt["error"]} for attempt in job.meta.get("failures", [])
         ],
+        "progress": job.meta.get("progress"),
+        "log": [{"at": utcparse(entry["at"]), "line": entry["line"]} for entry in job.meta.get("log", [])] if show_payload else [],
     }
 
 
