@@ -1,7 +1,11 @@
+from datetime import datetime
+
 from django.apps import apps
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import NoReverseMatch, path, reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from django.utils.translation import gettext_lazy as _
 
@@ -10,6 +14,7 @@ from jobs.dead_letters import dead_letter_resolve
 from jobs.dashboard import views as dashboard
 from jobs.models import Dashboard, DeadLetter, JobAction
 from jobs.operations import dead_letters_retry
+from jobs.templatetags.dashboard import when
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -27,19 +32,57 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(DeadLetter)
 class DeadLetterAdmin(ReadOnlyAdmin):
-    list_display = ("job_id", "queue", "func_name", "exc_type", "failed_at", "alert", "retried_at", "resolved_at")
+    list_display = ("job_id", "queue", "exc_type", "failed_at", "alert", "state")
     list_filter = ("queue", "exc_type", "alert", "related_model", ("resolved_at", admin.EmptyFieldListFilter), "failed_at")
     search_fields = ("=job_id", "exc_message", "related_id")
     date_hierarchy = "failed_at"
     actions = ["retry", "resolve"]
     fields = (
-        "job_id", "queue", "func_name", "args", "kwargs", "related", "exc_type", "exc_message", "attempts",
+        "job_id", "queue", "func_name", "args", "kwargs", "related", "exc_type", "exc_message", "attempts_table",
         "failed_at", "job_created_at", "alert", "alert_note", "alerted_at", "retried_at", "retried_by",
-        "resolved_at", "resolved_by", "traceback",
+        "resolved_at", "resolved_by", "traceback_text",
     )  # fmt: skip
     readonly_fields = fields
+    change_form_template = "admin/jobs/deadletter/change_form.html"
 
-    PAYLOAD_FIELDS = ("args", "kwargs", "related", "exc_message", "attempts", "traceback")
+    PAYLOAD_FIELDS = ("args", "kwargs", "related", "exc_message", "attempts_table", "traceback_text")
+
+    @admin.display(description=_("state"))
+    def state(self, obj):
+        if obj.resolved_at:
+            return format_html("{} {}", _("resolved"), when(obj.resolved_at))
+        if obj.retried_at:
+            return format_html("{} {}", _("retried"), when(obj.retried_at))
+        return _("open")
+
+    @admin.display(description=_("attempts"))
+    def attempts_table(self, obj):
+        rows = format_html_join(
+            "", "<tr><td>{}</td><td>{}</td></tr>",
+            ((when(datetime.fromisoformat(attempt["at"])), attempt["error"]) for attempt in obj.attempts),
+        )  # fmt: skip
+        return format_html('<table class="dash-attempts"><tr><th>{}</th><th>{}</th></tr>{}</table>', _("when"), _("error"), rows)
+
+    @admin.display(description=_("traceback"))
+    def traceback_text(self, obj):
+        return format_html('<pre class="dash-tb">{}</pre>', obj.traceback)  # indentation kept
+
+    def get_urls(self):
+        retry = path("<int:pk>/retry/", self.admin_site.admin_view(self.retry_one), name="jobs_deadletter_retry")
+        return [retry, *super().get_urls()]
+
+    def retry_one(self, request, pk):
+        """The detail page's Reintentar button: POST only, with `jobs.retry_deadletter`."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not self.has_retry_permission(request):
+            raise PermissionDenied
+        self.retry(request, DeadLetter.objects.filter(pk=pk))
+        return HttpResponseRedirect(reverse("admin:jobs_deadletter_change", args=[pk]))
+
+    def render_change_form(self, request, context, *args, **kwargs):
+        context["can_retry"] = self.has_retry_permission(request)
+        return super().render_change_form(request, context, *args, **kwargs)
 
     def has_retry_permission(self, request):
         return request.user.has_perm("jobs.retry_deadletter")

@@ -280,6 +280,35 @@ def test_retry_from_the_archive_after_redis_dropped_the_job(slack, policy, work,
     assert row.retried_at and row.retried_by.username == "admin"
 
 
+def test_the_archive_s_detail_page_retries_and_reads_well(slack, policy, work, admin_client, client):
+    policy("email", retry_max=1, retry_intervals=(0,), alert_window=1)
+    run_call("fail_times", "email-twice-1", counter="twice", times=2)
+    work("email")
+    work("email")
+    row = DeadLetter.objects.get()
+    page = admin_client.get(reverse("admin:jobs_deadletter_change", args=[row.pk])).content.decode()
+
+    assert 'action="{}"'.format(reverse("admin:jobs_deadletter_retry", args=[row.pk])) in page
+    assert '<pre class="dash-tb">Traceback (most recent call last):\n  File ' in page  # indentation kept
+    assert page.count("<tr><td><time") == 2 and "transient trouble #2" in page  # the attempts, in a table
+    assert row.traceback.splitlines()[1].startswith("  ")
+    listing = admin_client.get(reverse("admin:jobs_deadletter_changelist")).content.decode()
+    assert ">abierta<" in listing and "Reintentado el" not in listing  # one state column: the list fits
+
+    assert admin_client.get(reverse("admin:jobs_deadletter_retry", args=[row.pk])).status_code == 405
+    viewer = User.objects.create_user(username="viewer", password="x", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_deadletter"))
+    client.force_login(viewer)
+    assert client.post(reverse("admin:jobs_deadletter_retry", args=[row.pk])).status_code == 403
+    admin_client.post(reverse("admin:jobs_deadletter_retry", args=[row.pk]))
+    work("email")
+
+    assert fetch("email-twice-1").get_status() == "finished"
+    row.refresh_from_db()
+    assert row.retried_by.username == "admin"
+    assert ">reintentada el <time" in admin_client.get(reverse("admin:jobs_deadletter_changelist")).content.decode()
+
+
 def test_retry_needs_the_permission(client, policy, work):
     policy("email", retry_max=0, alert_window=1)
     run_call("always_fail", "email-perm-1")
