@@ -32,7 +32,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(DeadLetter)
 class DeadLetterAdmin(ReadOnlyAdmin):
-    list_display = ("job_id", "queue", "exc_type", "failed_at", "alert", "state")
+    list_display = ("job_id", "queue", "exc_type", "failed", "alert", "state")
     list_filter = ("queue", "exc_type", "alert", "related_model", ("resolved_at", admin.EmptyFieldListFilter), "failed_at")
     search_fields = ("=job_id", "exc_message", "related_id")
     date_hierarchy = "failed_at"
@@ -46,6 +46,10 @@ class DeadLetterAdmin(ReadOnlyAdmin):
     change_form_template = "admin/jobs/deadletter/change_form.html"
 
     PAYLOAD_FIELDS = ("args", "kwargs", "related", "exc_message", "attempts_table", "traceback_text")
+
+    @admin.display(description=_("failed at"), ordering="failed_at")
+    def failed(self, obj):
+        return when(obj.failed_at)
 
     @admin.display(description=_("state"))
     def state(self, obj):
@@ -163,7 +167,11 @@ class DashboardAdmin(ReadOnlyAdmin):
 
 @admin.register(JobAction)
 class JobActionAdmin(ReadOnlyAdmin):
-    list_display = ("at", "user", "kind", "queue", "count", "reason", "detail")
+    list_display = ("moment", "user", "kind", "queue", "count", "reason", "detail")
     list_filter = ("kind", "queue")
     search_fields = ("=targets__job_id", "user__username", "reason")
     date_hierarchy = "at"
+
+    @admin.display(description=_("when"), ordering="at")
+    def moment(self, obj):
+        return when(obj.at)
