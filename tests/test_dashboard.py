@@ -527,7 +527,7 @@ def test_staff_read_spanish_states_plurals_dates_and_results(jobs, admin_client,
     for column in ("Tipo de error", "Falló el", "Alerta"):
         assert f">{column}</a>" in archive, column
     assert "Exc type" not in archive and "Job id" not in archive
-    assert re.search(r" UTC">\d\d/\d\d/\d{4} \d\d:\d\d:\d\d</time>", archive)  # as in the dashboard, UTC on hover
+    assert re.search(r' UTC">\d\d/\d\d/\d{4} \d\d:\d\d:\d\d</time>', archive)  # as in the dashboard, UTC on hover
 
     user = User.objects.create_user(username="ana@example.com", email="ana@example.com", first_name="Ana")
     enqueue_stored_call(queue_name="email", func="jobs.tasks.email.send_verify_email", job_id=f"email-verify-{user.pk}",
