@@ -77,7 +77,7 @@ def test_verify_job_for_a_verified_user_sends_nothing(smtp, work):
     work("email")
 
     assert smtp.messages == []
-    assert job(f"email-verify-{user.pk}").return_value() == f"skipped: user {user.pk} is already verified"
+    assert job(f"email-verify-{user.pk}").return_value() == f"omitido: el usuario {user.pk} ya está verificado"
 
 
 def test_a_job_delivered_twice_sends_once(smtp, work):
@@ -91,7 +91,7 @@ def test_a_job_delivered_twice_sends_once(smtp, work):
     work("email")
 
     assert len(smtp.messages) == 1
-    assert job(f"email-verify-{user.pk}").return_value().startswith("skipped: already sent by this job")
+    assert job(f"email-verify-{user.pk}").return_value().startswith("omitido: este job ya lo envió")
 
 
 def test_a_job_run_again_after_the_email_went_out_sends_the_same_link(smtp, work):
@@ -181,7 +181,7 @@ def test_unknown_user_is_skipped_with_a_clear_result(smtp, work):
 
     finished = job("email-verify-999999")
     assert finished.get_status() == "finished"
-    assert finished.return_value() == "skipped: user 999999 does not exist"
+    assert finished.return_value() == "omitido: el usuario 999999 no existe"
     assert smtp.rcpt_times == []
 
 

@@ -88,7 +88,16 @@ def test_workers_register_and_crons_sync_again_after_redis_lost_everything(own_r
         assert lost["email.workers"] == lost["crons"] == "fail"
         # Within a heartbeat: the in-process worker's 5 s, a forking worker's dequeue timeout (30 s),
         # the scheduler's interval; the bound is loose for loaded machines.
-        wait_for(lambda: all_back(checks()), timeout=120, interval=0.5)
+        seen = {}
+
+        def back() -> bool:
+            seen.update(checks=checks(), workers={name: [(w.name, w.alive, w.state) for w in reads.workers(name)] for name in QUEUES})
+            return all_back(seen["checks"])
+
+        try:
+            wait_for(back, timeout=120, interval=0.5)
+        except pytest.fail.Exception:
+            pytest.fail(f"not all back after the restart: {seen}")  # it failed once on a loaded machine: what was missing?
     finally:
         scheduler.terminate()
         scheduler.wait(timeout=30)
