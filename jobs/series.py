@@ -4,7 +4,7 @@ its "last hour" counts and the daily report's totals.
 One Redis hash per queue and UTC hour, `<prefix>:series:<queue>:<YYYYmmddHH>`, kept `KEEP` seconds:
 fields `done:<minute>`, `failed:<minute>` and `wait:<minute>:<bucket>`, the last a histogram of the
 time from enqueue to start over `WAIT_BOUNDS`. A worker adds to it in the pipeline that ends a job
-(two HINCRBY and an EXPIRE); readers sum fields. A failure counts in the minute it happened, whatever
+(two HINCRBY; an EXPIRE once per process and hour, and again from the minute sweep); readers sum fields. A failure counts in the minute it happened, whatever
 becomes of the job afterwards (a retry from the dashboard does not take it back).
 """
 
@@ -24,6 +24,9 @@ def _key(queue_name: str, moment: datetime) -> str:
     return f"{settings.RQ_KEY_PREFIX}:series:{queue_name}:{moment.astimezone(UTC):%Y%m%d%H}"
 
 
+_expiring: set[str] = set()  # hour keys this process gave their TTL (one EXPIRE per hour, not per job)
+
+
 def job_done(pipe, queue_name: str, enqueued: datetime | None, started: datetime | None, ended: datetime) -> None:
     """Queue on `pipe` what a finished job adds: one done, and its wait in the minute it ended."""
     key, minute = _key(queue_name, ended), ended.minute
@@ -31,13 +34,30 @@ def job_done(pipe, queue_name: str, enqueued: datetime | None, started: datetime
     if enqueued and started:
         waited = max((started - enqueued).total_seconds(), 0)
         pipe.hincrby(key, f"wait:{minute}:{next(n for n, bound in enumerate(WAIT_BOUNDS) if waited <= bound)}", 1)
-    pipe.expire(key, KEEP)
+    _expire_once(pipe, key)
 
 
 def job_failed(pipe, queue_name: str, moment: datetime) -> None:
     key = _key(queue_name, moment)
     pipe.hincrby(key, f"failed:{moment.minute}", 1)
-    pipe.expire(key, KEEP)
+    _expire_once(pipe, key)
+
+
+def keep(connection, queue_names, now: datetime) -> None:
+    """Give this hour's keys their TTL again (the workers' minute sweep): a Redis that lost them
+    while a process still remembered setting it would keep them for ever."""
+    with connection.pipeline(transaction=False) as pipe:
+        for name in queue_names:
+            pipe.expire(_key(name, now), KEEP)
+        pipe.execute()
+
+
+def _expire_once(pipe, key: str) -> None:
+    if key not in _expiring:
+        if len(_expiring) > 1000:
+            _expiring.clear()
+        _expiring.add(key)
+        pipe.expire(key, KEEP)
 
 
 @dataclass

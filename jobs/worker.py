@@ -11,7 +11,7 @@ from rq.scheduler import RQScheduler
 from rq.serializers import JSONSerializer
 from rq.utils import now as rq_now
 
-from jobs import metrics, pauses
+from jobs import metrics, pauses, queues, series
 from jobs.alarms import check_crons, check_slos
 from jobs.alerts import archive, close_db_connections, sweep_failures
 from jobs.failures import record_attempt
@@ -141,6 +141,7 @@ class CeresWorker(Worker):
         self._safely(reap_dead_workers, self.connection)
         due = self.connection.set(f"{settings.RQ_KEY_PREFIX}:sweep-due", 1, nx=True, ex=SWEEP_INTERVAL - 5)
         if due:
+            self._safely(series.keep, self.connection, queues.QUEUES, rq_now())
             self._safely(sweep_failures)
             self._safely(reconcile_verify_emails)
             self._safely(check_crons)

@@ -2,9 +2,16 @@
 
 from datetime import UTC, date, datetime, timedelta
 
+import pytest
+
 from jobs import series
 
 NOW = datetime(2026, 11, 30, 14, 5, 30, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True)
+def fresh_process(monkeypatch):
+    monkeypatch.setattr(series, "_expiring", set())  # what an earlier test's worker set TTLs on, in another Redis
 
 
 def record(redis_conn, ended, waited=None, failed=False, queue="email"):
@@ -49,3 +56,14 @@ def test_a_cordoba_day_sums_its_own_24_hours(redis_conn):
     record(redis_conn, datetime(2026, 11, 30, 3, 0, tzinfo=UTC))  # the 30th
 
     assert series.done_on(redis_conn, "email", date(2026, 11, 29)) == 2
+
+
+def test_an_hour_key_gets_its_ttl_once_per_process_and_again_from_the_sweep(redis_conn):
+    record(redis_conn, NOW)
+    key = redis_conn.keys("ceres:queue:series:*")[0]
+    redis_conn.persist(key)  # as if Redis had lost the key and a job had made it again
+
+    record(redis_conn, NOW)
+    assert redis_conn.ttl(key) == -1  # this process set it already: one EXPIRE per hour, not per job
+    series.keep(redis_conn, ["email"], NOW)
+    assert 0 < redis_conn.ttl(key) <= series.KEEP
