@@ -126,6 +126,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",  # admin's static files from gunicorn, no extra server
+    "ceres_site.middleware.UploadSizeLimit",  # before anything reads a body (the CSRF check does)
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -201,6 +202,20 @@ STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "var" / "static"  # filled by `collectstatic` at deploy
 WHITENOISE_USE_FINDERS = True  # without collectstatic too (local runs), admin's files are served
 LOGIN_URL = "admin:login"
+
+# --- Uploads (the profile page; checked by the files queue) --------------------------------------
+MEDIA_ROOT = env.path("MEDIA_ROOT", default=BASE_DIR / "var" / "media")
+MEDIA_URL = "media/"  # never served as is: a person sees their own files through the profile views
+# Local files by default; an S3-compatible bucket with django-storages, by settings only, e.g.
+# STORAGE_BACKEND=storages.backends.s3.S3Storage and its AWS_* settings (see README).
+STORAGES = {
+    "default": {"BACKEND": env.str("STORAGE_BACKEND", default="django.core.files.storage.FileSystemStorage")},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+CV_MAX_BYTES = 5 * 1024 * 1024
+PICTURE_MAX_BYTES = 10 * 1024 * 1024
+UPLOAD_MAX_BYTES = 16 * 1024 * 1024  # a whole request (nginx.conf says the same); larger ones get a 413 unread
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024  # bigger files go to a temporary file while uploading
 
 LOGGING = {
     "version": 1,

@@ -131,6 +131,47 @@ def enqueue_email_account_exists(*, user_id: int) -> Enqueued | None:
     )
 
 
+def enqueue_validate_cv(*, upload_id: int, replaces: int | None = None) -> Enqueued | None:
+    """Check an uploaded CV (`jobs.tasks.files`); `replaces`: the upload it supersedes, whose job is
+    dropped if it has not started."""
+    return _enqueue_file_job(tasks.VALIDATE_CV, "cv", upload_id, replaces)
+
+
+def enqueue_optimize_profile_picture(*, upload_id: int, replaces: int | None = None) -> Enqueued | None:
+    """Make an uploaded profile picture safe and small (`jobs.tasks.files`); `replaces` as above."""
+    return _enqueue_file_job(tasks.OPTIMIZE_PROFILE_PICTURE, "picture", upload_id, replaces)
+
+
+def _enqueue_file_job(func: str, kind: str, upload_id: int, replaces: int | None) -> Enqueued | None:
+    def enqueue() -> Enqueued:
+        if replaces is not None:
+            _drop_if_waiting(queues.FILES.name, f"files-{kind}-{replaces}")
+        return _enqueue_unique(queues.FILES.name, func, job_id=f"files-{kind}-{upload_id}", kwargs={"upload_id": upload_id})
+
+    return _after_commit(enqueue)
+
+
+def _drop_if_waiting(queue_name: str, job_id: str) -> None:
+    """Delete a job that has not started (queued, or waiting for a retry); a running one finishes
+    and finds its upload superseded."""
+    queue = clients.queue(queue_name)
+    try:
+        job = Job.fetch(job_id, connection=queue.connection, serializer=queue.serializer)
+    except NoSuchJobError:
+        return
+    if job.get_status(refresh=False) in (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED):
+        job.delete()
+
+
+def enqueue_email_cv_rejected(*, upload_id: int) -> Enqueued | None:
+    """Tell a person why their CV was not accepted."""
+    return _after_commit(
+        lambda: _enqueue_unique(
+            queues.EMAIL.name, tasks.SEND_CV_REJECTED_EMAIL, job_id=f"email-cv-{upload_id}", kwargs={"upload_id": upload_id}
+        )
+    )
+
+
 def enqueue_slack_alert(*, text: str, dedupe_key: str | None = None) -> Enqueued | None:
     """Post `text` to Slack. With `dedupe_key`, the same alert is posted once however often asked."""
     return _after_commit(

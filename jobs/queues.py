@@ -32,6 +32,7 @@ class QueuePolicy:
     max_wait: int = 300  # seconds the oldest waiting job may wait
     max_failure_rate: float = 0.25  # of the last hour's finished + failed jobs...
     min_volume: int = 20  # ...once there were at least this many
+    memory_limit_mb: int = 0  # forking workers: memory a job may add to its work-horse (0: no limit)
 
 
 EMAIL = QueuePolicy(
@@ -45,7 +46,8 @@ MAINTENANCE = QueuePolicy(
     name="maintenance", concurrency=1, timeout=15 * 60, retry_max=3, retry_intervals=(30, 120, 600), max_wait=HOUR
 )
 FILES = QueuePolicy(
-    name="files", concurrency=2, timeout=5 * 60, retry_max=3, retry_intervals=(5, 30, 120), max_wait=15 * 60
+    name="files", concurrency=2, timeout=5 * 60, retry_max=3, retry_intervals=(5, 30, 120), max_wait=15 * 60,
+    memory_limit_mb=512,  # an uploaded file is hostile until proven otherwise: it may cost its own job only
 )
 
 QUEUES: dict[str, QueuePolicy] = {policy.name: policy for policy in (EMAIL, SLACK, MAINTENANCE, FILES)}

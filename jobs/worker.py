@@ -1,6 +1,8 @@
 """The worker class every `rqworker` / `rqworker-pool` process uses (settings `RQ["WORKER_CLASS"]`)."""
 
 import logging
+import os
+import resource
 import signal
 
 from django.conf import settings
@@ -56,6 +58,15 @@ class CeresWorker(Worker):
         if burst:
             return super()._start_scheduler(burst, logging_level, *args, **kwargs)
         self.scheduler = RQScheduler(self.queues, connection=self.connection, serializer=self.serializer)
+
+    def main_work_horse(self, job, queue):
+        """In the forked work-horse: cap the memory the job may add (`memory_limit_mb` of its queue's
+        policy) before running it; past the cap an allocation raises MemoryError, and the job fails."""
+        policy = queues.QUEUES.get(queue.name)
+        if policy and policy.memory_limit_mb:
+            limit = _address_space() + policy.memory_limit_mb * 1024 * 1024
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        return super().main_work_horse(job, queue)
 
     def heartbeat(self, timeout=None, pipeline=None):
         """RQ's heartbeat; registers again when Redis lost the worker (restarted without persistence,
@@ -179,3 +190,10 @@ def worker_class_for(queue_names) -> type[Worker]:
             f"{', '.join(in_process)} run in-process and {', '.join(forking)} fork per job: start one worker for each"
         )
     return SlotWorker if kinds == {True} else CeresWorker
+
+
+def _address_space() -> int:
+    """This process's virtual memory size in bytes: a limit on the address space counts what the
+    work-horse inherited (Django, the libraries), so the job's share comes on top of it."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")

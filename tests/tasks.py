@@ -75,3 +75,8 @@ def report_progress(lines: int, path: str) -> None:
     progress.report(50, "mitad del camino")
     wait_until(path)
     progress.report(100, "listo")
+
+
+def allocate(megabytes: int) -> int:
+    """Take `megabytes` of memory at once (a hostile file's parser would)."""
+    return len(bytearray(megabytes * 1024 * 1024))

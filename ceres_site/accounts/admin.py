@@ -9,7 +9,7 @@ from django.utils.translation import gettext_lazy as _
 from jobs.models import DeadLetter
 from jobs.producers import enqueue_email_verify
 
-from .models import EmailDelivery, User, VerificationToken
+from .models import EmailDelivery, Upload, User, VerificationToken
 
 
 @admin.register(User)
@@ -74,6 +74,21 @@ class EmailDeliveryAdmin(admin.ModelAdmin):
     list_filter = ("kind",)
     list_select_related = ("user",)
     readonly_fields = ("user", "kind", "delivery_key", "sent_at")
+
+    def has_add_permission(self, request):
+        return False
+
+
+@admin.register(Upload)
+class UploadAdmin(admin.ModelAdmin):
+    """What people uploaded and what the files queue made of it (the files themselves stay private)."""
+
+    list_display = ("user", "kind", "state", "reason", "warning", "size", "uploaded_at", "processed_at")
+    list_filter = ("kind", "state")
+    list_select_related = ("user",)
+    search_fields = ("user__email",)
+    fields = ("user", "kind", "state", "reason", "warning", "size", "uploaded_at", "processed_at")
+    readonly_fields = fields
 
     def has_add_permission(self, request):
         return False

@@ -1,4 +1,5 @@
 from django import forms
+from django.conf import settings
 from django.contrib.auth.password_validation import validate_password
 from django.utils.translation import gettext_lazy as _
 
@@ -42,3 +43,28 @@ class SignupForm(forms.Form):
 
 class ResendForm(forms.Form):
     email = EmailField(label=_("Email"), max_length=254)
+
+
+class ProfileFilesForm(forms.Form):
+    """A CV and a picture, each optional; what they hold is judged by the files queue, not here."""
+
+    cv = forms.FileField(label=_("CV (PDF or Word .docx, up to 5 MB)"), required=False)
+    picture = forms.FileField(label=_("Profile picture (up to 10 MB)"), required=False)
+
+    def clean_cv(self):
+        return _at_most(self.cleaned_data.get("cv"), settings.CV_MAX_BYTES)
+
+    def clean_picture(self):
+        return _at_most(self.cleaned_data.get("picture"), settings.PICTURE_MAX_BYTES)
+
+    def clean(self):
+        cleaned = super().clean()
+        if not self.errors and not cleaned.get("cv") and not cleaned.get("picture"):
+            raise forms.ValidationError(_("Choose a file to upload."))
+        return cleaned
+
+
+def _at_most(upload, limit: int):
+    if upload is not None and upload.size > limit:
+        raise forms.ValidationError(_("The file is larger than %(mb)d MB.") % {"mb": limit // (1024 * 1024)})
+    return upload

@@ -1,3 +1,5 @@
+import uuid
+
 from django.contrib.auth.models import AbstractUser
 from django.db import models
 from django.db.models.functions import Lower
@@ -53,6 +55,7 @@ class EmailDelivery(models.Model):
         VERIFY = "verify", _("verification")
         WELCOME = "welcome", _("welcome")
         EXISTS = "exists", _("account exists")  # someone tried to sign up with the address
+        CV_REJECTED = "cv_rejected", _("CV rejected")
 
     user = models.ForeignKey(User, verbose_name=_("user"), on_delete=models.SET_NULL, null=True, related_name="email_deliveries")
     kind = models.CharField(_("kind"), max_length=16, choices=Kind.choices)
@@ -65,3 +68,42 @@ class EmailDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} to user {self.user_id} at {self.sent_at:%Y-%m-%d %H:%M}"
+
+
+def _upload_path(upload, filename: str) -> str:
+    """Our own name, never the uploaded one."""
+    return f"uploads/{upload.user_id}/{upload.kind}-{uuid.uuid4().hex}"
+
+
+class Upload(models.Model):
+    """A file a person uploaded to their profile, and what the files queue made of it. A new upload
+    of the same kind supersedes the previous one (its job, if still waiting, is dropped)."""
+
+    class Kind(models.TextChoices):
+        CV = "cv", _("CV")
+        PICTURE = "picture", _("profile picture")
+
+    class State(models.TextChoices):
+        PENDING = "pending", _("being checked")
+        ACCEPTED = "accepted", _("accepted")
+        REJECTED = "rejected", _("rejected")
+        SUPERSEDED = "superseded", _("replaced by a newer one")
+
+    user = models.ForeignKey(User, verbose_name=_("user"), on_delete=models.CASCADE, related_name="uploads")
+    kind = models.CharField(_("kind"), max_length=10, choices=Kind.choices)
+    file = models.FileField(_("file"), upload_to=_upload_path, max_length=200)
+    thumbnail = models.FileField(_("thumbnail"), upload_to=_upload_path, max_length=200, blank=True)
+    size = models.PositiveIntegerField(_("size in bytes"), default=0)
+    state = models.CharField(_("state"), max_length=10, choices=State.choices, default=State.PENDING)
+    reason = models.CharField(_("reason"), max_length=300, blank=True)  # for the person, in Spanish
+    warning = models.CharField(_("warning"), max_length=300, blank=True)
+    uploaded_at = models.DateTimeField(_("uploaded at"), auto_now_add=True)
+    processed_at = models.DateTimeField(_("processed at"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("upload")
+        verbose_name_plural = _("uploads")
+        indexes = [models.Index(fields=["user", "kind", "-id"])]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} of user {self.user_id} ({self.state})"

@@ -1,6 +1,8 @@
 import logging
 
+from django.contrib.auth.decorators import login_required
 from django.db import IntegrityError, transaction
+from django.http import FileResponse, Http404
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods
@@ -11,11 +13,13 @@ from jobs.producers import (
     enqueue_email_resend,
     enqueue_email_verify,
     enqueue_email_welcome,
+    enqueue_optimize_profile_picture,
+    enqueue_validate_cv,
 )
 
-from .forms import ResendForm, SignupForm
+from .forms import ProfileFilesForm, ResendForm, SignupForm
 from .limits import limited
-from .models import User
+from .models import Upload, User
 from .tokens import Outcome, token_verify
 
 log = logging.getLogger(__name__)
@@ -86,3 +90,55 @@ def resend(request):
             )
         return render(request, "accounts/resend_done.html")
     return render(request, "accounts/resend.html", {"form": form})
+
+
+KINDS = (  # form field, upload kind, producer
+    ("cv", Upload.Kind.CV, enqueue_validate_cv),
+    ("picture", Upload.Kind.PICTURE, enqueue_optimize_profile_picture),
+)
+
+
+@login_required(login_url="accounts:login")
+@require_http_methods(["GET", "POST"])
+def profile(request):
+    """Upload a CV and a picture; the files queue checks them and this page shows how it went."""
+    form = ProfileFilesForm(request.POST or None, request.FILES or None)
+    if request.method == "POST" and form.is_valid():
+        with transaction.atomic():
+            for field, kind, enqueue in KINDS:
+                if form.cleaned_data.get(field):
+                    _replace_upload(request.user, kind, form.cleaned_data[field], enqueue)
+        return redirect("accounts:profile")
+    current = {kind: _current_upload(request.user, kind) for _, kind, _ in KINDS}
+    return render(request, "accounts/profile.html", {
+        "form": form, "cv": current[Upload.Kind.CV], "picture": current[Upload.Kind.PICTURE],
+        "checking": any(upload and upload.state == Upload.State.PENDING for upload in current.values()),
+    })  # fmt: skip
+
+
+@login_required(login_url="accounts:login")
+@require_http_methods(["GET", "HEAD"])
+def profile_picture(request, size):
+    """The person's own optimised picture (512 px) or thumbnail (128 px); nobody else's."""
+    upload = _current_upload(request.user, Upload.Kind.PICTURE)
+    if upload is None or upload.state != Upload.State.ACCEPTED:
+        raise Http404
+    stored = upload.thumbnail if size == "thumbnail" else upload.file
+    content_type = "image/webp" if stored.name.endswith(".webp") else "image/jpeg"
+    return FileResponse(stored.open("rb"), content_type=content_type)
+
+
+def _current_upload(user, kind) -> Upload | None:
+    return Upload.objects.filter(user=user, kind=kind).exclude(state=Upload.State.SUPERSEDED).order_by("-id").first()
+
+
+def _replace_upload(user, kind, file, enqueue) -> None:
+    previous = _current_upload(user, kind)
+    upload = Upload(user=user, kind=kind, size=file.size)
+    upload.file.save("upload", file, save=False)
+    upload.save()
+    if previous is not None:
+        Upload.objects.filter(pk=previous.pk).update(state=Upload.State.SUPERSEDED)
+        stored = [name for name in (previous.file.name, previous.thumbnail.name) if name]
+        transaction.on_commit(lambda: [previous.file.storage.delete(name) for name in stored])
+    enqueue(upload_id=upload.pk, replaces=previous.pk if previous else None)

@@ -13,13 +13,17 @@ SEND_VERIFY_EMAIL = "jobs.tasks.email.send_verify_email"
 SEND_WELCOME_EMAIL = "jobs.tasks.email.send_welcome_email"
 SEND_ACCOUNT_EXISTS_EMAIL = "jobs.tasks.email.send_account_exists_email"
 RESEND_VERIFY_EMAIL = "jobs.tasks.email.resend_verify_email"
+SEND_CV_REJECTED_EMAIL = "jobs.tasks.email.send_cv_rejected_email"
 SEND_NEWSLETTER = "jobs.tasks.email.send_newsletter"
 POST_TO_SLACK = "jobs.tasks.slack.post_to_slack"
 FLUSH_ALERTS = "jobs.alerts.flush_alerts"
 RUN_CRON = "jobs.tasks.maintenance.run_cron"
+VALIDATE_CV = "jobs.tasks.files.validate_cv"
+OPTIMIZE_PROFILE_PICTURE = "jobs.tasks.files.optimize_profile_picture"
 TASKS = frozenset({
-    SEND_VERIFY_EMAIL, SEND_WELCOME_EMAIL, SEND_ACCOUNT_EXISTS_EMAIL, RESEND_VERIFY_EMAIL, SEND_NEWSLETTER,
-    POST_TO_SLACK, FLUSH_ALERTS, RUN_CRON,
+    SEND_VERIFY_EMAIL, SEND_WELCOME_EMAIL, SEND_ACCOUNT_EXISTS_EMAIL, RESEND_VERIFY_EMAIL, SEND_CV_REJECTED_EMAIL,
+    SEND_NEWSLETTER,
+    POST_TO_SLACK, FLUSH_ALERTS, RUN_CRON, VALIDATE_CV, OPTIMIZE_PROFILE_PICTURE,
 })  # fmt: skip
 
 ON_JOB_FAILURE = "jobs.failures.on_job_failure"

@@ -26,7 +26,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from rq import get_current_job
 
-from ceres_site.accounts.models import EmailDelivery, User
+from ceres_site.accounts.models import EmailDelivery, Upload, User
 from ceres_site.accounts.tokens import token_issue
 from jobs import mail
 from jobs.failures import PermanentJobError
@@ -90,6 +90,23 @@ def send_account_exists_email(user_id: int) -> str:
     _send(user, "emails/account_exists", "Ya tenés una cuenta en Ceres", context)
     _delivered(user, EmailDelivery.Kind.EXISTS, key)
     return _("sent: account-exists email to user %(user)s") % {"user": user.pk}
+
+
+def send_cv_rejected_email(upload_id: int) -> str:
+    """Why a CV was not accepted, with the link to upload another."""
+    upload = Upload.objects.filter(pk=upload_id, kind=Upload.Kind.CV).first() if str(upload_id).isdigit() else None
+    if upload is None:
+        raise PermanentJobError(f"malformed payload or no such CV upload: upload_id={upload_id!r}")
+    key = _delivery_key()
+    user, skip = _recipient(upload.user_id, SENT_BY_THIS_JOB, [key])
+    if skip:
+        return skip
+    if user.already_sent:
+        return _("skipped: already sent by this job (%(key)s)") % {"key": key}
+    context = {"reason": upload.reason, "link": settings.SITE_URL + reverse("accounts:profile")}
+    _send(user, "emails/cv_rejected", "No pudimos aceptar tu CV", context)
+    _delivered(user, EmailDelivery.Kind.CV_REJECTED, key)
+    return _("sent: CV-rejected email to user %(user)s") % {"user": user.pk}
 
 
 def resend_verify_email(email: str) -> str:

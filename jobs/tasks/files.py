@@ -1,0 +1,78 @@
+"""Files queue tasks: check an uploaded CV, make a profile picture safe and small.
+
+They run in a forking worker, each in a work-horse with a memory limit and the queue's timeout
+(`jobs.queues.FILES`), so a hostile file kills only its own job. A rejection is a result, not a
+failure: the upload is marked rejected with its reason for the person (a rejected CV's owner gets
+an email), and the job finishes, with no retry, dead letter or alert. Storage trouble (OSError)
+raises, and RQ retries. An upload superseded by a newer one meanwhile is left alone.
+"""
+
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from ceres_site.accounts import cv, pictures
+from ceres_site.accounts.models import Upload
+from jobs.failures import PermanentJobError
+from jobs.producers import enqueue_email_cv_rejected
+
+
+def validate_cv(upload_id: int) -> str:
+    upload, skip = _pending(upload_id, Upload.Kind.CV)
+    if skip:
+        return skip
+    try:
+        verdict = cv.judge(_read(upload, settings.CV_MAX_BYTES), settings.CV_MAX_BYTES)
+    except cv.Rejected as rejection:
+        if _finish(upload, Upload.State.REJECTED, reason=str(rejection)):
+            enqueue_email_cv_rejected(upload_id=upload.pk)
+        return _("rejected: %(reason)s") % {"reason": rejection}
+    _finish(upload, Upload.State.ACCEPTED, warning=" ".join(verdict.warnings))
+    return _("accepted: %(kind)s CV") % {"kind": verdict.kind.upper()} + (f", {verdict.pages} p." if verdict.pages else "")
+
+
+def optimize_profile_picture(upload_id: int) -> str:
+    upload, skip = _pending(upload_id, Upload.Kind.PICTURE)
+    if skip:
+        return skip
+    try:
+        data = _read(upload, settings.PICTURE_MAX_BYTES)
+        if len(data) > settings.PICTURE_MAX_BYTES:
+            raise pictures.Rejected(f"La imagen pesa más de {settings.PICTURE_MAX_BYTES // (1024 * 1024)} MB.")
+        result = pictures.optimize(data)
+    except pictures.Rejected as rejection:
+        _finish(upload, Upload.State.REJECTED, reason=str(rejection))
+        return _("rejected: %(reason)s") % {"reason": rejection}
+    original = upload.file.name
+    upload.file.save(f"picture.{result.extension}", ContentFile(result.picture), save=False)
+    upload.thumbnail.save(f"thumbnail.{result.extension}", ContentFile(result.thumbnail), save=False)
+    if _finish(upload, Upload.State.ACCEPTED, file=upload.file.name, thumbnail=upload.thumbnail.name, size=len(result.picture)):
+        upload.file.storage.delete(original)
+    return _("optimized: %(before)d → %(after)d bytes") % {"before": upload.size, "after": len(result.picture)}
+
+
+def _pending(upload_id, kind) -> tuple[Upload | None, str]:
+    try:
+        upload_id = int(upload_id)
+    except (TypeError, ValueError):
+        raise PermanentJobError(f"malformed payload: upload_id={upload_id!r} is not an integer") from None
+    upload = Upload.objects.filter(pk=upload_id, kind=kind).first()
+    if upload is None:
+        return None, _("skipped: upload %(upload)s does not exist") % {"upload": upload_id}
+    if upload.state != Upload.State.PENDING:
+        return None, _("skipped: upload %(upload)s is %(state)s") % {"upload": upload_id, "state": upload.get_state_display()}
+    return upload, ""
+
+
+def _read(upload: Upload, limit: int) -> bytes:
+    """At most `limit` + 1 bytes: enough to tell a file that is too big."""
+    with upload.file.open("rb") as handle:
+        return handle.read(limit + 1)
+
+
+def _finish(upload: Upload, state: str, **fields) -> bool:
+    """Record the outcome unless the upload was superseded meanwhile; True if recorded."""
+    return bool(
+        Upload.objects.filter(pk=upload.pk, state=Upload.State.PENDING).update(state=state, processed_at=timezone.now(), **fields)
+    )
