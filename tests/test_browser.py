@@ -139,3 +139,27 @@ def test_staff_click_to_the_dashboard_watch_it_live_pause_and_resume_a_queue(pag
         for name, path in pages.items():
             page.goto(live_server.url + path)
             page.screenshot(path=ARTIFACTS / f"{name}-{scheme}.png", full_page=True)
+
+
+def test_a_person_uploads_a_cv_and_a_photo_and_sees_them_checked(page, live_server, live_worker, tmp_path, settings):
+    from tests import files
+
+    settings.MEDIA_ROOT = tmp_path / "media"  # the worker is told the same below
+    User.objects.create_user(username="ana@example.com", email="ana@example.com", first_name="Ana", password="una-clave-bien-larga-42")
+    (tmp_path / "cv.pdf").write_bytes(files.pdf(pages=2))
+    (tmp_path / "yo.jpg").write_bytes(files.phone_photo())
+    live_worker("files", env={"MEDIA_ROOT": str(tmp_path / "media")})
+
+    page.goto(live_server.url + reverse("home"))
+    page.click("text=Tu perfil: CV y foto")
+    page.fill("#id_username", "ana@example.com")
+    page.fill("#id_password", "una-clave-bien-larga-42")
+    page.click("button:has-text('Ingresar')")
+    page.set_input_files("#id_cv", str(tmp_path / "cv.pdf"))
+    page.set_input_files("#id_picture", str(tmp_path / "yo.jpg"))
+    page.click("button:has-text('Subir')")
+
+    page.wait_for_selector("img[alt='Tu foto de perfil']", timeout=60_000)  # the page reloads while checking
+    assert page.locator("text=Aceptado.").count() == 2
+    assert page.evaluate("document.querySelector(\"img[alt='Tu foto de perfil']\").naturalWidth") == 512
+    page.screenshot(path=ARTIFACTS / "profile.png", full_page=True)
