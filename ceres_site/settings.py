@@ -121,6 +121,7 @@ INSTALLED_APPS = [
     "django_ratelimit",
     "anymail",
     "ceres_site.accounts",
+    "ceres_site.newsletters",
 ]
 
 MIDDLEWARE = [
@@ -202,6 +203,13 @@ STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "var" / "static"  # filled by `collectstatic` at deploy
 WHITENOISE_USE_FINDERS = True  # without collectstatic too (local runs), admin's files are served
 LOGIN_URL = "admin:login"
+
+# --- Newsletters and the SMTP rate limit (jobs.throttle) ----------------------------------------
+# Sends per minute and per hour the SMTP server accepts from us (0: no limit). Bulk mail gets
+# (1 − SMTP_TRANSACTIONAL_SHARE) of it; the rest stays free for verification and welcome emails.
+SMTP_RATE_PER_MINUTE = env.float("SMTP_RATE_PER_MINUTE", default=0)
+SMTP_RATE_PER_HOUR = env.int("SMTP_RATE_PER_HOUR", default=0)
+SMTP_TRANSACTIONAL_SHARE = env.float("SMTP_TRANSACTIONAL_SHARE", default=0.2)
 
 # --- Uploads (the profile page; checked by the files queue) --------------------------------------
 MEDIA_ROOT = env.path("MEDIA_ROOT", default=BASE_DIR / "var" / "media")

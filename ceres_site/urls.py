@@ -16,6 +16,7 @@ urlpatterns = [
     path("health/jobs", jobs_views.jobs_health, name="jobs_health"),
     path("metrics", jobs_views.metrics, name="metrics"),
     path("accounts/", include("ceres_site.accounts.urls")),
+    path("newsletters/", include("ceres_site.newsletters.urls")),
     path("admin/login/", limited("login", "username")(admin.site.login)),  # before admin's own route
     path("admin/", admin.site.urls),
 ]

@@ -37,6 +37,7 @@ module.exports = {
         "rqworker",
         "email",
         "slack",
+        "bulk",
         "--with-scheduler"
       ],
       "interpreter": "none",

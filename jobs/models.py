@@ -104,6 +104,7 @@ class JobAction(models.Model):
         PAUSE = "pause", _("pause queue")
         RESUME = "resume", _("resume queue")
         CLEAN = "clean", _("clean old jobs")
+        SEND = "send", _("send newsletter")
 
     at = models.DateTimeField(_("when"), auto_now_add=True, db_index=True)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, verbose_name=_("user"), null=True, on_delete=models.SET_NULL, related_name="+")

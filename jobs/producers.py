@@ -172,6 +172,22 @@ def enqueue_email_cv_rejected(*, upload_id: int) -> Enqueued | None:
     )
 
 
+def enqueue_newsletter_many(*, newsletter_id: int, user_ids: Iterable[int]) -> list[Enqueued] | None:
+    """One job per recipient on the bulk queue (`bulk-nl<newsletter>-<user>`), a batch per round trip."""
+    calls = [(f"bulk-nl{newsletter_id}-{user_id}", {"newsletter_id": newsletter_id, "user_id": user_id}) for user_id in user_ids]
+    return _after_commit(lambda: _enqueue_unique_many(queues.BULK.name, tasks.SEND_NEWSLETTER, calls=calls))
+
+
+def enqueue_newsletter_test(*, newsletter_id: int, user_id: int) -> Enqueued | None:
+    """A staff member's test copy, on the email queue (it must not wait behind the campaign)."""
+    return _after_commit(
+        lambda: _enqueue_unique(
+            queues.EMAIL.name, tasks.SEND_NEWSLETTER, job_id=f"email-nltest-{newsletter_id}-{user_id}-{uuid4().hex[:8]}",
+            kwargs={"newsletter_id": newsletter_id, "user_id": user_id, "test": True},
+        )
+    )
+
+
 def enqueue_slack_alert(*, text: str, dedupe_key: str | None = None) -> Enqueued | None:
     """Post `text` to Slack. With `dedupe_key`, the same alert is posted once however often asked."""
     return _after_commit(

@@ -50,4 +50,12 @@ FILES = QueuePolicy(
     memory_limit_mb=512,  # an uploaded file is hostile until proven otherwise: it may cost its own job only
 )
 
-QUEUES: dict[str, QueuePolicy] = {policy.name: policy for policy in (EMAIL, SLACK, MAINTENANCE, FILES)}
+# Newsletters: one job per recipient, in slots of their own (so verification emails never wait behind
+# a campaign), paced by the SMTP rate limit (`jobs.throttle`). A finished job leaves nothing in Redis
+# (the delivery row is the record), and a 50,000-recipient campaign may take hours.
+BULK = QueuePolicy(
+    name="bulk", concurrency=4, timeout=120, retry_max=5, retry_intervals=(30, 120, 600, 1800, 3600), in_process=True,
+    result_ttl=0, max_wait=12 * HOUR, max_failure_rate=0.05, min_volume=100,
+)
+
+QUEUES: dict[str, QueuePolicy] = {policy.name: policy for policy in (EMAIL, SLACK, BULK, MAINTENANCE, FILES)}

@@ -75,12 +75,14 @@ class SmtpSink:
         self.port = free_port()
         self.messages = []
         self.rcpt_times: list[float] = []  # time.time() of every RCPT, accepted or refused
+        self.rcpt_to: list[str] = []  # and its address, in the same order
         self.rcpt_reply: str | None = None
         self.data_started: list[float] = []  # time.monotonic() of every DATA, before any delay
         self.data_delays: list[float] = []  # seconds to wait before answering the next DATAs, in order
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         self.rcpt_times.append(time.time())
+        self.rcpt_to.append(address)
         if self.rcpt_reply:
             return self.rcpt_reply
         envelope.rcpt_tos.append(address)

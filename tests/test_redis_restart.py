@@ -73,7 +73,7 @@ def all_back(found: dict[str, str]) -> bool:
 
 def test_workers_register_and_crons_sync_again_after_redis_lost_everything(own_redis, live_worker, smtp, tmp_path):
     url, restart = own_redis.url, own_redis.restart
-    live_worker("email", "slack", env={"REDIS_URL": url})
+    live_worker("email", "slack", "bulk", env={"REDIS_URL": url})
     live_worker("maintenance", "files", env={"REDIS_URL": url})
     command = [sys.executable, "manage.py", "rqscheduler", "--queue", "maintenance", "--interval", "1"]
     log = open(tmp_path / "scheduler.log", "wb")

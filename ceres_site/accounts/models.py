@@ -14,6 +14,7 @@ class User(AbstractUser):
     # Set with the signup or resend, in the same transaction: the durable intent to send the
     # verification email, which `jobs.outbox` enqueues again if Redis lost the job.
     verify_requested_at = models.DateTimeField(_("verification email requested at"), null=True, blank=True, db_index=True)
+    newsletter_unsubscribed_at = models.DateTimeField(_("unsubscribed from newsletters at"), null=True, blank=True)
 
     class Meta(AbstractUser.Meta):
         swappable = "AUTH_USER_MODEL"

@@ -6,8 +6,7 @@ Transient SMTP trouble (connection refused, timeouts, 4xx) raises and RQ retries
 policy's schedule; permanent trouble (5xx, an invalid address) raises `PermanentJobError`, which
 fails the job at once. Messages go out through the worker thread's kept connection (`jobs.mail`).
 
-`newsletter` is declared for the future and not built: it has no producer, and a job that names it
-fails once with a clear message instead of looping.
+Newsletters are the bulk queue's (`jobs.tasks.newsletters`).
 """
 
 import logging
@@ -120,10 +119,6 @@ def resend_verify_email(email: str) -> str:
     User.objects.filter(pk=user_id).update(verify_requested_at=timezone.now())  # the outbox's record
     enqueue_email_verify(user_id=user_id)
     return _("enqueued: verification email for user %(user)s") % {"user": user_id}
-
-
-def send_newsletter(**kwargs) -> str:
-    raise PermanentJobError("the newsletter job is declared but not implemented yet")
 
 
 def display_name(first_name: str) -> str:

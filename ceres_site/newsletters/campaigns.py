@@ -1,0 +1,88 @@
+"""Sending, pausing and resuming a newsletter, and its progress. Admin calls these; each is audited."""
+
+from dataclasses import dataclass
+
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from ceres_site.accounts.models import User
+from jobs.audit import action_record
+from jobs.models import DeadLetter, JobAction
+from jobs.producers import enqueue_newsletter_many
+from jobs.queues import BULK
+
+from .models import Delivery, Newsletter
+
+
+def audience():
+    """Verified, active users who have not unsubscribed."""
+    return User.objects.filter(is_active=True, email_verified_at__isnull=False, newsletter_unsubscribed_at__isnull=True).exclude(email="")
+
+
+def send(newsletter: Newsletter, user) -> int:
+    """Start sending a draft: one job per recipient; returns how many."""
+    with transaction.atomic():
+        newsletter = Newsletter.objects.select_for_update().get(pk=newsletter.pk)
+        if newsletter.state != Newsletter.State.DRAFT:
+            return 0
+        ids = list(audience().order_by("pk").values_list("pk", flat=True))
+        newsletter.state, newsletter.recipients = Newsletter.State.SENDING, len(ids)
+        newsletter.sent_at, newsletter.sent_by = timezone.now(), user
+        newsletter.save(update_fields=["state", "recipients", "sent_at", "sent_by"])
+        enqueue_newsletter_many(newsletter_id=newsletter.pk, user_ids=ids)  # when this commits
+        _audit(JobAction.Kind.SEND, newsletter, user, len(ids))
+    return len(ids)
+
+
+def pause(newsletter: Newsletter, user) -> bool:
+    """Its waiting jobs finish without sending (quickly); `resume` enqueues whoever is left."""
+    changed = Newsletter.objects.filter(pk=newsletter.pk, state=Newsletter.State.SENDING).update(state=Newsletter.State.PAUSED)
+    if changed:
+        _audit(JobAction.Kind.PAUSE, newsletter, user, 0)
+    return bool(changed)
+
+
+def resume(newsletter: Newsletter, user) -> int:
+    """Send again to every recipient without a copy yet; returns how many jobs that is."""
+    with transaction.atomic():
+        if not Newsletter.objects.filter(pk=newsletter.pk, state=Newsletter.State.PAUSED).update(state=Newsletter.State.SENDING):
+            return 0
+        waiting = list(audience().exclude(pk__in=Delivery.objects.filter(newsletter=newsletter).values("user_id"))
+                       .filter(date_joined__lte=newsletter.sent_at).order_by("pk").values_list("pk", flat=True))  # fmt: skip
+        enqueue_newsletter_many(newsletter_id=newsletter.pk, user_ids=waiting)
+        _audit(JobAction.Kind.RESUME, newsletter, user, len(waiting))
+    return len(waiting)
+
+
+@dataclass
+class Progress:
+    recipients: int
+    sent: int
+    failed: int
+    unsubscribed: int
+
+    @property
+    def pending(self) -> int:
+        return max(self.recipients - self.sent - self.failed - self.unsubscribed, 0)
+
+
+def progress(newsletter: Newsletter) -> Progress:
+    sent = Delivery.objects.filter(newsletter=newsletter).count()
+    failed = DeadLetter.objects.filter(queue=BULK.name, job_id__startswith=f"bulk-nl{newsletter.pk}-", retried_at=None).count()
+    unsubscribed = 0
+    if newsletter.sent_at:
+        unsubscribed = (
+            User.objects.filter(Q(newsletter_unsubscribed_at__gte=newsletter.sent_at), date_joined__lte=newsletter.sent_at)
+            .exclude(pk__in=Delivery.objects.filter(newsletter=newsletter).values("user_id"))
+            .count()
+        )
+    found = Progress(newsletter.recipients, sent, failed, unsubscribed)
+    if newsletter.state == Newsletter.State.SENDING and newsletter.recipients and not found.pending:
+        Newsletter.objects.filter(pk=newsletter.pk, state=Newsletter.State.SENDING).update(state=Newsletter.State.SENT)
+    return found
+
+
+def _audit(kind, newsletter: Newsletter, user, count: int) -> None:
+    action = action_record(kind=kind, queue_name=BULK.name, job_ids=[], user=user, detail=f"newsletter {newsletter.pk}: {newsletter.subject}")
+    JobAction.objects.filter(pk=action.pk).update(count=count)

@@ -1,0 +1,100 @@
+"""Bulk queue task: one newsletter to one person.
+
+Idempotent per recipient: a copy the server took is recorded (`Delivery`), and a job run again finds
+it and sends nothing; only a crash between the server's answer and that record (a SIGKILL mid-send)
+sends one extra copy. Paused campaigns, unsubscribed or unverified people: nothing is sent. Each send
+first waits for its turn under the SMTP rate limit (`jobs.throttle`); a 421/451 from the server halves
+the rate for a while and the job retries later.
+"""
+
+import smtplib
+from functools import lru_cache
+
+from django.conf import settings
+from django.core.mail import EmailMultiAlternatives
+from django.db import connection
+from django.template import Context, Template
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from ceres_site.accounts.models import User
+from ceres_site.newsletters.models import Delivery, Newsletter
+from ceres_site.newsletters.unsubscribe import unsubscribe_token
+from jobs import mail, throttle
+from jobs.failures import PermanentJobError
+from jobs.tasks.email import display_name
+
+RECIPIENT = (
+    "SELECT u.email, u.first_name, u.is_active AND u.email_verified_at IS NOT NULL AND u.newsletter_unsubscribed_at IS NULL,"
+    f" EXISTS (SELECT 1 FROM {Delivery._meta.db_table} d WHERE d.newsletter_id = %s AND d.user_id = u.id)"
+    f" FROM {User._meta.db_table} u WHERE u.id = %s"
+)
+DELIVERED = (
+    f"INSERT INTO {Delivery._meta.db_table} (newsletter_id, user_id, sent_at) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING"
+)
+
+
+def send_newsletter(newsletter_id: int, user_id: int, test: bool = False) -> str:
+    """`test`: the staff member's own test copy, whatever the campaign's state, recorded nowhere."""
+    try:
+        newsletter_id, user_id = int(newsletter_id), int(user_id)
+    except (TypeError, ValueError):
+        raise PermanentJobError(f"malformed payload: newsletter_id={newsletter_id!r}, user_id={user_id!r}") from None
+    newsletter = Newsletter.objects.filter(pk=newsletter_id).values("state", "subject", "body_text", "body_html").first()
+    if newsletter is None:
+        raise PermanentJobError(f"newsletter {newsletter_id} does not exist")
+    if not test and newsletter["state"] != Newsletter.State.SENDING:
+        return _("skipped: the newsletter is %(state)s") % {"state": Newsletter.State(newsletter["state"]).label}
+    with connection.cursor() as cursor:
+        cursor.execute(RECIPIENT, [newsletter_id, user_id])
+        row = cursor.fetchone()
+    if row is None:
+        return _("skipped: user %(user)s does not exist") % {"user": user_id}
+    email, first_name, subscribed, delivered = row
+    if not test and delivered:
+        return _("skipped: already sent to user %(user)s") % {"user": user_id}
+    if not test and not subscribed:
+        return _("skipped: user %(user)s is unsubscribed or not verified") % {"user": user_id}
+    if not test:
+        throttle.wait_for_turn()
+    _send(newsletter_id, newsletter, user_id, email, first_name, test)
+    if test:
+        return _("sent: test copy to user %(user)s") % {"user": user_id}
+    with connection.cursor() as cursor:
+        cursor.execute(DELIVERED, [newsletter_id, user_id, connection.ops.adapt_datetimefield_value(timezone.now())])
+    return _("sent: newsletter %(newsletter)s to user %(user)s") % {"newsletter": newsletter_id, "user": user_id}
+
+
+def _send(newsletter_id: int, newsletter: dict, user_id: int, email: str, first_name: str, test: bool) -> None:
+    url = settings.SITE_URL + reverse("newsletters:unsubscribe", args=[unsubscribe_token(user_id)])
+    context = Context({"name": display_name(first_name), "unsubscribe_url": url})
+    message = EmailMultiAlternatives(
+        subject=("[Prueba] " if test else "") + newsletter["subject"],
+        body=_template(newsletter_id, newsletter["body_text"], False).render(context),
+        to=[email],
+        headers={"List-Unsubscribe": f"<{url}>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"},  # RFC 8058
+    )
+    if newsletter["body_html"]:
+        message.attach_alternative(_template(newsletter_id, newsletter["body_html"], True).render(context), "text/html")
+    try:
+        mail.send(message)
+    except smtplib.SMTPResponseException as error:
+        if error.smtp_code in (421, 451):
+            throttle.slow_down()
+        elif error.smtp_code >= 500:
+            raise PermanentJobError(f"mail server refused the newsletter ({error.smtp_code})") from error
+        raise
+    except smtplib.SMTPRecipientsRefused as error:
+        codes = [code for code, _ in error.recipients.values()]
+        if any(code in (421, 451) for code in codes):
+            throttle.slow_down()
+        if all(code >= 500 for code in codes):
+            raise PermanentJobError(f"recipient refused by the mail server ({codes[0]})") from error
+        raise
+
+
+@lru_cache(maxsize=32)
+def _template(newsletter_id: int, source: str, html: bool) -> Template:
+    """Compiled once per process and body (a campaign renders the same body for every recipient)."""
+    return Template(source if html else "{% autoescape off %}" + source + "{% endautoescape %}")
