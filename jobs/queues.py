@@ -33,6 +33,7 @@ class QueuePolicy:
     max_failure_rate: float = 0.25  # of the last hour's finished + failed jobs...
     min_volume: int = 20  # ...once there were at least this many
     memory_limit_mb: int = 0  # forking workers: memory a job may add to its work-horse (0: no limit)
+    smtp_throttled: bool = False  # in-process slots: a job is taken only on its turn under the SMTP limit
 
 
 EMAIL = QueuePolicy(
@@ -51,11 +52,12 @@ FILES = QueuePolicy(
 )
 
 # Newsletters: one job per recipient, in slots of their own (so verification emails never wait behind
-# a campaign), paced by the SMTP rate limit (`jobs.throttle`). A finished job leaves nothing in Redis
-# (the delivery row is the record), and a 50,000-recipient campaign may take hours.
+# a campaign), paced by the SMTP rate limit (`jobs.throttle`): a slot takes a job only on its turn, so
+# an hour's cap delays jobs in the queue without a timeout or a retry. A finished job leaves nothing in Redis (the
+# delivery row is the record), and a 50,000-recipient campaign may take hours.
 BULK = QueuePolicy(
     name="bulk", concurrency=4, timeout=120, retry_max=5, retry_intervals=(30, 120, 600, 1800, 3600), in_process=True,
-    result_ttl=0, max_wait=12 * HOUR, max_failure_rate=0.05, min_volume=100,
+    result_ttl=0, max_wait=12 * HOUR, max_failure_rate=0.05, min_volume=100, smtp_throttled=True,
 )
 
 QUEUES: dict[str, QueuePolicy] = {policy.name: policy for policy in (EMAIL, SLACK, BULK, MAINTENANCE, FILES)}

@@ -49,7 +49,7 @@ from rq.scripts import release_lock
 from rq.utils import now, utcformat
 from rq.worker_registration import REDIS_WORKER_KEYS, WORKERS_BY_QUEUE_KEY, unregister
 
-from jobs import mail, pauses, queues
+from jobs import mail, pauses, queues, throttle
 from jobs.alerts import sweep_abandoned
 from jobs.rq_overrides import SlotRunner
 from jobs.worker import CeresWorker
@@ -72,6 +72,7 @@ class _QueueSlots:
     def __init__(self, queue, size: int):
         self.queue = queue
         self.size = size
+        self.throttled = queues.QUEUES[queue.name].smtp_throttled
         self.leader = threading.Lock()
         self.runners: list[SlotRunner] = []
 
@@ -285,6 +286,8 @@ class SlotWorker(CeresWorker):
                         if not burst:
                             self._stopping.wait(pauses.REFRESH)  # then look again
                     else:
+                        if group.throttled and not self._take_turn():
+                            break
                         job_id = self._dequeue(group.queue, burst)
                     backoff = 1.0
                 except (RedisConnectionError, RedisTimeoutError) as error:
@@ -321,6 +324,15 @@ class SlotWorker(CeresWorker):
             pauses.give_back(self.connection, queue, job_id.decode())
             return None
         return job_id.decode() if job_id is not None else None
+
+    def _take_turn(self) -> bool:
+        """Wait, holding the queue's leader, until the SMTP limit lets one more job start
+        (`jobs.throttle`); before taking the job, so none is held while waiting. False: stopping."""
+        try:
+            throttle.wait_for_turn(self._stopping)
+        except InterruptedError:
+            return False
+        return True
 
     def _run_job(self, runner: SlotRunner, job_id: str, queue, waited: float) -> None:
         if waited > DB_CHECK_AFTER:

@@ -1,6 +1,7 @@
 """The SMTP rate limit for bulk mail, shared by every worker process and host through Redis.
 
-Bulk sends (newsletters) take a turn before each message (`wait_for_turn`): a GCRA token bucket
+The bulk queue's slots take a turn before they take each job (`wait_for_turn`, `jobs.slots`), so a
+job over the limit waits in its queue (no timeout, no retry) for as long as it takes: a GCRA token bucket
 paces them evenly at `SMTP_RATE_PER_MINUTE` × (1 − `SMTP_TRANSACTIONAL_SHARE`) (no bursts), and a
 per-hour counter caps them at the same share of `SMTP_RATE_PER_HOUR`. Transactional emails
 (verification, welcome…) never wait and never touch Redis for it: the share left to them is theirs.

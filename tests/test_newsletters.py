@@ -192,3 +192,16 @@ def test_a_malformed_newsletter_job_fails_once_with_a_clear_error(kwargs, error,
 
     failed = django_rq.get_queue("bulk").fetch_job("bulk-bad-1")
     assert failed.get_status() == "failed" and f"PermanentJobError: {error}" in failed.latest_result().exc_string
+
+
+def test_past_the_hour_s_cap_jobs_wait_unstarted_and_nothing_fails(smtp, live_worker):
+    subscribers(6)
+    live_worker("email", "slack", "bulk", env={"SMTP_RATE_PER_HOUR": "5"})  # bulk: 80 % of 5 → 4 an hour
+
+    campaigns.send(newsletter(), None)
+
+    queue = django_rq.get_queue("bulk")
+    wait_for(lambda: Delivery.objects.count() == 4 and queue.count == 2 and not queue.started_job_registry.count, timeout=60)
+    assert queue.failed_job_registry.count == queue.scheduled_job_registry.count == 0
+    assert [queue.fetch_job(job_id).get_status() for job_id in queue.job_ids] == ["queued", "queued"]  # until the next hour
+    assert len(smtp.messages) == 4

@@ -2,9 +2,9 @@
 
 Idempotent per recipient: a copy the server took is recorded (`Delivery`), and a job run again finds
 it and sends nothing; only a crash between the server's answer and that record (a SIGKILL mid-send)
-sends one extra copy. Paused campaigns, unsubscribed or unverified people: nothing is sent. Each send
-first waits for its turn under the SMTP rate limit (`jobs.throttle`); a 421/451 from the server halves
-the rate for a while and the job retries later.
+sends one extra copy. Paused campaigns, unsubscribed or unverified people: nothing is sent. The job
+started on its turn under the SMTP rate limit (the bulk queue's slots wait for it, `jobs.throttle`);
+a 421/451 from the server halves the rate for a while and the job retries later.
 """
 
 import smtplib
@@ -56,8 +56,6 @@ def send_newsletter(newsletter_id: int, user_id: int, test: bool = False) -> str
         return _("skipped: already sent to user %(user)s") % {"user": user_id}
     if not test and not subscribed:
         return _("skipped: user %(user)s is unsubscribed or not verified") % {"user": user_id}
-    if not test:
-        throttle.wait_for_turn()
     _send(newsletter_id, newsletter, user_id, email, first_name, test)
     if test:
         return _("sent: test copy to user %(user)s") % {"user": user_id}
