@@ -2,9 +2,10 @@ from django.core.management.base import BaseCommand, CommandError
 
 from ceres_site.accounts.models import User
 from jobs.producers import enqueue_email_verify
+from jobs.management.base import OneLineErrors
 
 
-class Command(BaseCommand):
+class Command(OneLineErrors, BaseCommand):
     help = "Enqueue the verification email for users given by email or id; says, for each, what happened."
 
     def add_arguments(self, parser):

@@ -1,9 +1,10 @@
 from django.core.management.base import BaseCommand
 
 from jobs.dead_letters import dead_letters_prune
+from jobs.management.base import OneLineErrors
 
 
-class Command(BaseCommand):
+class Command(OneLineErrors, BaseCommand):
     help = "Delete dead-letter rows older than DEAD_LETTER_RETENTION_DAYS (or --days)."
 
     def add_arguments(self, parser):

@@ -3,9 +3,10 @@ import getpass
 from django.core.management.base import BaseCommand, CommandError
 
 from jobs import clients, operations, pauses, queues
+from jobs.management.base import OneLineErrors
 
 
-class Command(BaseCommand):
+class Command(OneLineErrors, BaseCommand):
     help = "Pause or resume a queue (workers take no new job from a paused one), or list the paused ones."
 
     def add_arguments(self, parser):

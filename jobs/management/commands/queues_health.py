@@ -3,11 +3,12 @@ import json as json_module
 from django.core.management.base import BaseCommand, CommandError
 
 from jobs.health import health_report
+from jobs.management.base import OneLineErrors
 
 MARKS = {"ok": "✔", "warn": "!", "fail": "✘"}
 
 
-class Command(BaseCommand):
+class Command(OneLineErrors, BaseCommand):
     help = "Check Redis, workers, scheduler, crons and backlogs. Exit status 1 when something has failed."
 
     def add_arguments(self, parser):

@@ -6,9 +6,10 @@ from django_rq.management.commands import rqscheduler
 
 from jobs.processes import SCHEDULER_INTERVAL
 from jobs.queues import MAINTENANCE, QUEUES
+from jobs.management.base import OneLineErrors
 
 
-class Command(rqscheduler.Command):
+class Command(OneLineErrors, rqscheduler.Command):
     def add_arguments(self, parser):
         super().add_arguments(parser)
         parser.set_defaults(queue=MAINTENANCE.name, interval=SCHEDULER_INTERVAL)

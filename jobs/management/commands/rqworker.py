@@ -12,9 +12,10 @@ from django_rq.management.commands import rqworker
 from jobs.family import Family
 from jobs.queues import QUEUES
 from jobs.worker import CeresWorker, worker_class_for
+from jobs.management.base import OneLineErrors
 
 
-class Command(rqworker.Command):
+class Command(OneLineErrors, rqworker.Command):
     def handle(self, *args, **options):
         if not args:
             in_process = " ".join(name for name, policy in QUEUES.items() if policy.in_process)

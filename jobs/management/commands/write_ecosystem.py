@@ -2,9 +2,10 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from jobs.processes import ecosystem_files
+from jobs.management.base import OneLineErrors
 
 
-class Command(BaseCommand):
+class Command(OneLineErrors, BaseCommand):
     help = "Write ecosystem/Procfile, ecosystem/ecosystem.config.js and ecosystem/systemd/ from the queue policies."
 
     def handle(self, *args, **options):

@@ -1,9 +1,10 @@
 from django.core.management.base import BaseCommand
 
 from ceres_site.accounts.tokens import tokens_clean
+from jobs.management.base import OneLineErrors
 
 
-class Command(BaseCommand):
+class Command(OneLineErrors, BaseCommand):
     help = "Delete verification tokens expired or used more than VERIFICATION_TOKEN_RETENTION_HOURS ago."
 
     def handle(self, *args, **options):

@@ -2,9 +2,10 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from ceres_site.accounts.models import User
+from jobs.management.base import OneLineErrors
 
 
-class Command(BaseCommand):
+class Command(OneLineErrors, BaseCommand):
     help = "Create the staff user `admin` with QUEUES_UI_PASS as password, once (an existing one is left alone)."
 
     def handle(self, *args, **options):
