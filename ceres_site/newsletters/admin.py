@@ -13,9 +13,9 @@ from .models import Newsletter
 class NewsletterAdmin(admin.ModelAdmin):
     """Compose a draft; test-send it to yourself; send, pause and resume it (`send_newsletter`)."""
 
-    list_display = ("subject", "state", "recipients", "progress_line", "sent_at")
+    list_display = ("subject", "state_shown", "recipients", "progress_line", "sent_at")
     list_filter = ("state",)
-    readonly_fields = ("state", "recipients", "progress_line", "sent_at", "sent_by")
+    readonly_fields = ("state_shown", "recipients", "progress_line", "sent_at", "sent_by")
     fields = ("subject", "body_text", "body_html", *readonly_fields)
     actions = ["test_send", "send", "pause", "resume"]
     change_form_template = "admin/newsletters/newsletter/change_form.html"
@@ -25,6 +25,10 @@ class NewsletterAdmin(admin.ModelAdmin):
 
     def has_send_permission(self, request):
         return request.user.has_perm("newsletters.send_newsletter")
+
+    @admin.display(description=_("state"))
+    def state_shown(self, obj):
+        return campaigns.state_label(obj, campaigns.progress(obj))
 
     @admin.display(description=_("progress"))
     def progress_line(self, obj):

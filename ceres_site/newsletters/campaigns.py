@@ -77,10 +77,15 @@ def progress(newsletter: Newsletter) -> Progress:
             .exclude(pk__in=Delivery.objects.filter(newsletter=newsletter).values("user_id"))
             .count()
         )
-    found = Progress(newsletter.recipients, sent, failed, unsubscribed)
+    return Progress(newsletter.recipients, sent, failed, unsubscribed)
+
+
+def state_label(newsletter: Newsletter, found: Progress) -> str:
+    """Its state as staff read it: a campaign with nothing pending has been sent (read, not stored:
+    a page view changes nothing)."""
     if newsletter.state == Newsletter.State.SENDING and newsletter.recipients and not found.pending:
-        Newsletter.objects.filter(pk=newsletter.pk, state=Newsletter.State.SENDING).update(state=Newsletter.State.SENT)
-    return found
+        return Newsletter.State.SENT.label
+    return newsletter.get_state_display()
 
 
 def _audit(kind, newsletter: Newsletter, user, count: int) -> None:
