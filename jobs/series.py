@@ -4,8 +4,9 @@ its "last hour" counts and the daily report's totals.
 One Redis hash per queue and UTC hour, `<prefix>:series:<queue>:<YYYYmmddHH>`, kept `KEEP` seconds:
 fields `done:<minute>`, `failed:<minute>` and `wait:<minute>:<bucket>`, the last a histogram of the
 time from enqueue to start over `WAIT_BOUNDS`. A worker adds to it in the pipeline that ends a job
-(two HINCRBY; an EXPIRE once per process and hour, and again from the minute sweep); readers sum fields. A failure counts in the minute it happened, whatever
-becomes of the job afterwards (a retry from the dashboard does not take it back).
+(two HINCRBY; an EXPIRE once per process and hour, and again from the minute sweep); readers sum
+fields. A failure counts in the minute it happened, whatever becomes of the job afterwards (a retry
+from the dashboard does not take it back).
 """
 
 from dataclasses import dataclass
@@ -84,8 +85,8 @@ def minutes(connection, queue_name: str, now: datetime, count: int = 60) -> list
     """The last `count` minutes up to `now` (the current one included), oldest first."""
     end = now.astimezone(UTC).replace(second=0, microsecond=0)
     moments = [end - timedelta(minutes=n) for n in reversed(range(count))]
-    hours = _read(connection, queue_name, sorted({moment.replace(minute=0) for moment in moments}))
-    return [_point(moment, hours[moment.replace(minute=0)], (moment.minute,)) for moment in moments]
+    read = _read(connection, queue_name, sorted({moment.replace(minute=0) for moment in moments}))
+    return [read[moment.replace(minute=0)].get(moment.minute) or Point(moment, waits=_no_waits()) for moment in moments]
 
 
 def hours(connection, queue_name: str, now: datetime, count: int = 7 * 24) -> list[Point]:
@@ -93,7 +94,7 @@ def hours(connection, queue_name: str, now: datetime, count: int = 7 * 24) -> li
     end = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
     moments = [end - timedelta(hours=n) for n in reversed(range(count))]
     read = _read(connection, queue_name, moments)
-    return [_point(moment, read[moment], range(60)) for moment in moments]
+    return [_sum(moment, read[moment].values()) for moment in moments]
 
 
 def last_hour(connection, queue_name: str, now: datetime) -> tuple[int, int]:
@@ -105,30 +106,41 @@ def last_hour(connection, queue_name: str, now: datetime) -> tuple[int, int]:
 def done_on(connection, queue_name: str, day: date) -> int:
     """Jobs finished on a Córdoba day (the daily report)."""
     start = datetime.combine(day, time(), tzinfo=ZoneInfo(crons.ZONE)).astimezone(UTC)
-    moments = [start + timedelta(hours=n) for n in range(24)]
-    read = _read(connection, queue_name, moments)
-    return sum(_point(moment, read[moment], range(60)).done for moment in moments)
+    read = _read(connection, queue_name, [start + timedelta(hours=n) for n in range(24)])
+    return sum(point.done for minutes_ in read.values() for point in minutes_.values())
 
 
-def _read(connection, queue_name: str, hours: list[datetime]) -> dict[datetime, dict[str, int]]:
+def _read(connection, queue_name: str, hours: list[datetime]) -> dict[datetime, dict[int, Point]]:
+    """Each hour's hash, read in one round trip and parsed once: its minutes that hold something."""
     with connection.pipeline(transaction=False) as pipe:
         for hour in hours:
             pipe.hgetall(_key(queue_name, hour))
         found = pipe.execute()
-    return {hour: {field.decode(): int(value) for field, value in fields.items()} for hour, fields in zip(hours, found)}
+    read = {}
+    for hour, fields in zip(hours, found, strict=True):
+        points: dict[int, Point] = {}
+        for field, value in fields.items():
+            kind, minute, *bucket = field.decode().split(":")
+            point = points.get(int(minute))
+            if point is None:
+                point = points[int(minute)] = Point(hour.replace(minute=int(minute)), waits=_no_waits())
+            if kind == "done":
+                point.done += int(value)
+            elif kind == "failed":
+                point.failed += int(value)
+            elif kind == "wait" and int(bucket[0]) < len(WAIT_BOUNDS):
+                point.waits[int(bucket[0])] += int(value)
+        read[hour] = points
+    return read
 
 
-def _point(at: datetime, fields: dict[str, int], minutes) -> Point:
-    """The sums of `fields` over `minutes` (of one hour's hash)."""
-    point, minutes = Point(at, waits=[0] * len(WAIT_BOUNDS)), set(minutes)
-    for field, value in fields.items():
-        kind, minute, *bucket = field.split(":")
-        if int(minute) not in minutes:
-            continue
-        if kind == "done":
-            point.done += value
-        elif kind == "failed":
-            point.failed += value
-        elif kind == "wait" and int(bucket[0]) < len(WAIT_BOUNDS):
-            point.waits[int(bucket[0])] += value
-    return point
+def _sum(at: datetime, points) -> Point:
+    total = Point(at, waits=_no_waits())
+    for point in points:
+        total.done, total.failed = total.done + point.done, total.failed + point.failed
+        total.waits = [a + b for a, b in zip(total.waits, point.waits, strict=True)]
+    return total
+
+
+def _no_waits() -> list[int]:
+    return [0] * len(WAIT_BOUNDS)
