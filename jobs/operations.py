@@ -93,28 +93,28 @@ def queue_resume(*, queue_name: str, user=None, by: str, reason: str = "") -> bo
 CLEANABLE = ("finished", "failed", "canceled")
 
 
-def jobs_ended_before(*, queue_name: str, states, before: datetime) -> list[str]:
-    """Ids of the queue's jobs in `states` (of `CLEANABLE`) that ended (or were created, if they
-    never ran) before `before`, read in batches."""
+def jobs_ended_before(*, queue_name: str, states, before: datetime) -> list[Job]:
+    """The queue's jobs in `states` (of `CLEANABLE`) that ended (or were created, if they never
+    ran) before `before`, read in batches."""
     queue, found = clients.queue(queue_name), []
     for state in states:
         total = reads.count(queue, state)
         for start in range(0, total, CLEAN_BATCH):
-            for job in reads.fetch_jobs(queue, reads.job_ids(queue, state, start, start + CLEAN_BATCH)):
-                if (job.ended_at or job.created_at) < before:
-                    found.append(job.id)
+            jobs = reads.fetch_jobs(queue, reads.job_ids(queue, state, start, start + CLEAN_BATCH))
+            found += [job for job in jobs if (job.ended_at or job.created_at) < before]
     return found
 
 
 def queue_clean(*, queue_name: str, states, before: datetime, user=None, reason: str = "") -> int:
     """Delete the queue's ended jobs older than `before`; returns how many."""
-    job_ids = jobs_ended_before(queue_name=queue_name, states=states, before=before)
-    queue = clients.queue(queue_name)
-    for start in range(0, len(job_ids), CLEAN_BATCH):
-        with queue.connection.pipeline() as pipe:
-            for job in reads.fetch_jobs(queue, job_ids[start : start + CLEAN_BATCH]):
+    jobs = jobs_ended_before(queue_name=queue_name, states=states, before=before)
+    connection = clients.queue(queue_name).connection
+    for start in range(0, len(jobs), CLEAN_BATCH):
+        with connection.pipeline() as pipe:
+            for job in jobs[start : start + CLEAN_BATCH]:
                 job.delete(pipeline=pipe)
             pipe.execute()
+    job_ids = [job.id for job in jobs]
     detail = f"{', '.join(states)} < {before.isoformat(timespec='seconds')}"
     action_record(kind=JobAction.Kind.CLEAN, queue_name=queue_name, job_ids=job_ids, user=user, reason=reason, detail=detail)
     return len(job_ids)
