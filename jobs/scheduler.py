@@ -8,8 +8,14 @@
   `cron-<name>-<slot>` (atomic `unique=True`), then computes the next slot in the spec's zone.
   Two schedulers firing together make one run; a scheduler back from an outage makes one run, for
   the latest slot, not one per missed slot.
+- Blips: rq-scheduler's loop ends the process at the first Redis error. This one's tick is tried
+  again at the next interval while Redis is away (`jobs.clients` logs the outage once), and a stop
+  signal ends it whether Redis answers or not.
 """
 
+import logging
+import signal
+import time
 from datetime import datetime
 
 from django_rq.queues import DjangoScheduler
@@ -19,10 +25,12 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 from rq_scheduler.utils import to_unix
 
-from jobs import crons, tasks
+from jobs import clients, crons, tasks
 from jobs.producers import enqueue_cron_run
 
 ENTRY_PREFIX = "cron-"
+
+log = logging.getLogger(__name__)
 
 
 class JSONJob(Job):
@@ -41,6 +49,53 @@ class CeresScheduler(DjangoScheduler):
     def __init__(self, *args, **kwargs):
         kwargs["job_class"] = JSONJob
         super().__init__(*args, **kwargs)
+        clients.hold(self.connection)
+
+    def run(self, burst=False):
+        """rq-scheduler's loop (register, then every interval: beat, take the lock, enqueue what is
+        due), riding out Redis outages."""
+        self._stop_on(signal.SIGINT, signal.SIGTERM)
+        try:
+            self._until_redis_answers(self.register_birth)
+            while True:
+                started = time.monotonic()
+                try:
+                    self._tick()
+                except clients.UNREACHABLE:
+                    self._lock_acquired = False  # it expires on its own: a scheduler elsewhere may take over
+                if burst:
+                    return
+                time.sleep(max(0.0, self._interval - (time.monotonic() - started)))
+        finally:
+            try:
+                self.remove_lock()
+                self.register_death()
+            except clients.UNREACHABLE:
+                pass  # the lock and the registration expire on their own
+
+    def _tick(self) -> None:
+        self.heartbeat()
+        if self.acquire_lock():
+            try:
+                self.enqueue_jobs()
+                self.heartbeat()
+            finally:
+                self.remove_lock()
+
+    def _until_redis_answers(self, action) -> None:
+        while True:
+            try:
+                return action()
+            except clients.UNREACHABLE:
+                time.sleep(1)
+
+    def _stop_on(self, *signals) -> None:
+        def stop(signum, frame):
+            log.info("scheduler stopping (signal %d)", signum)
+            raise SystemExit(0)
+
+        for signum in signals:
+            signal.signal(signum, stop)
 
     def heartbeat(self):
         super().heartbeat()

@@ -39,9 +39,7 @@ import time
 
 from django.conf import settings
 from django.db import close_old_connections, connections
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq.executions import Execution
 from rq.registry import StartedJobRegistry
 from rq.scheduler import RQScheduler
@@ -49,7 +47,7 @@ from rq.scripts import release_lock
 from rq.utils import now, utcformat
 from rq.worker_registration import REDIS_WORKER_KEYS, WORKERS_BY_QUEUE_KEY, unregister
 
-from jobs import mail, pauses, queues, throttle
+from jobs import clients, mail, pauses, queues, throttle
 from jobs.alerts import sweep_abandoned
 from jobs.rq_overrides import SlotRunner
 from jobs.worker import CeresWorker
@@ -63,6 +61,7 @@ REAP_LOCK_TTL = 10  # one reaper at a time; released when done, so a dead holder
 DEQUEUE_TIMEOUT = HEARTBEAT_INTERVAL  # an idle queue costs one blocking BLMOVE per interval
 DB_CHECK_AFTER = 1  # seconds without a job before a slot's database connection is checked before use
 SCHEDULER_TICK = 1  # seconds: the latest a due retry is enqueued
+REDIS_BACKOFF_MAX = 5  # seconds: the longest a slot waits between two tries while Redis is away
 SECOND_SIGNAL_GRACE = 1  # a signal this soon after the first is the same stop (Ctrl-C reaches both honcho and us)
 
 
@@ -290,10 +289,9 @@ class SlotWorker(CeresWorker):
                             break
                         job_id = self._dequeue(group.queue, burst)
                     backoff = 1.0
-                except (RedisConnectionError, RedisTimeoutError) as error:
-                    log.error("%s slot %d: Redis unreachable (%s)", group.queue.name, index, error)
+                except clients.UNREACHABLE:  # `jobs.clients` logs the outage once, for every slot
                     time.sleep(backoff)
-                    backoff = min(backoff * 2, 30)
+                    backoff = min(backoff * 2, REDIS_BACKOFF_MAX)
                     continue
                 except Exception:  # Redis answered with an error: the slot must survive it
                     log.exception("%s slot %d: could not take the next job", group.queue.name, index)

@@ -4,6 +4,7 @@ import logging
 import os
 import resource
 import signal
+import time
 
 from django.conf import settings
 from rq import Worker, worker_registration
@@ -13,7 +14,7 @@ from rq.scheduler import RQScheduler
 from rq.serializers import JSONSerializer
 from rq.utils import now as rq_now
 
-from jobs import metrics, pauses, queues, series
+from jobs import clients, metrics, pauses, queues, series
 from jobs.alarms import check_crons, check_slos
 from jobs.alerts import archive, close_db_connections, sweep_failures
 from jobs.failures import record_attempt
@@ -24,6 +25,7 @@ from jobs.unreadable import sweep_registries
 log = logging.getLogger(__name__)
 
 SWEEP_INTERVAL = 60  # seconds between two sweeps for missed final failures, across all workers
+REDIS_RETRY_INTERVAL = 1  # seconds between two tries while Redis does not answer
 PAUSED_IDLE_QUEUE = "paused-idle"  # what a forking worker waits on while all its queues are paused
 
 
@@ -37,12 +39,41 @@ class CeresWorker(Worker):
     - Graceful: SIGTERM to the whole process group lets the running job finish.
     - Final failures go to `jobs.alerts` from `handle_job_failure` (which also sees work-horses
       that were killed) and from the periodic sweep in the maintenance loop.
+    - A Redis blip is waited out: RQ's loop quits on most Redis errors (outside its wait for a
+      job), so the calls it makes between jobs try again until Redis answers, and a running job's
+      heartbeat skips a beat. `jobs.clients` logs the outage once.
     """
 
     def __init__(self, *args, serializer=None, job_class=None, maintenance_interval=SWEEP_INTERVAL, **kwargs):
         super().__init__(
             *args, serializer=JSONSerializer, job_class=CeresJob, maintenance_interval=maintenance_interval, **kwargs
         )
+        clients.hold(self.connection)
+        if not any(isinstance(f, _QuietWhileRedisIsAway) for f in self.log.filters):
+            self.log.addFilter(_QuietWhileRedisIsAway())
+
+    def _until_redis_answers(self, action, *args, **kwargs):
+        """`action(...)`, tried again every second while Redis does not answer. A stop signal still
+        ends the wait: RQ's handler raises `StopRequested` here when no job is running."""
+        while True:
+            try:
+                return action(*args, **kwargs)
+            except clients.UNREACHABLE:
+                time.sleep(REDIS_RETRY_INTERVAL)
+
+    def check_for_suspension(self, burst):
+        return self._until_redis_answers(super().check_for_suspension, burst)
+
+    def set_state(self, state, pipeline=None):
+        if pipeline is not None:
+            return super().set_state(state, pipeline)
+        return self._until_redis_answers(super().set_state, state)
+
+    def maintain_heartbeats(self, job, execution):
+        try:
+            super().maintain_heartbeats(job, execution)
+        except clients.UNREACHABLE:
+            pass  # the job runs on; the next beat, a few seconds on, tries again
 
     def setup_work_horse_signals(self):
         # Process managers (honcho, systemd's cgroup, PM2's tree kill) send SIGTERM to every process,
@@ -73,6 +104,9 @@ class CeresWorker(Worker):
         flushed), instead of beating into a hash that no list of workers holds any more."""
         if pipeline is not None:
             return super().heartbeat(timeout, pipeline)
+        self._until_redis_answers(self._heartbeat, timeout)
+
+    def _heartbeat(self, timeout) -> None:
         with self.connection.pipeline() as pipe:
             pipe.exists(self.key)
             super().heartbeat(timeout, pipe)
@@ -87,7 +121,7 @@ class CeresWorker(Worker):
         which sets the queues to wait on. A job that arrives from a queue paused meanwhile goes back."""
         while True:
             result = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
-            if result is None or result[1].name not in pauses.paused(self.connection):
+            if result is None or result[1].name not in self._until_redis_answers(pauses.paused, self.connection):
                 return result
             job, queue = result
             pauses.give_back(self.connection, queue, job.id)
@@ -146,17 +180,19 @@ class CeresWorker(Worker):
         from jobs.slots import reap_dead_workers  # jobs.slots builds on this module
 
         self._safely(sweep_registries, self.connection, [queue.name for queue in self.queues])  # before RQ meets them
-        super().run_maintenance_tasks()
+        self._safely(super().run_maintenance_tasks)
         # At start too: a worker started again by its supervisor (or `jobs.family`) hands back the
         # jobs of the one it replaces and takes its registration off the list at once.
         self._safely(reap_dead_workers, self.connection)
-        due = self.connection.set(f"{settings.RQ_KEY_PREFIX}:sweep-due", 1, nx=True, ex=SWEEP_INTERVAL - 5)
-        if due:
+        if self._safely(self._sweep_due):
             self._safely(series.keep, self.connection, queues.QUEUES, rq_now())
             self._safely(sweep_failures)
             self._safely(reconcile_verify_emails)
             self._safely(check_crons)
             self._safely(check_slos)
+
+    def _sweep_due(self) -> bool:
+        return bool(self.connection.set(f"{settings.RQ_KEY_PREFIX}:sweep-due", 1, nx=True, ex=SWEEP_INTERVAL - 5))
 
     def _safely(self, action, *args):
         """Bookkeeping (alerts, archive, metrics) must never take a worker down; the sweep catches up.
@@ -165,6 +201,8 @@ class CeresWorker(Worker):
             return action(*args)
         except StopRequested:  # RQ's SIGTERM handler raised it here: the stop must not be swallowed
             raise
+        except clients.UNREACHABLE:  # `jobs.clients` said so once; the next round catches up
+            return False
         except Exception:
             log.exception("%s failed", action.__name__)
             return False
@@ -175,6 +213,15 @@ class CeresWorker(Worker):
     def _close_connections_after_bookkeeping(self) -> bool:
         # The forking worker must not hand a database connection down to its next work-horse.
         return not self.is_horse
+
+
+class _QuietWhileRedisIsAway(logging.Filter):
+    """RQ's worker logs "could not connect to Redis instance" at every try of its wait for a job and of
+    its pubsub thread (every 2 s); `jobs.clients` has said it once. Matched on RQ's words (rq 3.0):
+    should they change, the only cost is the old noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "could not connect to Redis instance" not in str(record.msg)
 
 
 def worker_class_for(queue_names) -> type[Worker]:
