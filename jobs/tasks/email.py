@@ -6,12 +6,17 @@ Transient SMTP trouble (connection refused, timeouts, 4xx) raises and RQ retries
 policy's schedule; permanent trouble (5xx, an invalid address) raises `PermanentJobError`, which
 fails the job at once. Messages go out through the worker thread's kept connection (`jobs.mail`).
 
+Every attempt of a job names its message with the same Message-ID, so a receiving server can drop a
+repeat; the wait for the server's answer to a message ends `RECORD_TIME` before the job's timeout,
+which leaves the delivery's record its time.
+
 Newsletters are the bulk queue's (`jobs.tasks.newsletters`).
 """
 
 import logging
 import re
 import smtplib
+import time
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -24,6 +29,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from rq import get_current_job
+from rq.utils import now
 
 from ceres_site.accounts.models import EmailDelivery, Upload, User
 from ceres_site.accounts.tokens import token_issue
@@ -34,6 +40,8 @@ from jobs.producers import enqueue_email_verify
 log = logging.getLogger(__name__)
 
 NAME_MAX = 60
+RECORD_TIME = 60  # seconds a job keeps, after the server's answer, to record the delivery
+END_MARGIN = 5  # seconds left to RQ's own bookkeeping after the task
 RECIPIENT = (
     "SELECT u.id, u.email, u.first_name, u.email_verified_at, {already_sent} AS already_sent"
     " FROM {users} u WHERE u.id = %s"
@@ -60,7 +68,7 @@ def send_verify_email(user_id: int) -> str:
     # After "#": browsers never send it, so the token stays out of every server and proxy log.
     link = f"{settings.SITE_URL}{reverse('accounts:verify')}#{token.selector}.{token.verifier}"
     context = {"link": link, "hours": settings.VERIFICATION_TOKEN_TTL_HOURS}
-    _send(user, "emails/verify", "Confirmá tu cuenta de Ceres", context)
+    _send(user, "emails/verify", "Confirmá tu cuenta de Ceres", context, key)
     _delivered(user, EmailDelivery.Kind.VERIFY, key)
     return _("sent: verification email to user %(user)s") % {"user": user.pk}
 
@@ -73,8 +81,9 @@ def send_welcome_email(user_id: int) -> str:
         return _("skipped: user %(user)s is not verified") % {"user": user.pk}
     if user.already_sent:
         return _("skipped: user %(user)s was already welcomed") % {"user": user.pk}
-    _send(user, "emails/welcome", "¡Bienvenido/a a Ceres!", {"link": settings.SITE_URL + reverse("home")})
-    _delivered(user, EmailDelivery.Kind.WELCOME, _delivery_key())
+    key = _delivery_key()
+    _send(user, "emails/welcome", "¡Bienvenido/a a Ceres!", {"link": settings.SITE_URL + reverse("home")}, key)
+    _delivered(user, EmailDelivery.Kind.WELCOME, key)
     return _("sent: welcome email to user %(user)s") % {"user": user.pk}
 
 
@@ -86,7 +95,7 @@ def send_account_exists_email(user_id: int) -> str:
     if user.already_sent:
         return _("skipped: already sent by this job (%(key)s)") % {"key": key}
     context = {"resend": "" if user.is_verified else settings.SITE_URL + reverse("accounts:resend")}
-    _send(user, "emails/account_exists", "Ya tenés una cuenta en Ceres", context)
+    _send(user, "emails/account_exists", "Ya tenés una cuenta en Ceres", context, key)
     _delivered(user, EmailDelivery.Kind.EXISTS, key)
     return _("sent: account-exists email to user %(user)s") % {"user": user.pk}
 
@@ -103,7 +112,7 @@ def send_cv_rejected_email(upload_id: int) -> str:
     if user.already_sent:
         return _("skipped: already sent by this job (%(key)s)") % {"key": key}
     context = {"reason": upload.reason, "link": settings.SITE_URL + reverse("accounts:profile")}
-    _send(user, "emails/cv_rejected", "No pudimos aceptar tu CV", context)
+    _send(user, "emails/cv_rejected", "No pudimos aceptar tu CV", context, key)
     _delivered(user, EmailDelivery.Kind.CV_REJECTED, key)
     return _("sent: CV-rejected email to user %(user)s") % {"user": user.pk}
 
@@ -164,22 +173,37 @@ def _delivered(user: Recipient, kind: EmailDelivery.Kind, key: str) -> None:
         cursor.execute(DELIVERED, [user.pk, kind.value, key, connection.ops.adapt_datetimefield_value(timezone.now())])
 
 
+def job_deadline() -> float | None:
+    """When this job's timeout stops it, as a `time.monotonic()`; None outside a job or without a timeout."""
+    job = get_current_job()
+    if job is None or not job.timeout or job.timeout < 0 or job.started_at is None:
+        return None
+    return time.monotonic() + job.timeout - (now() - job.started_at).total_seconds()
+
+
+def answer_by() -> float | None:
+    """The latest moment to wait for the server's answer to a message, leaving time for its record."""
+    deadline = job_deadline()
+    return None if deadline is None else deadline - RECORD_TIME - END_MARGIN
+
+
 def _delivery_key() -> str:
     """Same for every attempt of one job, new for a job enqueued again under the same id."""
     job = get_current_job()
     return f"{job.id}@{job.created_at:%Y%m%dT%H%M%S.%f}"
 
 
-def _send(user: Recipient, template: str, subject: str, context: dict) -> None:
+def _send(user: Recipient, template: str, subject: str, context: dict, key: str) -> None:
     context = {"name": display_name(user.first_name), **context}
     message = EmailMultiAlternatives(
         subject=subject,
         body=render_to_string(f"{template}.txt", context),
         to=[user.email],
+        headers={"Message-ID": mail.message_id(key)},
     )
     message.attach_alternative(render_to_string(f"{template}.html", context), "text/html")
     try:
-        mail.send(message)
+        mail.send(message, answer_by=answer_by())
     except smtplib.SMTPRecipientsRefused as exc:
         codes = [code for code, _ in exc.recipients.values()]
         if all(code >= 500 for code in codes):
