@@ -6,9 +6,10 @@ Transient SMTP trouble (connection refused, timeouts, 4xx) raises and RQ retries
 policy's schedule; permanent trouble (5xx, an invalid address) raises `PermanentJobError`, which
 fails the job at once. Messages go out through the worker thread's kept connection (`jobs.mail`).
 
-Every attempt of a job names its message with the same Message-ID, so a receiving server can drop a
-repeat; the wait for the server's answer to a message ends `RECORD_TIME` before the job's timeout,
-which leaves the delivery's record its time.
+Once the server accepted a message, nothing may send it again but a crash: every attempt of a job
+names its message with the same Message-ID; the wait for the server's answer ends `RECORD_TIME`
+before the job's timeout; and the delivery's record waits through a database outage for that long
+(`record`), since a job that failed after the send would send again.
 
 Newsletters are the bulk queue's (`jobs.tasks.newsletters`).
 """
@@ -24,7 +25,7 @@ from django.core.exceptions import ValidationError
 from django.core.mail import EmailMultiAlternatives
 from django.core.validators import validate_email
 from django.template.loader import render_to_string
-from django.db import connection
+from django.db import InterfaceError, OperationalError, connection
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -40,7 +41,7 @@ from jobs.producers import enqueue_email_verify
 log = logging.getLogger(__name__)
 
 NAME_MAX = 60
-RECORD_TIME = 60  # seconds a job keeps, after the server's answer, to record the delivery
+RECORD_TIME = 60  # seconds a job keeps, after the server's answer, to record the delivery through a database outage
 END_MARGIN = 5  # seconds left to RQ's own bookkeeping after the task
 RECIPIENT = (
     "SELECT u.id, u.email, u.first_name, u.email_verified_at, {already_sent} AS already_sent"
@@ -169,8 +170,39 @@ def _recipient(user_id, already_sent: str, params: list) -> tuple[Recipient | No
 
 def _delivered(user: Recipient, kind: EmailDelivery.Kind, key: str) -> None:
     """Record the delivery: one INSERT (the ORM's `create` took three times as long)."""
-    with connection.cursor() as cursor:
-        cursor.execute(DELIVERED, [user.pk, kind.value, key, connection.ops.adapt_datetimefield_value(timezone.now())])
+    record(DELIVERED, [user.pk, kind.value, key, connection.ops.adapt_datetimefield_value(timezone.now())])
+
+
+def record(sql: str, params: list) -> None:
+    """Run `sql`, a delivery's record that may run twice, through a database outage: reconnect and try
+    again until the job's timeout is near (at least `RECORD_TIME` s), then let the error go up (the
+    job retries and the message goes out once more)."""
+    deadline = job_deadline()
+    give_up = deadline - END_MARGIN if deadline is not None else time.monotonic() + RECORD_TIME
+    lost_at, pause = None, 0.25
+    while True:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(sql, params)
+            break
+        except (OperationalError, InterfaceError) as error:
+            if connection.in_atomic_block or time.monotonic() + pause > give_up:
+                raise
+            if lost_at is None:
+                lost_at = time.monotonic()
+                log.warning("database unavailable after a delivery (%s); recording it when it answers", error)
+            _close_connection()  # the next cursor connects again
+            time.sleep(pause)
+            pause = min(pause * 2, 2.0)
+    if lost_at is not None:
+        log.warning("delivery recorded after %.1f s without the database", time.monotonic() - lost_at)
+
+
+def _close_connection() -> None:
+    try:
+        connection.close()
+    except (OperationalError, InterfaceError):
+        pass  # closing a broken connection may complain; it is dropped all the same
 
 
 def job_deadline() -> float | None:

@@ -1,7 +1,8 @@
 """Bulk queue task: one newsletter to one person.
 
-Idempotent per recipient: a copy the server took is recorded (`Delivery`), and a job run again finds
-it and sends nothing; only a crash between the server's answer and that record (a SIGKILL mid-send) sends one extra copy,
+Idempotent per recipient: a copy the server took is recorded (`Delivery`, through a database outage
+as the email queue's are: `jobs.tasks.email.record`), and a job run again finds it and sends nothing;
+only a crash between the server's answer and that record (a SIGKILL mid-send) sends one extra copy,
 under the same Message-ID. Paused campaigns, unsubscribed or unverified people: nothing is sent. The
 job started on its turn under the SMTP rate limit (the bulk queue's slots wait for it,
 `jobs.throttle`); a 421/451 from the server halves the rate for a while and the job retries later.
@@ -24,7 +25,7 @@ from ceres_site.newsletters.models import Delivery, Newsletter
 from ceres_site.newsletters.unsubscribe import unsubscribe_token
 from jobs import mail, throttle
 from jobs.failures import PermanentJobError
-from jobs.tasks.email import answer_by, display_name
+from jobs.tasks.email import answer_by, display_name, record
 
 RECIPIENT = (
     "SELECT u.email, u.first_name, u.is_active AND u.email_verified_at IS NOT NULL AND u.newsletter_unsubscribed_at IS NULL,"
@@ -60,8 +61,7 @@ def send_newsletter(newsletter_id: int, user_id: int, test: bool = False) -> str
     _send(newsletter_id, newsletter, user_id, email, first_name, test)
     if test:
         return _("sent: test copy to user %(user)s") % {"user": user_id}
-    with connection.cursor() as cursor:
-        cursor.execute(DELIVERED, [newsletter_id, user_id, connection.ops.adapt_datetimefield_value(timezone.now())])
+    record(DELIVERED, [newsletter_id, user_id, connection.ops.adapt_datetimefield_value(timezone.now())])
     return _("sent: newsletter %(newsletter)s to user %(user)s") % {"newsletter": newsletter_id, "user": user_id}
 
 
