@@ -9,6 +9,11 @@ With Django's SMTP backend, a kept connection that the server closed while idle 
 MAIL FROM: `SMTPBackend` then opens a new one and sends once more. Once DATA went out, the server may
 have the message, so it never sends again; the error goes up and the job retries under its policy.
 It also writes the message bytes itself when the message has the shape of ours (`as_smtp_bytes`).
+
+`EMAIL_TIMEOUT` bounds connecting and every command but one: the server's answer to the message's end
+may take `DATA_TIMEOUT` (RFC 5321 §4.5.3.2.6: 10 minutes), since a server slow to answer has usually
+kept the message, and giving up sooner sends it again on the next attempt. `message_id(key)` names a
+message the same way on every attempt, so a receiving server that got it already can drop a repeat.
 """
 
 import logging
@@ -27,11 +32,13 @@ from django.core.mail import EmailMessage, EmailMultiAlternatives, get_connectio
 from django.core.mail.backends.base import BaseEmailBackend
 from django.core.mail.backends.smtp import EmailBackend as DjangoSMTPBackend
 from django.core.mail.utils import DNS_NAME
+from django.utils.crypto import salted_hmac
 from django.utils.module_loading import import_string
 
 log = logging.getLogger(__name__)
 
 IDLE_MAX = 30.0  # seconds unused before `close_idle()` closes a connection: below servers' 60–300 s
+DATA_TIMEOUT = 600  # seconds to wait for the answer to a message's end (RFC 5321 §4.5.3.2.6)
 
 # A change in any of these replaces the kept connection (tests move EMAIL_PORT from server to server).
 _SETTINGS = (
@@ -50,9 +57,12 @@ class _Kept:
     last_used: float
 
 
-def send(message: EmailMessage) -> int:
-    """Send `message` through this thread's kept connection; return how many messages went out (0 or 1)."""
+def send(message: EmailMessage, *, answer_by: float | None = None) -> int:
+    """Send `message` through this thread's kept connection; return how many messages went out (0 or 1).
+    `answer_by` (a `time.monotonic()`) cuts the wait for the answer to the message's end short of
+    `DATA_TIMEOUT`, though never below `EMAIL_TIMEOUT`: a job ends the wait before its own timeout."""
     kept = _kept()
+    kept.backend.answer_by = answer_by  # read by SMTPBackend; other backends have their own timeouts
     try:
         sent = kept.backend.send_messages([message])
     except BaseException:  # a job timeout too: the conversation is in an unknown state
@@ -107,14 +117,36 @@ def _kept() -> _Kept:
 
 
 class _CountsData:
-    """An smtplib connection that counts the DATA commands it sent: from DATA on, the server may hold
-    the message."""
+    """An smtplib connection that counts the DATA commands it sent (from DATA on, the server may hold
+    the message) and waits longer than its timeout for the answer to the message's end."""
 
     data_commands = 0
+    answer_by: float | None = None
 
     def data(self, msg):
+        """smtplib's `data`, with the longer wait for the answer to the message's end."""
         self.data_commands += 1
-        return super().data(msg)
+        self.putcmd("data")
+        code, reply = self.getreply()
+        if code != 354:
+            raise smtplib.SMTPDataError(code, reply)
+        if isinstance(msg, str):
+            msg = smtplib._fix_eols(msg).encode("ascii")
+        payload = smtplib._quote_periods(msg)
+        self.send(payload + (b"" if payload.endswith(b"\r\n") else b"\r\n") + b".\r\n")
+        short = self.sock.gettimeout()
+        self.sock.settimeout(_answer_wait(self.answer_by, short))
+        try:
+            return self.getreply()
+        finally:
+            if self.sock is not None:  # getreply() closes the connection when it fails
+                self.sock.settimeout(short)
+
+
+def _answer_wait(answer_by: float | None, short: float | None) -> float:
+    """`DATA_TIMEOUT`, or less to end by `answer_by`, but no less than the other commands' timeout."""
+    wait = DATA_TIMEOUT if answer_by is None else min(answer_by - time.monotonic(), DATA_TIMEOUT)
+    return max(wait, short or 1)
 
 
 class _SMTP(_CountsData, smtplib.SMTP):
@@ -134,6 +166,8 @@ def _dropped(exc: Exception) -> bool:
 
 class SMTPBackend(DjangoSMTPBackend):
     """Django's SMTP backend, plus one reconnect when a kept connection was dropped before DATA."""
+
+    answer_by: float | None = None
 
     @property
     def connection_class(self):
@@ -157,6 +191,7 @@ class SMTPBackend(DjangoSMTPBackend):
     def _send_once(self, email_message) -> bool:
         """Django's `_send`; a message shaped like ours goes out through `_sendmail` with the bytes
         from `as_smtp_bytes`."""
+        self.connection.answer_by = self.answer_by
         if not _ours(email_message):
             return super()._send(email_message)
         try:
@@ -211,14 +246,22 @@ def _envelope(address: str) -> str:
     return parseaddr(address)[1]
 
 
+def message_id(key: str) -> str:
+    """The Message-ID of every attempt to deliver `key`, from any host (RFC 5322 §3.6.4): opaque (keyed
+    with SECRET_KEY), in the sender's domain."""
+    digest = salted_hmac("jobs.mail.message_id", key, algorithm="sha256").hexdigest()[:40]
+    domain = _envelope(settings.DEFAULT_FROM_EMAIL).rpartition("@")[2] or DNS_NAME
+    return f"<{digest}@{domain}>"
+
+
 LINE_MAX = 998  # RFC 5322; a longer line takes Django's path, which encodes it (quoted-printable)
 
 
 def as_smtp_bytes(message: EmailMessage) -> bytes:
     """The bytes Django's SMTP backend would send, written directly for messages shaped like ours
     (a plain-text body and one HTML alternative, UTF-8, ASCII addresses, no attachments, copies or
-    extra headers): Python's email package, through `message().as_bytes()`, was a fifth of a
-    worker's CPU per email. Any other message takes Django's path."""
+    extra headers but a Message-ID): Python's email package, through `message().as_bytes()`, was a
+    fifth of a worker's CPU per email. Any other message takes Django's path."""
     return _our_bytes(message) if _ours(message) else message.message().as_bytes(linesep="\r\n")
 
 
@@ -228,7 +271,8 @@ def _our_bytes(message: EmailMultiAlternatives) -> bytes:
     head = (
         f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"\r\nMIME-Version: 1.0\r\n'
         f"Subject: {_subject(message.subject)}\r\nFrom: {message.from_email}\r\nTo: {', '.join(message.to)}\r\n"
-        f"Date: {formatdate(localtime=settings.EMAIL_USE_LOCALTIME)}\r\nMessage-ID: {make_msgid(domain=DNS_NAME)}\r\n"
+        f"Date: {formatdate(localtime=settings.EMAIL_USE_LOCALTIME)}\r\n"
+        f"Message-ID: {message.extra_headers.get('Message-ID') or make_msgid(domain=DNS_NAME)}\r\n"
     )
     texts = (("plain", message.body), ("html", html))
     parts = "".join(f"--{boundary}\r\n{_part(subtype, text)}\r\n" for subtype, text in texts)
@@ -237,14 +281,16 @@ def _our_bytes(message: EmailMultiAlternatives) -> bytes:
 
 def _ours(message: EmailMessage) -> bool:
     alternatives = getattr(message, "alternatives", [])
-    addresses = [message.from_email, *message.to]
+    addresses, headers = [message.from_email, *message.to], message.extra_headers
     texts = [message.body, *(content for content, _ in alternatives)]
     return (
         type(message) is EmailMultiAlternatives
         and (message.encoding or settings.DEFAULT_CHARSET).lower() in ("utf-8", "utf8")
         and message.content_subtype == "plain"
         and len(alternatives) == 1 and alternatives[0][1] == "text/html" and isinstance(alternatives[0][0], str)
-        and not (message.attachments or message.cc or message.bcc or message.reply_to or message.extra_headers)
+        and not (message.attachments or message.cc or message.bcc or message.reply_to)
+        and set(message.extra_headers) <= {"Message-ID"}
+        and all(isinstance(v, str) and v.isascii() and "\r" not in v and "\n" not in v for v in headers.values())
         and all(address.isascii() and not any(c in address for c in "\r\n,") for address in addresses)
         and not any(c in message.subject for c in "\r\n") and len(message.subject) <= 60
         and all(len(line.encode()) <= LINE_MAX for text in texts for line in text.splitlines())

@@ -36,8 +36,15 @@ class QueuePolicy:
     smtp_throttled: bool = False  # in-process slots: a job is taken only on its turn under the SMTP limit
 
 
+# An attempt that sent a message may wait 10 minutes for the server's answer (RFC 5321 §4.5.3.2.6:
+# `jobs.mail.DATA_TIMEOUT`; given up sooner, a slow server gets one copy per attempt), then a minute to
+# record the delivery through a database outage (`jobs.tasks.email.RECORD_TIME`); the rest of the SMTP
+# conversation (`EMAIL_TIMEOUT` per command) fits in the last one.
+SMTP_JOB_TIMEOUT = 12 * 60
+
 EMAIL = QueuePolicy(
-    name="email", concurrency=5, timeout=60, retry_max=5, retry_intervals=(1, 5, 15, 60, 300), in_process=True
+    name="email", concurrency=5, timeout=SMTP_JOB_TIMEOUT, retry_max=5, retry_intervals=(1, 5, 15, 60, 300),
+    in_process=True,
 )
 SLACK = QueuePolicy(
     name="slack", concurrency=10, timeout=30, retry_max=3, retry_intervals=(2,), alert_on_final_failure=False,
@@ -56,8 +63,8 @@ FILES = QueuePolicy(
 # an hour's cap delays jobs in the queue without a timeout or a retry. A finished job leaves nothing in Redis (the
 # delivery row is the record), and a 50,000-recipient campaign may take hours.
 BULK = QueuePolicy(
-    name="bulk", concurrency=4, timeout=120, retry_max=5, retry_intervals=(30, 120, 600, 1800, 3600), in_process=True,
-    result_ttl=0, max_wait=12 * HOUR, max_failure_rate=0.05, min_volume=100, smtp_throttled=True,
+    name="bulk", concurrency=4, timeout=SMTP_JOB_TIMEOUT, retry_max=5, retry_intervals=(30, 120, 600, 1800, 3600),
+    in_process=True, result_ttl=0, max_wait=12 * HOUR, max_failure_rate=0.05, min_volume=100, smtp_throttled=True,
 )
 
 QUEUES: dict[str, QueuePolicy] = {policy.name: policy for policy in (EMAIL, SLACK, BULK, MAINTENANCE, FILES)}

@@ -113,6 +113,23 @@ def test_a_job_run_again_after_the_email_went_out_sends_the_same_link(smtp, work
     assert user.is_verified
 
 
+def test_every_attempt_of_a_job_names_its_email_the_same_and_another_job_differently(smtp, work):
+    """So a receiving server that has a copy can drop a repeat (RFC 5322 §3.6.4)."""
+    user = make_user()
+    enqueue_email_verify(user_id=user.pk)
+    work("email")
+    EmailDelivery.objects.filter(user=user).delete()  # as if the worker died before it recorded the delivery
+    django_rq.get_queue("email").push_job_id(f"email-verify-{user.pk}")
+    work("email")
+    job(f"email-verify-{user.pk}").delete()
+    enqueue_email_verify(user_id=user.pk)  # another job, asked later
+    work("email")
+
+    first, again, other = (message["Message-ID"] for message in smtp.messages)
+    assert first == again != other
+    assert first.endswith(f"@{settings.DEFAULT_FROM_EMAIL.rpartition('@')[2]}")  # "...@ceres.localhost>"
+
+
 def test_welcome_is_sent_once_per_user(smtp, work):
     user = make_user(email_verified_at=timezone.now())
     enqueue_email_welcome(user_id=user.pk)
@@ -169,6 +186,24 @@ def test_temporary_refusal_retries_five_times_on_the_policy_schedule(smtp, live_
         assert interval - 1 <= gap, gaps  # RQ stores a retry's time in whole seconds, rounded down
     assert "SMTPRecipientsRefused" in error_of(job(f"email-verify-{user.pk}"))
     assert VerificationToken.objects.filter(user=user).count() == 1  # one job, one token, however many attempts
+
+
+@pytest.mark.slow
+def test_a_server_that_answers_the_end_of_a_message_after_13_s_gets_one_copy(smtp, work_until, policy, settings):
+    """It has the message while the worker waits: giving up after EMAIL_TIMEOUT sent one copy per attempt."""
+    settings.EMAIL_TIMEOUT = 10  # connecting and every other command
+    policy("email", retry_intervals=(1,))  # were it to retry, it would retry at once
+    smtp.data_delays = [13] * 6  # every attempt's answer would be as slow
+    user = make_user()
+    enqueue_email_verify(user_id=user.pk)
+
+    work_until(lambda: job(f"email-verify-{user.pk}").get_status() in ("finished", "failed"), "email", timeout=150)
+
+    finished = job(f"email-verify-{user.pk}")
+    assert len(smtp.messages) == 1
+    assert finished.get_status() == "finished"
+    assert EmailDelivery.objects.filter(user=user, kind="verify").count() == 1
+    print(f"\nslow SMTP: 1 copy; one attempt of {(finished.ended_at - finished.started_at).total_seconds():.1f} s")
 
 
 # --- bad input ------------------------------------------------------------------------------

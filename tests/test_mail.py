@@ -1,9 +1,12 @@
 """The kept email connection (jobs.mail) and the Slack session, against real servers on loopback."""
 
+import asyncio
 import json
 import os
+import re
 import smtplib
 import threading
+import time
 from email import message_from_bytes
 from email.policy import default as email_policy
 from email.utils import parseaddr
@@ -30,6 +33,7 @@ class CountingSink(SmtpSink):
         self.mail_froms = 0
         self.senders = []  # the address of every MAIL FROM
         self.mail_reply: str | None = None  # answer MAIL FROM with this instead of 250
+        self.mail_delay = 0.0  # seconds before answering MAIL FROM
         self.data_reply: str | None = None  # answer DATA with this instead of accepting the message
         self.drop_in_data = False  # keep the message, then close the connection without answering
 
@@ -49,6 +53,7 @@ class CountingSink(SmtpSink):
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
         self.mail_froms += 1
         self.senders.append(address)
+        await asyncio.sleep(self.mail_delay)
         if self.mail_reply:
             return self.mail_reply
         envelope.mail_from, envelope.mail_options = address, mail_options
@@ -183,6 +188,43 @@ def test_a_fresh_connection_that_fails_is_not_retried(sink, message):
         mail.send(message())
 
     assert sink.mail_froms == 1 and len(sink.sessions) == 1
+
+
+def test_the_answer_to_the_end_of_a_message_is_awaited_longer_than_the_other_commands(sink, message, settings):
+    """RFC 5321 §4.5.3.2.6: the server may take minutes to answer the end of a message, and it has the
+    message meanwhile; giving up after EMAIL_TIMEOUT would send it again on the next attempt."""
+    settings.EMAIL_TIMEOUT = 1
+    sink.data_delays = [2]
+
+    assert mail.send(message("slow answer")) == 1
+
+    assert sink.subjects == ["slow answer"]
+    assert mail._current().backend.connection.sock.gettimeout() == 1  # the next commands' timeout
+    sink.mail_delay = 2
+    with pytest.raises(smtplib.SMTPServerDisconnected, match="timed out"):
+        mail.send(message("slow MAIL FROM"))
+
+
+def test_the_wait_for_the_answer_ends_by_answer_by_and_the_message_is_not_sent_again(sink, message, settings):
+    settings.EMAIL_TIMEOUT = 1
+    sink.data_delays = [3]
+
+    with pytest.raises(smtplib.SMTPServerDisconnected, match="timed out"):
+        mail.send(message("too slow"), answer_by=time.monotonic() + 1.5)
+
+    assert sink.subjects == ["too slow"]
+    mail.send(message("next"))  # on a new connection
+    assert sink.subjects == ["too slow", "next"] and len(sink.sessions) == 2
+
+
+def test_a_message_id_is_the_same_for_one_key_opaque_and_in_the_sender_s_domain(settings):
+    settings.DEFAULT_FROM_EMAIL = "Ceres <no-reply@ceres.example>"
+
+    first = mail.message_id("email-verify-42@20250101T000000.000000")
+
+    assert first == mail.message_id("email-verify-42@20250101T000000.000000")
+    assert first != mail.message_id("email-verify-42@20250101T000000.000001")
+    assert re.fullmatch(r"<[0-9a-f]{40}@ceres\.example>", first)
 
 
 def test_each_thread_has_its_own_connection(sink, message):
@@ -344,6 +386,15 @@ def test_other_shapes_take_django_s_path(options):
 
     assert parsed(mail.as_smtp_bytes(message)) == parsed(message.message().as_bytes(linesep="\r\n"))
     assert mail._ours(alternatives()) and not mail._ours(message)
+
+
+def test_a_message_id_given_is_written_as_django_would_write_it():
+    message = alternatives(headers={"Message-ID": mail.message_id("key")})
+    ours, django_s = mail.as_smtp_bytes(message), message.message().as_bytes(linesep="\r\n")
+
+    assert mail._ours(message)
+    assert parsed(ours) == parsed(django_s)
+    assert message_from_bytes(ours)["Message-ID"] == message_from_bytes(django_s)["Message-ID"] == mail.message_id("key")
 
 
 def test_a_line_too_long_for_smtp_takes_django_s_encoding():

@@ -18,7 +18,7 @@ from ceres_site.newsletters.models import Delivery, Newsletter
 from ceres_site.newsletters.unsubscribe import unsubscribe_token
 from jobs import throttle
 from jobs.models import JobAction
-from jobs.producers import enqueue_email_verify, enqueue_stored_call
+from jobs.producers import enqueue_email_verify, enqueue_newsletter_many, enqueue_newsletter_test, enqueue_stored_call
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -85,6 +85,23 @@ def test_staff_test_send_send_pause_and_resume_from_admin_and_everyone_gets_one_
     assert '<div class="readonly">enviada</div>' in progress
     kinds = list(JobAction.objects.filter(queue="bulk").order_by("at").values_list("kind", "count", "user__username"))
     assert kinds == [("send", 5, "editora"), ("pause", 0, "editora"), ("resume", 5, "editora")]
+
+
+def test_a_copy_sent_again_has_the_same_message_id_and_each_test_copy_its_own(smtp, work):
+    [ana] = subscribers(1)
+    draft = newsletter()
+    campaigns.send(draft, None)
+    work("bulk")
+    Delivery.objects.all().delete()  # as if the worker died between the server's answer and the record
+    enqueue_newsletter_many(newsletter_id=draft.pk, user_ids=[ana.pk])
+    work("bulk")
+    for _ in range(2):
+        enqueue_newsletter_test(newsletter_id=draft.pk, user_id=ana.pk)
+    work("email")
+
+    first, again, *tests = (message["Message-ID"] for message in smtp.messages)
+    assert first == again
+    assert len({first, *tests}) == 3
 
 
 def test_sending_needs_the_permission(smtp):

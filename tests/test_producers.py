@@ -32,7 +32,7 @@ def test_verify_job_has_deterministic_id_policy_and_ttls():
     assert job.func_name == "jobs.tasks.email.send_verify_email"
     assert job.args == [] and job.kwargs == {"user_id": 42}
     assert job.retries_left == 5 and job.retry_intervals == [1, 5, 15, 60, 300]
-    assert job.result_ttl == 3600 and job.failure_ttl == 86400 and job.timeout == 60
+    assert job.result_ttl == 3600 and job.failure_ttl == 86400 and job.timeout == 720
     assert email_queue().job_ids == ["email-verify-42"]
 
 
@@ -171,7 +171,7 @@ def test_the_policy_is_read_at_each_call(policy):
     enqueue_email_verify_many(user_ids=[3])
 
     first, *changed = (email_queue().fetch_job(f"email-verify-{n}") for n in (1, 2, 3))
-    assert first.retries_left == 5 and first.result_ttl == 3600 and first.timeout == 60
+    assert first.retries_left == 5 and first.result_ttl == 3600 and first.timeout == 720
     for job in changed:
         assert job.retries_left is None and job.result_ttl == 10 and job.failure_ttl == 20 and job.timeout == 5
 
@@ -205,7 +205,7 @@ def test_jobs_are_stored_as_rqs_own_unique_enqueue_stores_them(redis_conn):
     not drift from what `queue.enqueue(..., unique=True)` stores, whatever rq version is installed."""
     email_queue().enqueue(
         "jobs.tasks.email.send_verify_email", kwargs={"user_id": 42}, job_id="email-verify-42", unique=True,
-        job_timeout=60, result_ttl=3600, failure_ttl=86400, retry=Retry(max=5, interval=[1, 5, 15, 60, 300]),
+        job_timeout=720, result_ttl=3600, failure_ttl=86400, retry=Retry(max=5, interval=[1, 5, 15, 60, 300]),
         on_failure=Callback(on_job_failure),
     )  # fmt: skip
     by_rq = stored_job(redis_conn, "email-verify-42"), redis_conn.ttl(Job.key_for("email-verify-42"))
@@ -237,7 +237,7 @@ def test_bulk_makes_one_job_per_user_with_the_policy(monkeypatch, redis_conn):
         assert job.func_name == "jobs.tasks.email.send_verify_email"
         assert job.args == [] and job.kwargs == {"user_id": user_id}
         assert job.retries_left == 5 and job.retry_intervals == [1, 5, 15, 60, 300]
-        assert job.result_ttl == 3600 and job.failure_ttl == 86400 and job.timeout == 60
+        assert job.result_ttl == 3600 and job.failure_ttl == 86400 and job.timeout == 720
     data = json.loads(zlib.decompress(redis_conn.hget(Job.key_for("email-verify-1299"), "data")))
     assert data[3] == {"user_id": 1299}
 

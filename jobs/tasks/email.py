@@ -6,12 +6,18 @@ Transient SMTP trouble (connection refused, timeouts, 4xx) raises and RQ retries
 policy's schedule; permanent trouble (5xx, an invalid address) raises `PermanentJobError`, which
 fails the job at once. Messages go out through the worker thread's kept connection (`jobs.mail`).
 
+Once the server accepted a message, nothing may send it again but a crash: every attempt of a job
+names its message with the same Message-ID; the wait for the server's answer ends `RECORD_TIME`
+before the job's timeout; and the delivery's record waits through a database outage for that long
+(`record`), since a job that failed after the send would send again.
+
 Newsletters are the bulk queue's (`jobs.tasks.newsletters`).
 """
 
 import logging
 import re
 import smtplib
+import time
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -19,11 +25,12 @@ from django.core.exceptions import ValidationError
 from django.core.mail import EmailMultiAlternatives
 from django.core.validators import validate_email
 from django.template.loader import render_to_string
-from django.db import connection
+from django.db import InterfaceError, OperationalError, connection
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from rq import get_current_job
+from rq.utils import now
 
 from ceres_site.accounts.models import EmailDelivery, Upload, User
 from ceres_site.accounts.tokens import token_issue
@@ -34,6 +41,8 @@ from jobs.producers import enqueue_email_verify
 log = logging.getLogger(__name__)
 
 NAME_MAX = 60
+RECORD_TIME = 60  # seconds a job keeps, after the server's answer, to record the delivery through a database outage
+END_MARGIN = 5  # seconds left to RQ's own bookkeeping after the task
 RECIPIENT = (
     "SELECT u.id, u.email, u.first_name, u.email_verified_at, {already_sent} AS already_sent"
     " FROM {users} u WHERE u.id = %s"
@@ -60,7 +69,7 @@ def send_verify_email(user_id: int) -> str:
     # After "#": browsers never send it, so the token stays out of every server and proxy log.
     link = f"{settings.SITE_URL}{reverse('accounts:verify')}#{token.selector}.{token.verifier}"
     context = {"link": link, "hours": settings.VERIFICATION_TOKEN_TTL_HOURS}
-    _send(user, "emails/verify", "Confirmá tu cuenta de Ceres", context)
+    _send(user, "emails/verify", "Confirmá tu cuenta de Ceres", context, key)
     _delivered(user, EmailDelivery.Kind.VERIFY, key)
     return _("sent: verification email to user %(user)s") % {"user": user.pk}
 
@@ -73,8 +82,9 @@ def send_welcome_email(user_id: int) -> str:
         return _("skipped: user %(user)s is not verified") % {"user": user.pk}
     if user.already_sent:
         return _("skipped: user %(user)s was already welcomed") % {"user": user.pk}
-    _send(user, "emails/welcome", "¡Bienvenido/a a Ceres!", {"link": settings.SITE_URL + reverse("home")})
-    _delivered(user, EmailDelivery.Kind.WELCOME, _delivery_key())
+    key = _delivery_key()
+    _send(user, "emails/welcome", "¡Bienvenido/a a Ceres!", {"link": settings.SITE_URL + reverse("home")}, key)
+    _delivered(user, EmailDelivery.Kind.WELCOME, key)
     return _("sent: welcome email to user %(user)s") % {"user": user.pk}
 
 
@@ -86,7 +96,7 @@ def send_account_exists_email(user_id: int) -> str:
     if user.already_sent:
         return _("skipped: already sent by this job (%(key)s)") % {"key": key}
     context = {"resend": "" if user.is_verified else settings.SITE_URL + reverse("accounts:resend")}
-    _send(user, "emails/account_exists", "Ya tenés una cuenta en Ceres", context)
+    _send(user, "emails/account_exists", "Ya tenés una cuenta en Ceres", context, key)
     _delivered(user, EmailDelivery.Kind.EXISTS, key)
     return _("sent: account-exists email to user %(user)s") % {"user": user.pk}
 
@@ -103,7 +113,7 @@ def send_cv_rejected_email(upload_id: int) -> str:
     if user.already_sent:
         return _("skipped: already sent by this job (%(key)s)") % {"key": key}
     context = {"reason": upload.reason, "link": settings.SITE_URL + reverse("accounts:profile")}
-    _send(user, "emails/cv_rejected", "No pudimos aceptar tu CV", context)
+    _send(user, "emails/cv_rejected", "No pudimos aceptar tu CV", context, key)
     _delivered(user, EmailDelivery.Kind.CV_REJECTED, key)
     return _("sent: CV-rejected email to user %(user)s") % {"user": user.pk}
 
@@ -160,8 +170,53 @@ def _recipient(user_id, already_sent: str, params: list) -> tuple[Recipient | No
 
 def _delivered(user: Recipient, kind: EmailDelivery.Kind, key: str) -> None:
     """Record the delivery: one INSERT (the ORM's `create` took three times as long)."""
-    with connection.cursor() as cursor:
-        cursor.execute(DELIVERED, [user.pk, kind.value, key, connection.ops.adapt_datetimefield_value(timezone.now())])
+    record(DELIVERED, [user.pk, kind.value, key, connection.ops.adapt_datetimefield_value(timezone.now())])
+
+
+def record(sql: str, params: list) -> None:
+    """Run `sql`, a delivery's record that may run twice, through a database outage: reconnect and try
+    again until the job's timeout is near (at least `RECORD_TIME` s), then let the error go up (the
+    job retries and the message goes out once more)."""
+    deadline = job_deadline()
+    give_up = deadline - END_MARGIN if deadline is not None else time.monotonic() + RECORD_TIME
+    lost_at, pause = None, 0.25
+    while True:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(sql, params)
+            break
+        except (OperationalError, InterfaceError) as error:
+            if connection.in_atomic_block or time.monotonic() + pause > give_up:
+                raise
+            if lost_at is None:
+                lost_at = time.monotonic()
+                log.warning("database unavailable after a delivery (%s); recording it when it answers", error)
+            _close_connection()  # the next cursor connects again
+            time.sleep(pause)
+            pause = min(pause * 2, 2.0)
+    if lost_at is not None:
+        log.warning("delivery recorded after %.1f s without the database", time.monotonic() - lost_at)
+
+
+def _close_connection() -> None:
+    try:
+        connection.close()
+    except (OperationalError, InterfaceError):
+        pass  # closing a broken connection may complain; it is dropped all the same
+
+
+def job_deadline() -> float | None:
+    """When this job's timeout stops it, as a `time.monotonic()`; None outside a job or without a timeout."""
+    job = get_current_job()
+    if job is None or not job.timeout or job.timeout < 0 or job.started_at is None:
+        return None
+    return time.monotonic() + job.timeout - (now() - job.started_at).total_seconds()
+
+
+def answer_by() -> float | None:
+    """The latest moment to wait for the server's answer to a message, leaving time for its record."""
+    deadline = job_deadline()
+    return None if deadline is None else deadline - RECORD_TIME - END_MARGIN
 
 
 def _delivery_key() -> str:
@@ -170,16 +225,17 @@ def _delivery_key() -> str:
     return f"{job.id}@{job.created_at:%Y%m%dT%H%M%S.%f}"
 
 
-def _send(user: Recipient, template: str, subject: str, context: dict) -> None:
+def _send(user: Recipient, template: str, subject: str, context: dict, key: str) -> None:
     context = {"name": display_name(user.first_name), **context}
     message = EmailMultiAlternatives(
         subject=subject,
         body=render_to_string(f"{template}.txt", context),
         to=[user.email],
+        headers={"Message-ID": mail.message_id(key)},
     )
     message.attach_alternative(render_to_string(f"{template}.html", context), "text/html")
     try:
-        mail.send(message)
+        mail.send(message, answer_by=answer_by())
     except smtplib.SMTPRecipientsRefused as exc:
         codes = [code for code, _ in exc.recipients.values()]
         if all(code >= 500 for code in codes):

@@ -1,10 +1,11 @@
 """Bulk queue task: one newsletter to one person.
 
-Idempotent per recipient: a copy the server took is recorded (`Delivery`), and a job run again finds
-it and sends nothing; only a crash between the server's answer and that record (a SIGKILL mid-send)
-sends one extra copy. Paused campaigns, unsubscribed or unverified people: nothing is sent. The job
-started on its turn under the SMTP rate limit (the bulk queue's slots wait for it, `jobs.throttle`);
-a 421/451 from the server halves the rate for a while and the job retries later.
+Idempotent per recipient: a copy the server took is recorded (`Delivery`, through a database outage
+as the email queue's are: `jobs.tasks.email.record`), and a job run again finds it and sends nothing;
+only a crash between the server's answer and that record (a SIGKILL mid-send) sends one extra copy,
+under the same Message-ID. Paused campaigns, unsubscribed or unverified people: nothing is sent. The
+job started on its turn under the SMTP rate limit (the bulk queue's slots wait for it,
+`jobs.throttle`); a 421/451 from the server halves the rate for a while and the job retries later.
 """
 
 import smtplib
@@ -17,13 +18,14 @@ from django.template import Context, Template
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from rq import get_current_job
 
 from ceres_site.accounts.models import User
 from ceres_site.newsletters.models import Delivery, Newsletter
 from ceres_site.newsletters.unsubscribe import unsubscribe_token
 from jobs import mail, throttle
 from jobs.failures import PermanentJobError
-from jobs.tasks.email import display_name
+from jobs.tasks.email import answer_by, display_name, record
 
 RECIPIENT = (
     "SELECT u.email, u.first_name, u.is_active AND u.email_verified_at IS NOT NULL AND u.newsletter_unsubscribed_at IS NULL,"
@@ -59,24 +61,28 @@ def send_newsletter(newsletter_id: int, user_id: int, test: bool = False) -> str
     _send(newsletter_id, newsletter, user_id, email, first_name, test)
     if test:
         return _("sent: test copy to user %(user)s") % {"user": user_id}
-    with connection.cursor() as cursor:
-        cursor.execute(DELIVERED, [newsletter_id, user_id, connection.ops.adapt_datetimefield_value(timezone.now())])
+    record(DELIVERED, [newsletter_id, user_id, connection.ops.adapt_datetimefield_value(timezone.now())])
     return _("sent: newsletter %(newsletter)s to user %(user)s") % {"newsletter": newsletter_id, "user": user_id}
 
 
 def _send(newsletter_id: int, newsletter: dict, user_id: int, email: str, first_name: str, test: bool) -> None:
     url = settings.SITE_URL + reverse("newsletters:unsubscribe", args=[unsubscribe_token(user_id)])
     context = Context({"name": display_name(first_name), "unsubscribe_url": url})
+    key = get_current_job().id if test else f"newsletter-{newsletter_id}-{user_id}"  # a test copy: one per click
     message = EmailMultiAlternatives(
         subject=("[Prueba] " if test else "") + newsletter["subject"],
         body=_template(newsletter_id, newsletter["body_text"], False).render(context),
         to=[email],
-        headers={"List-Unsubscribe": f"<{url}>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"},  # RFC 8058
+        headers={
+            "List-Unsubscribe": f"<{url}>",
+            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",  # RFC 8058
+            "Message-ID": mail.message_id(key),
+        },
     )
     if newsletter["body_html"]:
         message.attach_alternative(_template(newsletter_id, newsletter["body_html"], True).render(context), "text/html")
     try:
-        mail.send(message)
+        mail.send(message, answer_by=answer_by())
     except smtplib.SMTPResponseException as error:
         if error.smtp_code in (421, 451):
             throttle.slow_down()
