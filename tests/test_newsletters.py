@@ -4,6 +4,8 @@ shared SMTP rate limit, idempotent per person, with one-click unsubscribe (RFC 8
 import os
 import re
 import signal
+import time
+from types import SimpleNamespace
 
 import django_rq
 import pytest
@@ -138,6 +140,19 @@ def test_a_slow_down_answer_halves_the_rate_for_a_while(smtp, work, settings, re
     assert redis_conn.get("ceres:queue:smtp:slowdown") == b"2" and 0 < redis_conn.ttl("ceres:queue:smtp:slowdown") <= 600
     assert django_rq.get_queue("bulk").scheduled_job_registry.count == 1  # delayed, not failed
     assert throttle.slow_down() == 4  # another one halves it again
+
+
+def test_the_hour_s_cap_counts_in_redis_s_hour_whatever_the_host_s_clock(settings, redis_conn, monkeypatch):
+    """Two hosts, one of whose clocks has already passed into the next hour: they share one cap."""
+    settings.SMTP_RATE_PER_MINUTE, settings.SMTP_RATE_PER_HOUR = 0, 5  # bulk: no pacing, 80 % of 5 → 4 an hour
+    wait_for(lambda: redis_conn.time()[0] % 3600 < 3590, timeout=30)  # not at the very end of Redis's hour
+    assert [throttle.take() for _ in range(2)] == [0, 0]
+
+    next_hour = (redis_conn.time()[0] // 3600 + 1) * 3600
+    monkeypatch.setattr(throttle, "time", SimpleNamespace(time=lambda: next_hour + 1, sleep=time.sleep))
+    assert [throttle.take() for _ in range(2)] == [0, 0]
+
+    assert throttle.take() > 0  # the fifth send of Redis's hour waits for the next one
 
 
 def test_the_limit_holds_across_three_worker_processes_and_verification_does_not_wait(smtp, live_worker):
