@@ -26,6 +26,11 @@ def _key(queue_name: str, moment: datetime) -> str:
 _expiring: set[str] = set()  # hour keys this process gave their TTL (one EXPIRE per hour, not per job)
 
 
+def forget_expiring() -> None:
+    """Give every hour key its TTL again at its next write (Redis was emptied: tests)."""
+    _expiring.clear()
+
+
 def job_done(pipe, queue_name: str, enqueued: datetime | None, started: datetime | None, ended: datetime) -> None:
     """Queue on `pipe` what a finished job adds: one done, and its wait in the minute it ended."""
     key, minute = _key(queue_name, ended), ended.minute

@@ -9,11 +9,6 @@ from jobs import crons, series
 NOW = datetime(2026, 11, 30, 14, 5, 30, tzinfo=UTC)
 
 
-@pytest.fixture(autouse=True)
-def fresh_process(monkeypatch):
-    monkeypatch.setattr(series, "_expiring", set())  # what an earlier test's worker set TTLs on, in another Redis
-
-
 def record(redis_conn, ended, waited=None, failed=False, queue="email"):
     with redis_conn.pipeline() as pipe:
         if failed:
