@@ -3,6 +3,7 @@
 import signal
 import subprocess
 import sys
+import time
 
 import django_rq
 import pytest
@@ -174,10 +175,12 @@ def test_metrics_match_the_registries_and_refuse_strangers(settings, policy, wor
         enqueue_stored_call(queue_name="email", func="tests.tasks.sleep", job_id=f"email-ok-{n}", kwargs={"seconds": 0})
     enqueue_stored_call(queue_name="email", func="tests.tasks.always_fail", job_id="email-bad-1", kwargs={})
     work("email")
+    waiting_since = time.time()
     for n in range(3):
         enqueue_stored_call(queue_name="email", func="tests.tasks.sleep", job_id=f"email-wait-{n}", kwargs={"seconds": 0})
 
     status, samples = scrape(Client(), authorization="Bearer scrape-me")
+    waited = time.time() - waiting_since
 
     assert status == 200
     assert samples['ceres_jobs{queue="email",state="queued"}'] == 3
@@ -188,7 +191,7 @@ def test_metrics_match_the_registries_and_refuse_strangers(settings, policy, wor
     assert samples['ceres_job_retries_total{queue="email"}'] == 1
     assert samples['ceres_job_duration_seconds_count{queue="email"}'] == 2
     assert samples['ceres_job_duration_seconds_bucket{le="+Inf",queue="email"}'] == 2
-    assert samples['ceres_oldest_waiting_seconds{queue="email"}'] >= 0
+    assert 0 < samples['ceres_oldest_waiting_seconds{queue="email"}'] <= waited + 0.001  # RQ keeps microseconds
     assert samples['ceres_workers_alive{queue="email"}'] == 0  # the burst worker is gone
 
     staff = User.objects.create_user(username="staff", password="x", is_staff=True)
