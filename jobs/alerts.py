@@ -18,6 +18,7 @@ expects are archived without an alert.
 Alarms about the system itself (crons, service levels) live in `jobs.alarms`.
 """
 
+import inspect
 import logging
 import re
 from collections import Counter
@@ -29,10 +30,11 @@ from django.conf import settings
 from django.db import IntegrityError, connections, transaction
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.module_loading import import_string
 from rq.exceptions import DeserializationError
 from rq.job import Job, JobStatus
 
-from jobs import clients, metrics, queues
+from jobs import clients, metrics, queues, tasks
 from jobs.dead_letters import MASKED, TRUNCATED, UNREADABLE_PAYLOAD
 from jobs.models import DeadLetter
 from jobs.producers import enqueue_slack_alert, schedule_alert_flush
@@ -69,7 +71,7 @@ def archive(job: Job, exc_string: str) -> DeadLetter | None:
                 job_created_at=job.created_at,
                 queue=job.origin,
                 func_name=func_name,
-                args=_mask_list(args),
+                args=_mask_list(func_name, args),
                 kwargs=_mask(kwargs),
                 exc_type=exc_type,
                 exc_message=message,
@@ -227,8 +229,27 @@ def _mask(kwargs: dict) -> dict:
     return {key: MASKED if SECRET_ARG.search(key) else value for key, value in kwargs.items()}
 
 
-def _mask_list(args: list) -> list:
-    return [arg if isinstance(arg, (int, float, bool)) or arg is None or len(str(arg)) < 200 else TRUNCATED for arg in args]
+def _mask_list(func_name: str, args: list) -> list:
+    """Positional arguments are masked by the name of the parameter each fills; when the function
+    cannot tell (not a registered task, `*args`), every one is, so no secret is kept whatever its length."""
+    names = _positional_names(func_name)
+    return [MASKED if n >= len(names) or SECRET_ARG.search(names[n]) else _short(arg) for n, arg in enumerate(args)]
+
+
+def _short(arg):
+    return arg if isinstance(arg, (int, float, bool)) or arg is None or len(str(arg)) < 200 else TRUNCATED
+
+
+def _positional_names(func_name: str) -> list[str]:
+    """The names of the parameters a task's positional arguments fill; none for anything else."""
+    if not tasks.allowed(func_name, tasks.TASKS):
+        return []
+    try:
+        parameters = inspect.signature(import_string(func_name)).parameters.values()
+    except (ImportError, TypeError, ValueError):
+        return []
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return [parameter.name for parameter in parameters if parameter.kind in positional]
 
 
 def local_time(moment: datetime) -> str:

@@ -6,7 +6,7 @@ A *slot* is one firing time; every run is identified by its slot, so it happens 
 """
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import crontab
@@ -22,6 +22,15 @@ def now() -> datetime:
 def local_day(moment: datetime) -> date:
     """The Córdoba calendar day of a moment."""
     return moment.astimezone(ZoneInfo(ZONE)).date()
+
+
+def day_bounds(day: date) -> tuple[datetime, datetime]:
+    """A Córdoba day in UTC, [start, end): its midnight to the next day's, so 23 or 25 hours long on
+    the days a zone with DST moves its clocks. A midnight the clocks skip (Chile's) reads with the
+    offset before the change, which is the day's first instant."""
+    zone = ZoneInfo(ZONE)
+    start, end = (datetime.combine(one, time(), tzinfo=zone).astimezone(UTC) for one in (day, day + timedelta(days=1)))
+    return start, end
 
 
 @dataclass(frozen=True)

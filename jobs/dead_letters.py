@@ -39,7 +39,7 @@ def dead_letter_retry(*, dead_letter: DeadLetter, user=None) -> Enqueued:
 def _why_not_retryable(dead_letter: DeadLetter) -> str:
     if dead_letter.func_name in ("", UNREADABLE_PAYLOAD):
         return _("the job could not be read, so there is nothing to run again")
-    if MASKED in dead_letter.kwargs.values():
+    if MASKED in dead_letter.kwargs.values() or MASKED in dead_letter.args:
         return _("its arguments were masked when archived")
     if TRUNCATED in dead_letter.args:
         return _("an argument was too long to archive")

@@ -25,38 +25,64 @@ class Check:
     detail: str
 
 
+VERDICT_TTL = 10  # seconds a caller without the token or a login gets the same verdict
+
+
 def health_report() -> dict:
     checks = health_checks()
     return {"healthy": all(check.status != "fail" for check in checks), "checks": [asdict(c) for c in checks]}
 
 
-def health_checks() -> list[Check]:
+def verdict() -> bool:
+    """Healthy or not, for a caller who may not see the report: only the checks that can fail (no
+    counts, no settings), computed at most once every VERDICT_TTL seconds across every web node, so
+    a flood of strangers costs a Redis read each."""
+    connection = clients.redis()
+    key = f"{settings.RQ_KEY_PREFIX}:health-verdict"
+    try:
+        known = connection.get(key)
+        if known is None:
+            known = b"1" if all(check.status != "fail" for check in health_checks(details=False)) else b"0"
+            connection.set(key, known, ex=VERDICT_TTL)
+    except RedisError:
+        return False
+    return known == b"1"
+
+
+def health_checks(*, details: bool = True) -> list[Check]:
+    """Every check; without `details`, only those that can fail (the verdict's)."""
     connection = clients.redis()
     try:
         connection.ping()
     except RedisError as error:
         return [Check("redis", "fail", f"Redis does not answer ({type(error).__name__})")]
-    checks = [_redis_identity(connection), *_redis_durability(connection)]
-    scheduler = django_rq.get_scheduler(queues.MAINTENANCE.name)
+    checks = [_redis_identity(connection), *(_redis_durability(connection) if details else ())]
+    maintenance = clients.queue(queues.MAINTENANCE.name)  # django-rq's own would connect anew at each call
+    scheduler = django_rq.get_scheduler(maintenance.name, queue=maintenance, connection=maintenance.connection)
     checks.append(Check("scheduler", "ok", "rqscheduler is running") if scheduler.is_alive()
                   else Check("scheduler", "fail", "no rqscheduler process has beaten its heart recently"))  # fmt: skip
     missing = [name for name in crons.SPECS if scheduler.cron_entry(name) is None]
     checks.append(Check("crons", "fail", f"not registered: {', '.join(missing)} (run register_crons)") if missing
                   else Check("crons", "ok", f"{len(crons.SPECS)} registered"))  # fmt: skip
-    for name in queues.QUEUES:
-        checks += queue_checks(reads.queue_stats(name))
+    for name, policy in queues.QUEUES.items():
+        checks += queue_checks(reads.queue_stats(name)) if details else [workers_check(policy, reads.workers(name))]
     return checks
+
+
+def workers_check(policy: queues.QueuePolicy, workers: list[reads.WorkerInfo]) -> Check:
+    live = [worker for worker in workers if worker.alive]
+    if policy.in_process:
+        processes = f"{len(live)} process{'es' if len(live) != 1 else ''}"
+        busy = sum(worker.busy for worker in live)
+        detail = f"{sum(worker.slots for worker in live)} of {policy.concurrency} slots in {processes}, {busy} busy"
+    else:
+        detail = f"{len(live)} of {policy.concurrency} workers alive"
+    return Check(f"{policy.name}.workers", "ok" if live else "fail", detail)
 
 
 def queue_checks(stats: reads.QueueStats) -> list[Check]:
     policy, name = stats.policy, stats.name
-    live = stats.live_workers
-    if policy.in_process:
-        processes = f"{live} process{'es' if live != 1 else ''}"
-        detail = f"{stats.live_slots} of {policy.concurrency} slots in {processes}, {stats.busy_slots} busy"
-    else:
-        detail = f"{live} of {policy.concurrency} workers alive"
-    found = [Check(f"{name}.workers", "ok" if live else "fail", detail)]
+    found = [workers_check(policy, stats.workers)]
     if stats.paused:  # on purpose, so a warning: jobs wait until someone resumes it
         found.append(Check(f"{name}.paused", "warn", f"paused since {stats.paused.since.isoformat(timespec='seconds')} by {stats.paused.by}"))
     waited = (now() - stats.oldest_waiting).total_seconds() if stats.oldest_waiting else 0

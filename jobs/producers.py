@@ -346,6 +346,12 @@ class NotReplicated(Exception):
 _alone_until = 0.0  # monotonic time until which the master is known to have no replica to wait for
 
 
+def forget_lone_master() -> None:
+    """Wait for replicas again from the next enqueue on (another Redis: tests)."""
+    global _alone_until
+    _alone_until = 0.0
+
+
 def _replicas_to_wait_for() -> int:
     """With Sentinel, a job counts as enqueued only once a replica holds it too (WAIT, 1 s: below the
     socket timeout). A master left with no replica at all, as right after a failover, is not waited

@@ -20,7 +20,10 @@ class QueuePolicy:
     # handle untrusted input fork a work-horse per job, so a hostile job can only kill itself.
     in_process: bool = False
     retry_max: int = 0  # retries after the first attempt
-    retry_intervals: tuple[int, ...] = ()  # seconds before each retry; the last repeats
+    # Seconds before each retry: one per retry, or a single one for every retry. RQ reads a list of
+    # any other length from its end (`intervals[len - retries_left]`, the first repeating when it is
+    # short, the first ones skipped when it is long), so such a schedule is refused.
+    retry_intervals: tuple[int, ...] = ()
     result_ttl: int = HOUR  # how long a finished job stays in Redis
     failure_ttl: int = DAY  # how long a failed job stays in Redis
     alert_on_final_failure: bool = True  # the slack queue never alerts about itself
@@ -34,6 +37,13 @@ class QueuePolicy:
     min_volume: int = 20  # ...once there were at least this many
     memory_limit_mb: int = 0  # forking workers: memory a job may add to its work-horse (0: no limit)
     smtp_throttled: bool = False  # in-process slots: a job is taken only on its turn under the SMTP limit
+
+    def __post_init__(self):
+        if self.retry_max and len(self.retry_intervals) not in (1, self.retry_max):
+            raise ValueError(
+                f"queue {self.name}: retry_intervals {self.retry_intervals} for retry_max {self.retry_max}: "
+                f"give one interval per retry ({self.retry_max}) or a single one for all of them"
+            )
 
 
 # An attempt that sent a message may wait 10 minutes for the server's answer (RFC 5321 §4.5.3.2.6:

@@ -1,8 +1,7 @@
-"""The daily report: the platform's numbers for one Córdoba day (00:00–24:00), for Slack."""
+"""The daily report: the platform's numbers for one Córdoba day (midnight to midnight), for Slack."""
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
-from zoneinfo import ZoneInfo
+from datetime import date
 
 from django.db.models import Count
 
@@ -21,14 +20,8 @@ class DailyReport:
     oldest_waiting: dict[str, float | None]  # queue -> age in seconds of its oldest queued job
 
 
-def day_bounds(day: date) -> tuple[datetime, datetime]:
-    zone = ZoneInfo(crons.ZONE)
-    start = datetime.combine(day, time.min, tzinfo=zone)
-    return start.astimezone(UTC), (start + timedelta(days=1)).astimezone(UTC)
-
-
 def report_daily(*, day: date) -> DailyReport:
-    start, end = day_bounds(day)
+    start, end = crons.day_bounds(day)
     connection = clients.redis()
     sent = dict(
         EmailDelivery.objects.filter(sent_at__gte=start, sent_at__lt=end).values_list("kind").annotate(Count("id"))
@@ -41,7 +34,7 @@ def report_daily(*, day: date) -> DailyReport:
         users_registered=User.objects.filter(date_joined__gte=start, date_joined__lt=end).count(),
         users_verified=User.objects.filter(email_verified_at__gte=start, email_verified_at__lt=end).count(),
         emails_sent={kind: sent.get(kind, 0) for kind in EmailDelivery.Kind.values},
-        jobs={name: (series.done_on(connection, name, day), failed.get(name, 0)) for name in queues.QUEUES},
+        jobs={name: (series.done_between(connection, name, start, end), failed.get(name, 0)) for name in queues.QUEUES},
         dead_letters_open=DeadLetter.objects.filter(resolved_at=None, retried_at=None).count(),
         oldest_waiting={name: _oldest_waiting(name) for name in queues.QUEUES},
     )

@@ -10,12 +10,10 @@ from the dashboard does not take it back).
 """
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
-from zoneinfo import ZoneInfo
+from datetime import UTC, datetime, timedelta
+from math import ceil
 
 from django.conf import settings
-
-from jobs import crons
 
 KEEP = 8 * 24 * 3600  # seconds: the 7-day chart, and yesterday for the daily report
 WAIT_BOUNDS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600, float("inf"))
@@ -26,6 +24,11 @@ def _key(queue_name: str, moment: datetime) -> str:
 
 
 _expiring: set[str] = set()  # hour keys this process gave their TTL (one EXPIRE per hour, not per job)
+
+
+def forget_expiring() -> None:
+    """Give every hour key its TTL again at its next write (Redis was emptied: tests)."""
+    _expiring.clear()
 
 
 def job_done(pipe, queue_name: str, enqueued: datetime | None, started: datetime | None, ended: datetime) -> None:
@@ -103,11 +106,13 @@ def last_hour(connection, queue_name: str, now: datetime) -> tuple[int, int]:
     return sum(point.done for point in points), sum(point.failed for point in points)
 
 
-def done_on(connection, queue_name: str, day: date) -> int:
-    """Jobs finished on a Córdoba day (the daily report)."""
-    start = datetime.combine(day, time(), tzinfo=ZoneInfo(crons.ZONE)).astimezone(UTC)
-    read = _read(connection, queue_name, [start + timedelta(hours=n) for n in range(24)])
-    return sum(point.done for minutes_ in read.values() for point in minutes_.values())
+def done_between(connection, queue_name: str, start: datetime, end: datetime) -> int:
+    """Jobs finished from `start` to `end` (exclusive), to the minute: a day of the daily report,
+    whatever its length (`crons.day_bounds`)."""
+    first = start.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    hours = [first + timedelta(hours=n) for n in range(ceil((end - first) / timedelta(hours=1)))]
+    read = _read(connection, queue_name, hours)
+    return sum(point.done for minutes_ in read.values() for point in minutes_.values() if start <= point.at < end)
 
 
 def _read(connection, queue_name: str, hours: list[datetime]) -> dict[datetime, dict[int, Point]]:

@@ -20,8 +20,9 @@ SLOWDOWN_SECONDS = 600
 MAX_SLOWDOWN = 16
 MAX_WAIT = 5.0  # seconds slept at once between two looks at the bucket
 
-# KEYS: pacing (TAT, ms), this hour's count, slowdown factor. ARGV: interval ms, hour cap.
-# Returns 0 when the send may go now, else the milliseconds to wait.
+# KEYS: pacing (TAT, ms), the hour's count (a hash: `hour` and `used`), slowdown factor.
+# ARGV: interval ms, hour cap. Returns 0 when the send may go now, else the milliseconds to wait.
+# The hour is named from Redis's TIME, here, so every host counts in the same one.
 _TAKE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -31,9 +32,12 @@ local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now then tat = now end
 if interval > 0 and tat > now then return math.ceil(tat - now) end
 if cap > 0 then
-  local used = tonumber(redis.call('GET', KEYS[2]) or '0')
+  local hour = math.floor(now / 3600000)
+  local counted = redis.call('HMGET', KEYS[2], 'hour', 'used')
+  local used = 0
+  if tonumber(counted[1]) == hour then used = tonumber(counted[2]) end
   if used >= cap then return 3600000 - (now % 3600000) end
-  redis.call('INCR', KEYS[2])
+  redis.call('HSET', KEYS[2], 'hour', hour, 'used', used + 1)
   redis.call('PEXPIRE', KEYS[2], 3600000 - (now % 3600000) + 60000)
 end
 if interval > 0 then redis.call('SET', KEYS[1], tat + interval, 'PX', math.ceil(tat + interval - now) + 60000) end
@@ -43,7 +47,7 @@ return 0
 
 def _keys() -> list[str]:
     prefix = f"{settings.RQ_KEY_PREFIX}:smtp"
-    return [f"{prefix}:tat", f"{prefix}:hour:{int(time.time()) // 3600}", f"{prefix}:slowdown"]
+    return [f"{prefix}:tat", f"{prefix}:hour", f"{prefix}:slowdown"]
 
 
 def bulk_limits() -> tuple[float, int]:

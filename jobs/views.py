@@ -11,7 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
 from jobs import clients
-from jobs.health import health_report
+from jobs.health import health_report, verdict
 from jobs.metrics import registry
 
 
@@ -28,12 +28,13 @@ def health(request):
 @require_GET
 def jobs_health(request):
     """For monitors: the job system's report, as `manage.py queues_health --json` (200/503). Its
-    details (workers, crons, Redis settings) need the metrics token or a staff login."""
-    report = health_report()
-    status = 200 if report["healthy"] else 503
+    details (workers, crons, Redis settings) need the metrics token or a staff login; anyone else
+    gets the verdict alone, which costs next to nothing (`jobs.health.verdict`)."""
     if not _may_read_details(request):
-        return JsonResponse({"healthy": report["healthy"]}, status=status)
-    return JsonResponse(report, status=status)
+        healthy = verdict()
+        return JsonResponse({"healthy": healthy}, status=200 if healthy else 503)
+    report = health_report()
+    return JsonResponse(report, status=200 if report["healthy"] else 503)
 
 
 @never_cache

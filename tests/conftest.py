@@ -68,6 +68,17 @@ def redis_conn():
     conn.flushdb()
 
 
+@pytest.fixture(autouse=True)
+def fresh_process():
+    """What modules remember for the whole process starts afresh in each test, so order never matters."""
+    from ceres_site.accounts.limits import LimitCache
+    from jobs import producers, series
+
+    LimitCache.resume()  # a Redis error in an earlier test paused the rate limits' counting
+    producers.forget_lone_master()  # an earlier Sentinel test found a master without replicas
+    series.forget_expiring()  # the hour keys got their TTL in an earlier test's Redis, since emptied
+
+
 class SmtpSink:
     """A real SMTP server on loopback that keeps what it receives, or answers RCPT with `rcpt_reply`."""
 

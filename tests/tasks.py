@@ -11,6 +11,11 @@ def always_fail(message: str = "boom") -> None:
     raise RuntimeError(message)
 
 
+def sign_in(username: str, password: str, /, *extra: str) -> None:
+    """A task whose second positional argument is a secret."""
+    raise RuntimeError("the server refused the login")
+
+
 def fail_times(counter: str, times: int) -> str:
     """Fail the first `times` runs (counted in Redis, so across work-horses), then succeed."""
     runs = django_rq.get_connection("email").incr(f"ceres:queue:test-runs:{counter}")

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from ceres_site.accounts.models import User, VerificationToken
 from ceres_site.accounts.tokens import tokens_clean
-from jobs import crons
+from jobs import crons, series
 from jobs.alarms import check_crons
 from jobs.models import CronRun
 from jobs.producers import enqueue_cron_run
@@ -142,6 +142,29 @@ def test_the_report_counts_by_cordoba_day(work, smtp):
 
     assert (day_before.users_registered, day_before.users_verified) == (1, 1)
     assert (day.users_registered, day.users_verified) == (1, 0)
+
+
+@pytest.mark.parametrize("zone,day,start,end", [
+    ("Europe/Madrid", date(2026, 3, 29), "2026-03-28 23:00", "2026-03-29 22:00"),  # 23 h: 02:00 → 03:00
+    ("Europe/Madrid", date(2026, 10, 25), "2026-10-24 22:00", "2026-10-25 23:00"),  # 25 h: 03:00 → 02:00
+    ("America/Santiago", date(2026, 9, 6), "2026-09-06 04:00", "2026-09-07 03:00"),  # 23 h: no 00:00, from 01:00
+    ("America/Santiago", date(2026, 4, 4), "2026-04-04 03:00", "2026-04-05 04:00"),  # 25 h: 24:00 → 23:00
+])  # fmt: skip
+def test_the_report_counts_a_day_from_midnight_to_midnight_where_clocks_change(zone, day, start, end, monkeypatch,
+                                                                               redis_conn):  # fmt: skip
+    monkeypatch.setattr(crons, "ZONE", zone)
+    start, end = (datetime.fromisoformat(moment).replace(tzinfo=UTC) for moment in (start, end))  # in UTC
+    inside, outside = (start, end - timedelta(minutes=1)), (start - timedelta(minutes=1), end)
+    for n, at in enumerate(inside + outside):
+        User.objects.create_user(username=f"u{n}@example.com", email=f"u{n}@example.com", date_joined=at)
+        with redis_conn.pipeline() as pipe:
+            series.job_done(pipe, "email", None, None, at)
+            pipe.execute()
+
+    report = report_daily(day=day)
+
+    assert report.users_registered == 2 and report.jobs["email"] == (2, 0)
+    assert crons.day_bounds(day) == (start, end)
 
 
 def test_the_report_counts_jobs_emails_dead_letters_and_waiting(work, smtp, policy):

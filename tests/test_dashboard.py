@@ -508,7 +508,7 @@ def test_the_dashboard_is_a_link_on_the_admin_index_the_app_page_and_the_sidebar
 
 
 def test_staff_read_spanish_states_plurals_dates_and_results(jobs, admin_client, policy, smtp, work):
-    policy("email", retry_max=1)
+    policy("email", retry_max=1, retry_intervals=(1,))
     policy("slack", retry_max=2)
     overview = admin_client.get(url("overview")).content.decode()
     for label in ("en cola", "en curso", "programados", "completados", "fallidos", "cancelados"):

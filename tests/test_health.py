@@ -3,13 +3,17 @@
 import signal
 import subprocess
 import sys
+import time
 
 import django_rq
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
 from ceres_site.accounts.models import User
+from jobs import crons
 from jobs.alarms import check_slos
 from jobs.producers import enqueue_stored_call
 from jobs.queues import QUEUES
@@ -95,6 +99,39 @@ def test_the_load_balancer_s_probe_asks_only_whether_this_web_node_can_serve(cli
     assert down.status_code == 503 and down.json() == {"ok": False, "failing": ["redis"]}
 
 
+def redis_calls(redis) -> dict[str, int]:
+    """Commands Redis has run so far, by name (INFO commandstats; INFO itself left out)."""
+    calls = {name.removeprefix("cmdstat_"): stats["calls"] for name, stats in redis.info("commandstats").items()}
+    calls.pop("info", None)
+    return calls
+
+
+def redis_calls_during(redis, request) -> dict[str, int]:
+    before = redis_calls(redis)
+    request()
+    after = redis_calls(redis)
+    return {name: count - before.get(name, 0) for name, count in after.items() if count != before.get(name, 0)}
+
+
+def test_a_stranger_gets_the_verdict_without_the_report_being_computed(client, redis_conn):
+    """The report reads every queue, registry and setting: for a caller without the token, only the
+    checks that can fail are read, at most once every VERDICT_TTL seconds; no database query."""
+    token = {"Authorization": "Bearer monitor-token"}
+    client.get("/health/jobs", headers=token)  # every connection open: the counts below are the requests' own
+    detailed = redis_calls_during(redis_conn, lambda: client.get("/health/jobs", headers=token))
+    with CaptureQueriesContext(connection) as queries:
+        first = redis_calls_during(redis_conn, lambda: client.get("/health/jobs"))
+        again = redis_calls_during(redis_conn, lambda: client.get("/health/jobs"))
+
+    assert len(queries) == 0
+    assert again == {"get": 1}  # the verdict, as the first request left it
+    assert set(first) <= {"get", "ping", "exists", "hgetall", "smembers", "set"}, first  # no counts, no CONFIG
+    # the verdict read and written, PING, the scheduler's heartbeat key, each cron's entry, each queue's workers
+    assert sum(first.values()) == 2 + 1 + 1 + len(crons.SPECS) + len(QUEUES), first
+    assert sum(detailed.values()) > 3 * sum(first.values()), detailed  # what a stranger no longer costs
+    assert client.get("/health/jobs").json() == {"healthy": False}  # no worker runs here
+
+
 def scrape(client: Client, **headers) -> tuple[int, dict[str, float]]:
     response = client.get("/metrics", headers=headers)
     if response.status_code != 200:
@@ -138,10 +175,12 @@ def test_metrics_match_the_registries_and_refuse_strangers(settings, policy, wor
         enqueue_stored_call(queue_name="email", func="tests.tasks.sleep", job_id=f"email-ok-{n}", kwargs={"seconds": 0})
     enqueue_stored_call(queue_name="email", func="tests.tasks.always_fail", job_id="email-bad-1", kwargs={})
     work("email")
+    waiting_since = time.time()
     for n in range(3):
         enqueue_stored_call(queue_name="email", func="tests.tasks.sleep", job_id=f"email-wait-{n}", kwargs={"seconds": 0})
 
     status, samples = scrape(Client(), authorization="Bearer scrape-me")
+    waited = time.time() - waiting_since
 
     assert status == 200
     assert samples['ceres_jobs{queue="email",state="queued"}'] == 3
@@ -152,7 +191,7 @@ def test_metrics_match_the_registries_and_refuse_strangers(settings, policy, wor
     assert samples['ceres_job_retries_total{queue="email"}'] == 1
     assert samples['ceres_job_duration_seconds_count{queue="email"}'] == 2
     assert samples['ceres_job_duration_seconds_bucket{le="+Inf",queue="email"}'] == 2
-    assert samples['ceres_oldest_waiting_seconds{queue="email"}'] >= 0
+    assert 0 < samples['ceres_oldest_waiting_seconds{queue="email"}'] <= waited + 0.001  # RQ keeps microseconds
     assert samples['ceres_workers_alive{queue="email"}'] == 0  # the burst worker is gone
 
     staff = User.objects.create_user(username="staff", password="x", is_staff=True)

@@ -4,16 +4,9 @@ counted in the real Redis, answered with a 429 in Spanish."""
 import pytest
 from django.urls import reverse
 
-from ceres_site.accounts.limits import LimitCache
 from ceres_site.accounts.models import User
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def counting(monkeypatch):
-    """Counters on, whatever an earlier test did to Redis (a Redis error pauses them a few seconds)."""
-    monkeypatch.setattr(LimitCache, "_paused_until", 0.0)
 
 FORMS = {  # view → (POST data for account n, the form field counted per account)
     "accounts:signup": (lambda n: {"email": f"ana{n}@example.com", "first_name": "Ana", "password": "una-clave-bien-larga-42"}, "email"),

@@ -16,6 +16,7 @@ from rq.job import Job, JobStatus
 from jobs import producers
 from jobs.failures import on_job_failure
 from jobs.producers import enqueue_email_verify, enqueue_email_verify_many, enqueue_email_welcome
+from jobs.queues import QueuePolicy
 
 # Producers take ids only: most tests need no database (and so run outside any transaction).
 
@@ -174,6 +175,27 @@ def test_the_policy_is_read_at_each_call(policy):
     assert first.retries_left == 5 and first.result_ttl == 3600 and first.timeout == 720
     for job in changed:
         assert job.retries_left is None and job.result_ttl == 10 and job.failure_ttl == 20 and job.timeout == 5
+
+
+@pytest.mark.parametrize("intervals", [(1, 2), (1, 2, 3, 4), ()])
+def test_a_retry_schedule_rq_would_read_otherwise_is_refused(intervals):
+    """RQ reads the list from its end: (1, 2) for 3 retries would wait 1, 1, 2; (1, 2, 3, 4) would wait 2, 3, 4."""
+    with pytest.raises(ValueError, match="give one interval per retry"):
+        QueuePolicy(name="email", concurrency=1, timeout=1, retry_max=3, retry_intervals=intervals)
+
+
+@pytest.mark.parametrize("intervals,waits", [((1, 2, 3), [1, 2, 3]), ((7,), [7, 7, 7])])
+def test_a_retry_schedule_is_what_rq_follows(intervals, waits, policy):
+    policy("email", retry_max=3, retry_intervals=intervals)
+    enqueue_email_verify(user_id=42)
+    job = email_queue().fetch_job("email-verify-42")
+
+    followed = []
+    while job.retries_left:  # what RQ's Job.retry() waits before each retry
+        followed.append(job.get_retry_interval())
+        job.retries_left -= 1
+
+    assert followed == waits
 
 
 def test_a_changed_rq_queues_setting_is_followed(settings):

@@ -4,14 +4,9 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from jobs import series
+from jobs import crons, series
 
 NOW = datetime(2026, 11, 30, 14, 5, 30, tzinfo=UTC)
-
-
-@pytest.fixture(autouse=True)
-def fresh_process(monkeypatch):
-    monkeypatch.setattr(series, "_expiring", set())  # what an earlier test's worker set TTLs on, in another Redis
 
 
 def record(redis_conn, ended, waited=None, failed=False, queue="email"):
@@ -55,7 +50,7 @@ def test_a_cordoba_day_sums_its_own_24_hours(redis_conn):
     record(redis_conn, datetime(2026, 11, 30, 2, 59, tzinfo=UTC))  # 23:59 on the 29th
     record(redis_conn, datetime(2026, 11, 30, 3, 0, tzinfo=UTC))  # the 30th
 
-    assert series.done_on(redis_conn, "email", date(2026, 11, 29)) == 2
+    assert series.done_between(redis_conn, "email", *crons.day_bounds(date(2026, 11, 29))) == 2
 
 
 def test_an_hour_key_gets_its_ttl_once_per_process_and_again_from_the_sweep(redis_conn):

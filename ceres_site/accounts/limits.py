@@ -77,6 +77,11 @@ class LimitCache(BaseCache):
 
     _paused_until = 0.0
 
+    @classmethod
+    def resume(cls) -> None:
+        """Count in Redis again from the next request on, paused or not (another Redis: tests)."""
+        cls._paused_until = 0.0
+
     def __init__(self, location, params):
         super().__init__(params)  # no location of its own: the queues' Redis
 
