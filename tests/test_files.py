@@ -154,8 +154,10 @@ def test_the_profile_page_shows_the_state_in_spanish_and_needs_a_login(ana, clie
 
     page = client.get(reverse("accounts:profile")).content.decode()
     assert "Rechazado. El CV tiene 21 páginas" in page and "Aceptado." in page and 'http-equiv="refresh"' not in page
-    picture = client.get(reverse("accounts:profile_picture", args=["picture"]))
-    assert picture.status_code == 200 and picture["Content-Type"] in ("image/webp", "image/jpeg")
+    for size in ("picture", "thumbnail"):
+        served = client.get(reverse("accounts:profile_picture", args=[size]))
+        with Image.open(io.BytesIO(b"".join(served.streaming_content))) as picture:
+            assert served.status_code == 200 and served["Content-Type"] == Image.MIME[picture.format]  # WebP's
     client.logout()
     assert client.get(reverse("accounts:profile_picture", args=["picture"])).status_code == 302
 
