@@ -100,6 +100,7 @@ KINDS = (  # form field, upload kind, producer
 
 @login_required(login_url="accounts:login")
 @require_http_methods(["GET", "POST"])
+@limited("upload", "user")
 def profile(request):
     """Upload a CV and a picture; the files queue checks them and this page shows how it went."""
     form = ProfileFilesForm(request.POST or None, request.FILES or None)
