@@ -59,10 +59,11 @@ def states(uploads: dict[str, Upload]) -> dict[str, tuple[str, str]]:
     return {name: Upload.objects.values_list("state", "reason").get(pk=upload.pk) for name, upload in uploads.items()}
 
 
-def no_failed_attempt() -> None:
+def no_failed_attempt(uploads: dict[str, Upload]) -> None:
     queue = django_rq.get_queue("files")
-    assert queue.failed_job_registry.count == 0 and queue.scheduled_job_registry.count == 0  # no retry waits
-    assert DeadLetter.objects.count() == 0
+    jobs = {name: queue.fetch_job(f"files-picture-{upload.pk}") for name, upload in uploads.items()}
+    assert {name: job.meta.get("failures", []) for name, job in jobs.items()} == {name: [] for name in uploads}
+    assert queue.failed_job_registry.count == 0 and DeadLetter.objects.count() == 0
 
 
 @pytest.mark.slow
@@ -71,7 +72,8 @@ def test_the_largest_picture_of_each_format_is_processed_under_the_real_memory_l
     solid = Image.new("RGB", (6300, 6300), (200, 30, 30))  # the report's: 133 KB, MemoryError on every attempt
     uploads["report's PNG"] = uploaded("report", encoded(solid, "PNG"))
 
-    live_worker("files", env={"MEDIA_ROOT": str(media)})  # a real `rqworker files`: a work-horse per job, RLIMIT_AS at the policy's 512 MB
+    # A real `rqworker files`: a work-horse per job, its RLIMIT_AS at the policy's 512 MB.
+    live_worker("files", env={"MEDIA_ROOT": str(media)})
 
     wait_for(lambda: all(state != "pending" for state, _ in states(uploads).values()), timeout=300, interval=0.5)
     assert states(uploads) == {name: ("accepted", "") for name in uploads}
@@ -79,7 +81,7 @@ def test_the_largest_picture_of_each_format_is_processed_under_the_real_memory_l
         upload.refresh_from_db()
         with upload.file.open("rb") as stored, Image.open(io.BytesIO(stored.read())) as small:
             assert small.size == (512, 512)
-    no_failed_attempt()
+    no_failed_attempt(uploads)
 
 
 def test_a_picture_just_over_its_format_limit_is_refused_with_its_reason_without_a_retry(work):
@@ -99,7 +101,7 @@ def test_a_picture_just_over_its_format_limit_is_refused_with_its_reason_without
     assert found["PNG"] == ("rejected", says.format("40001 × 1000", "PNG", 40))
     assert found["WebP"] == found["WebP with alpha"] == ("rejected", says.format("16001 × 1500", "WebP", 24))
     assert found["WebP far over"] == ("rejected", says.format("16383 × 4000", "WebP", 24))  # its canvas alone: 512 MB
-    no_failed_attempt()
+    no_failed_attempt(uploads)
 
 
 def test_only_jpeg_png_and_webp_are_admitted(work):

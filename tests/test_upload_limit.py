@@ -24,14 +24,19 @@ CSRF = "c" * 32  # a CSRF secret of our own, as cookie and as form field
 def web(smtp, tmp_path):
     """`gunicorn` as ecosystem/gunicorn.conf.py runs it, on the test database; its port."""
     port = free_port()
-    env = process_env(smtp, WEB_PORT=str(port), WEB_WORKERS="1", ALLOWED_HOSTS="127.0.0.1", MEDIA_ROOT=str(tmp_path / "media"))
+    env = process_env(smtp, WEB_PORT=str(port), WEB_WORKERS="1", ALLOWED_HOSTS="127.0.0.1", MEDIA_ROOT=str(tmp_path))
     log = open(tmp_path / "gunicorn.log", "wb")
     command = [sys.executable, "-m", "gunicorn", "--config", "ecosystem/gunicorn.conf.py", "ceres_site.wsgi"]
-    process = subprocess.Popen(command, cwd=BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    process = subprocess.Popen(command, cwd=BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT)
     wait_for(lambda: b" 200 " in request(port, b"GET /accounts/login/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"), timeout=60)
     yield port
     process.terminate()
-    process.wait(timeout=30)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    log.close()
 
 
 def request(port: int, head: bytes, chunks=()) -> bytes:
