@@ -89,12 +89,14 @@ VERIFY_RESEND_COOLDOWN_SECONDS = env.int("VERIFY_RESEND_COOLDOWN_SECONDS", defau
 # again by the workers' sweep (`jobs.outbox`), for as long as a token would last.
 VERIFY_OUTBOX_AFTER_SECONDS = env.int("VERIFY_OUTBOX_AFTER_SECONDS", default=60)
 # POSTs allowed per client address (`-ip`) and per account typed (email, token selector, username)
-# before a 429 (`ceres_site.accounts.limits`). django-ratelimit's format: count/period.
+# or signed in (`upload-user`: the profile's uploads) before a 429 (`ceres_site.accounts.limits`).
+# django-ratelimit's format: count/period.
 RATE_LIMITS = {
     "signup-ip": "20/h", "signup-email": "5/h",
     "resend-ip": "20/h", "resend-email": "5/h",
     "verify-ip": "30/10m", "verify-selector": "10/h",
     "login-ip": "30/15m", "login-username": "10/15m",
+    "upload-ip": "30/h", "upload-user": "10/h",
 }  # fmt: skip
 # Proxies whose X-Real-IP names the client (nginx sets it, `ecosystem/nginx.conf`).
 TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=["127.0.0.1", "::1"])

@@ -43,7 +43,8 @@ from jobs.tasks.slack import escape
 log = logging.getLogger(__name__)
 
 SECRET_ARG = re.compile(r"pass|secret|token|key|auth|webhook|cookie|session", re.IGNORECASE)
-RELATED_ARGS = {"user_id": "accounts.user"}  # job argument -> the model its value points at
+# job argument -> the model its value points at
+RELATED_ARGS = {"user_id": "accounts.user", "upload_id": "accounts.upload"}
 SWEEP_LOCK_TTL = 30  # seconds; a sweep takes well under one
 SWEEP_LOOKBACK = 3600  # seconds of failed-registry history each sweep reads again, for late writers
 
@@ -83,12 +84,19 @@ def archive(job: Job, exc_string: str) -> DeadLetter | None:
                 alert=alert,
                 alert_note=note,
             )
+            _on_final_failure(func_name, kwargs)  # in the same transaction: a sweep tries both again
     except IntegrityError:
         return None  # the other path got here first
     log.warning("job %s failed for good in %s: %s: %s", job.id, job.origin, exc_type, message)
     if alert == DeadLetter.Alert.PENDING:
         schedule_alert_flush(queue_name=job.origin, delay=policy.alert_window)
     return row
+
+
+def _on_final_failure(func_name: str, kwargs: dict) -> None:
+    """The task's own hook (`jobs.tasks.ON_FINAL_FAILURE`): an upload's owner learns its check failed."""
+    if func_name in tasks.ON_FINAL_FAILURE:
+        import_string(tasks.ON_FINAL_FAILURE[func_name])(**kwargs)
 
 
 def fingerprint(exc_string: str) -> tuple[str, str]:

@@ -13,6 +13,7 @@ from PIL import Image
 
 from ceres_site.accounts.models import Upload, User
 from jobs.models import DeadLetter
+from jobs.operations import jobs_retry
 from jobs.producers import enqueue_optimize_profile_picture, enqueue_stored_call, enqueue_validate_cv
 from tests import files
 from tests.conftest import BASE_DIR
@@ -153,10 +154,53 @@ def test_the_profile_page_shows_the_state_in_spanish_and_needs_a_login(ana, clie
 
     page = client.get(reverse("accounts:profile")).content.decode()
     assert "Rechazado. El CV tiene 21 páginas" in page and "Aceptado." in page and 'http-equiv="refresh"' not in page
-    picture = client.get(reverse("accounts:profile_picture", args=["picture"]))
-    assert picture.status_code == 200 and picture["Content-Type"] in ("image/webp", "image/jpeg")
+    for size in ("picture", "thumbnail"):
+        served = client.get(reverse("accounts:profile_picture", args=[size]))
+        with Image.open(io.BytesIO(b"".join(served.streaming_content))) as picture:
+            assert served.status_code == 200 and served["Content-Type"] == Image.MIME[picture.format]  # WebP's
     client.logout()
     assert client.get(reverse("accounts:profile_picture", args=["picture"])).status_code == 302
+
+
+def failed_for_good(client, policy, work) -> Upload:
+    """An upload whose job fails on every attempt: its stored file is gone (storage trouble, OSError)."""
+    policy("files", retry_max=0)
+    client.post(reverse("accounts:profile"), {"picture": ContentFile(files.png(), name="yo.png")})
+    upload = Upload.objects.get()
+    upload.file.storage.delete(upload.file.name)
+    work("files")
+    return judged(upload)
+
+
+def test_an_upload_whose_job_failed_for_good_asks_its_owner_to_upload_it_again(ana, client, admin_client, policy, work):
+    client.force_login(ana)
+    upload = failed_for_good(client, policy, work)
+
+    assert upload.state == "failed"
+    page = client.get(reverse("accounts:profile")).content.decode()
+    assert "No se pudo revisar. Tuvimos un problema de nuestro lado al revisar el archivo: volvé a subirlo." in page
+    assert 'http-equiv="refresh"' not in page  # no longer waiting
+    failed = admin_client.get(reverse("admin:accounts_upload_changelist"), {"state__exact": "failed"}).content.decode()
+    assert reverse("admin:accounts_upload_change", args=[upload.pk]) in failed
+    assert '<td class="field-state">no se pudo revisar</td>' in failed
+    assert DeadLetter.objects.get().related_id == str(upload.pk)  # staff reach the upload from the dead letter
+
+    client.post(reverse("accounts:profile"), {"picture": ContentFile(files.png(), name="yo.png")})
+    work("files")
+
+    assert judged(upload).state == "superseded" and Upload.objects.latest("id").state == "accepted"
+    assert "Aceptado." in client.get(reverse("accounts:profile")).content.decode()
+
+
+def test_a_failed_upload_is_checked_after_all_when_staff_retry_its_job(ana, client, policy, work):
+    client.force_login(ana)
+    upload = failed_for_good(client, policy, work)
+    upload.file.storage.save(upload.file.name, ContentFile(files.png()))  # the storage is back
+
+    jobs_retry(queue_name="files", job_ids=[f"files-picture-{upload.pk}"])
+    work("files")
+
+    assert (judged(upload).state, judged(upload).reason) == ("accepted", "")
 
 
 def test_an_upload_too_large_is_refused_before_it_is_read(ana, settings):

@@ -1,10 +1,13 @@
-"""Rate limits on signup, resend, verify and the admin login: per client address and per account,
-counted in the real Redis, answered with a 429 in Spanish."""
+"""Rate limits on signup, resend, verify, the admin login and the profile's uploads: per client
+address and per account, counted in the real Redis, answered with a 429 in Spanish."""
 
+import django_rq
 import pytest
+from django.core.files.base import ContentFile
 from django.urls import reverse
 
-from ceres_site.accounts.models import User
+from ceres_site.accounts.models import Upload, User
+from tests import files
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -97,3 +100,47 @@ def test_with_redis_unreachable_nothing_is_counted_and_the_pages_work(client, se
 
     assert codes == [200, 200, 200]
     assert User.objects.get(pk=user.pk).verify_requested_at is not None  # for the outbox, once Redis is back
+
+
+@pytest.fixture
+def uploader(client, settings, tmp_path):
+    """Post a picture to the profile as the account `name`, from the client address `ip`."""
+    settings.MEDIA_ROOT = tmp_path / "media"
+
+    def upload(name: str, ip: str):
+        client.force_login(User.objects.get_or_create(username=name)[0])
+        picture = ContentFile(files.png(), name="yo.png")
+        return client.post(reverse("accounts:profile"), {"picture": picture}, HTTP_X_REAL_IP=ip)
+
+    return upload
+
+
+def test_one_account_gets_a_spanish_429_past_its_upload_limit_from_any_address(uploader, settings):
+    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "upload-user": "2/h"}
+
+    codes = [uploader("ana", f"192.0.2.{n}").status_code for n in range(3)]
+
+    assert codes == [302, 302, 429]
+    refused = uploader("ana", "192.0.2.9")
+    assert refused.status_code == 429 and refused["Retry-After"]
+    assert "Hiciste demasiados intentos en poco tiempo" in refused.content.decode()
+    assert Upload.objects.count() == 2  # nothing stored, no job, for a refused upload
+    assert uploader("beto", "192.0.2.9").status_code == 302
+
+
+def test_one_client_address_gets_a_429_past_its_upload_limit_for_any_account(uploader, settings):
+    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "upload-ip": "2/h"}
+
+    codes = [uploader(name, "203.0.113.7").status_code for name in ("ana", "beto", "caro")]
+
+    assert codes == [302, 302, 429]
+    assert uploader("caro", "198.51.100.2").status_code == 302
+
+
+def test_a_burst_of_uploads_from_one_account_meets_the_configured_limit(uploader):
+    """The report's: 40 uploads in 1.3 s from one account, each a job; with the production rates."""
+    codes = [uploader("ana", "203.0.113.7").status_code for _ in range(40)]
+
+    assert codes == [302] * 10 + [429] * 30  # 10 per account per hour
+    assert Upload.objects.count() == 10
+    assert django_rq.get_queue("files").count == 1  # each upload dropped the waiting job of the one before

@@ -1,7 +1,8 @@
-"""Rate limits on the pages an attacker would hammer: signup, resend, verify and the admin login.
+"""Rate limits on the pages an attacker would hammer: signup, resend, verify, the admin login and
+the profile's uploads (each one a job of the files queue).
 
 django-ratelimit counts the POSTs of each view per client address and per account (the email,
-token selector or username typed), with the rates of `settings.RATE_LIMITS`; past one, the view
+token selector or username typed, or the signed-in account), with the rates of `settings.RATE_LIMITS`; past one, the view
 answers 429 in Spanish (`too_many_requests`). The counters live in the queues' Redis, through this
 process's client (`LimitCache`), so every web process shares them and a Sentinel failover moves
 them along. When Redis is down or frozen nothing is counted and the pages keep working: a signup
@@ -37,10 +38,11 @@ def client_ip(request) -> str:
 
 def limited(name: str, field: str):
     """Limit the view's POSTs per client address (rate `<name>-ip`) and per value of the form
-    field `field` (rate `<name>-<field>`)."""
+    field `field` (rate `<name>-<field>`), or per signed-in account when `field` is "user"."""
+    key = "user" if field == "user" else _field_key(field)
 
     def decorate(view):
-        view = ratelimit(group=f"{name}-{field}", key=_field_key(field), rate=_rate, method="POST")(view)
+        view = ratelimit(group=f"{name}-{field}", key=key, rate=_rate, method="POST")(view)
         return ratelimit(group=f"{name}-ip", key="ip", rate=_rate, method="POST")(view)
 
     return decorate

@@ -89,6 +89,7 @@ class Upload(models.Model):
         ACCEPTED = "accepted", _("accepted")
         REJECTED = "rejected", _("rejected")
         SUPERSEDED = "superseded", _("replaced by a newer one")
+        FAILED = "failed", _("could not be checked")  # its job failed for good: ours, not the file's fault
 
     user = models.ForeignKey(User, verbose_name=_("user"), on_delete=models.CASCADE, related_name="uploads")
     kind = models.CharField(_("kind"), max_length=10, choices=Kind.choices)

@@ -100,6 +100,7 @@ KINDS = (  # form field, upload kind, producer
 
 @login_required(login_url="accounts:login")
 @require_http_methods(["GET", "POST"])
+@limited("upload", "user")
 def profile(request):
     """Upload a CV and a picture; the files queue checks them and this page shows how it went."""
     form = ProfileFilesForm(request.POST or None, request.FILES or None)
@@ -123,9 +124,11 @@ def profile_picture(request, size):
     upload = _current_upload(request.user, Upload.Kind.PICTURE)
     if upload is None or upload.state != Upload.State.ACCEPTED:
         raise Http404
-    stored = upload.thumbnail if size == "thumbnail" else upload.file
-    content_type = "image/webp" if stored.name.endswith(".webp") else "image/jpeg"
-    return FileResponse(stored.open("rb"), content_type=content_type)
+    handle = (upload.thumbnail if size == "thumbnail" else upload.file).open("rb")
+    head = handle.read(12)  # stored names carry no extension: the bytes say WebP or JPEG (`pictures`)
+    handle.seek(0)
+    content_type = "image/webp" if head[:4] == b"RIFF" and head[8:12] == b"WEBP" else "image/jpeg"
+    return FileResponse(handle, content_type=content_type)
 
 
 def _current_upload(user, kind) -> Upload | None:

@@ -26,6 +26,10 @@ TASKS = frozenset({
     POST_TO_SLACK, FLUSH_ALERTS, RUN_CRON, VALIDATE_CV, OPTIMIZE_PROFILE_PICTURE,
 })  # fmt: skip
 
+# What a task does once its job has failed for good, called by `jobs.alerts.archive` with the job's kwargs.
+UPLOAD_FAILED = "jobs.tasks.files.upload_failed"
+ON_FINAL_FAILURE = {VALIDATE_CV: UPLOAD_FAILED, OPTIMIZE_PROFILE_PICTURE: UPLOAD_FAILED}
+
 ON_JOB_FAILURE = "jobs.failures.on_job_failure"
 CALLBACKS = frozenset({ON_JOB_FAILURE})
 

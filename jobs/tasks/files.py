@@ -4,7 +4,9 @@ They run in a forking worker, each in a work-horse with a memory limit and the q
 (`jobs.queues.FILES`), so a hostile file kills only its own job. A rejection is a result, not a
 failure: the upload is marked rejected with its reason for the person (a rejected CV's owner gets
 an email), and the job finishes, with no retry, dead letter or alert. Storage trouble (OSError)
-raises, and RQ retries. An upload superseded by a newer one meanwhile is left alone.
+raises, and RQ retries; once the job has failed for good, `upload_failed` (the tasks' final-failure
+hook, `jobs.tasks.ON_FINAL_FAILURE`) asks the person to upload the file again, and a retry by staff
+checks it after all. An upload superseded by a newer one meanwhile is left alone.
 """
 
 from django.conf import settings
@@ -52,6 +54,22 @@ def optimize_profile_picture(upload_id: int) -> str:
     return _("optimized: %(before)d → %(after)d bytes") % {"before": upload.size, "after": len(result.picture)}
 
 
+def upload_failed(upload_id=None, **kwargs) -> None:
+    """The upload's job failed for good (storage trouble, a work-horse killed): not the file's fault
+    that we know of, so its owner is asked to upload it again, and staff see it failed."""
+    try:
+        upload_id = int(upload_id)
+    except (TypeError, ValueError):
+        return
+    reason = _("We had a problem on our side while checking the file: please upload it again.")
+    Upload.objects.filter(pk=upload_id, state=Upload.State.PENDING).update(
+        state=Upload.State.FAILED, reason=reason, processed_at=timezone.now()
+    )
+
+
+UNFINISHED = (Upload.State.PENDING, Upload.State.FAILED)  # a failed one is checked when staff retry its job
+
+
 def _pending(upload_id, kind) -> tuple[Upload | None, str]:
     try:
         upload_id = int(upload_id)
@@ -60,7 +78,7 @@ def _pending(upload_id, kind) -> tuple[Upload | None, str]:
     upload = Upload.objects.filter(pk=upload_id, kind=kind).first()
     if upload is None:
         return None, _("skipped: upload %(upload)s does not exist") % {"upload": upload_id}
-    if upload.state != Upload.State.PENDING:
+    if upload.state not in UNFINISHED:
         return None, _("skipped: upload %(upload)s is %(state)s") % {"upload": upload_id, "state": upload.get_state_display()}
     return upload, ""
 
@@ -73,6 +91,5 @@ def _read(upload: Upload, limit: int) -> bytes:
 
 def _finish(upload: Upload, state: str, **fields) -> bool:
     """Record the outcome unless the upload was superseded meanwhile; True if recorded."""
-    return bool(
-        Upload.objects.filter(pk=upload.pk, state=Upload.State.PENDING).update(state=state, processed_at=timezone.now(), **fields)
-    )
+    fields = {"reason": "", "processed_at": timezone.now(), **fields}  # a failed one's reason goes
+    return bool(Upload.objects.filter(pk=upload.pk, state__in=UNFINISHED).update(state=state, **fields))
