@@ -14,7 +14,8 @@ status, registries, results, retries, failure callbacks), without what belongs t
 - a job's success is one pipeline, metrics included: RQ re-saves the whole job hash, watches and
   reads the job's dependents and counts metrics in more round trips. No job here has dependents
   (producers enqueue with `unique=True`, which refuses dependencies); a job that repeats takes
-  RQ's own path;
+  RQ's own path. A job deleted while it ran (staff may) stays deleted: what its end wrote back is
+  taken away again, so no hash without a job holds its id;
 - RQ's three INFO lines per job are left out (`jobs.slots` logs one), warnings and errors stay;
 - the job's end is not written to Redis on its own (RQ's `handle_execution_ended` heartbeat): the
   success or failure pipeline that follows writes it anyway;
@@ -155,6 +156,16 @@ def _timeout_class(seconds: int) -> type[JobTimeoutException]:
     return _timeout_classes[seconds]
 
 
+# Takes back what a deleted job's end wrote (hash, finished entry, result), unless a new job of the
+# same id (with its `data`) took the hash meanwhile.
+_FORGET_DELETED = """
+if redis.call('HEXISTS', KEYS[1], 'data') == 1 then return 0 end
+redis.call('DEL', KEYS[1], KEYS[3])
+redis.call('ZREM', KEYS[2], ARGV[1])
+return 1
+"""
+
+
 class SlotRunner(CeresWorker):
     """Runs one slot's jobs in the calling thread, under the name (and worker key) of its process."""
 
@@ -240,7 +251,9 @@ class SlotRunner(CeresWorker):
                 pipe.expire(job.key, result_ttl)
             self.cleanup_execution(job, pipeline=pipe, execution=execution)
             metrics.job_finished(pipe, job, queue.name, job.ended_at)
-            pipe.execute()
+            created_fields = pipe.execute()[0]
+        if created_fields == 2:  # `status` was not there: the job was deleted while it ran
+            self.connection.eval(_FORGET_DELETED, 3, job.key, job.finished_job_registry.key, Result.get_key(job.id), job.id)
         release_slot(job)
 
     @property
