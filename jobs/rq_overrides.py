@@ -109,9 +109,10 @@ class WatchdogDeathPenalty(BaseDeathPenalty):
 
 
 def _run_job_code(func, *args, **kwargs):
-    """Call the job's own code, its deadline disarmed the moment it returns. A timeout raised in
-    between (at the disarm's first line, before its lock) came too late: it is dropped, then the
-    disarm done again (the watchdog sends one timeout per deadline)."""
+    """Call the job's own code, its deadline disarmed the moment it returns. A timeout raised at
+    the call as `func` returns stops the job (its result is not in yet); one raised after it (at
+    the disarm's first line, before its lock) came too late: it is dropped, then the disarm done
+    again (the watchdog sends one timeout per deadline)."""
     try:
         return func(*args, **kwargs)
     finally:
@@ -253,7 +254,8 @@ class SlotRunner(CeresWorker):
             metrics.job_finished(pipe, job, queue.name, job.ended_at)
             created_fields = pipe.execute()[0]
         if created_fields == 2:  # `status` was not there: the job was deleted while it ran
-            self.connection.eval(_FORGET_DELETED, 3, job.key, job.finished_job_registry.key, Result.get_key(job.id), job.id)
+            keys = (job.key, job.finished_job_registry.key, Result.get_key(job.id))
+            self.connection.eval(_FORGET_DELETED, len(keys), *keys, job.id)
         release_slot(job)
 
     @property
