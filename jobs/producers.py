@@ -10,6 +10,10 @@ What a repeated call does, by the state of the job with the same id:
 - finished less than `cooldown` seconds ago: nothing (a resend button must not spam).
 - finished earlier, failed, stopped, canceled: the old job is replaced by a fresh one with the
   whole retry budget, so a verification that failed for good never blocks a resend for a day.
+- no job at all, only fields a job's run wrote back after it was deleted (its status, a
+  heartbeat): the id is free, and those fields go.
+
+A producer looks a few times (`ENQUEUE_TRIES`), then gives up with `JobIdTaken`: never a loop.
 
 Producers run inside requests, so they are cheap: a process keeps one `Queue` (one Redis client and
 connection pool) per queue name, and a new job costs one Redis round trip. Bulk producers (`_many`)
@@ -45,6 +49,11 @@ log = logging.getLogger(__name__)
 DONE = {JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED}
 T = TypeVar("T")
 BULK_BATCH = 1000  # jobs per pipeline in bulk producers: bounds the memory and the time Redis is busy
+ENQUEUE_TRIES = 5  # looks at an id that is taken, then ended, then taken again... before giving up
+
+
+class JobIdTaken(Exception):
+    """The job's id stayed taken, by something that is neither a pending job nor an ended one."""
 
 
 @dataclass(frozen=True)
@@ -249,13 +258,14 @@ def _enqueue_unique(
     result_ttl: int | None = None,
 ) -> Enqueued:
     queue = clients.queue(queue_name)
-    while True:
+    for _ in range(ENQUEUE_TRIES):
         job = _new_job(queue, func, job_id=job_id, kwargs=kwargs, args=args, result_ttl=result_ttl)
         created = _schedule_unique(queue, job, delay) if delay else _push_unique(queue, [job])[0]
         if created:
             return Enqueued(job_id=job_id, created=True, status=job.get_status(refresh=False).value)
         if not _delete_if_done(queue.connection, job_id, queue.serializer, cooldown):
             return Enqueued(job_id=job_id, created=False, status=_status(queue, job_id))
+    raise JobIdTaken(f"{job_id}: its id is still taken after {ENQUEUE_TRIES} tries; not enqueued")
 
 
 def _enqueue_unique_many(
@@ -376,14 +386,22 @@ def _wait_for_replicas(connection, job_id: str) -> None:
 
 
 def _delete_if_done(connection, job_id: str, serializer, cooldown: int) -> bool:
-    """Delete the job if it has ended (and not within `cooldown`); True if the id may be free now."""
+    """Delete the job if it has ended (and not within `cooldown`), or if its hash holds no job;
+    True if the id may be free now."""
+    key = Job.key_for(job_id)
     with connection.pipeline() as pipe:
         try:
-            pipe.watch(Job.key_for(job_id))
-            try:
-                job = Job.fetch(job_id, connection=connection, serializer=serializer)
-            except NoSuchJobError:
+            pipe.watch(key)
+            raw = pipe.hgetall(key)
+            if not raw:
                 return True  # expired meanwhile
+            if b"data" not in raw:  # no job: what its run wrote back after it was deleted
+                pipe.multi()
+                pipe.delete(key)
+                pipe.execute()
+                return True
+            job = Job(job_id, connection=connection, serializer=serializer)
+            job.restore(raw)
             status = job.get_status(refresh=False)
             if status not in DONE:
                 return False

@@ -14,17 +14,23 @@ status, registries, results, retries, failure callbacks), without what belongs t
 - a job's success is one pipeline, metrics included: RQ re-saves the whole job hash, watches and
   reads the job's dependents and counts metrics in more round trips. No job here has dependents
   (producers enqueue with `unique=True`, which refuses dependencies); a job that repeats takes
-  RQ's own path;
+  RQ's own path. A job deleted while it ran (staff may) stays deleted: what its end wrote back is
+  taken away again, so no hash without a job holds its id;
 - RQ's three INFO lines per job are left out (`jobs.slots` logs one), warnings and errors stay;
 - the job's end is not written to Redis on its own (RQ's `handle_execution_ended` heartbeat): the
   success or failure pipeline that follows writes it anyway;
 - the job's timeout is kept by one watchdog thread per process (`WatchdogDeathPenalty`), not by
   SIGALRM, which works only in a process's main thread, nor by RQ's `TimerDeathPenalty`, which
   starts a thread per job. Like any thread-based timeout it raises in the job's Python code: a
-  call blocked in C (a socket read) is bounded by its own timeout instead.
+  call blocked in C (a socket read) is bounded by its own timeout instead. It is disarmed the
+  moment the task (or a callback) returns (`SlotJob`), and a timeout fired just then is withdrawn:
+  it stops the job's own code or comes too late, and never lands in the bookkeeping after it
+  (RQ's or redis-py's, where it could leave a pooled connection mid-command).
 """
 
+import asyncio
 import ctypes
+import functools
 import logging
 import threading
 import time
@@ -39,6 +45,7 @@ from rq.timeouts import BaseDeathPenalty, JobTimeoutException
 from rq.utils import now, utcformat
 
 from jobs import metrics, unreadable
+from jobs.jobs import CeresJob
 from jobs.worker import CeresWorker
 
 CHECKED_RQ_VERSION = "3.0.0"
@@ -50,6 +57,7 @@ class _Watchdog:
 
     def __init__(self):
         self._deadlines: dict[int, tuple[float, type[BaseException]]] = {}  # thread id -> deadline
+        self._fired: set[int] = set()  # threads sent their timeout, which they may not have raised yet
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
@@ -61,8 +69,14 @@ class _Watchdog:
                 self._thread.start()
 
     def disarm(self) -> None:
-        with self._lock:
-            self._deadlines.pop(threading.get_ident(), None)
+        """No timeout for this thread any more, including one sent that it has not raised yet (a
+        thread raises an async exception only at its next check, maybe after the job returned)."""
+        ident = threading.get_ident()
+        with self._lock:  # the watchdog sends under this lock: after it, nothing more can come
+            self._deadlines.pop(ident, None)
+            if ident in self._fired:
+                self._fired.discard(ident)
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), None)  # NULL: withdraw
 
     def _watch(self) -> None:
         while True:
@@ -72,6 +86,7 @@ class _Watchdog:
                 due = [(ident, exc) for ident, (deadline, exc) in self._deadlines.items() if deadline <= moment]
                 for ident, exception in due:
                     del self._deadlines[ident]
+                    self._fired.add(ident)
                     ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(exception))
 
 
@@ -93,6 +108,46 @@ class WatchdogDeathPenalty(BaseDeathPenalty):
         _watchdog.disarm()
 
 
+def _run_job_code(func, *args, **kwargs):
+    """Call the job's own code, its deadline disarmed the moment it returns. A timeout raised at
+    the call as `func` returns stops the job (its result is not in yet); one raised after it (at
+    the disarm's first line, before its lock) came too late: it is dropped, then the disarm done
+    again (the watchdog sends one timeout per deadline)."""
+    try:
+        return func(*args, **kwargs)
+    finally:
+        try:
+            _watchdog.disarm()
+        except JobTimeoutException:
+            _watchdog.disarm()
+
+
+class SlotJob(CeresJob):
+    """A job as a slot runs it: only the task's call, and its callbacks', run under the deadline
+    (`_run_job_code`); RQ's `perform` around them (its context, the result) does not."""
+
+    def _execute(self):
+        result = _run_job_code(self.func, *self.args, **self.kwargs)
+        # As rq's Job._execute. A coroutine would run here without its deadline: no task of ours is one.
+        return asyncio.run(result) if asyncio.iscoroutine(result) else result
+
+    @property
+    def success_callback(self):
+        return _deadline_bound(super().success_callback)
+
+    @property
+    def failure_callback(self):
+        return _deadline_bound(super().failure_callback)
+
+    @property
+    def stopped_callback(self):
+        return _deadline_bound(super().stopped_callback)
+
+
+def _deadline_bound(callback):
+    return functools.partial(_run_job_code, callback) if callback else None
+
+
 def _timeout_class(seconds: int) -> type[JobTimeoutException]:
     """An async exception is raised from its class alone: one subclass per timeout carries the message."""
     if seconds not in _timeout_classes:
@@ -102,6 +157,16 @@ def _timeout_class(seconds: int) -> type[JobTimeoutException]:
     return _timeout_classes[seconds]
 
 
+# Takes back what a deleted job's end wrote (hash, finished entry, result), unless a new job of the
+# same id (with its `data`) took the hash meanwhile.
+_FORGET_DELETED = """
+if redis.call('HEXISTS', KEYS[1], 'data') == 1 then return 0 end
+redis.call('DEL', KEYS[1], KEYS[3])
+redis.call('ZREM', KEYS[2], ARGV[1])
+return 1
+"""
+
+
 class SlotRunner(CeresWorker):
     """Runs one slot's jobs in the calling thread, under the name (and worker key) of its process."""
 
@@ -109,6 +174,7 @@ class SlotRunner(CeresWorker):
 
     def __init__(self, *args, execution_ttl: int, **kwargs):
         super().__init__(*args, prepare_for_work=False, **kwargs)
+        self.job_class = SlotJob
         self.execution_ttl = execution_ttl
         self.log = _quiet_log
 
@@ -186,7 +252,10 @@ class SlotRunner(CeresWorker):
                 pipe.expire(job.key, result_ttl)
             self.cleanup_execution(job, pipeline=pipe, execution=execution)
             metrics.job_finished(pipe, job, queue.name, job.ended_at)
-            pipe.execute()
+            created_fields = pipe.execute()[0]
+        if created_fields == 2:  # `status` was not there: the job was deleted while it ran
+            keys = (job.key, job.finished_job_registry.key, Result.get_key(job.id))
+            self.connection.eval(_FORGET_DELETED, len(keys), *keys, job.id)
         release_slot(job)
 
     @property

@@ -16,8 +16,9 @@ its database, SMTP and HTTP connections from one job to the next.
   kind) looks for dead workers: a worker hash that expired, or, on this host, a registered pid that
   no longer exists (a process restarted by its supervisor finds its predecessor at once). Their
   running jobs are handed to RQ's abandoned-job handling (a retry, or a final failure that
-  `jobs.alerts` archives and alerts), and the scheduler locks they held are released, so a retry
-  delay is honoured by the next scheduler tick.
+  `jobs.alerts` archives and alerts), and the scheduler locks they held (or a dead forked
+  scheduler process held) are released, so a retry delay is honoured by the next scheduler tick.
+  One reaper at a time: its lock is renewed for as long as it reaps.
 - **RQ's scheduler runs in the main thread** (retry delays, `enqueue_in`) for every queue, ticking
   every second while this process holds a queue's scheduler lock: no scheduler process, here or in
   the forking workers (they start theirs only if no one holds their queue's lock a minute on). It
@@ -36,13 +37,14 @@ import socket
 import sys
 import threading
 import time
+from contextlib import contextmanager
 
 from django.conf import settings
 from django.db import close_old_connections, connections
-from redis.exceptions import RedisError
+from redis.exceptions import LockError, RedisError
 from rq.executions import Execution
 from rq.registry import StartedJobRegistry
-from rq.scheduler import RQScheduler
+from rq.scheduler import SCHEDULER_KEY_TEMPLATE, RQScheduler
 from rq.scripts import release_lock
 from rq.utils import now, utcformat
 from rq.worker_registration import REDIS_WORKER_KEYS, WORKERS_BY_QUEUE_KEY, unregister
@@ -57,7 +59,7 @@ log = logging.getLogger(__name__)
 HEARTBEAT_INTERVAL = 5  # seconds between two heartbeats of a process
 PROCESS_TTL = 20  # a process (and its running jobs) counts as dead this long after its last heartbeat
 REAP_INTERVAL = 5  # seconds between two looks for dead workers by each process
-REAP_LOCK_TTL = 10  # one reaper at a time; released when done, so a dead holder delays the next by this at most
+REAP_LOCK_TTL = 10  # one reaper at a time (renewed while it reaps); a dead holder delays the next by this at most
 DEQUEUE_TIMEOUT = HEARTBEAT_INTERVAL  # an idle queue costs one blocking BLMOVE per interval
 DB_CHECK_AFTER = 1  # seconds without a job before a slot's database connection is checked before use
 SCHEDULER_TICK = 1  # seconds: the latest a due retry is enqueued
@@ -359,13 +361,43 @@ def reap_dead_workers(connection, *, now_ts: float | None = None) -> list[str] |
     """Find workers that died (hash expired, or a pid gone on this host), give their running jobs
     back through RQ's abandoned-job handling, release the scheduler locks dead workers hold;
     returns the names of the dead, or None when another process is reaping right now."""
-    lock = connection.lock(f"{settings.RQ_KEY_PREFIX}:reap-lock", timeout=REAP_LOCK_TTL, blocking=False)
+    key = f"{settings.RQ_KEY_PREFIX}:reap-lock"
+    # Not thread-local: the thread that renews the lock must know its token.
+    lock = connection.lock(key, timeout=REAP_LOCK_TTL, blocking=False, thread_local=False)
     if not lock.acquire():
         return None
-    try:
+    with _held(lock):
         return _reap(connection, now_ts)
+
+
+@contextmanager
+def _held(lock):
+    """Keep `lock` while the work runs, however long (a sweep can wait on the database): a thread
+    renews it every third of its TTL, so no second reaper starts beside this one. A holder that
+    dies stops renewing: its lock expires REAP_LOCK_TTL later."""
+    done = threading.Event()
+
+    def renew() -> None:
+        while not done.wait(lock.timeout / 3):
+            try:
+                lock.reacquire()
+            except LockError:  # expired meanwhile (Redis flushed, this process frozen): another may reap now
+                log.warning("the reap lock was lost while reaping")
+                return
+            except RedisError:
+                log.warning("could not renew the reap lock", exc_info=True)
+
+    renewer = threading.Thread(target=renew, name="reap-lock", daemon=True)
+    renewer.start()
+    try:
+        yield
     finally:
-        lock.release()
+        done.set()
+        renewer.join()
+        try:
+            lock.release()
+        except LockError:
+            pass  # lost meanwhile, said above
 
 
 def _reap(connection, now_ts: float | None) -> list[str]:
@@ -373,21 +405,32 @@ def _reap(connection, now_ts: float | None) -> list[str]:
     dead = [name for name, alive in zip(names, _alive(connection, names)) if not alive]
     for name in dead:
         _bury(connection, name)
-    lock_keys = [RQScheduler.get_locking_key(queue_name) for queue_name in queues.QUEUES]
-    owners = {key: owner.decode() for key, owner in zip(lock_keys, connection.mget(lock_keys)) if owner}
-    for (key, owner), alive in zip(owners.items(), _alive(connection, list(owners.values()))):
-        if not alive:  # a retry delay must not wait for a dead scheduler's lock to expire
-            release_lock(connection, key, owner)
+    _release_dead_schedulers_locks(connection)
     sweep_abandoned(now=now_ts)
     return dead
 
 
-def _alive(connection, names: list[str]) -> list[bool]:
-    """Whether each worker still beats (its hash exists) and, on this host, its process still runs."""
+def _release_dead_schedulers_locks(connection) -> None:
+    """A retry delay must not wait for a dead scheduler's lock to expire. A lock's owner is an
+    in-process worker (its scheduler takes the worker's name) or a scheduler process that a forking
+    worker forked (a name of its own, and a hash of its own with its pid): it lives if either does."""
+    lock_keys = [RQScheduler.get_locking_key(queue_name) for queue_name in queues.QUEUES]
+    owners = {key: owner.decode() for key, owner in zip(lock_keys, connection.mget(lock_keys)) if owner}
+    names = list(owners.values())
+    as_workers = _alive(connection, names)
+    as_schedulers = _alive(connection, names, prefix=SCHEDULER_KEY_TEMPLATE % "")
+    for (key, owner), worker, scheduler in zip(owners.items(), as_workers, as_schedulers):
+        if not (worker or scheduler):
+            release_lock(connection, key, owner)
+
+
+def _alive(connection, names: list[str], prefix: str = CeresWorker.redis_worker_namespace_prefix) -> list[bool]:
+    """Whether each worker (or scheduler: `prefix`) still beats (its hash has its pid) and, on this
+    host, its process still runs."""
     hostname = socket.gethostname()
     with connection.pipeline(transaction=False) as pipe:
         for name in names:
-            pipe.hmget(CeresWorker.redis_worker_namespace_prefix + name, "pid", "hostname")
+            pipe.hmget(prefix + name, "pid", "hostname")
         rows = pipe.execute()
     return [
         pid is not None and not (host and host.decode() == hostname and not _pid_alive(int(pid)))

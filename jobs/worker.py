@@ -69,11 +69,6 @@ class CeresWorker(Worker):
             return super().set_state(state, pipeline)
         return self._until_redis_answers(super().set_state, state)
 
-    def maintain_heartbeats(self, job, execution):
-        try:
-            super().maintain_heartbeats(job, execution)
-        except clients.UNREACHABLE:
-            pass  # the job runs on; the next beat, a few seconds on, tries again
 
     def setup_work_horse_signals(self):
         # Process managers (honcho, systemd's cgroup, PM2's tree kill) send SIGTERM to every process,
@@ -101,20 +96,34 @@ class CeresWorker(Worker):
 
     def heartbeat(self, timeout=None, pipeline=None):
         """RQ's heartbeat; registers again when Redis lost the worker (restarted without persistence,
-        flushed), instead of beating into a hash that no list of workers holds any more."""
+        flushed), instead of beating into a hash that no list of workers holds any more. The list is
+        what tells: RQ's own writes during a job (its beats, `set_state`) recreate the hash alone."""
         if pipeline is not None:
             return super().heartbeat(timeout, pipeline)
         self._until_redis_answers(self._heartbeat, timeout)
 
     def _heartbeat(self, timeout) -> None:
         with self.connection.pipeline() as pipe:
-            pipe.exists(self.key)
+            pipe.sismember(self.redis_workers_keys, self.key)
             super().heartbeat(timeout, pipe)
-            registered = pipe.execute()[0]
-        if not registered:
-            self.log.warning("Worker %s: registration lost in Redis, registering again", self.name)
-            self.register()
+            listed = pipe.execute()[0]
+        if not listed:
+            self._register_again()
         self._listen_to_unpaused()
+
+    def maintain_heartbeats(self, job, execution):
+        """RQ's beat while a job runs (every `job_monitoring_interval`): back on the lists mid-job too.
+        RQ's own rewrites the hash it finds gone, not the lists (checked against rq 3.0.0)."""
+        try:
+            super().maintain_heartbeats(job, execution)
+            if not self.connection.sismember(self.redis_workers_keys, self.key):
+                self._register_again()
+        except clients.UNREACHABLE:
+            pass  # the job runs on; the next beat tries again
+
+    def _register_again(self) -> None:
+        self.log.warning("Worker %s: registration lost in Redis, registering again", self.name)
+        self.register()
 
     def dequeue_job_and_maintain_ttl(self, timeout, max_idle_time=None):
         """RQ's, minus the paused queues (`jobs.pauses`): RQ calls `heartbeat` before each wait,
@@ -145,7 +154,7 @@ class CeresWorker(Worker):
             pipe.execute()
 
     def registration(self) -> dict:
-        return self.serialize()
+        return {**self.serialize(), "state": self.get_state()}  # RQ's serialize() leaves the state out
 
     @property
     def registration_ttl(self) -> int:

@@ -85,3 +85,14 @@ def report_progress(lines: int, path: str) -> None:
 def allocate(megabytes: int) -> int:
     """Take `megabytes` of memory at once (a hostile file's parser would)."""
     return len(bytearray(megabytes * 1024 * 1024))
+
+
+def return_at_deadline(jitter: float) -> None:
+    """Busy in Python until the job's timeout is due (give or take `jitter` seconds), then return:
+    a timeout that fires about now stops this code or comes too late, nothing in between."""
+    from rq import get_current_job
+
+    job = get_current_job()
+    until = job.started_at.timestamp() + job.timeout + jitter
+    while time.time() < until:
+        pass

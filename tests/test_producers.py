@@ -15,8 +15,10 @@ from rq.job import Job, JobStatus
 
 from jobs import producers
 from jobs.failures import on_job_failure
+from jobs.operations import jobs_delete
 from jobs.producers import enqueue_email_verify, enqueue_email_verify_many, enqueue_email_welcome
 from jobs.queues import QueuePolicy
+from tests.conftest import wait_for
 
 # Producers take ids only: most tests need no database (and so run outside any transaction).
 
@@ -303,3 +305,43 @@ def test_bulk_enqueue_waits_for_commit():
         assert enqueue_email_verify_many(user_ids=(n for n in (1, 2))) is None  # a generator is read at once
         assert email_queue().job_ids == []
     assert email_queue().job_ids == ["email-verify-1", "email-verify-2"]
+
+
+# --- an id held by what is not a job ---------------------------------------------------------
+
+
+def test_a_job_hash_without_its_job_does_not_block_the_id(redis_conn):
+    """What a running job's own writes leave once it was deleted under it: a status, no job."""
+    key = Job.key_for("email-verify-42")
+    redis_conn.hset(key, mapping={"status": "finished", "ended_at": "2026-01-01T00:00:00.000000Z"})
+    redis_conn.expire(key, 3600)
+
+    result = enqueue_email_verify(user_id=42)
+
+    assert result.created and result.status == "queued"
+    assert email_queue().fetch_job("email-verify-42").kwargs == {"user_id": 42}
+
+
+def test_an_id_that_stays_taken_is_an_error_not_a_loop(redis_conn, monkeypatch):
+    redis_conn.hset(Job.key_for("email-verify-42"), "status", "finished")
+    # Every look says the id is free now, as a state no producer knows could: the producer gives up.
+    monkeypatch.setattr(producers, "_delete_if_done", lambda *args: True)
+
+    with pytest.raises(producers.JobIdTaken, match="email-verify-42"):
+        enqueue_email_verify(user_id=42)
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_running_job_deleted_from_the_dashboard_leaves_its_id_free(live_worker, redis_conn, tmp_path):
+    live_worker("email")
+    release = tmp_path / "release"
+    email_queue().enqueue("tests.tasks.wait_until", str(release), job_id="email-verify-42")
+    wait_for(lambda: email_queue().started_job_registry.get_job_ids() == ["email-verify-42"], timeout=30)
+    assert jobs_delete(queue_name="email", job_ids=["email-verify-42"]) == ["email-verify-42"]
+
+    release.touch()  # the slot goes on with the job it was running, and ends it
+    wait_for(lambda: "email-verify-42 finished" in (tmp_path / "worker-0.log").read_text(), timeout=30)
+    assert not redis_conn.exists(Job.key_for("email-verify-42"))  # nothing of it written back
+    result = enqueue_email_verify(user_id=42)  # the person asks for the email again
+    assert result.created and result.status == "queued"

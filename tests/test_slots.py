@@ -1,7 +1,10 @@
 """The in-process worker (`jobs.slots`): real `rqworker` processes, real signals, real SMTP."""
 
 import os
+import random
+import re
 import signal
+import sys
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -12,7 +15,7 @@ from django.db import connection
 from rq import Callback, Retry
 
 from ceres_site.accounts.models import User, VerificationToken
-from jobs import health, reads, slots
+from jobs import health, reads, rq_overrides, slots
 from jobs.failures import on_job_failure
 from jobs.producers import enqueue_email_verify
 from jobs.rq_overrides import rq_version_checked
@@ -91,6 +94,34 @@ def test_a_job_past_its_timeout_fails_that_attempt_and_retries(live_worker, tmp_
     enqueue("mark", 2, str(done), job_id="email-next-1")
     wait_for(lambda: status("email-next-1") == "finished", timeout=30)
     assert process.poll() is None
+
+
+def test_a_timeout_stops_the_jobs_own_code_or_comes_too_late(work, monkeypatch):
+    """Jobs that return right at their deadline: the timeout stops the task (in its code, or at its
+    call as it returns), or the task's return wins; it never lands in the bookkeeping after the
+    return (RQ's, redis-py's)."""
+    monkeypatch.setattr(rq_overrides, "WATCHDOG_TICK", 0.0001)  # the watchdog looks 2000 times as often,
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # and gets the GIL at once: a late timeout is sent every few jobs
+    try:
+        for n in range(60):
+            enqueue("return_at_deadline", random.uniform(-0.0002, 0.0004), job_id=f"email-edge-{n}", job_timeout=1)
+        worker = work("email")
+    finally:
+        sys.setswitchinterval(switch)
+
+    queue = django_rq.get_queue("email")
+    raised_in = set()
+    for n in range(60):
+        job = queue.fetch_job(f"email-edge-{n}")
+        if job.get_status() != "finished":
+            raised_in.add(re.findall(r'File "(.+)", line \d+, in (\w+)', job.latest_result().exc_string)[-1])
+    in_the_task = (str(Path(__file__).parent / "tasks.py"), "return_at_deadline")
+    at_its_call = (rq_overrides.__file__, "_run_job_code")
+    assert raised_in <= {in_the_task, at_its_call}
+    idle = worker.connection.connection_pool._available_connections
+    assert not [c for c in idle if c._sock and c.can_read()]  # no pooled connection holds an unread reply
+    assert worker.connection.ping()
 
 
 def test_a_job_that_exits_or_runs_out_of_memory_fails_alone(live_worker, tmp_path):
