@@ -7,7 +7,6 @@ exports REDIS_URL / DATABASE_URL; nothing here fakes Redis, SMTP or the worker.
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,16 +24,11 @@ from django.conf import settings  # noqa: E402
 from django.db import connection, connections  # noqa: E402
 
 from jobs.worker import worker_class_for  # noqa: E402
+from tests.ports import free_port  # noqa: E402, F401 (the tests import it from here)
 
 settings.JOB_EXTRA_TASK_MODULES = ["tests.tasks"]  # and the workers of this process (settings may be loaded)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for(predicate, timeout: float = 10, interval: float = 0.05):
