@@ -42,10 +42,16 @@ def wait_for(predicate, timeout: float = 10, interval: float = 0.05):
     pytest.fail(f"condition not met within {timeout}s: {getattr(predicate, '__name__', predicate)}")
 
 
+@pytest.hookimpl(tryfirst=True)  # before --random-order shuffles, which then decides alone
+def pytest_collection_modifyitems(items):
+    """Slow tests first: on parallel workers, the longest ones then start at once instead of last."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def pytest_sessionstart(session):
     """Every test empties the queues' Redis database: refuse one that holds data at the start (the
     `bin/run` queues of a developer machine, say). `bin/test` starts an empty Redis of its own."""
-    if os.environ.get("PYTEST_XDIST_WORKER"):
+    if hasattr(session.config, "workerinput"):  # an xdist worker, on its own Redis (the env var is inherited)
         return
     keys = django_rq.get_connection("email").dbsize()
     if keys:

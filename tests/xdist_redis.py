@@ -64,5 +64,8 @@ def _stop(process):
         process.wait()
 
 
-if os.environ.get("PYTEST_XDIST_WORKER"):
+# The variable is inherited: a pytest that a test runs in a subprocess is no xdist worker, and
+# gets the REDIS_URL it was given.
+if os.environ.get("PYTEST_XDIST_WORKER") and not os.environ.get("CERES_XDIST_REDIS_PID"):
     os.environ["REDIS_URL"] = _start_redis()
+    os.environ["CERES_XDIST_REDIS_PID"] = str(os.getpid())
