@@ -253,8 +253,33 @@ def live_worker(smtp, tmp_path):
     yield start
     for process in processes:
         process.terminate()  # a warm shutdown waits for the running job...
+        stop_group(process, timeout=15)  # ...which some tests leave running on purpose
+
+
+def group_alive(pgid: int) -> bool:
+    """Some process of the group still runs; a zombie waiting to be reaped does not count."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:  # ...which some tests leave running on purpose
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+            state, _, group = stat.read_text().rsplit(")", 1)[1].split()[:3]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if int(group) == pgid and state != "Z":
+            return True
+    return False
+
+
+def stop_group(process: subprocess.Popen, timeout: float) -> None:
+    """Wait for `process` (already signalled) and every process of its group to exit, then SIGKILL
+    what is left: none may outlive the test, holding the test database open or working on."""
+    deadline = time.monotonic() + timeout
+    try:
+        process.wait(timeout=timeout)
+        while group_alive(process.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    except subprocess.TimeoutExpired:
+        pass
+    if group_alive(process.pid):
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        while group_alive(process.pid):
+            time.sleep(0.05)

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import django_rq
 import pytest
@@ -17,7 +16,7 @@ from redis import Redis
 from redis.sentinel import Sentinel
 
 from jobs.producers import enqueue_stored_call
-from tests.conftest import BASE_DIR, free_port, process_env, promote_scheduled, wait_for
+from tests.conftest import BASE_DIR, free_port, process_env, promote_scheduled, stop_group, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.failover, pytest.mark.slow]
 
@@ -142,20 +141,7 @@ def test_jobs_survive_the_loss_of_the_redis_master(sentinel_cluster, settings, s
         wait_for(lambda: wanted <= done(), timeout=60)
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
-        worker.wait(timeout=30)
-        wait_for(lambda: not group_alive(worker.pid), timeout=30)  # bash exits at once, rqworker after its warm shutdown
+        stop_group(worker, timeout=30)  # bash exits at once, the rqworker after its warm shutdown
     print(f"\nfailover: producers enqueued again {recovered:.1f} s after the master died; {len(wanted)} jobs "
           f"acknowledged, all run; {len(failures)} refused attempts retried; caught mid-dequeue: {stuck}")  # fmt: skip
 
-
-def group_alive(pgid: int) -> bool:
-    """Some process of the group still runs (it holds the test database open until it exits); a zombie
-    waiting to be reaped does not count."""
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            state, _, group = stat.read_text().rsplit(")", 1)[1].split()[:3]
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        if int(group) == pgid and state != "Z":
-            return True
-    return False
