@@ -7,7 +7,6 @@ exports REDIS_URL / DATABASE_URL; nothing here fakes Redis, SMTP or the worker.
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,16 +24,11 @@ from django.conf import settings  # noqa: E402
 from django.db import connection, connections  # noqa: E402
 
 from jobs.worker import worker_class_for  # noqa: E402
+from tests.ports import free_port  # noqa: E402, F401 (the tests import it from here)
 
 settings.JOB_EXTRA_TASK_MODULES = ["tests.tasks"]  # and the workers of this process (settings may be loaded)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for(predicate, timeout: float = 10, interval: float = 0.05):
@@ -48,10 +42,16 @@ def wait_for(predicate, timeout: float = 10, interval: float = 0.05):
     pytest.fail(f"condition not met within {timeout}s: {getattr(predicate, '__name__', predicate)}")
 
 
+@pytest.hookimpl(tryfirst=True)  # before --random-order shuffles, which then decides alone
+def pytest_collection_modifyitems(items):
+    """Slow tests first: on parallel workers, the longest ones then start at once instead of last."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def pytest_sessionstart(session):
     """Every test empties the queues' Redis database: refuse one that holds data at the start (the
     `bin/run` queues of a developer machine, say). `bin/test` starts an empty Redis of its own."""
-    if os.environ.get("PYTEST_XDIST_WORKER"):
+    if hasattr(session.config, "workerinput"):  # an xdist worker, on its own Redis (the env var is inherited)
         return
     keys = django_rq.get_connection("email").dbsize()
     if keys:
@@ -253,8 +253,33 @@ def live_worker(smtp, tmp_path):
     yield start
     for process in processes:
         process.terminate()  # a warm shutdown waits for the running job...
+        stop_group(process, timeout=15)  # ...which some tests leave running on purpose
+
+
+def group_alive(pgid: int) -> bool:
+    """Some process of the group still runs; a zombie waiting to be reaped does not count."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:  # ...which some tests leave running on purpose
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+            state, _, group = stat.read_text().rsplit(")", 1)[1].split()[:3]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if int(group) == pgid and state != "Z":
+            return True
+    return False
+
+
+def stop_group(process: subprocess.Popen, timeout: float) -> None:
+    """Wait for `process` (already signalled) and every process of its group to exit, then SIGKILL
+    what is left: none may outlive the test, holding the test database open or working on."""
+    deadline = time.monotonic() + timeout
+    try:
+        process.wait(timeout=timeout)
+        while group_alive(process.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    except subprocess.TimeoutExpired:
+        pass
+    if group_alive(process.pid):
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        while group_alive(process.pid):
+            time.sleep(0.05)

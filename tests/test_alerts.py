@@ -199,6 +199,7 @@ def test_slack_500_retries_three_times_then_fails_without_alerting_about_itself(
     assert len(smtp.messages) == 1
 
 
+@pytest.mark.slow
 def test_slack_429_waits_for_retry_after_then_posts(slack, work_until):
     slack.answers = [Response("rate_limited", status=429, headers={"Retry-After": "3"})]
     enqueue_slack_alert(text="hola", dedupe_key="t429")

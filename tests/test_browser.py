@@ -33,6 +33,7 @@ def page(monkeypatch):
         browser.close()
 
 
+@pytest.mark.slow
 def test_staff_finds_a_failed_job_retries_it_and_sees_it_finish(page, live_server, live_worker, policy, work):
     policy("email", retry_max=0, alert_window=600)
     User.objects.create_superuser(username="admin", password="clave-del-panel")
@@ -91,6 +92,7 @@ def test_a_person_confirms_the_account_from_the_email_link(page, live_server, sm
     assert user.is_verified
 
 
+@pytest.mark.slow
 def test_staff_click_to_the_dashboard_watch_it_live_pause_and_resume_a_queue(page, live_server, live_worker, tmp_path):
     User.objects.create_superuser(username="admin", password="clave-del-panel")
     page.goto(live_server.url + reverse("admin:index"))
@@ -141,6 +143,7 @@ def test_staff_click_to_the_dashboard_watch_it_live_pause_and_resume_a_queue(pag
             page.screenshot(path=ARTIFACTS / f"{name}-{scheme}.png", full_page=True)
 
 
+@pytest.mark.slow
 def test_a_person_uploads_a_cv_and_a_photo_and_sees_them_checked(page, live_server, live_worker, tmp_path, settings):
     from tests import files
 

@@ -51,7 +51,10 @@ def test_the_readme_lists_the_commands_it_promises():
     assert len(commands) >= 15
 
 
-@pytest.mark.parametrize("command,comment", readme_commands())
+@pytest.mark.parametrize("command,comment", [
+    pytest.param(command, comment, marks=pytest.mark.slow) if "runs until stopped" in comment else (command, comment)
+    for command, comment in readme_commands()
+])  # fmt: skip
 def test_every_readme_command_runs_as_written(command, comment, smtp):
     User.objects.create_user(username="ana@example.com", email="ana@example.com", first_name="Ana")
 

@@ -166,12 +166,12 @@ def test_search_finds_parts_of_ids_and_the_related_user_s_email(admin_client):
 
     def found(query):
         page = admin_client.get(url("list", "email", "queued"), {"q": query}).content.decode()
-        return sorted(set(re.findall(r'name="job_ids" value="([^"]+)"', page)))
+        return set(re.findall(r'name="job_ids" value="([^"]+)"', page))  # the pks depend on earlier tests: 9 and 10, say
 
-    assert found("welcome") == [f"email-welcome-{ana.pk}", f"email-welcome-{beto.pk}"]
-    assert found("ana@exam") == [f"email-welcome-{ana.pk}"]
-    assert found("WELCOME-" + str(beto.pk)) == [f"email-welcome-{beto.pk}"]
-    assert found("nada") == []
+    assert found("welcome") == {f"email-welcome-{ana.pk}", f"email-welcome-{beto.pk}"}
+    assert found("ana@exam") == {f"email-welcome-{ana.pk}"}
+    assert found("WELCOME-" + str(beto.pk)) == {f"email-welcome-{beto.pk}"}
+    assert found("nada") == set()
     masked = logged_in(staff("no-payloads", perms=("view_dashboard",)))  # a user's email is a payload
     assert "email-welcome-" not in masked.get(url("list", "email", "queued"), {"q": "ana@exam"}).content.decode()
 
@@ -543,6 +543,7 @@ def pause_from_the_dashboard(client, queue_name, action="pause"):
     return client.post(url("queue_action", queue_name, action), {"confirm": "yes", "reason": "probando"})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("paused_queue,other_queue", [("email", "slack"), ("files", "maintenance")])
 def test_a_paused_queue_keeps_its_jobs_waiting_until_resumed(paused_queue, other_queue, live_worker, tmp_path):
     """In-process (email) and forking (files) workers; the pause outlives a worker start."""
@@ -605,6 +606,7 @@ def test_cleaning_deletes_old_ended_jobs_after_showing_how_many(jobs, redis_conn
     assert [target.job_id for target in action.targets.all()] == ["email-done-1"] and action.count == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("queue_name", ["email", "files"])  # a thread of the in-process worker, a work-horse
 def test_a_running_job_shows_its_progress_and_its_last_log_lines(queue_name, live_worker, admin_client, tmp_path):
     call("report_progress", f"{queue_name}-long-1", queue=queue_name, lines=250, path=str(tmp_path / "go"))

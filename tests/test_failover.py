@@ -16,7 +16,7 @@ from redis import Redis
 from redis.sentinel import Sentinel
 
 from jobs.producers import enqueue_stored_call
-from tests.conftest import BASE_DIR, free_port, process_env, promote_scheduled, wait_for
+from tests.conftest import BASE_DIR, free_port, process_env, promote_scheduled, stop_group, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.failover, pytest.mark.slow]
 
@@ -141,6 +141,7 @@ def test_jobs_survive_the_loss_of_the_redis_master(sentinel_cluster, settings, s
         wait_for(lambda: wanted <= done(), timeout=60)
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
-        worker.wait(timeout=30)
+        stop_group(worker, timeout=30)  # bash exits at once, the rqworker after its warm shutdown
     print(f"\nfailover: producers enqueued again {recovered:.1f} s after the master died; {len(wanted)} jobs "
           f"acknowledged, all run; {len(failures)} refused attempts retried; caught mid-dequeue: {stuck}")  # fmt: skip
+

@@ -115,7 +115,7 @@ def test_a_decompression_bomb_is_refused_and_the_worker_goes_on(ana, work):
 
 @pytest.mark.parametrize("task,kwargs,error", [
     ("tests.tasks.allocate", {"megabytes": 2048}, "MemoryError"),
-    ("tests.tasks.sleep", {"seconds": 60}, "JobTimeoutException"),
+    pytest.param("tests.tasks.sleep", {"seconds": 60}, "JobTimeoutException", marks=pytest.mark.slow),  # a 3 s timeout
 ])  # fmt: skip
 def test_a_job_past_its_memory_or_time_limit_fails_alone_and_is_archived(task, kwargs, error, policy, work, ana):
     policy("files", retry_max=0, timeout=3)

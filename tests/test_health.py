@@ -39,6 +39,7 @@ def start_scheduler(smtp, tmp_path):
     return subprocess.Popen(command, cwd=BASE_DIR, env=process_env(smtp), stdout=log, stderr=subprocess.STDOUT)
 
 
+@pytest.mark.slow
 def test_health_follows_workers_and_scheduler_stopping_and_coming_back(smtp, tmp_path, live_worker, capsys):
     call_command("register_crons", stdout=open("/dev/null", "w"))
     workers = {name: live_worker(name) for name in QUEUES}
@@ -205,6 +206,7 @@ def test_metrics_match_the_registries_and_refuse_strangers(settings, policy, wor
     assert scrape(admin)[0] == 200
 
 
+@pytest.mark.slow
 def test_slo_alarms_alert_once_per_breach_and_once_on_recovery(slack, live_worker, policy, work):
     assert check_slos() == []  # a breach must last SLO_GRACE before it alerts
 

@@ -190,6 +190,7 @@ def test_a_fresh_connection_that_fails_is_not_retried(sink, message):
     assert sink.mail_froms == 1 and len(sink.sessions) == 1
 
 
+@pytest.mark.slow
 def test_the_answer_to_the_end_of_a_message_is_awaited_longer_than_the_other_commands(sink, message, settings):
     """RFC 5321 §4.5.3.2.6: the server may take minutes to answer the end of a message, and it has the
     message meanwhile; giving up after EMAIL_TIMEOUT would send it again on the next attempt."""

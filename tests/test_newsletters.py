@@ -197,6 +197,7 @@ def test_the_limit_holds_across_three_worker_processes_and_verification_does_not
     assert times[-1] - times[0] >= (len(times) - 1) * interval - 0.25
 
 
+@pytest.mark.slow
 def test_workers_killed_mid_campaign_leave_each_person_one_copy_and_one_extra_at_most(smtp, live_worker):
     people = subscribers(200)
     env = {"SMTP_RATE_PER_MINUTE": "1200"}  # 16 per second: slow enough to kill mid-way
@@ -226,6 +227,7 @@ def test_a_malformed_newsletter_job_fails_once_with_a_clear_error(kwargs, error,
     assert failed.get_status() == "failed" and f"PermanentJobError: {error}" in failed.latest_result().exc_string
 
 
+@pytest.mark.slow
 def test_past_the_hour_s_cap_jobs_wait_unstarted_and_nothing_fails(smtp, live_worker):
     subscribers(6)
     live_worker("email", "slack", "bulk", env={"SMTP_RATE_PER_HOUR": "5"})  # bulk: 80 % of 5 → 4 an hour

@@ -84,6 +84,7 @@ def test_the_largest_picture_of_each_format_is_processed_under_the_real_memory_l
     no_failed_attempt(uploads)
 
 
+@pytest.mark.slow
 def test_a_picture_just_over_its_format_limit_is_refused_with_its_reason_without_a_retry(work):
     uploads = {  # a WebP's size is read from its header: a lossy one, one with alpha, a lossless one
         "JPEG": uploaded("jpeg", picture("JPEG", 30_001, 1_000, "L", {})),

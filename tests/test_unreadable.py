@@ -64,7 +64,7 @@ def test_readers_answer_and_the_worker_sets_it_aside_and_goes_on(queue_name, job
 
 
 @pytest.mark.parametrize("state", ["started", "scheduled", "ready", "deferred", "failed", "finished", "canceled"])
-@pytest.mark.parametrize("queue_name", ["email", "files"])
+@pytest.mark.parametrize("queue_name", [pytest.param("email", marks=pytest.mark.slow), "files"])  # email: ~6 s each
 def test_an_unreadable_id_in_a_registry_breaks_no_reader_and_no_worker(queue_name, state, live_worker, admin_client, client):
     """The entry is due (or expired) in its registry, so RQ's clean-up and scheduler would read it;
     it has a hash, so RQ would not just drop it as gone."""
