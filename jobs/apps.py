@@ -7,4 +7,4 @@ class JobsConfig(AppConfig):
     verbose_name = _("Queues and jobs")
 
     def ready(self):
-        from . import checks  # noqa: F401 (registers the system checks)
+        from jobs.config import checks  # noqa: F401 (registers the system checks)

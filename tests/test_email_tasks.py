@@ -13,8 +13,8 @@ from django.utils import timezone
 
 from ceres_site.accounts.models import EmailDelivery, User, VerificationToken
 from jobs.models import DeadLetter
-from jobs.failures import on_job_failure
-from jobs.producers import enqueue_email_verify, enqueue_email_welcome
+from jobs.failures.attempts import on_job_failure
+from jobs.enqueue.producers import enqueue_email_verify, enqueue_email_welcome
 from tests.conftest import free_port, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)

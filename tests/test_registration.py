@@ -1,5 +1,5 @@
 """Workers in Redis: they come back on the lists after Redis lost them, and the reaper of dead
-workers (`jobs.slots.reap_dead_workers`) leaves the living alone and works alone."""
+workers (`jobs.runtime.slots.reap_dead_workers`) leaves the living alone and works alone."""
 
 import os
 import signal
@@ -13,9 +13,11 @@ from django.db import connection, connections, transaction
 from rq.defaults import DEFAULT_JOB_MONITORING_INTERVAL
 from rq.scheduler import RQScheduler
 
-from jobs import reads, slots
+from jobs.observability import reads
+
+from jobs.runtime import slots
 from jobs.models import DeadLetter
-from jobs.worker import CeresWorker
+from jobs.runtime.worker import CeresWorker
 from tests.conftest import wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -105,7 +107,7 @@ def test_a_reap_longer_than_its_lock_ttl_keeps_other_reapers_out(live_worker, re
     [dead] = [worker.name for worker in reads.workers("email")]
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-    # It may have died reaping: its lock then lasts its TTL (jobs.slots), unrenewed.
+    # It may have died reaping: its lock then lasts its TTL (jobs.runtime.slots), unrenewed.
     wait_for(lambda: not redis_conn.exists(f"{settings.RQ_KEY_PREFIX}:reap-lock"), timeout=30)
 
     first = {}

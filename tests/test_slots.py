@@ -1,4 +1,4 @@
-"""The in-process worker (`jobs.slots`): real `rqworker` processes, real signals, real SMTP."""
+"""The in-process worker (`jobs.runtime.slots`): real `rqworker` processes, real signals, real SMTP."""
 
 import os
 import random
@@ -15,10 +15,11 @@ from django.db import connection
 from rq import Callback, Retry
 
 from ceres_site.accounts.models import User, VerificationToken
-from jobs import health, reads, rq_overrides, slots
-from jobs.failures import on_job_failure
-from jobs.producers import enqueue_email_verify
-from jobs.rq_overrides import rq_version_checked
+from jobs.observability import health, reads
+from jobs.runtime import slot_runner, slots
+from jobs.failures.attempts import on_job_failure
+from jobs.enqueue.producers import enqueue_email_verify
+from jobs.runtime.slot_runner import rq_version_checked
 from tests.conftest import wait_for
 from tests.test_email_tasks import LINK
 
@@ -44,7 +45,7 @@ def make_users(n: int) -> list[User]:
 
 
 def test_the_overrides_were_checked_against_the_installed_rq():
-    assert rq_version_checked(), "rq changed: read jobs/rq_overrides.py against the new version, then bump it"
+    assert rq_version_checked(), "rq changed: read jobs/runtime/slot_runner.py against the new version, then bump it"
 
 
 def test_one_process_runs_every_slot_of_email_and_slack(live_worker, tmp_path):
@@ -117,7 +118,7 @@ def test_a_timeout_stops_the_jobs_own_code_or_comes_too_late(work, monkeypatch):
         if job.get_status() != "finished":
             raised_in.add(re.findall(r'File "(.+)", line \d+, in (\w+)', job.latest_result().exc_string)[-1])
     in_the_task = (str(Path(__file__).parent / "tasks.py"), "return_at_deadline")
-    at_its_call = (rq_overrides.__file__, "_run_job_code")
+    at_its_call = (slot_runner.__file__, "_run_job_code")
     assert raised_in <= {in_the_task, at_its_call}
     idle = worker.connection.connection_pool._available_connections
     assert not [c for c in idle if c._sock and c.can_read()]  # no pooled connection holds an unread reply

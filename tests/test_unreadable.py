@@ -7,9 +7,11 @@ from django.core.management import CommandError, call_command
 from django.urls import reverse
 from rq.job import Job
 
-from jobs import health, unreadable
+from jobs.observability import health
+
+from jobs.runtime import unreadable
 from jobs.models import DeadLetter
-from jobs.producers import enqueue_stored_call
+from jobs.enqueue.producers import enqueue_stored_call
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -17,8 +17,10 @@ import threading
 import requests
 from django.conf import settings
 
-from jobs import clients, metrics
-from jobs.failures import PermanentJobError
+from jobs.enqueue import clients
+
+from jobs.observability import metrics
+from jobs.failures.attempts import PermanentJobError
 
 log = logging.getLogger(__name__)
 
