@@ -23,7 +23,7 @@ from aiosmtpd.controller import Controller  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.db import connection, connections  # noqa: E402
 
-from jobs.runtime.worker import worker_class_for  # noqa: E402
+from jobs.runtime.slots import worker_class_for  # noqa: E402
 from tests.ports import free_port  # noqa: E402, F401 (the tests import it from here)
 
 settings.JOB_EXTRA_TASK_MODULES = ["tests.tasks"]  # and the workers of this process (settings may be loaded)

@@ -16,7 +16,7 @@ from rq import Callback, Retry
 
 from ceres_site.accounts.models import User, VerificationToken
 from jobs.observability import health, reads
-from jobs.runtime import slot_runner, slots
+from jobs.runtime import slot_loop, slot_runner, slots
 from jobs.failures.attempts import on_job_failure
 from jobs.enqueue.producers import enqueue_email_verify
 from jobs.runtime.slot_runner import rq_version_checked
@@ -101,7 +101,7 @@ def test_a_timeout_stops_the_jobs_own_code_or_comes_too_late(work, monkeypatch):
     """Jobs that return right at their deadline: the timeout stops the task (in its code, or at its
     call as it returns), or the task's return wins; it never lands in the bookkeeping after the
     return (RQ's, redis-py's)."""
-    monkeypatch.setattr(rq_overrides, "WATCHDOG_TICK", 0.0001)  # the watchdog looks 2000 times as often,
+    monkeypatch.setattr(slot_runner, "WATCHDOG_TICK", 0.0001)  # the watchdog looks 2000 times as often,
     switch = sys.getswitchinterval()
     sys.setswitchinterval(1e-6)  # and gets the GIL at once: a late timeout is sent every few jobs
     try:
@@ -222,7 +222,7 @@ def test_database_connections_broken_while_idle_are_replaced_before_the_next_job
             " WHERE datname = current_database() AND pid <> pg_backend_pid()"
         )
         assert cursor.fetchone()[0]
-    time.sleep(slots.DB_CHECK_AFTER + 0.5)  # not a wait for an outcome: the slots must have been idle
+    time.sleep(slot_loop.DB_CHECK_AFTER + 0.5)  # not a wait for an outcome: the slots must have been idle
     for user in users[5:]:
         enqueue_email_verify(user_id=user.pk)
 

@@ -33,8 +33,19 @@ ON_FINAL_FAILURE = {VALIDATE_CV: UPLOAD_FAILED, OPTIMIZE_PROFILE_PICTURE: UPLOAD
 ON_JOB_FAILURE = "jobs.failures.attempts.on_job_failure"
 CALLBACKS = frozenset({ON_JOB_FAILURE})
 
+# Names that jobs already in Redis (and dead letters) may still carry, from before the layers moved.
+RENAMED = {
+    "jobs.alerts.flush_alerts": FLUSH_ALERTS,
+    "jobs.failures.on_job_failure": ON_JOB_FAILURE,
+}
+
+
+def current(name: str | None) -> str | None:
+    return RENAMED.get(name, name)  # type: ignore[arg-type]
+
 
 def allowed(name: str | None, registered: frozenset[str]) -> bool:
+    name = current(name)
     if name in registered:
         return True
     module, _, function = (name or "").rpartition(".")

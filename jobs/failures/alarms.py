@@ -13,10 +13,9 @@ from jobs.enqueue import clients
 from jobs.config import crons, policies
 
 from jobs.observability import health, reads
-from jobs.failures.final import local_time
+from jobs.failures.slack_texts import escape, local_time
 from jobs.models import CronRun
 from jobs.enqueue.producers import enqueue_slack_alert
-from jobs.tasks.slack import escape
 
 
 def check_crons(*, at: datetime | None = None) -> list[str]:

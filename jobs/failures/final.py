@@ -21,14 +21,10 @@ Alarms about the system itself (crons, service levels) live in `jobs.failures.al
 import inspect
 import logging
 import re
-from collections import Counter
 from contextlib import contextmanager
-from datetime import datetime
-from math import ceil
 
 from django.conf import settings
 from django.db import IntegrityError, connections, transaction
-from django.urls import reverse
 from django.utils import timezone
 from django.utils.module_loading import import_string
 from rq.exceptions import DeserializationError
@@ -42,7 +38,7 @@ from jobs.config import policies, task_names
 from jobs.failures.dead_letters import MASKED, TRUNCATED, UNREADABLE_PAYLOAD
 from jobs.models import DeadLetter
 from jobs.enqueue.producers import enqueue_slack_alert, schedule_alert_flush
-from jobs.tasks.slack import escape
+from jobs.failures.slack_texts import single_alert, summary_alert
 
 log = logging.getLogger(__name__)
 
@@ -132,30 +128,6 @@ def flush_alerts(queue_name: str) -> str:
         enqueue_slack_alert(text=text, dedupe_key=f"deadletter-{rows[0].pk}")
     metrics.count(clients.redis(), "alerts", queue_name)
     return f"alerted {len(rows)} failure(s) in {queue_name}"
-
-
-def single_alert(row: DeadLetter) -> str:
-    attempts = len(row.attempts) or 1
-    return "\n".join(
-        [
-            f":rotating_light: Un job falló definitivamente en la cola *{escape(row.queue)}*",
-            f"• job: `{escape(row.job_id)}` ({escape(row.func_name)})",
-            f"• intentos: {attempts}",
-            f"• error: {escape(row.exc_type)}: {escape(row.exc_message.splitlines()[0] if row.exc_message else '')}",
-            f"• cuándo: {local_time(row.failed_at)} (Córdoba)",
-            f"<{_admin_url('admin:jobs_deadletter_change', row.pk)}|Ver en admin>",
-        ]
-    )
-
-
-def summary_alert(queue_name: str, rows: list[DeadLetter]) -> str:
-    minutes = max(1, ceil((timezone.now() - rows[0].failed_at).total_seconds() / 60))
-    kinds = ", ".join(f"{escape(kind)} ×{count}" for kind, count in Counter(r.exc_type for r in rows).most_common(5))
-    url = _admin_url("admin:jobs_deadletter_changelist") + f"?queue={queue_name}&alert__exact=summary"
-    return (
-        f":rotating_light: {len(rows)} jobs fallaron definitivamente en *{escape(queue_name)}* "
-        f"en los últimos {minutes} min: {kinds} — <{url}|ver en admin>"
-    )
 
 
 def sweep_failures(*, now: float | None = None) -> int:
@@ -263,11 +235,4 @@ def _positional_names(func_name: str) -> list[str]:
     positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
     return [parameter.name for parameter in parameters if parameter.kind in positional]
 
-
-def local_time(moment: datetime) -> str:
-    return timezone.localtime(moment).strftime("%d/%m/%Y %H:%M:%S")
-
-
-def _admin_url(name: str, *args) -> str:
-    return settings.SITE_URL + reverse(name, args=args)
 

@@ -9,10 +9,11 @@ one of ten.
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 
 import django_rq
 from django.conf import settings
-from rq.job import Job
+from rq.job import JOB_ID_PATTERN, Job
 from rq.registry import StartedJobRegistry
 from rq.utils import now, utcparse
 from rq.worker_registration import WORKERS_BY_QUEUE_KEY
@@ -23,7 +24,6 @@ from jobs.config import crons, pauses, policies
 
 from jobs.observability import series
 from jobs.models import CronRun
-from jobs.runtime.unreadable import fetch_job, fetch_jobs, printable, valid_id  # noqa: F401 (readers call them from here)
 
 log = logging.getLogger(__name__)
 
@@ -253,3 +253,33 @@ def overview() -> Overview:
     return Overview(
         queues=[queue_stats(name) for name in policies.QUEUES], crons=cron_infos, scheduler_alive=scheduler.is_alive()
     )
+
+
+def valid_id(job_id: str) -> bool:
+    return bool(JOB_ID_PATTERN.fullmatch(job_id))  # what rq's `validate_job_id` accepts
+
+
+def printable(job_id: str) -> str:
+    return job_id.encode("unicode_escape").decode("ascii")  # NUL bytes and all
+
+
+def fetch_jobs(queue, ids: list[str]) -> list[Job]:
+    """The jobs of `ids` that can be read: one that cannot (an id or a hash RQ refuses) is left out,
+    for the worker that dequeues it, or the sweep, to set aside."""
+    readable = [job_id for job_id in ids if valid_id(job_id)]
+    try:
+        return [job for job in Job.fetch_many(readable, connection=queue.connection, serializer=queue.serializer) if job]
+    except Exception:  # a hash RQ cannot restore, somewhere in the lot
+        return [job for job in map(partial(fetch_job, queue), readable) if job]
+
+
+def fetch_job(queue, job_id: str) -> Job | None:
+    """The job, or None when it does not exist or cannot be read."""
+    if not valid_id(job_id):
+        return None
+    try:
+        return queue.fetch_job(job_id)
+    except Exception:
+        log.warning("job %r in %s cannot be read", job_id, queue.name)
+        return None
+

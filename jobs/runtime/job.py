@@ -6,6 +6,7 @@ import logging
 from django.db import connections
 from rq.exceptions import NoSuchJobError, StopRequested
 from rq.job import Job
+from rq.utils import import_attribute
 
 from jobs.config import task_names
 from jobs.failures.attempts import PermanentJobError
@@ -36,7 +37,7 @@ class CeresJob(Job):
         if not task_names.allowed(self.func_name, task_names.TASKS):
             self.retries_left = 0  # no attempt can succeed: fail now, archived and alerted
             raise UnregisteredTaskError(f"{self.func_name!r} is not a registered task: refused without running it")
-        return super().func
+        return import_attribute(task_names.current(self.func_name))
 
     @property
     def success_callback(self):
@@ -54,4 +55,4 @@ class CeresJob(Job):
         if name and not task_names.allowed(name, task_names.CALLBACKS):
             log.warning("job %s: callback %r is not registered; skipped", self.id, name)
             return None
-        return resolve()
+        return import_attribute(task_names.current(name)) if name in task_names.RENAMED else resolve()

@@ -44,7 +44,7 @@ from rq.results import Result
 from rq.timeouts import BaseDeathPenalty, JobTimeoutException
 from rq.utils import now, utcformat
 
-from jobs.observability import metrics
+from jobs.observability import metrics, reads
 
 from jobs.runtime import unreadable
 from jobs.runtime.job import CeresJob
@@ -191,7 +191,7 @@ class SlotRunner(CeresWorker):
     def start(self, job_id: str, queue) -> tuple[Job | None, Execution | None]:
         """Mark the job started and read it, in one round trip: RQ reads it, then starts it. None if
         it was deleted meanwhile, or cannot be read (then it is set aside: `jobs.runtime.unreadable`)."""
-        if not unreadable.valid_id(job_id):
+        if not reads.valid_id(job_id):
             unreadable.set_aside(self.connection, job_id, "its id has characters RQ does not allow")
             return None, None
         job = self.job_class(job_id, connection=self.connection, serializer=self.serializer)

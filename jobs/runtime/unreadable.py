@@ -12,16 +12,16 @@ read as such, and count it.
 
 import logging
 import time
-from functools import partial
 
 from django.conf import settings
 from django.utils import timezone
-from rq.job import JOB_ID_PATTERN, Job
+from rq.job import Job
 
 from jobs.enqueue import clients
 
 from jobs.config import policies
 from jobs.models import DeadLetter
+from jobs.observability.reads import fetch_jobs, printable, valid_id
 from jobs.enqueue.producers import schedule_alert_flush
 
 log = logging.getLogger(__name__)
@@ -30,35 +30,6 @@ KEPT_FOR = policies.DAY  # seconds the renamed hash stays in Redis
 # Registries whose due entries RQ fetches (clean-up, scheduler); the others it only trims by score.
 READ_WHEN_DUE = ("started", "scheduled", "ready")
 SWEEP_BATCH = 1000  # due entries per registry and sweep
-
-
-def valid_id(job_id: str) -> bool:
-    return bool(JOB_ID_PATTERN.fullmatch(job_id))  # what rq's `validate_job_id` accepts
-
-
-def printable(job_id: str) -> str:
-    return job_id.encode("unicode_escape").decode("ascii")  # NUL bytes and all
-
-
-def fetch_jobs(queue, ids: list[str]) -> list[Job]:
-    """The jobs of `ids` that can be read: one that cannot (an id or a hash RQ refuses) is left out,
-    for the worker that dequeues it, or the sweep, to set aside."""
-    readable = [job_id for job_id in ids if valid_id(job_id)]
-    try:
-        return [job for job in Job.fetch_many(readable, connection=queue.connection, serializer=queue.serializer) if job]
-    except Exception:  # a hash RQ cannot restore, somewhere in the lot
-        return [job for job in map(partial(fetch_job, queue), readable) if job]
-
-
-def fetch_job(queue, job_id: str) -> Job | None:
-    """The job, or None when it does not exist or cannot be read."""
-    if not valid_id(job_id):
-        return None
-    try:
-        return queue.fetch_job(job_id)
-    except Exception:
-        log.warning("job %r in %s cannot be read", job_id, queue.name)
-        return None
 
 
 def sweep_registries(connection, queue_names) -> None:

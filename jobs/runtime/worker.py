@@ -22,8 +22,9 @@ from jobs.config import pauses, policies
 from jobs.failures.alarms import check_crons, check_slos
 from jobs.failures.final import archive, close_db_connections, sweep_failures
 from jobs.failures.attempts import record_attempt
+from jobs.runtime import hooks
 from jobs.runtime.job import CeresJob
-from ceres_site.accounts.outbox import reconcile_verify_emails
+from jobs.runtime.reaper import reap_dead_workers
 from jobs.runtime.unreadable import sweep_registries
 
 log = logging.getLogger(__name__)
@@ -190,8 +191,6 @@ class CeresWorker(Worker):
             pipe.execute()
 
     def run_maintenance_tasks(self):
-        from jobs.runtime.slots import reap_dead_workers  # jobs.runtime.slots builds on this module
-
         self._safely(sweep_registries, self.connection, [queue.name for queue in self.queues])  # before RQ meets them
         self._safely(super().run_maintenance_tasks)
         # At start too: a worker started again by its supervisor (or `jobs.runtime.family`) hands back the
@@ -200,9 +199,10 @@ class CeresWorker(Worker):
         if self._safely(self._sweep_due):
             self._safely(series.keep, self.connection, policies.QUEUES, rq_now())
             self._safely(sweep_failures)
-            self._safely(reconcile_verify_emails)
             self._safely(check_crons)
             self._safely(check_slos)
+            for hook in hooks.EVERY_MINUTE:
+                self._safely(hook)
 
     def _sweep_due(self) -> bool:
         return bool(self.connection.set(f"{settings.RQ_KEY_PREFIX}:sweep-due", 1, nx=True, ex=SWEEP_INTERVAL - 5))
@@ -235,21 +235,6 @@ class _QuietWhileRedisIsAway(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return "could not connect to Redis instance" not in str(record.msg)
-
-
-def worker_class_for(queue_names) -> type[Worker]:
-    """The in-process worker when every queue asks for it (policy `in_process`), else the forking one."""
-    from jobs.config.policies import QUEUES
-    from jobs.runtime.slots import SlotWorker
-
-    kinds = {QUEUES[name].in_process for name in queue_names if name in QUEUES}
-    if len(kinds) > 1:
-        in_process = sorted(name for name in queue_names if QUEUES[name].in_process)
-        forking = sorted(name for name in queue_names if not QUEUES[name].in_process)
-        raise ValueError(
-            f"{', '.join(in_process)} run in-process and {', '.join(forking)} fork per job: start one worker for each"
-        )
-    return SlotWorker if kinds == {True} else CeresWorker
 
 
 def _address_space() -> int:

@@ -39,11 +39,6 @@ class SlackRateLimited(SlackUnavailable):
         self.retry_after = retry_after
 
 
-def escape(text: str) -> str:
-    """Slack's control characters, so user text cannot ping `<!channel>` or forge links."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
 def post_to_slack(text: str) -> str:
     url = settings.SLACK_WEBHOOK_URL
     if not url:

@@ -11,7 +11,8 @@ from django_rq.management.commands import rqworker
 
 from jobs.runtime.family import Family
 from jobs.config.policies import QUEUES
-from jobs.runtime.worker import CeresWorker, worker_class_for
+from jobs.runtime.slots import worker_class_for
+from jobs.runtime.worker import CeresWorker
 from jobs.management.base import OneLineErrors
 
 
