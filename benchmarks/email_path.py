@@ -17,7 +17,7 @@ deletes its own users, deliveries and tokens at the end; the original's keys in 
   a fork per job, and 5,000 would take it several minutes a round);
   Redis `INFO commandstats` before and after (until every job is finished), worker CPU, PSS of the
   worker processes and their children right after the run;
-  - `forking`: 5 × `python manage.py rqworker email --with-scheduler --worker-class jobs.worker.CeresWorker`
+  - `forking`: 5 × `python manage.py rqworker email --with-scheduler --worker-class jobs.runtime.worker.CeresWorker`
     (today's way: a work-horse forked per job);
   - `in-process`: 1 × `python manage.py rqworker email slack --with-scheduler` (the SlotWorker,
     5 email slots as threads), as `ecosystem/Procfile` starts it;
@@ -174,7 +174,7 @@ class Original:
 
 
 def producer_alone(conn, user_ids: list[int], bulk: int, rounds: int) -> dict:
-    from jobs import producers
+    from jobs.enqueue import producers
 
     has_bulk = hasattr(producers, "enqueue_email_verify_many")
     results = {"one_by_one": [], "per_call_cmds": [], "bulk": [], "bulk_cmds": [], "has_bulk": has_bulk}
@@ -209,8 +209,8 @@ def producer_alone(conn, user_ids: list[int], bulk: int, rounds: int) -> dict:
 
 
 def run_round(setup: str, conn, sink: Sink, user_ids: list[int], original: Original, log_dir: Path, timeout: float):
-    from jobs import clients, producers
-    from jobs.queues import EMAIL
+    from jobs.enqueue import clients, producers
+    from jobs.config.policies import EMAIL
 
     n = len(user_ids)
     conn.flushdb()
@@ -218,7 +218,7 @@ def run_round(setup: str, conn, sink: Sink, user_ids: list[int], original: Origi
     workers = Workers(log_dir, worker_env(sink.port))
     started = time.monotonic()
     if setup == "forking":
-        argv = rqworker_argv("email", options=("--worker-class", "jobs.worker.CeresWorker"))
+        argv = rqworker_argv("email", options=("--worker-class", "jobs.runtime.worker.CeresWorker"))
         procs = [workers.start(argv, "forking") for _ in range(FORKING_PROCESSES)]
         startup = wait_registered(conn, "email", FORKING_PROCESSES, processes=procs)
     elif setup.startswith("in-process"):
@@ -320,14 +320,14 @@ def latency(setup: str, conn, sink: Sink, jobs: int, rate: float, log_dir: Path)
     queue = django_rq.get_queue("email")
     workers = Workers(log_dir, worker_env(sink.port))
     if setup == "forking":
-        argv = rqworker_argv("email", options=("--worker-class", "jobs.worker.CeresWorker"))
+        argv = rqworker_argv("email", options=("--worker-class", "jobs.runtime.worker.CeresWorker"))
         procs = [workers.start(argv, "latency-forking") for _ in range(FORKING_PROCESSES)]
         wait_registered(conn, "email", FORKING_PROCESSES, processes=procs)
     else:
         procs = [workers.start(rqworker_argv("email", "slack"), "latency-in-process")]
         wait_registered(conn, "email", 1, processes=procs)
     time.sleep(1.0)
-    from jobs.producers import enqueue_stored_call
+    from jobs.enqueue.producers import enqueue_stored_call
 
     def add(job_id: str) -> None:  # the producers' own path: one round trip, the email policy
         enqueue_stored_call(queue_name="email", func="benchmarks._jobs.stamp", job_id=job_id, kwargs={})
@@ -407,12 +407,12 @@ def main() -> None:
     unknown = set(setups) - set(SETUPS)
     if unknown:
         sys.exit(f"unknown setups: {', '.join(sorted(unknown))}")
-    from jobs import producers
+    from jobs.enqueue import producers
 
     notes = []
     if "in-process-bulk" in setups and not hasattr(producers, "enqueue_email_verify_many"):
         setups.remove("in-process-bulk")
-        notes.append("`enqueue_email_verify_many` does not exist in jobs/producers.py: bulk skipped")
+        notes.append("`enqueue_email_verify_many` does not exist in jobs/enqueue/producers.py: bulk skipped")
     original = Original() if "original" in setups else None
     extra = {}
     if original and original.problem:

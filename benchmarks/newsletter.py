@@ -71,7 +71,7 @@ def _newsletter(Newsletter, subject: str):
 
 
 def _campaign(conn, recipients: int, limit: float, User, Newsletter, campaigns) -> list[str]:
-    from jobs.producers import enqueue_email_verify
+    from jobs.enqueue.producers import enqueue_email_verify
 
     sink = Sink()
     workers = Workers(Path(tempfile.mkdtemp(prefix="newsletter-bench-")), worker_env(sink.port, SMTP_RATE_PER_MINUTE=str(limit)))

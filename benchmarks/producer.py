@@ -29,9 +29,9 @@ import django_rq  # noqa: E402
 from django.db import transaction  # noqa: E402
 from rq import Callback, Retry  # noqa: E402
 
-from jobs import queues  # noqa: E402
-from jobs.failures import on_job_failure  # noqa: E402
-from jobs.producers import enqueue_email_verify, enqueue_email_verify_many  # noqa: E402
+from jobs.config import policies  # noqa: E402
+from jobs.failures.attempts import on_job_failure  # noqa: E402
+from jobs.enqueue.producers import enqueue_email_verify, enqueue_email_verify_many  # noqa: E402
 
 RUNS = 5  # of each measurement; the median is printed
 CALLS = 1000  # single calls per round
@@ -44,7 +44,7 @@ def enqueue_the_old_way(user_id: int) -> None:
     """`enqueue_email_verify` as it was, on its path for a new job: a queue (Redis client,
     connection pool, TCP connection), Retry and Callback built per call."""
     assert not transaction.get_connection().in_atomic_block
-    policy = queues.QUEUES["email"]
+    policy = policies.QUEUES["email"]
     queue = django_rq.get_queue("email")
     queue.enqueue(
         "jobs.tasks.email.send_verify_email", kwargs={"user_id": user_id}, job_id=f"email-verify-{user_id}",

@@ -84,7 +84,7 @@ def trial(number: int, args, conn, sink: Sink, user_id: int, log_dir: Path) -> d
     from rq.job import Job
     from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
-    from jobs.producers import enqueue_email_verify
+    from jobs.enqueue.producers import enqueue_email_verify
 
     conn.flushdb()
     reset(user_id)

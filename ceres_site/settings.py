@@ -50,26 +50,26 @@ if REDIS_SENTINELS:
 else:
     REDIS_CONNECTION = {"URL": REDIS_URL}
 
-# jobs.queues is plain data (no Django, no rq), so deriving RQ_QUEUES from it imports no app code.
-from jobs.queues import QUEUES  # noqa: E402
+# jobs.config.policies is plain data (no Django, no rq), so deriving RQ_QUEUES from it imports no app code.
+from jobs.config.policies import QUEUES  # noqa: E402
 
 RQ_QUEUES = {
     name: {**REDIS_CONNECTION, "DEFAULT_TIMEOUT": policy.timeout, "SERIALIZER": "rq.serializers.JSONSerializer"}
     for name, policy in QUEUES.items()
 }
 RQ = {
-    "WORKER_CLASS": "jobs.worker.CeresWorker",
-    "SCHEDULER_CLASS": "jobs.scheduler.CeresScheduler",
+    "WORKER_CLASS": "jobs.runtime.worker.CeresWorker",
+    "SCHEDULER_CLASS": "jobs.runtime.scheduler.CeresScheduler",
     # Producers decide when to enqueue (after commit); the queue itself enqueues at once.
     "COMMIT_MODE": "auto",
 }
-# Modules whose every public function a job may also name (`jobs.tasks`): the tests' and the
+# Modules whose every public function a job may also name (`jobs.config.task_names`): the tests' and the
 # benchmarks' own tasks. Production runs the registered tasks only.
 JOB_EXTRA_TASK_MODULES = env.list("JOB_EXTRA_TASK_MODULES", default=[])
 # django-rq's own dashboard changes state on plain GETs; it stays unrouted.
 RQ_SHOW_ADMIN_LINK = False
 
-# The in-process worker (jobs.slots) starts itself afresh after this many jobs or past this RSS,
+# The in-process worker (jobs.runtime.slots) starts itself afresh after this many jobs or past this RSS,
 # so a slow leak cannot grow.
 WORKER_MAX_JOBS = env.int("WORKER_MAX_JOBS", default=50_000)
 WORKER_MAX_RSS_MB = env.int("WORKER_MAX_RSS_MB", default=300)
@@ -86,7 +86,7 @@ VERIFICATION_TOKEN_RETENTION_HOURS = env.int("VERIFICATION_TOKEN_RETENTION_HOURS
 # A finished verify job younger than this makes a resend a no-op, so the resend button is no spam cannon.
 VERIFY_RESEND_COOLDOWN_SECONDS = env.int("VERIFY_RESEND_COOLDOWN_SECONDS", default=60)
 # A requested verification email that Redis does not hold this long after the request is enqueued
-# again by the workers' sweep (`jobs.outbox`), for as long as a token would last.
+# again by the workers' sweep (`ceres_site.accounts.outbox`), for as long as a token would last.
 VERIFY_OUTBOX_AFTER_SECONDS = env.int("VERIFY_OUTBOX_AFTER_SECONDS", default=60)
 # POSTs allowed per client address (`-ip`) and per account typed (email, token selector, username)
 # or signed in (`upload-user`: the profile's uploads) before a 429 (`ceres_site.accounts.limits`).
@@ -197,7 +197,7 @@ LOCALE_PATHS = [BASE_DIR / "locale"]
 FORMAT_MODULE_PATH = ["ceres_site.formats"]  # es-AR dates as the dashboard writes them
 # The one zone of everything shown to people (pages, emails, Slack) and of the crons, whatever the
 # server's TZ: Django then sets the process's TZ to it.
-from jobs.crons import ZONE as TIME_ZONE  # noqa: E402 (plain data: no Django, no rq)
+from jobs.config.crons import ZONE as TIME_ZONE  # noqa: E402 (plain data: no Django, no rq)
 USE_I18N = True
 USE_TZ = True
 
@@ -206,7 +206,7 @@ STATIC_ROOT = BASE_DIR / "var" / "static"  # filled by `collectstatic` at deploy
 WHITENOISE_USE_FINDERS = True  # without collectstatic too (local runs), admin's files are served
 LOGIN_URL = "admin:login"
 
-# --- Newsletters and the SMTP rate limit (jobs.throttle) ----------------------------------------
+# --- Newsletters and the SMTP rate limit (jobs.mail.throttle) ----------------------------------------
 # Sends per minute and per hour the SMTP server accepts from us (0: no limit). Bulk mail gets
 # (1 − SMTP_TRANSACTIONAL_SHARE) of it; the rest stays free for verification and welcome emails.
 SMTP_RATE_PER_MINUTE = env.float("SMTP_RATE_PER_MINUTE", default=0)

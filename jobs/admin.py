@@ -9,11 +9,11 @@ from django.utils.html import format_html, format_html_join
 
 from django.utils.translation import gettext_lazy as _
 
-from jobs.audit import action_record
-from jobs.dead_letters import dead_letter_resolve
-from jobs.dashboard import views as dashboard
+from jobs.staff.audit import action_record
+from jobs.failures.dead_letters import dead_letter_resolve
+from jobs.staff.dashboard import views as dashboard
 from jobs.models import Dashboard, DeadLetter, JobAction
-from jobs.operations import dead_letters_retry
+from jobs.staff.operations import dead_letters_retry
 from jobs.templatetags.dashboard import when
 
 

@@ -10,9 +10,9 @@ from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
-from jobs import clients
-from jobs.health import health_report, verdict
-from jobs.metrics import registry
+from jobs.enqueue import clients
+from jobs.observability.health import health_report, verdict
+from jobs.observability.metrics import registry
 
 
 @never_cache
@@ -29,7 +29,7 @@ def health(request):
 def jobs_health(request):
     """For monitors: the job system's report, as `manage.py queues_health --json` (200/503). Its
     details (workers, crons, Redis settings) need the metrics token or a staff login; anyone else
-    gets the verdict alone, which costs next to nothing (`jobs.health.verdict`)."""
+    gets the verdict alone, which costs next to nothing (`jobs.observability.health.verdict`)."""
     if not _may_read_details(request):
         healthy = verdict()
         return JsonResponse({"healthy": healthy}, status=200 if healthy else 503)

@@ -23,7 +23,7 @@ from aiosmtpd.controller import Controller  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.db import connection, connections  # noqa: E402
 
-from jobs.worker import worker_class_for  # noqa: E402
+from jobs.runtime.slots import worker_class_for  # noqa: E402
 from tests.ports import free_port  # noqa: E402, F401 (the tests import it from here)
 
 settings.JOB_EXTRA_TASK_MODULES = ["tests.tasks"]  # and the workers of this process (settings may be loaded)
@@ -72,7 +72,8 @@ def redis_conn():
 def fresh_process():
     """What modules remember for the whole process starts afresh in each test, so order never matters."""
     from ceres_site.accounts.limits import LimitCache
-    from jobs import producers, series
+    from jobs.enqueue import producers
+    from jobs.observability import series
 
     LimitCache.resume()  # a Redis error in an earlier test paused the rate limits' counting
     producers.forget_lone_master()  # an earlier Sentinel test found a master without replicas
@@ -217,9 +218,9 @@ def policy(monkeypatch):
     def change(queue_name: str, **changes):
         from dataclasses import replace
 
-        from jobs import queues
+        from jobs.config import policies
 
-        monkeypatch.setitem(queues.QUEUES, queue_name, replace(queues.QUEUES[queue_name], **changes))
+        monkeypatch.setitem(policies.QUEUES, queue_name, replace(policies.QUEUES[queue_name], **changes))
 
     return change
 

@@ -73,7 +73,7 @@ def wait_until(path: str, seconds: float = 120) -> None:
 
 def report_progress(lines: int, path: str) -> None:
     """Report half-way with `lines` log lines, then wait for the test to create `path`."""
-    from jobs import progress
+    from jobs.observability import progress
 
     for n in range(lines):
         progress.log(f"line {n}")

@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from ceres_site.accounts import tokens
 from ceres_site.accounts.models import User, VerificationToken
-from jobs.producers import enqueue_email_verify
+from jobs.enqueue.producers import enqueue_email_verify
 
 pytestmark = pytest.mark.django_db(transaction=True)  # producers enqueue on commit
 

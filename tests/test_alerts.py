@@ -11,10 +11,10 @@ from django.urls import reverse
 from werkzeug import Response
 
 from ceres_site.accounts.models import User
-from jobs.alerts import fingerprint, sweep_failures
-from jobs.dead_letters import MASKED, CannotRetry, dead_letter_retry
+from jobs.failures.final import fingerprint, sweep_failures
+from jobs.failures.dead_letters import MASKED, CannotRetry, dead_letter_retry
 from jobs.models import DeadLetter
-from jobs.producers import enqueue_email_verify, enqueue_slack_alert, enqueue_stored_call
+from jobs.enqueue.producers import enqueue_email_verify, enqueue_slack_alert, enqueue_stored_call
 from tests.conftest import promote_scheduled, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -254,7 +254,7 @@ def test_the_webhook_url_appears_in_no_log_line_nor_error(settings, work, worker
     assert job.get_status() == "failed"
     assert "cannot reach Slack (ConnectionError)" in job.latest_result().exc_string
     seen = worker_log() + job.latest_result().exc_string + DeadLetter.objects.get().traceback
-    assert "jobs.alerts: job slack-tdown failed for good in slack: SlackUnavailable" in seen  # the log was read
+    assert "jobs.failures.final: job slack-tdown failed for good in slack: SlackUnavailable" in seen  # the log was read
     assert "hush-hush-secret" not in seen and "127.0.0.1:9" not in seen
 
 
@@ -363,7 +363,7 @@ def test_old_dead_letters_are_pruned_by_the_maintenance_queue(policy, work):
 
     from django.utils import timezone
 
-    from jobs.producers import enqueue_cron_run
+    from jobs.enqueue.producers import enqueue_cron_run
 
     policy("email", retry_max=0, alert_window=1)
     for n in range(3):

@@ -17,8 +17,8 @@ import pytest
 from django.urls import reverse
 
 from ceres_site.accounts.models import User
-from jobs.producers import enqueue_email_verify
-from jobs.queues import QUEUES
+from jobs.enqueue.producers import enqueue_email_verify
+from jobs.config.policies import QUEUES
 from tests.conftest import BASE_DIR, free_port, process_env, wait_for
 from tests.test_processes import descendants
 

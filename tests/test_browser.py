@@ -9,7 +9,7 @@ import pytest
 from django.urls import reverse
 
 from ceres_site.accounts.models import User
-from jobs.producers import enqueue_stored_call
+from jobs.enqueue.producers import enqueue_stored_call
 from tests.conftest import BASE_DIR, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)

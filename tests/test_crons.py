@@ -12,11 +12,12 @@ from django.utils import timezone
 
 from ceres_site.accounts.models import User, VerificationToken
 from ceres_site.accounts.tokens import tokens_clean
-from jobs import crons, series
-from jobs.alarms import check_crons
+from jobs.config import crons
+from jobs.observability import series
+from jobs.failures.alarms import check_crons
 from jobs.models import CronRun
-from jobs.producers import enqueue_cron_run
-from jobs.reports import report_daily
+from jobs.enqueue.producers import enqueue_cron_run
+from ceres_site.accounts.reports import report_daily
 from tests.conftest import BASE_DIR, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -48,7 +49,7 @@ def test_nine_in_the_morning_is_twelve_utc_whatever_the_server_tz(server_tz, red
     code = (
         "import django, time; django.setup()\n"
         "from datetime import datetime, UTC\n"
-        "from jobs.crons import SPECS\n"
+        "from jobs.config.crons import SPECS\n"
         "print(time.strftime('%z'), SPECS['daily-report'].next_slot(datetime(2026, 11, 29, 1, 0, tzinfo=UTC)))"
     )
     shell = subprocess.run(
@@ -168,7 +169,7 @@ def test_the_report_counts_a_day_from_midnight_to_midnight_where_clocks_change(z
 
 
 def test_the_report_counts_jobs_emails_dead_letters_and_waiting(work, smtp, policy):
-    from jobs.producers import enqueue_email_verify, enqueue_stored_call
+    from jobs.enqueue.producers import enqueue_email_verify, enqueue_stored_call
 
     policy("email", retry_max=0)
     user = User.objects.create_user(username="a@example.com", email="a@example.com")

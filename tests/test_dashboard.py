@@ -13,10 +13,10 @@ from django.utils import timezone
 from rq.job import Job
 
 from ceres_site.accounts.models import User
-from jobs import health
-from jobs.queues import QUEUES
+from jobs.observability import health
+from jobs.config.policies import QUEUES
 from jobs.models import DeadLetter, JobAction
-from jobs.producers import enqueue_stored_call
+from jobs.enqueue.producers import enqueue_stored_call
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -199,7 +199,7 @@ def test_list_actions_need_a_selection_and_the_list_has_a_select_all_box(jobs, a
 def test_job_detail_shows_why_it_failed_and_the_related_user(admin_client, policy, work):
     policy("email", retry_max=0)
     user = User.objects.create_user(username="ana@example.com", email="bad address")
-    from jobs.producers import enqueue_email_verify
+    from jobs.enqueue.producers import enqueue_email_verify
 
     enqueue_email_verify(user_id=user.pk)
     work("email")
@@ -259,7 +259,7 @@ def test_user_names_are_escaped_on_the_user_page(admin_client):
 
 def test_the_user_page_lists_the_user_s_jobs(admin_client):
     user = User.objects.create_user(username="x@example.com", email="x@example.com")
-    from jobs.producers import enqueue_email_verify
+    from jobs.enqueue.producers import enqueue_email_verify
 
     enqueue_email_verify(user_id=user.pk)
 

@@ -8,8 +8,8 @@ from collections import Counter
 
 import pytest
 
-from jobs.processes import STOP_TIMEOUT, ecosystem_files, processes
-from jobs.queues import QUEUES
+from jobs.config.processes import STOP_TIMEOUT, ecosystem_files, processes
+from jobs.config.policies import QUEUES
 from tests.conftest import BASE_DIR
 
 
@@ -33,7 +33,7 @@ def test_the_procfile_serves_every_queue_with_its_concurrency_and_retry_schedule
         if name.startswith("worker"):
             assert argv[:4] == ["exec", "python", "manage.py", "rqworker"] and "--with-scheduler" in argv, argv
             for queue in argv[4:-1]:
-                # all the slots of its queues: as threads (in-process) or forked processes (`jobs.family`)
+                # all the slots of its queues: as threads (in-process) or forked processes (`jobs.runtime.family`)
                 served[queue] += QUEUES[queue].concurrency
 
     assert served == {name: policy.concurrency for name, policy in QUEUES.items()}

@@ -18,7 +18,7 @@ from django.utils import timezone
 from ceres_site.accounts.models import EmailDelivery, User
 from ceres_site.newsletters import campaigns
 from ceres_site.newsletters.models import Delivery, Newsletter
-from jobs.producers import enqueue_email_verify
+from jobs.enqueue.producers import enqueue_email_verify
 from tests.conftest import SmtpSink, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]

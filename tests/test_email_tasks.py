@@ -13,8 +13,8 @@ from django.utils import timezone
 
 from ceres_site.accounts.models import EmailDelivery, User, VerificationToken
 from jobs.models import DeadLetter
-from jobs.failures import on_job_failure
-from jobs.producers import enqueue_email_verify, enqueue_email_welcome
+from jobs.failures.attempts import on_job_failure
+from jobs.enqueue.producers import enqueue_email_verify, enqueue_email_welcome
 from tests.conftest import free_port, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -291,6 +291,26 @@ def test_a_callback_that_is_not_registered_is_skipped(smtp, work, tmp_path):
 
     assert job("email-callback").get_status() == "failed"
     assert not marker.exists()
+
+
+def test_jobs_and_callbacks_named_before_the_layers_moved_still_run(smtp, work):
+    # What Redis may still hold from a release that had `jobs/alerts.py` and `jobs/failures.py`.
+    pending = DeadLetter.objects.create(job_id="email-x", job_created_at=timezone.now(), queue="email",
+                                        exc_type="RuntimeError", failed_at=timezone.now(), alert=DeadLetter.Alert.PENDING)  # fmt: skip
+    django_rq.get_queue("slack").enqueue("jobs.alerts.flush_alerts", "email", job_id="slack-old-flush")
+    django_rq.get_queue("email").enqueue(
+        "jobs.tasks.email.send_welcome_email", kwargs={"user_id": None}, job_id="email-old-callback",
+        retry=Retry(max=5, interval=1), on_failure=Callback("jobs.failures.on_job_failure"),
+    )  # fmt: skip
+
+    work("slack", "email")
+
+    pending.refresh_from_db()
+    assert pending.alert == DeadLetter.Alert.SENT  # the old flush_alerts ran
+    failed = job("email-old-callback")
+    assert failed.get_status() == "failed"  # the old callback ran: a permanent error is not retried
+    assert failed.meta["failures"][0]["error"].startswith("PermanentJobError: malformed payload")
+    assert django_rq.get_queue("email").scheduled_job_registry.get_job_ids() == []
 
 
 def test_first_name_with_line_breaks_cannot_inject_headers(smtp, work):

@@ -15,7 +15,7 @@ import pytest
 from redis import Redis
 from redis.sentinel import Sentinel
 
-from jobs.producers import enqueue_stored_call
+from jobs.enqueue.producers import enqueue_stored_call
 from tests.conftest import BASE_DIR, free_port, process_env, promote_scheduled, stop_group, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.failover, pytest.mark.slow]

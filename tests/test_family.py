@@ -1,4 +1,4 @@
-"""The forking queues' workers as one family (`jobs.family`): real `rqworker` processes and signals."""
+"""The forking queues' workers as one family (`jobs.runtime.family`): real `rqworker` processes and signals."""
 
 import os
 import signal
@@ -7,8 +7,8 @@ from pathlib import Path
 import django_rq
 import pytest
 
-from jobs import reads
-from jobs.queues import QUEUES
+from jobs.observability import reads
+from jobs.config.policies import QUEUES
 from tests.conftest import wait_for
 from tests.test_slots import marks, status
 

@@ -13,8 +13,8 @@ from PIL import Image
 
 from ceres_site.accounts.models import Upload, User
 from jobs.models import DeadLetter
-from jobs.operations import jobs_retry
-from jobs.producers import enqueue_optimize_profile_picture, enqueue_stored_call, enqueue_validate_cv
+from jobs.staff.operations import jobs_retry
+from jobs.enqueue.producers import enqueue_optimize_profile_picture, enqueue_stored_call, enqueue_validate_cv
 from tests import files
 from tests.conftest import BASE_DIR
 

@@ -13,10 +13,10 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from ceres_site.accounts.models import User
-from jobs import crons
-from jobs.alarms import check_slos
-from jobs.producers import enqueue_stored_call
-from jobs.queues import QUEUES
+from jobs.config import crons
+from jobs.failures.alarms import check_slos
+from jobs.enqueue.producers import enqueue_stored_call
+from jobs.config.policies import QUEUES
 from tests.conftest import BASE_DIR, process_env, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -1,4 +1,4 @@
-"""The kept email connection (jobs.mail) and the Slack session, against real servers on loopback."""
+"""The kept email connection (jobs.mail.smtp) and the Slack session, against real servers on loopback."""
 
 import asyncio
 import json
@@ -18,7 +18,7 @@ from django.core import mail as django_mail
 from django.core.mail import EmailMessage, EmailMultiAlternatives
 from django.template.loader import render_to_string
 
-from jobs import mail
+from jobs.mail import smtp
 from jobs.tasks import slack
 from tests.conftest import SmtpSink, wait_for
 
@@ -88,7 +88,7 @@ def smtp_servers(settings):
         return sink
 
     yield start
-    mail.close()  # while the servers still answer
+    smtp.close()  # while the servers still answer
     for controller in controllers:
         controller.stop()
 
@@ -100,7 +100,7 @@ def sink(smtp_servers) -> CountingSink:
 
 @pytest.fixture(params=["ours", "other"])
 def message(request):
-    """Builds messages of our shape (sent by `jobs.mail._sendmail`) or of another (smtplib's `sendmail`)."""
+    """Builds messages of our shape (sent by `jobs.mail.smtp._sendmail`) or of another (smtplib's `sendmail`)."""
 
     def build(subject: str = "hola") -> EmailMessage:
         if request.param == "other":
@@ -114,7 +114,7 @@ def message(request):
 
 def test_emails_from_one_thread_share_one_connection(sink, message):
     for n in range(5):
-        mail.send(message(f"m{n}"))
+        smtp.send(message(f"m{n}"))
 
     assert sink.subjects == ["m0", "m1", "m2", "m3", "m4"]
     assert len(sink.sessions) == 1 and len(sink.open_sessions) == 1
@@ -122,7 +122,7 @@ def test_emails_from_one_thread_share_one_connection(sink, message):
 
 @pytest.mark.parametrize("notice", [b"", b"421 4.4.2 Idle timeout\r\n"], ids=["silent", "421"])
 def test_a_connection_the_server_dropped_while_idle_is_reopened_and_the_email_sent_once(sink, notice, message):
-    mail.send(message("first"))
+    smtp.send(message("first"))
     [session] = sink.sessions
 
     def idle_timeout():  # what a server does to a client idle too long: maybe a 421, then close
@@ -132,51 +132,51 @@ def test_a_connection_the_server_dropped_while_idle_is_reopened_and_the_email_se
     sink.loop.call_soon_threadsafe(idle_timeout)
     wait_for(lambda: not sink.open_sessions)
 
-    mail.send(message("second"))
+    smtp.send(message("second"))
 
     assert sink.subjects == ["first", "second"]
     assert len(sink.sessions) == 2
 
 
 def test_a_connection_lost_after_data_is_not_resent_and_the_next_email_starts_afresh(sink, message):
-    mail.send(message("first"))
+    smtp.send(message("first"))
     sink.drop_in_data = True  # the server keeps the message but its answer never arrives
 
     with pytest.raises(smtplib.SMTPServerDisconnected):
-        mail.send(message("second"))
+        smtp.send(message("second"))
 
     assert sink.subjects == ["first", "second"]  # no resend
     sink.drop_in_data = False
-    mail.send(message("third"))
+    smtp.send(message("third"))
     assert sink.subjects == ["first", "second", "third"]
     assert len(sink.sessions) == 2
 
 
 def test_a_refusal_at_the_end_of_data_propagates_and_closes_the_connection(sink, message):
-    mail.send(message("first"))
+    smtp.send(message("first"))
     sink.data_reply = "451 4.3.0 Try again later"
 
     with pytest.raises(smtplib.SMTPDataError) as refused:
-        mail.send(message("second"))
+        smtp.send(message("second"))
 
     assert refused.value.smtp_code == 451
     wait_for(lambda: not sink.open_sessions)  # closed after the error
     sink.data_reply = None
-    mail.send(message("third"))
+    smtp.send(message("third"))
     assert sink.subjects == ["first", "third"]
     assert len(sink.sessions) == 2
 
 
 def test_a_refused_sender_fails_that_email_only(sink, message, settings):
-    mail.send(message("first"))
+    smtp.send(message("first"))
     sink.mail_reply = "550 5.7.1 Sender not allowed"
 
     with pytest.raises(smtplib.SMTPSenderRefused) as refused:
-        mail.send(message("second"))
+        smtp.send(message("second"))
 
     assert refused.value.smtp_code == 550
     sink.mail_reply = None
-    mail.send(message("third"))
+    smtp.send(message("third"))
     assert sink.subjects == ["first", "third"]
     assert sink.senders == [parseaddr(settings.DEFAULT_FROM_EMAIL)[1]] * 3  # the address alone, in the envelope
 
@@ -185,7 +185,7 @@ def test_a_fresh_connection_that_fails_is_not_retried(sink, message):
     sink.mail_reply = "421 4.7.0 Too busy, closing"  # not an idle drop: a new connection would fare no better
 
     with pytest.raises(smtplib.SMTPSenderRefused):
-        mail.send(message())
+        smtp.send(message())
 
     assert sink.mail_froms == 1 and len(sink.sessions) == 1
 
@@ -197,13 +197,13 @@ def test_the_answer_to_the_end_of_a_message_is_awaited_longer_than_the_other_com
     settings.EMAIL_TIMEOUT = 1
     sink.data_delays = [2]
 
-    assert mail.send(message("slow answer")) == 1
+    assert smtp.send(message("slow answer")) == 1
 
     assert sink.subjects == ["slow answer"]
-    assert mail._current().backend.connection.sock.gettimeout() == 1  # the next commands' timeout
+    assert smtp._current().backend.connection.sock.gettimeout() == 1  # the next commands' timeout
     sink.mail_delay = 2
     with pytest.raises(smtplib.SMTPServerDisconnected, match="timed out"):
-        mail.send(message("slow MAIL FROM"))
+        smtp.send(message("slow MAIL FROM"))
 
 
 def test_the_wait_for_the_answer_ends_by_answer_by_and_the_message_is_not_sent_again(sink, message, settings):
@@ -211,20 +211,20 @@ def test_the_wait_for_the_answer_ends_by_answer_by_and_the_message_is_not_sent_a
     sink.data_delays = [3]
 
     with pytest.raises(smtplib.SMTPServerDisconnected, match="timed out"):
-        mail.send(message("too slow"), answer_by=time.monotonic() + 1.5)
+        smtp.send(message("too slow"), answer_by=time.monotonic() + 1.5)
 
     assert sink.subjects == ["too slow"]
-    mail.send(message("next"))  # on a new connection
+    smtp.send(message("next"))  # on a new connection
     assert sink.subjects == ["too slow", "next"] and len(sink.sessions) == 2
 
 
 def test_a_message_id_is_the_same_for_one_key_opaque_and_in_the_sender_s_domain(settings):
     settings.DEFAULT_FROM_EMAIL = "Ceres <no-reply@ceres.example>"
 
-    first = mail.message_id("email-verify-42@20250101T000000.000000")
+    first = smtp.message_id("email-verify-42@20250101T000000.000000")
 
-    assert first == mail.message_id("email-verify-42@20250101T000000.000000")
-    assert first != mail.message_id("email-verify-42@20250101T000000.000001")
+    assert first == smtp.message_id("email-verify-42@20250101T000000.000000")
+    assert first != smtp.message_id("email-verify-42@20250101T000000.000001")
     assert re.fullmatch(r"<[0-9a-f]{40}@ceres\.example>", first)
 
 
@@ -234,14 +234,14 @@ def test_each_thread_has_its_own_connection(sink, message):
 
     def sender(name):
         try:
-            mail.send(message(f"{name}-1"))
+            smtp.send(message(f"{name}-1"))
             both_sent.wait()  # both connections are open at once here
-            mail.send(message(f"{name}-2"))
+            smtp.send(message(f"{name}-2"))
         except Exception as exc:
             errors.append(exc)
             both_sent.abort()
         finally:
-            mail.close()
+            smtp.close()
 
     threads = [threading.Thread(target=sender, args=(name,)) for name in ("a", "b")]
     for thread in threads:
@@ -255,43 +255,43 @@ def test_each_thread_has_its_own_connection(sink, message):
 
 
 def test_close_idle_closes_only_a_connection_idle_long_enough(sink, message):
-    assert mail.close_idle(0) is False  # nothing kept yet
-    mail.send(message("first"))
+    assert smtp.close_idle(0) is False  # nothing kept yet
+    smtp.send(message("first"))
 
-    assert mail.close_idle(3600) is False
+    assert smtp.close_idle(3600) is False
     assert len(sink.open_sessions) == 1
-    wait_for(lambda: mail.close_idle(0.01))
+    wait_for(lambda: smtp.close_idle(0.01))
     wait_for(lambda: not sink.open_sessions)
 
-    mail.send(message("second"))
+    smtp.send(message("second"))
     assert len(sink.sessions) == 2
 
 
 def test_changing_the_port_sends_the_next_email_to_the_new_server(smtp_servers, settings, message):
     first, second = smtp_servers(), smtp_servers()
-    mail.send(message("to first"))
+    smtp.send(message("to first"))
 
     settings.EMAIL_PORT = second.port
-    mail.send(message("to second"))
+    smtp.send(message("to second"))
 
     assert first.subjects == ["to first"] and second.subjects == ["to second"]
     wait_for(lambda: not first.open_sessions)  # the replaced connection was closed
 
 
 def test_a_forked_child_never_uses_the_parent_s_connection(sink, message):
-    mail.send(message("parent-1"))
+    smtp.send(message("parent-1"))
 
     pid = os.fork()
     if pid == 0:  # the child: a connection of its own, the parent's left alone
         status = 1
         try:
-            mail.send(message("child"))
-            mail.close()
+            smtp.send(message("child"))
+            smtp.close()
             status = 0
         finally:
             os._exit(status)
     assert os.waitpid(pid, 0)[1] == 0
-    mail.send(message("parent-2"))
+    smtp.send(message("parent-2"))
 
     assert sink.subjects == ["parent-1", "child", "parent-2"]
     parent_1, child, parent_2 = sink.via
@@ -301,11 +301,11 @@ def test_a_forked_child_never_uses_the_parent_s_connection(sink, message):
 def test_other_backends_work_too(settings, message):
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 
-    mail.send(message("one"))
-    mail.send(message("two"))
+    smtp.send(message("one"))
+    smtp.send(message("two"))
 
     assert [m.subject for m in django_mail.outbox] == ["one", "two"]
-    mail.close()
+    smtp.close()
 
 
 # --- Slack ------------------------------------------------------------------------------------
@@ -372,7 +372,7 @@ def parsed(raw: bytes) -> tuple:
 @pytest.mark.parametrize("subject", ["Confirmá tu cuenta de Ceres", "¡Bienvenido/a a Ceres!", "plain ascii"])
 def test_our_emails_are_written_as_django_would_write_them(subject):
     message = alternatives(subject)
-    ours, django_s = mail.as_smtp_bytes(message), message.message().as_bytes(linesep="\r\n")
+    ours, django_s = smtp.as_smtp_bytes(message), message.message().as_bytes(linesep="\r\n")
 
     assert parsed(ours) == parsed(django_s)
     assert b"\r\n" in ours and b"\n" not in ours.replace(b"\r\n", b"")  # SMTP line endings only
@@ -385,22 +385,22 @@ def test_our_emails_are_written_as_django_would_write_them(subject):
 def test_other_shapes_take_django_s_path(options):
     message = alternatives(**options)
 
-    assert parsed(mail.as_smtp_bytes(message)) == parsed(message.message().as_bytes(linesep="\r\n"))
-    assert mail._ours(alternatives()) and not mail._ours(message)
+    assert parsed(smtp.as_smtp_bytes(message)) == parsed(message.message().as_bytes(linesep="\r\n"))
+    assert smtp._ours(alternatives()) and not smtp._ours(message)
 
 
 def test_a_message_id_given_is_written_as_django_would_write_it():
-    message = alternatives(headers={"Message-ID": mail.message_id("key")})
-    ours, django_s = mail.as_smtp_bytes(message), message.message().as_bytes(linesep="\r\n")
+    message = alternatives(headers={"Message-ID": smtp.message_id("key")})
+    ours, django_s = smtp.as_smtp_bytes(message), message.message().as_bytes(linesep="\r\n")
 
-    assert mail._ours(message)
+    assert smtp._ours(message)
     assert parsed(ours) == parsed(django_s)
-    assert message_from_bytes(ours)["Message-ID"] == message_from_bytes(django_s)["Message-ID"] == mail.message_id("key")
+    assert message_from_bytes(ours)["Message-ID"] == message_from_bytes(django_s)["Message-ID"] == smtp.message_id("key")
 
 
 def test_a_line_too_long_for_smtp_takes_django_s_encoding():
     message = alternatives(name="x" * 2000)
 
-    raw = mail.as_smtp_bytes(message)
-    assert not mail._ours(message) and max(len(line) for line in raw.split(b"\r\n")) <= 998
+    raw = smtp.as_smtp_bytes(message)
+    assert not smtp._ours(message) and max(len(line) for line in raw.split(b"\r\n")) <= 998
     assert parsed(raw) == parsed(message.message().as_bytes(linesep="\r\n"))

@@ -18,9 +18,9 @@ from ceres_site.accounts.models import User
 from ceres_site.newsletters import campaigns
 from ceres_site.newsletters.models import Delivery, Newsletter
 from ceres_site.newsletters.unsubscribe import unsubscribe_token
-from jobs import throttle
+from jobs.mail import throttle
 from jobs.models import JobAction
-from jobs.producers import enqueue_email_verify, enqueue_newsletter_many, enqueue_newsletter_test, enqueue_stored_call
+from jobs.enqueue.producers import enqueue_email_verify, enqueue_newsletter_many, enqueue_newsletter_test, enqueue_stored_call
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)

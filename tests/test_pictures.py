@@ -11,7 +11,7 @@ from PIL import Image
 
 from ceres_site.accounts.models import Upload, User
 from jobs.models import DeadLetter
-from jobs.producers import enqueue_optimize_profile_picture
+from jobs.enqueue.producers import enqueue_optimize_profile_picture
 from tests import files
 from tests.conftest import wait_for
 

@@ -12,9 +12,9 @@ import django_rq
 import pytest
 
 from ceres_site.accounts.models import User
-from jobs.processes import processes
-from jobs.producers import enqueue_email_verify, enqueue_stored_call
-from jobs.queues import QUEUES
+from jobs.config.processes import processes
+from jobs.enqueue.producers import enqueue_email_verify, enqueue_stored_call
+from jobs.config.policies import QUEUES
 from tests.conftest import BASE_DIR, free_port, process_env, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]

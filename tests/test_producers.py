@@ -13,11 +13,11 @@ from django.test import override_settings
 from rq import Callback, Retry
 from rq.job import Job, JobStatus
 
-from jobs import producers
-from jobs.failures import on_job_failure
-from jobs.operations import jobs_delete
-from jobs.producers import enqueue_email_verify, enqueue_email_verify_many, enqueue_email_welcome
-from jobs.queues import QueuePolicy
+from jobs.enqueue import producers
+from jobs.failures.attempts import on_job_failure
+from jobs.staff.operations import jobs_delete
+from jobs.enqueue.producers import enqueue_email_verify, enqueue_email_verify_many, enqueue_email_welcome
+from jobs.config.policies import QueuePolicy
 from tests.conftest import wait_for
 
 # Producers take ids only: most tests need no database (and so run outside any transaction).

@@ -12,9 +12,9 @@ from django.urls import reverse
 from redis import Redis
 from redis.exceptions import RedisError
 
-from jobs import health, reads
-from jobs.outbox import reconcile_verify_emails
-from jobs.queues import QUEUES
+from jobs.observability import health, reads
+from ceres_site.accounts.outbox import reconcile_verify_emails
+from jobs.config.policies import QUEUES
 from tests.conftest import BASE_DIR, free_port, process_env, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]

@@ -1,5 +1,5 @@
 """Workers in Redis: they come back on the lists after Redis lost them, and the reaper of dead
-workers (`jobs.slots.reap_dead_workers`) leaves the living alone and works alone."""
+workers (`jobs.runtime.reaper.reap_dead_workers`) leaves the living alone and works alone."""
 
 import os
 import signal
@@ -13,9 +13,11 @@ from django.db import connection, connections, transaction
 from rq.defaults import DEFAULT_JOB_MONITORING_INTERVAL
 from rq.scheduler import RQScheduler
 
-from jobs import reads, slots
+from jobs.observability import reads
+
+from jobs.runtime import reaper
 from jobs.models import DeadLetter
-from jobs.worker import CeresWorker
+from jobs.runtime.worker import CeresWorker
 from tests.conftest import wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -85,12 +87,12 @@ def test_the_reaper_releases_a_dead_schedulers_lock_and_only_a_dead_ones(redis_c
         wait_for(lambda: redis_conn.hget(worker.scheduler.key, "pid") == str(process.pid).encode(), timeout=30)
         assert owner and owner.decode() != worker.name  # a name of its own, no worker's
 
-        assert slots.reap_dead_workers(redis_conn) == []
+        assert reaper.reap_dead_workers(redis_conn) == []
         assert redis_conn.get(key) == owner
 
         os.kill(process.pid, signal.SIGKILL)
         process.join()
-        assert slots.reap_dead_workers(redis_conn) == []
+        assert reaper.reap_dead_workers(redis_conn) == []
         assert redis_conn.get(key) is None  # a retry delay need not wait for the lock to expire
     finally:
         if process.is_alive():
@@ -98,21 +100,21 @@ def test_the_reaper_releases_a_dead_schedulers_lock_and_only_a_dead_ones(redis_c
 
 
 def test_a_reap_longer_than_its_lock_ttl_keeps_other_reapers_out(live_worker, redis_conn, tmp_path, monkeypatch):
-    monkeypatch.setattr(slots, "REAP_LOCK_TTL", 1)
+    monkeypatch.setattr(reaper, "REAP_LOCK_TTL", 1)
     process = live_worker("email")
     hold(tmp_path, "email", "email-held-1")  # no retries: its worker's death fails it, and the reap archives it
     wait_for(lambda: django_rq.get_queue("email").started_job_registry.get_job_ids() == ["email-held-1"], timeout=30)
     [dead] = [worker.name for worker in reads.workers("email")]
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-    # It may have died reaping: its lock then lasts its TTL (jobs.slots), unrenewed.
+    # It may have died reaping: its lock then lasts its TTL (jobs.runtime.reaper), unrenewed.
     wait_for(lambda: not redis_conn.exists(f"{settings.RQ_KEY_PREFIX}:reap-lock"), timeout=30)
 
     first = {}
 
     def reap():
         try:
-            first["dead"] = slots.reap_dead_workers(redis_conn)
+            first["dead"] = reaper.reap_dead_workers(redis_conn)
         except Exception as error:
             first["error"] = error
         finally:
@@ -132,8 +134,8 @@ def test_a_reap_longer_than_its_lock_ttl_keeps_other_reapers_out(live_worker, re
             return cursor.fetchone()[0]
 
         wait_for(first_reap_waits, timeout=30)
-        time.sleep(3 * slots.REAP_LOCK_TTL)  # not a wait for an outcome: the reap must outlive its lock's TTL
-        assert slots.reap_dead_workers(redis_conn) is None  # a second reaper finds the work taken
+        time.sleep(3 * reaper.REAP_LOCK_TTL)  # not a wait for an outcome: the reap must outlive its lock's TTL
+        assert reaper.reap_dead_workers(redis_conn) is None  # a second reaper finds the work taken
 
     thread.join(timeout=30)
     assert first == {"dead": [dead]}

@@ -2,9 +2,10 @@
 
 from datetime import UTC, date, datetime, timedelta
 
-import pytest
 
-from jobs import crons, series
+from jobs.config import crons
+
+from jobs.observability import series
 
 NOW = datetime(2026, 11, 30, 14, 5, 30, tzinfo=UTC)
 

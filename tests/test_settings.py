@@ -12,8 +12,8 @@ from django.urls import NoReverseMatch, reverse
 from rq.serializers import DefaultSerializer, JSONSerializer
 
 from ceres_site.accounts.models import User
-from jobs.producers import enqueue_email_verify
-from jobs.queues import QUEUES
+from jobs.enqueue.producers import enqueue_email_verify
+from jobs.config.policies import QUEUES
 from tests.conftest import BASE_DIR, free_port
 
 
@@ -100,7 +100,7 @@ def test_django_rq_dashboard_is_not_routed(admin_client):
 @pytest.mark.parametrize("tz", ["UTC", "Asia/Tokyo"])
 def test_people_see_cordoba_time_whatever_the_server_s_tz(tz):
     """What Slack alerts and reports print: Córdoba (UTC−3), not the process's TZ."""
-    code = "from datetime import UTC, datetime; from jobs.alerts import local_time; print(local_time(datetime(2026, 1, 1, 12, tzinfo=UTC)))"
+    code = "from datetime import UTC, datetime; from jobs.failures.slack_texts import local_time; print(local_time(datetime(2026, 1, 1, 12, tzinfo=UTC)))"
     env = {**os.environ, "TZ": tz, "DEBUG": "1"}
     shown = subprocess.run([sys.executable, "manage.py", "shell", "-c", code], cwd=BASE_DIR, env=env,
                            capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip

@@ -1,4 +1,4 @@
-"""The in-process worker (`jobs.slots`): real `rqworker` processes, real signals, real SMTP."""
+"""The in-process worker (`jobs.runtime.slots`): real `rqworker` processes, real signals, real SMTP."""
 
 import os
 import random
@@ -15,10 +15,11 @@ from django.db import connection
 from rq import Callback, Retry
 
 from ceres_site.accounts.models import User, VerificationToken
-from jobs import health, reads, rq_overrides, slots
-from jobs.failures import on_job_failure
-from jobs.producers import enqueue_email_verify
-from jobs.rq_overrides import rq_version_checked
+from jobs.observability import health, reads
+from jobs.runtime import slot_loop, slot_runner, slots
+from jobs.failures.attempts import on_job_failure
+from jobs.enqueue.producers import enqueue_email_verify
+from jobs.runtime.slot_runner import rq_version_checked
 from tests.conftest import wait_for
 from tests.test_email_tasks import LINK
 
@@ -44,7 +45,7 @@ def make_users(n: int) -> list[User]:
 
 
 def test_the_overrides_were_checked_against_the_installed_rq():
-    assert rq_version_checked(), "rq changed: read jobs/rq_overrides.py against the new version, then bump it"
+    assert rq_version_checked(), "rq changed: read jobs/runtime/slot_runner.py against the new version, then bump it"
 
 
 def test_one_process_runs_every_slot_of_email_and_slack(live_worker, tmp_path):
@@ -100,7 +101,7 @@ def test_a_timeout_stops_the_jobs_own_code_or_comes_too_late(work, monkeypatch):
     """Jobs that return right at their deadline: the timeout stops the task (in its code, or at its
     call as it returns), or the task's return wins; it never lands in the bookkeeping after the
     return (RQ's, redis-py's)."""
-    monkeypatch.setattr(rq_overrides, "WATCHDOG_TICK", 0.0001)  # the watchdog looks 2000 times as often,
+    monkeypatch.setattr(slot_runner, "WATCHDOG_TICK", 0.0001)  # the watchdog looks 2000 times as often,
     switch = sys.getswitchinterval()
     sys.setswitchinterval(1e-6)  # and gets the GIL at once: a late timeout is sent every few jobs
     try:
@@ -117,7 +118,7 @@ def test_a_timeout_stops_the_jobs_own_code_or_comes_too_late(work, monkeypatch):
         if job.get_status() != "finished":
             raised_in.add(re.findall(r'File "(.+)", line \d+, in (\w+)', job.latest_result().exc_string)[-1])
     in_the_task = (str(Path(__file__).parent / "tasks.py"), "return_at_deadline")
-    at_its_call = (rq_overrides.__file__, "_run_job_code")
+    at_its_call = (slot_runner.__file__, "_run_job_code")
     assert raised_in <= {in_the_task, at_its_call}
     idle = worker.connection.connection_pool._available_connections
     assert not [c for c in idle if c._sock and c.can_read()]  # no pooled connection holds an unread reply
@@ -221,7 +222,7 @@ def test_database_connections_broken_while_idle_are_replaced_before_the_next_job
             " WHERE datname = current_database() AND pid <> pg_backend_pid()"
         )
         assert cursor.fetchone()[0]
-    time.sleep(slots.DB_CHECK_AFTER + 0.5)  # not a wait for an outcome: the slots must have been idle
+    time.sleep(slot_loop.DB_CHECK_AFTER + 0.5)  # not a wait for an outcome: the slots must have been idle
     for user in users[5:]:
         enqueue_email_verify(user_id=user.pk)
 

@@ -7,9 +7,11 @@ from django.core.management import CommandError, call_command
 from django.urls import reverse
 from rq.job import Job
 
-from jobs import health, unreadable
+from jobs.observability import health, reads
+
+from jobs.runtime import unreadable
 from jobs.models import DeadLetter
-from jobs.producers import enqueue_stored_call
+from jobs.enqueue.producers import enqueue_stored_call
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -47,7 +49,7 @@ def test_readers_answer_and_the_worker_sets_it_aside_and_goes_on(queue_name, job
     assert client.get("/metrics", headers={"Authorization": "Bearer scrape-me"}).status_code == 200
     assert admin_client.get(reverse("admin:jobs_dashboard_overview")).status_code == 200
     listed = admin_client.get(reverse("admin:jobs_dashboard_list", args=[queue_name, "queued"])).content.decode()
-    assert f"<code>{unreadable.printable(job_id)}</code> · ilegible: no lo va a ejecutar ningún worker" in listed
+    assert f"<code>{reads.printable(job_id)}</code> · ilegible: no lo va a ejecutar ningún worker" in listed
     with pytest.raises(CommandError, match="unhealthy"):  # no worker runs: a clear answer, not a traceback
         call_command("queues_health", stdout=open("/dev/null", "w"))
 

@@ -7,7 +7,7 @@ from django.utils.safestring import mark_safe
 from django.utils.translation import gettext_lazy as _
 
 from jobs.models import DeadLetter
-from jobs.producers import enqueue_email_verify
+from jobs.enqueue.producers import enqueue_email_verify
 
 from .models import EmailDelivery, Upload, User, VerificationToken
 

@@ -6,7 +6,7 @@ token selector or username typed, or the signed-in account), with the rates of `
 answers 429 in Spanish (`too_many_requests`). The counters live in the queues' Redis, through this
 process's client (`LimitCache`), so every web process shares them and a Sentinel failover moves
 them along. When Redis is down or frozen nothing is counted and the pages keep working: a signup
-must still reach the outbox (`jobs.outbox`), and limiting everyone is worse than limiting no one
+must still reach the outbox (`ceres_site.accounts.outbox`), and limiting everyone is worse than limiting no one
 for the minutes Redis is away.
 """
 
@@ -20,7 +20,7 @@ from django.shortcuts import render
 from django_ratelimit.decorators import ratelimit
 from redis.exceptions import RedisError
 
-from jobs import clients
+from jobs.enqueue import clients
 
 from .forms import EmailField
 

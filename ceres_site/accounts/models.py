@@ -12,7 +12,7 @@ class User(AbstractUser):
     email = models.EmailField(_("email"), blank=True)
     email_verified_at = models.DateTimeField(_("email verified at"), null=True, blank=True)
     # Set with the signup or resend, in the same transaction: the durable intent to send the
-    # verification email, which `jobs.outbox` enqueues again if Redis lost the job.
+    # verification email, which `ceres_site.accounts.outbox` enqueues again if Redis lost the job.
     verify_requested_at = models.DateTimeField(_("verification email requested at"), null=True, blank=True, db_index=True)
     newsletter_unsubscribed_at = models.DateTimeField(_("unsubscribed from newsletters at"), null=True, blank=True)
 

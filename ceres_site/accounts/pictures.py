@@ -3,7 +3,7 @@
 allows the format) and anything else are refused before their pixels are decoded.
 
 Every picture the limits admit is made small within the files queue's memory limit (512 MB,
-`jobs.queues.FILES`), the largest of each format in its costliest shape included (tests/test_pictures.py):
+`jobs.config.policies.FILES`), the largest of each format in its costliest shape included (tests/test_pictures.py):
 a JPEG is decoded at a reduced scale where its shape allows (`draft`), and only the centre square
 is resized, straight from the decoded picture to 512 px. What decoding costs at most, per pixel,
 sets each format's limit: a JPEG whose scans are progressive (or one component at a time) keeps all

@@ -3,7 +3,7 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from jobs.producers import enqueue_newsletter_test
+from jobs.enqueue.producers import enqueue_newsletter_test
 
 from . import campaigns
 from .models import Newsletter

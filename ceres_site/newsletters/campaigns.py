@@ -7,10 +7,10 @@ from django.db.models import Q
 from django.utils import timezone
 
 from ceres_site.accounts.models import User
-from jobs.audit import action_record
+from jobs.staff.audit import action_record
 from jobs.models import DeadLetter, JobAction
-from jobs.producers import enqueue_newsletter_many
-from jobs.queues import BULK
+from jobs.enqueue.producers import enqueue_newsletter_many
+from jobs.config.policies import BULK
 
 from .models import Delivery, Newsletter
 

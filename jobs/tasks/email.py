@@ -4,7 +4,7 @@ Each task takes a user id, re-checks the database before acting (user gone or al
 nothing to do, no retry), and records every delivery so a re-run of the same job sends nothing.
 Transient SMTP trouble (connection refused, timeouts, 4xx) raises and RQ retries on the email
 policy's schedule; permanent trouble (5xx, an invalid address) raises `PermanentJobError`, which
-fails the job at once. Messages go out through the worker thread's kept connection (`jobs.mail`).
+fails the job at once. Messages go out through the worker thread's kept connection (`jobs.mail.smtp`).
 
 Once the server accepted a message, nothing may send it again but a crash: every attempt of a job
 names its message with the same Message-ID; the wait for the server's answer ends `RECORD_TIME`
@@ -34,9 +34,9 @@ from rq.utils import now
 
 from ceres_site.accounts.models import EmailDelivery, Upload, User
 from ceres_site.accounts.tokens import token_issue
-from jobs import mail
-from jobs.failures import PermanentJobError
-from jobs.producers import enqueue_email_verify
+from jobs.mail import smtp
+from jobs.failures.attempts import PermanentJobError
+from jobs.enqueue.producers import enqueue_email_verify
 
 log = logging.getLogger(__name__)
 
@@ -231,11 +231,11 @@ def _send(user: Recipient, template: str, subject: str, context: dict, key: str)
         subject=subject,
         body=render_to_string(f"{template}.txt", context),
         to=[user.email],
-        headers={"Message-ID": mail.message_id(key)},
+        headers={"Message-ID": smtp.message_id(key)},
     )
     message.attach_alternative(render_to_string(f"{template}.html", context), "text/html")
     try:
-        mail.send(message, answer_by=answer_by())
+        smtp.send(message, answer_by=answer_by())
     except smtplib.SMTPRecipientsRefused as exc:
         codes = [code for code, _ in exc.recipients.values()]
         if all(code >= 500 for code in codes):

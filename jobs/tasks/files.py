@@ -1,7 +1,7 @@
 """Files queue tasks: check an uploaded CV, make a profile picture safe and small.
 
 They run in a forking worker, each in a work-horse with a memory limit and the queue's timeout
-(`jobs.queues.FILES`), so a hostile file kills only its own job. A rejection is a result, not a
+(`jobs.config.policies.FILES`), so a hostile file kills only its own job. A rejection is a result, not a
 failure: the upload is marked rejected with its reason for the person (a rejected CV's owner gets
 an email), and the job finishes, with no retry, dead letter or alert. Storage trouble (OSError)
 raises, and RQ retries; once the job has failed for good, `upload_failed` (the tasks' final-failure
@@ -16,8 +16,8 @@ from django.utils.translation import gettext as _
 
 from ceres_site.accounts import cv, pictures
 from ceres_site.accounts.models import Upload
-from jobs.failures import PermanentJobError
-from jobs.producers import enqueue_email_cv_rejected
+from jobs.failures.attempts import PermanentJobError
+from jobs.enqueue.producers import enqueue_email_cv_rejected
 
 
 def validate_cv(upload_id: int) -> str:

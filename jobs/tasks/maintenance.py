@@ -9,19 +9,19 @@ from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
 from ceres_site.accounts.tokens import tokens_clean
-from jobs import crons
-from jobs.dead_letters import dead_letters_prune
-from jobs.failures import PermanentJobError
+from jobs.config import crons
+from jobs.failures.dead_letters import dead_letters_prune
+from jobs.failures.attempts import PermanentJobError
 from jobs.models import CronRun
-from jobs.producers import enqueue_slack_alert
-from jobs.reports import report_daily, report_text
+from jobs.enqueue.producers import enqueue_slack_alert
+from ceres_site.accounts.reports import report_daily, report_text
 
 
 def run_cron(name: str, slot: str) -> str:
     """Run cron `name` for its `slot` once: a slot that already ran (even after Redis forgot it) is skipped."""
     spec = crons.SPECS.get(name)
     if spec is None:
-        raise PermanentJobError(f"no cron named {name!r} in jobs.crons")
+        raise PermanentJobError(f"no cron named {name!r} in jobs.config.crons")
     slot_at = datetime.fromisoformat(slot)
     run, created = CronRun.objects.get_or_create(name=name, slot=slot_at)
     if run.finished_at:

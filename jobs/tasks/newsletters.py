@@ -5,7 +5,7 @@ as the email queue's are: `jobs.tasks.email.record`), and a job run again finds 
 only a crash between the server's answer and that record (a SIGKILL mid-send) sends one extra copy,
 under the same Message-ID. Paused campaigns, unsubscribed or unverified people: nothing is sent. The
 job started on its turn under the SMTP rate limit (the bulk queue's slots wait for it,
-`jobs.throttle`); a 421/451 from the server halves the rate for a while and the job retries later.
+`jobs.mail.throttle`); a 421/451 from the server halves the rate for a while and the job retries later.
 """
 
 import smtplib
@@ -23,8 +23,8 @@ from rq import get_current_job
 from ceres_site.accounts.models import User
 from ceres_site.newsletters.models import Delivery, Newsletter
 from ceres_site.newsletters.unsubscribe import unsubscribe_token
-from jobs import mail, throttle
-from jobs.failures import PermanentJobError
+from jobs.mail import smtp, throttle
+from jobs.failures.attempts import PermanentJobError
 from jobs.tasks.email import answer_by, display_name, record
 
 RECIPIENT = (
@@ -76,13 +76,13 @@ def _send(newsletter_id: int, newsletter: dict, user_id: int, email: str, first_
         headers={
             "List-Unsubscribe": f"<{url}>",
             "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",  # RFC 8058
-            "Message-ID": mail.message_id(key),
+            "Message-ID": smtp.message_id(key),
         },
     )
     if newsletter["body_html"]:
         message.attach_alternative(_template(newsletter_id, newsletter["body_html"], True).render(context), "text/html")
     try:
-        mail.send(message, answer_by=answer_by())
+        smtp.send(message, answer_by=answer_by())
     except smtplib.SMTPResponseException as error:
         if error.smtp_code in (421, 451):
             throttle.slow_down()

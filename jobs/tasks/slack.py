@@ -17,8 +17,10 @@ import threading
 import requests
 from django.conf import settings
 
-from jobs import clients, metrics
-from jobs.failures import PermanentJobError
+from jobs.enqueue import clients
+
+from jobs.observability import metrics
+from jobs.failures.attempts import PermanentJobError
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +37,6 @@ class SlackRateLimited(SlackUnavailable):
     def __init__(self, retry_after: int):
         super().__init__(f"Slack rate limit: retry after {retry_after} s")
         self.retry_after = retry_after
-
-
-def escape(text: str) -> str:
-    """Slack's control characters, so user text cannot ping `<!channel>` or forge links."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def post_to_slack(text: str) -> str:

@@ -5,8 +5,8 @@ from django import template
 from django.utils import timezone
 from django.utils.html import format_html
 
-from jobs.crons import ZONE
-from jobs.dashboard.labels import job_state_label, state_label
+from jobs.config.crons import ZONE
+from jobs.staff.dashboard.labels import job_state_label, state_label
 
 register = template.Library()
 

@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from ceres_site.accounts.models import User
-from jobs.producers import enqueue_email_verify
+from jobs.enqueue.producers import enqueue_email_verify
 from jobs.management.base import OneLineErrors
 
 

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from jobs.dead_letters import dead_letters_prune
+from jobs.failures.dead_letters import dead_letters_prune
 from jobs.management.base import OneLineErrors
 
 

@@ -2,7 +2,11 @@ import getpass
 
 from django.core.management.base import BaseCommand, CommandError
 
-from jobs import clients, operations, pauses, queues
+from jobs.enqueue import clients
+
+from jobs.staff import operations
+
+from jobs.config import pauses, policies
 from jobs.management.base import OneLineErrors
 
 
@@ -11,18 +15,18 @@ class Command(OneLineErrors, BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("action", choices=["pause", "resume", "status"])
-        parser.add_argument("queue", nargs="?", choices=list(queues.QUEUES), help="the queue (not for status)")
+        parser.add_argument("queue", nargs="?", choices=list(policies.QUEUES), help="the queue (not for status)")
         parser.add_argument("--reason", default="", help="kept in the audit trail")
 
     def handle(self, *args, action: str, queue: str | None, reason: str, **options):
         if action == "status":
             paused = pauses.paused(clients.redis())
-            for name in queues.QUEUES:
+            for name in policies.QUEUES:
                 state = f"paused since {paused[name].since.isoformat(timespec='seconds')} by {paused[name].by}" if name in paused else "running"
                 self.stdout.write(f"{name}: {state}")
             return
         if queue is None:
-            raise CommandError(f"name the queue to {action}: one of {', '.join(queues.QUEUES)}")
+            raise CommandError(f"name the queue to {action}: one of {', '.join(policies.QUEUES)}")
         by = f"shell ({getpass.getuser()})"
         change = operations.queue_pause if action == "pause" else operations.queue_resume
         done = change(queue_name=queue, by=by, reason=reason)

@@ -2,7 +2,7 @@ import json as json_module
 
 from django.core.management.base import BaseCommand, CommandError
 
-from jobs.health import health_report
+from jobs.observability.health import health_report
 from jobs.management.base import OneLineErrors
 
 MARKS = {"ok": "✔", "warn": "!", "fail": "✘"}

@@ -1,12 +1,12 @@
 import django_rq
 from django.core.management.base import BaseCommand
 
-from jobs import crons
+from jobs.config import crons
 from jobs.management.base import OneLineErrors
 
 
 class Command(OneLineErrors, BaseCommand):
-    help = "Sync jobs.crons into rq-scheduler: one entry per spec, removed specs cancelled. Safe to run again."
+    help = "Sync jobs.config.crons into rq-scheduler: one entry per spec, removed specs cancelled. Safe to run again."
 
     def handle(self, *args, **options):
         scheduler = django_rq.get_scheduler("maintenance")

@@ -2,5 +2,5 @@ from jobs.management.base import Refused
 
 
 class Command(Refused):
-    help = "Not used here: the crons of jobs/crons.py run under rqscheduler."
-    why = "rqcron is not used here: the crons of jobs/crons.py run under `python manage.py rqscheduler`"
+    help = "Not used here: the crons of jobs/config/crons.py run under rqscheduler."
+    why = "rqcron is not used here: the crons of jobs/config/crons.py run under `python manage.py rqscheduler`"

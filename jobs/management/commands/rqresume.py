@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand
 
 from jobs.management.commands.queues import Command as Queues
-from jobs.queues import QUEUES
+from jobs.config.policies import QUEUES
 from jobs.management.base import OneLineErrors
 
 

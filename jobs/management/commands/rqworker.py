@@ -1,7 +1,7 @@
 """`rqworker`, as django-rq ships it, with the worker each queue's policy asks for:
 `rqworker email slack` starts one in-process worker with every slot of both queues
-(`jobs.slots`); `rqworker maintenance files` one forking worker per unit of their concurrency,
-forked from this process so they share its memory (`jobs.family`). `--worker-class` or `--burst`
+(`jobs.runtime.slots`); `rqworker maintenance files` one forking worker per unit of their concurrency,
+forked from this process so they share its memory (`jobs.runtime.family`). `--worker-class` or `--burst`
 runs one worker of that class in this process, as django-rq does."""
 
 from functools import partial
@@ -9,9 +9,10 @@ from functools import partial
 from django.core.management.base import CommandError
 from django_rq.management.commands import rqworker
 
-from jobs.family import Family
-from jobs.queues import QUEUES
-from jobs.worker import CeresWorker, worker_class_for
+from jobs.runtime.family import Family
+from jobs.config.policies import QUEUES
+from jobs.runtime.slots import worker_class_for
+from jobs.runtime.worker import CeresWorker
 from jobs.management.base import OneLineErrors
 
 

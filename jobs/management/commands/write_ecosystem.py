@@ -1,7 +1,7 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from jobs.processes import ecosystem_files
+from jobs.config.processes import ecosystem_files
 from jobs.management.base import OneLineErrors
 
 

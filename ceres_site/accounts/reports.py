@@ -1,0 +1,73 @@
+"""The daily report: the platform's numbers for one Córdoba day (midnight to midnight), for Slack."""
+
+from dataclasses import dataclass
+from datetime import date
+
+from django.db.models import Count
+
+from ceres_site.accounts.models import EmailDelivery, User
+from jobs.enqueue import clients
+from jobs.config import crons, policies
+from jobs.observability import series
+from jobs.models import DeadLetter
+
+@dataclass(frozen=True)
+class DailyReport:
+    day: date
+    users_registered: int
+    users_verified: int
+    emails_sent: dict[str, int]  # kind -> count
+    jobs: dict[str, tuple[int, int]]  # queue -> (completed, failed for good)
+    dead_letters_open: int
+    oldest_waiting: dict[str, float | None]  # queue -> age in seconds of its oldest queued job
+
+
+def report_daily(*, day: date) -> DailyReport:
+    start, end = crons.day_bounds(day)
+    connection = clients.redis()
+    sent = dict(
+        EmailDelivery.objects.filter(sent_at__gte=start, sent_at__lt=end).values_list("kind").annotate(Count("id"))
+    )
+    failed = dict(
+        DeadLetter.objects.filter(failed_at__gte=start, failed_at__lt=end).values_list("queue").annotate(Count("id"))
+    )
+    return DailyReport(
+        day=day,
+        users_registered=User.objects.filter(date_joined__gte=start, date_joined__lt=end).count(),
+        users_verified=User.objects.filter(email_verified_at__gte=start, email_verified_at__lt=end).count(),
+        emails_sent={kind: sent.get(kind, 0) for kind in EmailDelivery.Kind.values},
+        jobs={name: (series.done_between(connection, name, start, end), failed.get(name, 0)) for name in policies.QUEUES},
+        dead_letters_open=DeadLetter.objects.filter(resolved_at=None, retried_at=None).count(),
+        oldest_waiting={name: _oldest_waiting(name) for name in policies.QUEUES},
+    )
+
+
+def report_text(report: DailyReport) -> str:
+    jobs = " · ".join(f"{name} {done}/{failed}" for name, (done, failed) in report.jobs.items())
+    waiting = " · ".join(f"{name} {_age(age)}" for name, age in report.oldest_waiting.items())
+    return "\n".join(
+        [
+            f":bar_chart: Reporte diario de Ceres — {report.day:%d/%m/%Y} (Córdoba)",
+            f"• Usuarios registrados: {report.users_registered} · verificados: {report.users_verified}",
+            f"• Emails enviados: verificación {report.emails_sent['verify']} · "
+            f"bienvenida {report.emails_sent['welcome']} · cuenta existente {report.emails_sent['exists']}",
+            f"• Jobs completados/fallidos por cola: {jobs}",
+            f"• Dead letters abiertos: {report.dead_letters_open}",
+            f"• Job en espera más antiguo: {waiting}",
+        ]
+    )
+
+
+def _oldest_waiting(queue_name: str) -> float | None:
+    queue = clients.queue(queue_name)
+    for job_id in queue.get_job_ids(0, 1):
+        job = queue.fetch_job(job_id)
+        if job and job.enqueued_at:
+            return (crons.now() - job.enqueued_at).total_seconds()
+    return None
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    return f"{seconds / 60:.0f} min" if seconds < 3600 else f"{seconds / 3600:.1f} h"

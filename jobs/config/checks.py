@@ -1,0 +1,46 @@
+"""System checks for the queue configuration (run by every manage.py command and at start)."""
+
+from django.conf import settings
+from django.core import checks
+
+
+@checks.register()
+def rq_key_prefix(app_configs, **kwargs):
+    from rq.defaults import RQ_KEY_PREFIX
+
+    if RQ_KEY_PREFIX != settings.RQ_KEY_PREFIX:
+        return [
+            checks.Error(
+                f"rq was imported with RQ_KEY_PREFIX={RQ_KEY_PREFIX!r}, expected {settings.RQ_KEY_PREFIX!r}.",
+                hint="Something imported rq before the settings were loaded; import it after django.setup().",
+                id="jobs.E001",
+            )
+        ]
+    return []
+
+
+@checks.register()
+def queues_match_policy(app_configs, **kwargs):
+    from jobs.config.policies import QUEUES
+
+    if set(settings.RQ_QUEUES) != set(QUEUES):
+        return [
+            checks.Error(
+                f"RQ_QUEUES lists {sorted(settings.RQ_QUEUES)}, jobs.config.policies declares {sorted(QUEUES)}.",
+                hint="Derive RQ_QUEUES from jobs.config.policies.QUEUES.",
+                id="jobs.E002",
+            )
+        ]
+    return []
+
+
+@checks.register()
+def slack_webhook(app_configs, **kwargs):
+    if not settings.SLACK_WEBHOOK_URL:
+        return [
+            checks.Warning(
+                "SLACK_WEBHOOK_URL is not set: final failures are archived and logged, but no one is alerted.",
+                id="jobs.W001",
+            )
+        ]
+    return []

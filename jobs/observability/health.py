@@ -1,0 +1,122 @@
+"""Is the queue system healthy? One answer for `manage.py queues_health` and `/health`.
+
+A check is `ok`, `warn` (worth fixing, not an outage: the load balancer keeps the node) or `fail`.
+Details name queues, counts and settings' names, never URLs or secrets.
+
+(django-health-check was tried first: its view answers 500 on a warning, so a Redis without
+persistence would take every node out of the load balancer.)
+"""
+
+from dataclasses import asdict, dataclass
+
+import django_rq
+from django.conf import settings
+from redis.exceptions import RedisError, ResponseError
+from rq import defaults
+from rq.utils import now
+
+from jobs.enqueue import clients
+
+from jobs.config import crons, policies
+
+from jobs.observability import reads
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str  # "ok" | "warn" | "fail"
+    detail: str
+
+
+VERDICT_TTL = 10  # seconds a caller without the token or a login gets the same verdict
+
+
+def health_report() -> dict:
+    checks = health_checks()
+    return {"healthy": all(check.status != "fail" for check in checks), "checks": [asdict(c) for c in checks]}
+
+
+def verdict() -> bool:
+    """Healthy or not, for a caller who may not see the report: only the checks that can fail (no
+    counts, no settings), computed at most once every VERDICT_TTL seconds across every web node, so
+    a flood of strangers costs a Redis read each."""
+    connection = clients.redis()
+    key = f"{settings.RQ_KEY_PREFIX}:health-verdict"
+    try:
+        known = connection.get(key)
+        if known is None:
+            known = b"1" if all(check.status != "fail" for check in health_checks(details=False)) else b"0"
+            connection.set(key, known, ex=VERDICT_TTL)
+    except RedisError:
+        return False
+    return known == b"1"
+
+
+def health_checks(*, details: bool = True) -> list[Check]:
+    """Every check; without `details`, only those that can fail (the verdict's)."""
+    connection = clients.redis()
+    try:
+        connection.ping()
+    except RedisError as error:
+        return [Check("redis", "fail", f"Redis does not answer ({type(error).__name__})")]
+    checks = [_redis_identity(connection), *(_redis_durability(connection) if details else ())]
+    maintenance = clients.queue(policies.MAINTENANCE.name)  # django-rq's own would connect anew at each call
+    scheduler = django_rq.get_scheduler(maintenance.name, queue=maintenance, connection=maintenance.connection)
+    checks.append(Check("scheduler", "ok", "rqscheduler is running") if scheduler.is_alive()
+                  else Check("scheduler", "fail", "no rqscheduler process has beaten its heart recently"))  # fmt: skip
+    missing = [name for name in crons.SPECS if scheduler.cron_entry(name) is None]
+    checks.append(Check("crons", "fail", f"not registered: {', '.join(missing)} (run register_crons)") if missing
+                  else Check("crons", "ok", f"{len(crons.SPECS)} registered"))  # fmt: skip
+    for name, policy in policies.QUEUES.items():
+        checks += queue_checks(reads.queue_stats(name)) if details else [workers_check(policy, reads.workers(name))]
+    return checks
+
+
+def workers_check(policy: policies.QueuePolicy, workers: list[reads.WorkerInfo]) -> Check:
+    live = [worker for worker in workers if worker.alive]
+    if policy.in_process:
+        processes = f"{len(live)} process{'es' if len(live) != 1 else ''}"
+        busy = sum(worker.busy for worker in live)
+        detail = f"{sum(worker.slots for worker in live)} of {policy.concurrency} slots in {processes}, {busy} busy"
+    else:
+        detail = f"{len(live)} of {policy.concurrency} workers alive"
+    return Check(f"{policy.name}.workers", "ok" if live else "fail", detail)
+
+
+def queue_checks(stats: reads.QueueStats) -> list[Check]:
+    policy, name = stats.policy, stats.name
+    found = [workers_check(policy, stats.workers)]
+    if stats.paused:  # on purpose, so a warning: jobs wait until someone resumes it
+        found.append(Check(f"{name}.paused", "warn", f"paused since {stats.paused.since.isoformat(timespec='seconds')} by {stats.paused.by}"))
+    waited = (now() - stats.oldest_waiting).total_seconds() if stats.oldest_waiting else 0
+    found.append(Check(f"{name}.backlog", "warn" if waited > policy.max_wait else "ok",
+                       f"oldest waiting {waited:.0f} s (limit {policy.max_wait} s), {stats.counts['queued']} queued"))  # fmt: skip
+    done, failed = stats.finished_last_hour, stats.failed_last_hour
+    rate = failed / (done + failed) if done + failed else 0.0
+    breached = done + failed >= policy.min_volume and rate > policy.max_failure_rate
+    found.append(Check(f"{name}.failures", "warn" if breached else "ok",
+                       f"{failed} failed, {done} finished in the last hour ({rate:.0%}; limit {policy.max_failure_rate:.0%})"))  # fmt: skip
+    return found
+
+
+def _redis_identity(connection) -> Check:
+    db = connection.connection_pool.connection_kwargs.get("db", 0)
+    if defaults.RQ_KEY_PREFIX != settings.RQ_KEY_PREFIX:
+        return Check("redis", "fail", f"keys go under {defaults.RQ_KEY_PREFIX!r}, not {settings.RQ_KEY_PREFIX!r}")
+    return Check("redis", "ok", f"reachable, logical DB {db}, keys under {defaults.RQ_KEY_PREFIX}:")
+
+
+def _redis_durability(connection) -> list[Check]:
+    try:
+        policy = connection.config_get("maxmemory-policy").get("maxmemory-policy", "")
+        aof = connection.config_get("appendonly").get("appendonly", "no")
+        save = connection.config_get("save").get("save", "")
+    except ResponseError:  # managed Redis often forbids CONFIG
+        return [Check("redis.config", "warn", "CONFIG GET is not allowed: cannot check eviction and persistence")]
+    return [
+        Check("redis.eviction", "ok" if policy == "noeviction" else "warn",
+              f"maxmemory-policy is {policy}" + ("" if policy == "noeviction" else ": Redis may drop jobs when full")),
+        Check("redis.persistence", "ok" if aof == "yes" or save else "warn",
+              f"appendonly {aof}, save '{save}'" + ("" if aof == "yes" or save else ": a restart loses every job")),
+    ]  # fmt: skip

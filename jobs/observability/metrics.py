@@ -1,0 +1,91 @@
+"""Prometheus metrics. Gauges are read from Redis at scrape time; counters are kept in one Redis hash,
+incremented by the workers, so every process adds to the same numbers and a restart loses none.
+"""
+
+from datetime import datetime
+from itertools import accumulate
+
+from django.conf import settings
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import CollectorRegistry
+from rq.utils import now
+
+from jobs.enqueue import clients
+
+from jobs.config import policies
+
+from jobs.observability import reads, series
+
+BUCKETS = (0.1, 0.5, 1, 5, 15, 60, 300, float("inf"))  # seconds a job ran
+
+
+def _key() -> str:
+    return f"{settings.RQ_KEY_PREFIX}:metrics"
+
+
+def count(connection, name: str, queue_name: str, amount: int = 1) -> None:
+    """Add to a counter: job_retries, alerts or slack_messages_sent."""
+    connection.hincrby(_key(), f"{name}:{queue_name}", amount)
+
+
+def job_finished(pipe, job, queue_name: str, ended: datetime) -> None:
+    """Queue on `pipe` what a finished job counts (it runs after every job, in the pipeline that
+    marks it finished): its minute in `jobs.observability.series` (done, wait), the one duration bucket it falls
+    in and the duration sum. Totals and cumulative buckets are summed when Prometheus scrapes."""
+    seconds = (ended - (job.started_at or ended)).total_seconds()
+    series.job_done(pipe, queue_name, job.enqueued_at, job.started_at, ended)
+    pipe.hincrby(_key(), f"duration_bucket:{queue_name}:{next(b for b in BUCKETS if seconds <= b)}", 1)
+    pipe.hincrbyfloat(_key(), f"duration_sum:{queue_name}", seconds)
+
+
+def job_failed(connection, queue_name: str, moment: datetime) -> None:
+    """A final failure: the Prometheus counter and its minute in `jobs.observability.series`."""
+    with connection.pipeline(transaction=False) as pipe:
+        pipe.hincrby(_key(), f"jobs_failed:{queue_name}", 1)
+        series.job_failed(pipe, queue_name, moment)
+        pipe.execute()
+
+
+class QueueCollector:
+    def collect(self):
+        connection = clients.redis()
+        stored = {key.decode(): value.decode() for key, value in connection.hgetall(_key()).items()}
+        jobs = GaugeMetricFamily("ceres_jobs", "Jobs in each state, per queue", labels=["queue", "state"])
+        waiting = GaugeMetricFamily("ceres_oldest_waiting_seconds", "Age of the oldest queued job", labels=["queue"])
+        workers = GaugeMetricFamily("ceres_workers_alive", "Live worker processes serving the queue", labels=["queue"])
+        slots = GaugeMetricFamily("ceres_worker_slots", "Jobs the live workers can run at once", labels=["queue"])
+        busy = GaugeMetricFamily("ceres_worker_slots_busy", "Of those, running a job now", labels=["queue"])
+        counters = {
+            name: CounterMetricFamily(f"ceres_{name}", text, labels=["queue"])
+            for name, text in (
+                ("jobs_finished", "Jobs that finished"),
+                ("jobs_failed", "Jobs that failed for good"),
+                ("job_retries", "Failed attempts followed by a retry"),
+                ("alerts", "Slack alerts about final failures (single or summary)"),
+                ("slack_messages_sent", "Messages Slack accepted"),
+            )
+        }
+        durations = HistogramMetricFamily("ceres_job_duration_seconds", "How long finished jobs ran", labels=["queue"])
+        for name in policies.QUEUES:
+            stats = reads.queue_stats(name)
+            for state, value in stats.counts.items():
+                jobs.add_metric([name, state], value)
+            age = (now() - stats.oldest_waiting).total_seconds() if stats.oldest_waiting else 0
+            waiting.add_metric([name], age)
+            workers.add_metric([name], stats.live_workers)
+            slots.add_metric([name], stats.live_slots)
+            busy.add_metric([name], stats.busy_slots)
+            per_bucket = [float(stored.get(f"duration_bucket:{name}:{bound}", 0)) for bound in BUCKETS]
+            cumulative = list(accumulate(per_bucket))
+            for counter_name, family in counters.items():
+                value = cumulative[-1] if counter_name == "jobs_finished" else stored.get(f"{counter_name}:{name}", 0)
+                family.add_metric([name], float(value))
+            bounds = ["+Inf" if bound == float("inf") else str(bound) for bound in BUCKETS]
+            durations.add_metric([name], list(zip(bounds, cumulative)), float(stored.get(f"duration_sum:{name}", 0)))
+        yield from (jobs, waiting, workers, slots, busy, *counters.values(), durations)
+
+
+def registry() -> CollectorRegistry:
+    collectors = CollectorRegistry(auto_describe=False)
+    collectors.register(QueueCollector())
+    return collectors

@@ -1,0 +1,285 @@
+"""Read-only views of Redis, for the dashboard, health checks, metrics and SLO alarms.
+
+Plain Redis reads on purpose: RQ's registry helpers (`count`, `get_job_ids`) run a cleanup,
+with failure callbacks, before answering, and `Worker.all` drops stale keys; a page view must
+never change state. Every read is O(log n + page) so a registry of 100,000 jobs costs as much as
+one of ten.
+"""
+
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import partial
+
+import django_rq
+from django.conf import settings
+from rq.job import JOB_ID_PATTERN, Job
+from rq.registry import StartedJobRegistry
+from rq.utils import now, utcparse
+from rq.worker_registration import WORKERS_BY_QUEUE_KEY
+
+from jobs.enqueue import clients
+
+from jobs.config import crons, pauses, policies
+
+from jobs.observability import series
+from jobs.models import CronRun
+
+log = logging.getLogger(__name__)
+
+STATES = ("queued", "started", "scheduled", "deferred", "finished", "failed", "canceled")
+PAGE_SIZE = 50
+NAME_FILTER_WINDOW = 5000  # newest jobs a job-name filter looks through
+
+
+def _queue(name: str):
+    return clients.queue(name)
+
+
+def _registry_key(queue, state: str) -> str | None:
+    return {
+        "started": queue.started_job_registry.key,
+        "scheduled": queue.scheduled_job_registry.key,
+        "deferred": queue.deferred_job_registry.key,
+        "finished": queue.finished_job_registry.key,
+        "failed": queue.failed_job_registry.key,
+        "canceled": queue.canceled_job_registry.key,
+    }.get(state)
+
+
+def count(queue, state: str) -> int:
+    if state == "queued":
+        return queue.connection.llen(queue.key)
+    return queue.connection.zcard(_registry_key(queue, state))
+
+
+def job_ids(queue, state: str, start: int, stop: int) -> list[str]:
+    """Job ids `start`..`stop` (exclusive) of a state, newest first."""
+    connection = queue.connection
+    if state == "queued":
+        length = connection.llen(queue.key)
+        lo, hi = max(length - stop, 0), length - start - 1
+        raw = list(reversed(connection.lrange(queue.key, lo, hi))) if hi >= lo else []
+    else:
+        raw = connection.zrevrange(_registry_key(queue, state), start, stop - 1)
+    parse = StartedJobRegistry.parse_job_id if state == "started" else (lambda entry: entry.decode())
+    return [parse(entry) for entry in raw]
+
+
+@dataclass
+class Page:
+    jobs: list[Job]
+    total: int
+    number: int
+    pages: int
+    note: str = ""
+    unreadable: list[str] = field(default_factory=list)  # ids on this page no job can be read from, printable
+
+
+def page(queue_name: str, state: str, number: int = 1, search: str = "", func: str = "", user_ids=()) -> Page:
+    """A page of a state's jobs, newest first. `search` is a job id (found in any state), or a part
+    of ids, or matches the jobs of `user_ids` (the users whose email holds it); `func` a job name.
+    Filters look through the newest `NAME_FILTER_WINDOW` jobs of the state."""
+    queue = _queue(queue_name)
+    search = search.strip()
+    if search and not func:
+        job = fetch_job(queue, search)
+        if job is not None and job.origin == queue_name:
+            return Page([job], 1, 1, 1)
+    if search or func:
+        window = fetch_jobs(queue, job_ids(queue, state, 0, NAME_FILTER_WINDOW))
+        matching = [job for job in window if _matches(job, search.lower(), func, set(user_ids))]
+        pages = max(1, -(-len(matching) // PAGE_SIZE))
+        number = min(max(number, 1), pages)
+        start = (number - 1) * PAGE_SIZE
+        return Page(matching[start : start + PAGE_SIZE], len(matching), number, pages, note=str(NAME_FILTER_WINDOW))
+    total = count(queue, state)
+    pages = max(1, -(-total // PAGE_SIZE))
+    number = min(max(number, 1), pages)
+    start = (number - 1) * PAGE_SIZE
+    ids = job_ids(queue, state, start, start + PAGE_SIZE)
+    jobs = fetch_jobs(queue, ids)
+    read = {job.id for job in jobs}
+    unreadable = [job_id for job_id in ids if job_id not in read and not (valid_id(job_id) and not _exists(queue, job_id))]
+    return Page(jobs, total, number, pages, unreadable=[printable(job_id) for job_id in unreadable])
+
+
+def _exists(queue, job_id: str) -> bool:
+    return bool(queue.connection.exists(Job.key_for(job_id)))
+
+
+def _matches(job: Job, search: str, func: str, user_ids: set[int]) -> bool:
+    if func and _func_name(job) != func:
+        return False
+    return not search or search in job.id.lower() or _user_id(job) in user_ids
+
+
+def _user_id(job: Job) -> int | None:
+    try:
+        return int(job.kwargs["user_id"])
+    except Exception:
+        return None
+
+
+def scheduled_at(queue, ids: list[str]) -> dict[str, datetime]:
+    """When each scheduled job of `ids` will run (its score in the scheduled registry)."""
+    if not ids:
+        return {}
+    scores = queue.connection.zmscore(queue.scheduled_job_registry.key, ids)
+    return {job_id: datetime.fromtimestamp(score, tz=UTC) for job_id, score in zip(ids, scores) if score is not None}
+
+
+def _func_name(job: Job) -> str:
+    try:
+        return job.func_name
+    except Exception:
+        return ""
+
+
+@dataclass
+class WorkerInfo:
+    name: str
+    alive: bool
+    state: str
+    last_heartbeat: datetime | None
+    slots: int = 1  # jobs of this queue it runs at once: an in-process worker's slots, else 1
+    busy: int = 0  # of those, running a job now (in-process workers say; forking ones: state)
+
+
+@dataclass
+class QueueStats:
+    name: str
+    policy: policies.QueuePolicy
+    counts: dict[str, int]
+    workers: list[WorkerInfo]
+    oldest_waiting: datetime | None
+    finished_last_hour: int
+    failed_last_hour: int
+    paused: pauses.Pause | None = None  # who paused it and since when
+
+    @property
+    def live_workers(self) -> int:
+        """Live processes serving this queue."""
+        return sum(worker.alive for worker in self.workers)
+
+    @property
+    def live_slots(self) -> int:
+        """Jobs the live processes can run at once."""
+        return sum(worker.slots for worker in self.workers if worker.alive)
+
+    @property
+    def busy_slots(self) -> int:
+        return sum(worker.busy for worker in self.workers if worker.alive)
+
+
+def queue_stats(name: str) -> QueueStats:
+    queue, policy = _queue(name), policies.QUEUES[name]
+    connection = queue.connection
+    oldest = None
+    first = connection.lindex(queue.key, 0)
+    if first:
+        job = fetch_job(queue, first.decode())
+        oldest = job.enqueued_at if job else None
+    done, failed = series.last_hour(connection, name, now())  # failures stay counted when retried
+    return QueueStats(
+        name=name,
+        policy=policy,
+        counts={state: count(queue, state) for state in STATES},
+        workers=workers(name),
+        oldest_waiting=oldest,
+        finished_last_hour=done,
+        failed_last_hour=failed,
+        paused=pauses.paused(connection).get(name),
+    )
+
+
+def workers(queue_name: str) -> list[WorkerInfo]:
+    connection = _queue(queue_name).connection
+    found = []
+    for key in sorted(connection.smembers(WORKERS_BY_QUEUE_KEY % queue_name)):
+        data = connection.hgetall(key)
+        heartbeat = data.get(b"last_heartbeat")
+        state = data.get(b"state", b"gone").decode()
+        slots, busy = _per_queue(data.get(b"slots")), _per_queue(data.get(b"busy"))  # written by jobs.runtime.slots
+        found.append(
+            WorkerInfo(
+                name=key.decode().rsplit(":", 1)[-1],
+                alive=bool(data),
+                state=state,
+                last_heartbeat=utcparse(heartbeat.decode()) if heartbeat else None,
+                slots=slots.get(queue_name, 1),
+                busy=busy.get(queue_name, int(state == "busy")),
+            )
+        )
+    return found
+
+
+def _per_queue(field: bytes | None) -> dict[str, int]:
+    """`email=5,slack=10` → {"email": 5, "slack": 10}."""
+    pairs = (item.split("=", 1) for item in field.decode().split(",")) if field else ()
+    return {name: int(value) for name, value in pairs}
+
+
+@dataclass
+class CronInfo:
+    spec: crons.CronSpec
+    last_run: CronRun | None
+    next_run: datetime | None
+    alarm_since: str | None
+
+
+@dataclass
+class Overview:
+    queues: list[QueueStats]
+    crons: list[CronInfo]
+    scheduler_alive: bool
+    warnings: list[str] = field(default_factory=list)
+
+
+def overview() -> Overview:
+    scheduler = django_rq.get_scheduler(policies.MAINTENANCE.name)
+    connection = scheduler.connection
+    cron_infos = []
+    for spec in crons.SPECS.values():
+        alarm = connection.get(f"{settings.RQ_KEY_PREFIX}:cron-alarm:{spec.name}")
+        cron_infos.append(
+            CronInfo(
+                spec=spec,
+                last_run=CronRun.objects.filter(name=spec.name, finished_at__isnull=False).order_by("-slot").first(),
+                next_run=scheduler.next_run(spec.name),
+                alarm_since=alarm.decode() if alarm else None,
+            )
+        )
+    return Overview(
+        queues=[queue_stats(name) for name in policies.QUEUES], crons=cron_infos, scheduler_alive=scheduler.is_alive()
+    )
+
+
+def valid_id(job_id: str) -> bool:
+    return bool(JOB_ID_PATTERN.fullmatch(job_id))  # what rq's `validate_job_id` accepts
+
+
+def printable(job_id: str) -> str:
+    return job_id.encode("unicode_escape").decode("ascii")  # NUL bytes and all
+
+
+def fetch_jobs(queue, ids: list[str]) -> list[Job]:
+    """The jobs of `ids` that can be read: one that cannot (an id or a hash RQ refuses) is left out,
+    for the worker that dequeues it, or the sweep, to set aside."""
+    readable = [job_id for job_id in ids if valid_id(job_id)]
+    try:
+        return [job for job in Job.fetch_many(readable, connection=queue.connection, serializer=queue.serializer) if job]
+    except Exception:  # a hash RQ cannot restore, somewhere in the lot
+        return [job for job in map(partial(fetch_job, queue), readable) if job]
+
+
+def fetch_job(queue, job_id: str) -> Job | None:
+    """The job, or None when it does not exist or cannot be read."""
+    if not valid_id(job_id):
+        return None
+    try:
+        return queue.fetch_job(job_id)
+    except Exception:
+        log.warning("job %r in %s cannot be read", job_id, queue.name)
+        return None
+

@@ -1,0 +1,25 @@
+"""What the layers above the runtime add to every worker, registered at start-up by the app that owns
+it (its `AppConfig.ready`), so the runtime calls it without importing it: the workers know nothing of
+accounts or of SMTP.
+
+- `EVERY_MINUTE`: run by the maintenance sweep, once a minute across all workers (the accounts'
+  outbox of verification emails).
+- `SLOT_IDLE`, `SLOT_END`: run by a slot thread with nothing to do, and by one that stops (the SMTP
+  connection it keeps is closed).
+- `BEFORE_THROTTLED_JOB`: each blocks a slot of a queue whose policy says `smtp_throttled` until it
+  may take one more job (the SMTP limit); it gets the worker's stop event and raises
+  `InterruptedError` when that is set first.
+"""
+
+from collections.abc import Callable
+from threading import Event
+
+EVERY_MINUTE: list[Callable[[], object]] = []
+SLOT_IDLE: list[Callable[[], object]] = []
+SLOT_END: list[Callable[[], object]] = []
+BEFORE_THROTTLED_JOB: list[Callable[[Event], object]] = []
+
+
+def register(hooks: list, *functions: Callable) -> None:
+    """Add `functions` to `hooks` once, however often an app's `ready` runs."""
+    hooks.extend(function for function in functions if function not in hooks)

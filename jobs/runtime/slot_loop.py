@@ -1,0 +1,136 @@
+"""What each slot thread of the in-process worker (`jobs.runtime.slots`) does: wait for a job of its
+queue, run it with RQ's lifecycle (`SlotRunner`), keep its connections between jobs.
+
+Per queue, one idle slot at a time waits in Redis for the next job (RQ's BLMOVE into the queue's
+intermediate list); the other idle slots wait on a local lock, so they cost no Redis traffic.
+`SlotLoop` is a part of `SlotWorker` (a base class of it): it uses the worker's stop event, pauses
+and job count.
+"""
+
+import logging
+import threading
+import time
+
+from django.db import close_old_connections, connections
+
+from jobs.config import pauses, policies
+from jobs.enqueue import clients
+from jobs.runtime import hooks
+from jobs.runtime.slot_runner import SlotRunner
+
+log = logging.getLogger(__name__)
+
+DEQUEUE_TIMEOUT = 5  # seconds: an idle queue costs one blocking BLMOVE per interval (the heartbeat's too)
+DB_CHECK_AFTER = 1  # seconds without a job before a slot's database connection is checked before use
+REDIS_BACKOFF_MAX = 5  # seconds: the longest a slot waits between two tries while Redis is away
+
+
+class QueueSlots:
+    """The slots of one queue: `leader` is held by the one idle slot that waits in Redis."""
+
+    def __init__(self, queue, size: int):
+        self.queue = queue
+        self.size = size
+        self.throttled = policies.QUEUES[queue.name].smtp_throttled
+        self.leader = threading.Lock()
+        self.runners: list[SlotRunner] = []
+
+    @property
+    def busy(self) -> int:
+        return sum(bool(runner.executions) for runner in self.runners)
+
+
+class SlotLoop:
+    """The slot threads' part of `SlotWorker`."""
+
+    def _run_slot(self, group: QueueSlots, index: int, burst: bool) -> None:
+        runner = group.runners[index]
+        backoff = 1.0
+        last_job_ended = 0.0
+        try:
+            while not self._stopping.is_set():
+                if not group.leader.acquire(timeout=DEQUEUE_TIMEOUT):
+                    _run(hooks.SLOT_IDLE)
+                    continue
+                try:
+                    if self._stopping.is_set():
+                        break
+                    if group.queue.name in self._pauses.names():
+                        job_id = None
+                        if not burst:
+                            self._stopping.wait(pauses.REFRESH)  # then look again
+                    else:
+                        if group.throttled and not self._take_turn():
+                            break
+                        job_id = self._dequeue(group.queue, burst)
+                    backoff = 1.0
+                except clients.UNREACHABLE:  # `jobs.enqueue.clients` logs the outage once, for every slot
+                    time.sleep(backoff)
+                    backoff = min(backoff * 2, REDIS_BACKOFF_MAX)
+                    continue
+                except Exception:  # Redis answered with an error: the slot must survive it
+                    log.exception("%s slot %d: could not take the next job", group.queue.name, index)
+                    time.sleep(backoff)
+                    continue
+                finally:
+                    group.leader.release()
+                if job_id is None:
+                    if burst:
+                        break
+                    _run(hooks.SLOT_IDLE)
+                    continue
+                self._run_job(runner, job_id, group.queue, waited=time.monotonic() - last_job_ended)
+                last_job_ended = time.monotonic()
+        finally:
+            _run(hooks.SLOT_END)
+            connections.close_all()
+
+    def _dequeue(self, queue, burst: bool) -> str | None:
+        """The next job's id, moved into the queue's intermediate list as RQ's `dequeue_any` does
+        (RQ's maintenance checks that list), without building a Queue per job. A job that arrives
+        after the queue was paused goes back."""
+        if burst:
+            job_id = self.connection.lmove(queue.key, queue.intermediate_queue_key)
+        else:
+            job_id = self.connection.blmove(queue.key, queue.intermediate_queue_key, DEQUEUE_TIMEOUT)
+        if job_id is not None and queue.name in self._pauses.names():
+            pauses.give_back(self.connection, queue, job_id.decode())
+            return None
+        return job_id.decode() if job_id is not None else None
+
+    def _take_turn(self) -> bool:
+        """Wait, holding the queue's leader, until the SMTP limit lets one more job start
+        (`hooks.BEFORE_THROTTLED_JOB`: the SMTP limit); before taking the job, so none is held while waiting. False: stopping."""
+        try:
+            for wait in hooks.BEFORE_THROTTLED_JOB:
+                wait(self._stopping)
+        except InterruptedError:
+            return False
+        return True
+
+    def _run_job(self, runner: SlotRunner, job_id: str, queue, waited: float) -> None:
+        if waited > DB_CHECK_AFTER:
+            close_old_connections()  # one that aged is replaced, one that broke while we waited too
+        started = time.monotonic()
+        try:
+            job = runner.execute_job(job_id, queue)
+            took = (time.monotonic() - started) * 1000
+            outcome = job.get_status(refresh=False).value if job else "not run: deleted, or unreadable and set aside"
+            log.info("%s: %s %s in %.0f ms", queue.name, job_id, outcome, took)
+        except BaseException:  # the job's own errors are RQ's; this is reading it or bookkeeping
+            log.exception("%s: %s: could not run", queue.name, job_id)
+        finally:
+            close_old_connections()  # one that failed or aged is replaced
+            for connection in connections.all(initialized_only=True):
+                # Django checks a kept connection with a query at its first use after this; one
+                # that just served a job without error needs that only after a wait (above).
+                connection.health_check_done = True
+            with self._jobs_lock:
+                self._jobs_done += 1
+                if self._jobs_done >= self._max_jobs:
+                    self._recycle_now(f"{self._jobs_done} jobs done")
+
+
+def _run(functions) -> None:
+    for function in functions:
+        function()

@@ -1,0 +1,296 @@
+"""Everything the in-process worker (`jobs.runtime.slots`) changes inside RQ's worker, in one place.
+
+Checked against rq 3.0.0: `tests/test_slots.py` fails on any other version until this module has
+been read again against the new one. A slot runs RQ's own job lifecycle (`BaseWorker.perform_job`:
+status, registries, results, retries, failure callbacks), without what belongs to a process:
+
+- heartbeats and the worker state: the process beats once per interval for all of its slots, so
+  `heartbeat`, `set_state` and `procline` do nothing here, and a job's execution lives as long as
+  the process keeps beating (`get_heartbeat_ttl`), however long the job runs;
+- the counters RQ keeps in the worker hash (`jobs.observability.metrics` counts finished and failed jobs);
+- a job starts in one round trip, which also reads it: RQ reads the job (`Job.fetch`), writes its
+  execution (`prepare_execution`) and marks it started (`prepare_job_execution`) in three, with a
+  job heartbeat that the start overwrites anyway;
+- a job's success is one pipeline, metrics included: RQ re-saves the whole job hash, watches and
+  reads the job's dependents and counts metrics in more round trips. No job here has dependents
+  (producers enqueue with `unique=True`, which refuses dependencies); a job that repeats takes
+  RQ's own path. A job deleted while it ran (staff may) stays deleted: what its end wrote back is
+  taken away again, so no hash without a job holds its id;
+- RQ's three INFO lines per job are left out (`jobs.runtime.slots` logs one), warnings and errors stay;
+- the job's end is not written to Redis on its own (RQ's `handle_execution_ended` heartbeat): the
+  success or failure pipeline that follows writes it anyway;
+- the job's timeout is kept by one watchdog thread per process (`WatchdogDeathPenalty`), not by
+  SIGALRM, which works only in a process's main thread, nor by RQ's `TimerDeathPenalty`, which
+  starts a thread per job. Like any thread-based timeout it raises in the job's Python code: a
+  call blocked in C (a socket read) is bounded by its own timeout instead. It is disarmed the
+  moment the task (or a callback) returns (`SlotJob`), and a timeout fired just then is withdrawn:
+  it stops the job's own code or comes too late, and never lands in the bookkeeping after it
+  (RQ's or redis-py's, where it could leave a pooled connection mid-command).
+"""
+
+import asyncio
+import ctypes
+import functools
+import logging
+import threading
+import time
+from uuid import uuid4
+
+import rq
+from rq.executions import Execution, ExecutionRegistry
+from rq.job import Job, JobStatus
+from rq.rate_limit import release_slot
+from rq.results import Result
+from rq.timeouts import BaseDeathPenalty, JobTimeoutException
+from rq.utils import now, utcformat
+
+from jobs.observability import metrics, reads
+
+from jobs.runtime import unreadable
+from jobs.runtime.job import CeresJob
+from jobs.runtime.worker import CeresWorker
+
+CHECKED_RQ_VERSION = "3.0.0"
+WATCHDOG_TICK = 0.2  # seconds: how late past its timeout a job may be stopped
+
+
+class _Watchdog:
+    """One thread per process that raises the timeout exception in slots whose job ran too long."""
+
+    def __init__(self):
+        self._deadlines: dict[int, tuple[float, type[BaseException]]] = {}  # thread id -> deadline
+        self._fired: set[int] = set()  # threads sent their timeout, which they may not have raised yet
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def arm(self, seconds: float, exception: type[BaseException]) -> None:
+        with self._lock:
+            self._deadlines[threading.get_ident()] = (time.monotonic() + seconds, exception)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._watch, name="job-timeouts", daemon=True)
+                self._thread.start()
+
+    def disarm(self) -> None:
+        """No timeout for this thread any more, including one sent that it has not raised yet (a
+        thread raises an async exception only at its next check, maybe after the job returned)."""
+        ident = threading.get_ident()
+        with self._lock:  # the watchdog sends under this lock: after it, nothing more can come
+            self._deadlines.pop(ident, None)
+            if ident in self._fired:
+                self._fired.discard(ident)
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), None)  # NULL: withdraw
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(WATCHDOG_TICK)
+            moment = time.monotonic()
+            with self._lock:
+                due = [(ident, exc) for ident, (deadline, exc) in self._deadlines.items() if deadline <= moment]
+                for ident, exception in due:
+                    del self._deadlines[ident]
+                    self._fired.add(ident)
+                    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(exception))
+
+
+_watchdog = _Watchdog()
+_quiet_log = logging.getLogger("rq.worker.slots")
+_quiet_log.setLevel(logging.WARNING)
+_timeout_classes: dict[int, type[JobTimeoutException]] = {}
+
+
+class WatchdogDeathPenalty(BaseDeathPenalty):
+    def __init__(self, timeout, exception=JobTimeoutException, **kwargs):
+        super().__init__(timeout, exception, **kwargs)
+
+    def setup_death_penalty(self):
+        if self._timeout > 0:
+            _watchdog.arm(self._timeout, _timeout_class(self._timeout))
+
+    def cancel_death_penalty(self):
+        _watchdog.disarm()
+
+
+def _run_job_code(func, *args, **kwargs):
+    """Call the job's own code, its deadline disarmed the moment it returns. A timeout raised at
+    the call as `func` returns stops the job (its result is not in yet); one raised after it (at
+    the disarm's first line, before its lock) came too late: it is dropped, then the disarm done
+    again (the watchdog sends one timeout per deadline)."""
+    try:
+        return func(*args, **kwargs)
+    finally:
+        try:
+            _watchdog.disarm()
+        except JobTimeoutException:
+            _watchdog.disarm()
+
+
+class SlotJob(CeresJob):
+    """A job as a slot runs it: only the task's call, and its callbacks', run under the deadline
+    (`_run_job_code`); RQ's `perform` around them (its context, the result) does not."""
+
+    def _execute(self):
+        result = _run_job_code(self.func, *self.args, **self.kwargs)
+        # As rq's Job._execute. A coroutine would run here without its deadline: no task of ours is one.
+        return asyncio.run(result) if asyncio.iscoroutine(result) else result
+
+    @property
+    def success_callback(self):
+        return _deadline_bound(super().success_callback)
+
+    @property
+    def failure_callback(self):
+        return _deadline_bound(super().failure_callback)
+
+    @property
+    def stopped_callback(self):
+        return _deadline_bound(super().stopped_callback)
+
+
+def _deadline_bound(callback):
+    return functools.partial(_run_job_code, callback) if callback else None
+
+
+def _timeout_class(seconds: int) -> type[JobTimeoutException]:
+    """An async exception is raised from its class alone: one subclass per timeout carries the message."""
+    if seconds not in _timeout_classes:
+        message = f"Task exceeded maximum timeout value ({seconds} seconds)"
+        init = lambda self, *args: Exception.__init__(self, message)  # noqa: E731
+        _timeout_classes[seconds] = type("JobTimeoutException", (JobTimeoutException,), {"__init__": init})
+    return _timeout_classes[seconds]
+
+
+# Takes back what a deleted job's end wrote (hash, finished entry, result), unless a new job of the
+# same id (with its `data`) took the hash meanwhile.
+_FORGET_DELETED = """
+if redis.call('HEXISTS', KEYS[1], 'data') == 1 then return 0 end
+redis.call('DEL', KEYS[1], KEYS[3])
+redis.call('ZREM', KEYS[2], ARGV[1])
+return 1
+"""
+
+
+class SlotRunner(CeresWorker):
+    """Runs one slot's jobs in the calling thread, under the name (and worker key) of its process."""
+
+    death_penalty_class = WatchdogDeathPenalty
+
+    def __init__(self, *args, execution_ttl: int, **kwargs):
+        super().__init__(*args, prepare_for_work=False, **kwargs)
+        self.job_class = SlotJob
+        self.execution_ttl = execution_ttl
+        self.log = _quiet_log
+
+    def execute_job(self, job_id: str, queue) -> Job | None:
+        """Start the job `job_id` (just moved from `queue` to its intermediate list) and run it;
+        returns the job, or None if it was deleted meanwhile."""
+        job, execution = self.start(job_id, queue)
+        if job is not None:
+            self.perform_job(job, queue, execution)
+        return job
+
+    def start(self, job_id: str, queue) -> tuple[Job | None, Execution | None]:
+        """Mark the job started and read it, in one round trip: RQ reads it, then starts it. None if
+        it was deleted meanwhile, or cannot be read (then it is set aside: `jobs.runtime.unreadable`)."""
+        if not reads.valid_id(job_id):
+            unreadable.set_aside(self.connection, job_id, "its id has characters RQ does not allow")
+            return None, None
+        job = self.job_class(job_id, connection=self.connection, serializer=self.serializer)
+        job.origin = queue.name  # the started registry's, until the job's own is read
+        execution = Execution(id=uuid4().hex, job_id=job_id, connection=self.connection, worker_name=self.name)
+        execution._job = job
+        ttl = self.execution_ttl
+        with self.connection.pipeline() as pipe:
+            # What rq's Execution.create writes...
+            execution.save(ttl=ttl, pipeline=pipe)
+            ExecutionRegistry(job_id=job_id, connection=pipe).add(execution=execution, ttl=ttl, pipeline=pipe)
+            job.started_job_registry.add_execution(execution, pipeline=pipe, ttl=ttl)
+            pipe.sadd(execution.worker_executions_key, execution.composite_key)
+            pipe.expire(execution.worker_executions_key, ttl + 60)
+            # ...what rq's prepare_job_execution does, less the heartbeats...
+            job.prepare_for_execution(self.name, pipeline=pipe)
+            pipe.persist(job.key)
+            pipe.lrem(queue.intermediate_queue_key, 1, job_id)
+            # ...and the job as it is now, started.
+            pipe.hgetall(job.key)
+            raw = pipe.execute()[-1]
+        if b"data" not in raw:  # deleted while queued: what we just wrote is all there is
+            self._undo_start(job, execution, delete_stub=True)
+            return None, None
+        try:
+            job.restore(raw)
+        except Exception as error:
+            unreadable.set_aside(self.connection, job_id, f"{type(error).__name__}: {error}", queue_name=queue.name)
+            self._undo_start(job, execution, delete_stub=False)
+            return None, None
+        self.executions[execution.id] = execution
+        return job, execution
+
+    def _undo_start(self, job, execution: Execution, *, delete_stub: bool) -> None:
+        with self.connection.pipeline() as pipe:
+            execution.delete(job, pipeline=pipe)
+            if delete_stub:
+                pipe.delete(job.key)
+            pipe.execute()
+
+    def prepare_job_execution(self, job, remove_from_intermediate_queue: bool = False) -> None:
+        pass  # done by `start`
+
+    def handle_job_success(self, job, queue, started_job_registry, execution):
+        if job.repeats_left:
+            return super().handle_job_success(job, queue, started_job_registry, execution)
+        result_ttl = job.get_result_ttl(self.default_result_ttl)
+        with self.connection.pipeline() as pipe:
+            job._status = JobStatus.FINISHED
+            # Of the job hash RQ saves again, only these two changed since the start.
+            pipe.hset(job.key, mapping={"status": job._status, "ended_at": utcformat(job.ended_at)})
+            if result_ttl != 0:
+                Result.create(job, Result.Type.SUCCESSFUL, return_value=job._result, ttl=result_ttl,
+                              worker_name=self.name, pipeline=pipe, execution_id=execution.id,
+                              execution_started_at=execution.created_at, execution_ended_at=job.ended_at)  # fmt: skip
+                job.finished_job_registry.add(job, result_ttl, pipe)
+            if result_ttl == 0:
+                job.delete(pipeline=pipe, remove_from_queue=False)
+            elif result_ttl > 0:
+                pipe.expire(job.key, result_ttl)
+            self.cleanup_execution(job, pipeline=pipe, execution=execution)
+            metrics.job_finished(pipe, job, queue.name, job.ended_at)
+            created_fields = pipe.execute()[0]
+        if created_fields == 2:  # `status` was not there: the job was deleted while it ran
+            keys = (job.key, job.finished_job_registry.key, Result.get_key(job.id))
+            self.connection.eval(_FORGET_DELETED, len(keys), *keys, job.id)
+        release_slot(job)
+
+    @property
+    def running(self) -> list[Execution]:
+        return list(self.executions.values())
+
+    def get_heartbeat_ttl(self, job, working_time: float = 0.0) -> int:
+        return self.execution_ttl
+
+    def heartbeat(self, timeout=None, pipeline=None):
+        pass
+
+    def set_state(self, state, pipeline=None):
+        pass
+
+    def procline(self, message):
+        pass
+
+    def increment_failed_job_count(self, pipeline=None):
+        pass
+
+    def increment_successful_job_count(self, pipeline=None):
+        pass
+
+    def increment_total_working_time(self, job_execution_time, pipeline):
+        pass
+
+    def handle_execution_ended(self, job, queue, heartbeat_ttl):
+        job.ended_at = now()
+
+    def _close_connections_after_bookkeeping(self) -> bool:
+        return False  # a slot keeps its database connection; the slot loop checks it around each job
+
+
+def rq_version_checked() -> bool:
+    return rq.__version__ == CHECKED_RQ_VERSION

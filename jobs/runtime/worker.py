@@ -1,0 +1,244 @@
+"""The worker class every `rqworker` / `rqworker-pool` process uses (settings `RQ["WORKER_CLASS"]`)."""
+
+import logging
+import os
+import resource
+import signal
+import time
+
+from django.conf import settings
+from rq import Worker, worker_registration
+from rq.exceptions import StopRequested
+from rq.job import JobStatus
+from rq.scheduler import RQScheduler
+from rq.serializers import JSONSerializer
+from rq.utils import now as rq_now
+
+from jobs.enqueue import clients
+
+from jobs.observability import metrics, series
+
+from jobs.config import pauses, policies
+from jobs.failures.alarms import check_crons, check_slos
+from jobs.failures.final import archive, close_db_connections, sweep_failures
+from jobs.failures.attempts import record_attempt
+from jobs.runtime import hooks
+from jobs.runtime.job import CeresJob
+from jobs.runtime.reaper import reap_dead_workers
+from jobs.runtime.unreadable import sweep_registries
+
+log = logging.getLogger(__name__)
+
+SWEEP_INTERVAL = 60  # seconds between two sweeps for missed final failures, across all workers
+REDIS_RETRY_INTERVAL = 1  # seconds between two tries while Redis does not answer
+PAUSED_IDLE_QUEUE = "paused-idle"  # what a forking worker waits on while all its queues are paused
+
+
+class CeresWorker(Worker):
+    """An RQ worker that always speaks JSON and never loses a final failure.
+
+    - Registered tasks only (`jobs.runtime.job.CeresJob`): a job naming any other function fails unrun.
+    - JSON: django-rq's `rqworker` passes `rq.serializers.DefaultSerializer` (pickle) unless told
+      otherwise, whatever the queues say; a worker that unpickled job data would run whatever
+      Redis hands it.
+    - Graceful: SIGTERM to the whole process group lets the running job finish.
+    - Final failures go to `jobs.failures.final` from `handle_job_failure` (which also sees work-horses
+      that were killed) and from the periodic sweep in the maintenance loop.
+    - A Redis blip is waited out: RQ's loop quits on most Redis errors (outside its wait for a
+      job), so the calls it makes between jobs try again until Redis answers, and a running job's
+      heartbeat skips a beat. `jobs.enqueue.clients` logs the outage once.
+    """
+
+    def __init__(self, *args, serializer=None, job_class=None, maintenance_interval=SWEEP_INTERVAL, **kwargs):
+        super().__init__(
+            *args, serializer=JSONSerializer, job_class=CeresJob, maintenance_interval=maintenance_interval, **kwargs
+        )
+        clients.hold(self.connection)
+        if not any(isinstance(f, _QuietWhileRedisIsAway) for f in self.log.filters):
+            self.log.addFilter(_QuietWhileRedisIsAway())
+
+    def _until_redis_answers(self, action, *args, **kwargs):
+        """`action(...)`, tried again every second while Redis does not answer. A stop signal still
+        ends the wait: RQ's handler raises `StopRequested` here when no job is running."""
+        while True:
+            try:
+                return action(*args, **kwargs)
+            except clients.UNREACHABLE:
+                time.sleep(REDIS_RETRY_INTERVAL)
+
+    def check_for_suspension(self, burst):
+        return self._until_redis_answers(super().check_for_suspension, burst)
+
+    def set_state(self, state, pipeline=None):
+        if pipeline is not None:
+            return super().set_state(state, pipeline)
+        return self._until_redis_answers(super().set_state, state)
+
+
+    def setup_work_horse_signals(self):
+        # Process managers (honcho, systemd's cgroup, PM2's tree kill) send SIGTERM to every process,
+        # work-horses included. The worker already answers it with a warm shutdown, letting the job
+        # finish; a cold one still kills the horse with SIGKILL.
+        super().setup_work_horse_signals()
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+    def _start_scheduler(self, burst=False, logging_level="INFO", *args, **kwargs):
+        """RQ forks a scheduler process here when it gets a queue's scheduler lock. The in-process
+        worker schedules every queue from its main thread, so a forking worker only prepares its
+        scheduler: RQ's maintenance (every `maintenance_interval`) starts it if no one holds the lock."""
+        if burst:
+            return super()._start_scheduler(burst, logging_level, *args, **kwargs)
+        self.scheduler = RQScheduler(self.queues, connection=self.connection, serializer=self.serializer)
+
+    def main_work_horse(self, job, queue):
+        """In the forked work-horse: cap the memory the job may add (`memory_limit_mb` of its queue's
+        policy) before running it; past the cap an allocation raises MemoryError, and the job fails."""
+        policy = policies.QUEUES.get(queue.name)
+        if policy and policy.memory_limit_mb:
+            limit = _address_space() + policy.memory_limit_mb * 1024 * 1024
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        return super().main_work_horse(job, queue)
+
+    def heartbeat(self, timeout=None, pipeline=None):
+        """RQ's heartbeat; registers again when Redis lost the worker (restarted without persistence,
+        flushed), instead of beating into a hash that no list of workers holds any more. The list is
+        what tells: RQ's own writes during a job (its beats, `set_state`) recreate the hash alone."""
+        if pipeline is not None:
+            return super().heartbeat(timeout, pipeline)
+        self._until_redis_answers(self._heartbeat, timeout)
+
+    def _heartbeat(self, timeout) -> None:
+        with self.connection.pipeline() as pipe:
+            pipe.sismember(self.redis_workers_keys, self.key)
+            super().heartbeat(timeout, pipe)
+            listed = pipe.execute()[0]
+        if not listed:
+            self._register_again()
+        self._listen_to_unpaused()
+
+    def maintain_heartbeats(self, job, execution):
+        """RQ's beat while a job runs (every `job_monitoring_interval`): back on the lists mid-job too.
+        RQ's own rewrites the hash it finds gone, not the lists (checked against rq 3.0.0)."""
+        try:
+            super().maintain_heartbeats(job, execution)
+            if not self.connection.sismember(self.redis_workers_keys, self.key):
+                self._register_again()
+        except clients.UNREACHABLE:
+            pass  # the job runs on; the next beat tries again
+
+    def _register_again(self) -> None:
+        self.log.warning("Worker %s: registration lost in Redis, registering again", self.name)
+        self.register()
+
+    def dequeue_job_and_maintain_ttl(self, timeout, max_idle_time=None):
+        """RQ's, minus the paused queues (`jobs.config.pauses`): RQ calls `heartbeat` before each wait,
+        which sets the queues to wait on. A job that arrives from a queue paused meanwhile goes back."""
+        while True:
+            result = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+            if result is None or result[1].name not in self._until_redis_answers(pauses.paused, self.connection):
+                return result
+            job, queue = result
+            pauses.give_back(self.connection, queue, job.id)
+            if timeout is None:  # burst: what is left is paused
+                return None
+
+    def _listen_to_unpaused(self) -> None:
+        paused = pauses.paused(self.connection)
+        listening = [queue for queue in self.queues if queue.name not in paused]
+        # With every queue paused, wait on a list no one fills, so RQ's loop (heartbeat,
+        # maintenance, this check) keeps turning every `dequeue_timeout` seconds.
+        self._ordered_queues = listening or [self.queue_class(PAUSED_IDLE_QUEUE, connection=self.connection)]
+
+    def register(self) -> None:
+        """Write the worker hash and list the worker, as RQ's `register_birth` does, without its
+        refusal of a hash that exists (one written by the heartbeat that found it gone)."""
+        with self.connection.pipeline() as pipe:
+            pipe.hset(self.key, mapping=self.registration())
+            worker_registration.register(self, pipe)
+            pipe.expire(self.key, self.registration_ttl)
+            pipe.execute()
+
+    def registration(self) -> dict:
+        return {**self.serialize(), "state": self.get_state()}  # RQ's serialize() leaves the state out
+
+    @property
+    def registration_ttl(self) -> int:
+        return self.worker_ttl + 60  # RQ's
+
+    @property
+    def dequeue_timeout(self) -> int:
+        # Wake up at least every 30 s even when idle, so maintenance (and the sweep) keeps its pace.
+        return min(super().dequeue_timeout, 30)
+
+    def handle_job_failure(self, job, queue, started_job_registry=None, exc_string="", execution=None):
+        if exc_string.startswith("Work-horse terminated"):  # no failure callback ran for this attempt
+            record_attempt(job, exc_string)
+        super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
+        status = job.get_status(refresh=False)
+        if status == JobStatus.FAILED:
+            self._safely(metrics.job_failed, self.connection, queue.name, job.ended_at or rq_now())
+            self._safely(archive, job, exc_string)
+        elif status in (JobStatus.SCHEDULED, JobStatus.QUEUED):  # another attempt comes; a stopped job does not
+            self._safely(metrics.count, self.connection, "job_retries", queue.name)
+
+    def handle_job_success(self, job, queue, started_job_registry, execution=None):
+        super().handle_job_success(job, queue, started_job_registry, execution)
+        self._safely(self._count_finished, job, queue)
+
+    def _count_finished(self, job, queue) -> None:
+        with self.connection.pipeline(transaction=False) as pipe:
+            metrics.job_finished(pipe, job, queue.name, job.ended_at or rq_now())
+            pipe.execute()
+
+    def run_maintenance_tasks(self):
+        self._safely(sweep_registries, self.connection, [queue.name for queue in self.queues])  # before RQ meets them
+        self._safely(super().run_maintenance_tasks)
+        # At start too: a worker started again by its supervisor (or `jobs.runtime.family`) hands back the
+        # jobs of the one it replaces and takes its registration off the list at once.
+        self._safely(reap_dead_workers, self.connection)
+        if self._safely(self._sweep_due):
+            self._safely(series.keep, self.connection, policies.QUEUES, rq_now())
+            self._safely(sweep_failures)
+            self._safely(check_crons)
+            self._safely(check_slos)
+            for hook in hooks.EVERY_MINUTE:
+                self._safely(hook)
+
+    def _sweep_due(self) -> bool:
+        return bool(self.connection.set(f"{settings.RQ_KEY_PREFIX}:sweep-due", 1, nx=True, ex=SWEEP_INTERVAL - 5))
+
+    def _safely(self, action, *args):
+        """Bookkeeping (alerts, archive, metrics) must never take a worker down; the sweep catches up.
+        Returns what `action` returned, False if it raised."""
+        try:
+            return action(*args)
+        except StopRequested:  # RQ's SIGTERM handler raised it here: the stop must not be swallowed
+            raise
+        except clients.UNREACHABLE:  # `jobs.enqueue.clients` said so once; the next round catches up
+            return False
+        except Exception:
+            log.exception("%s failed", action.__name__)
+            return False
+        finally:
+            if self._close_connections_after_bookkeeping():
+                close_db_connections()
+
+    def _close_connections_after_bookkeeping(self) -> bool:
+        # The forking worker must not hand a database connection down to its next work-horse.
+        return not self.is_horse
+
+
+class _QuietWhileRedisIsAway(logging.Filter):
+    """RQ's worker logs "could not connect to Redis instance" at every try of its wait for a job and of
+    its pubsub thread (every 2 s); `jobs.enqueue.clients` has said it once. Matched on RQ's words (rq 3.0):
+    should they change, the only cost is the old noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "could not connect to Redis instance" not in str(record.msg)
+
+
+def _address_space() -> int:
+    """This process's virtual memory size in bytes: a limit on the address space counts what the
+    work-horse inherited (Django, the libraries), so the job's share comes on top of it."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")

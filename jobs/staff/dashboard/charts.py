@@ -1,0 +1,93 @@
+"""The dashboard's charts, drawn on the server as SVG (no script, no external service): per minute or
+hour, jobs finished (green) and failed (red) as stacked bars, and the wait from enqueue to start
+(p50 and p95) as two lines on a log scale. Each bar's tooltip gives its numbers."""
+
+import math
+from zoneinfo import ZoneInfo
+
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
+from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
+
+from jobs.config.crons import ZONE
+from jobs.observability.series import Point
+
+WIDTH, BARS, WAITS = 720, 90, 60  # px: the SVG's width, the bars' height, the wait lines' height
+WAIT_RANGE = (0.001, 3600)  # seconds at the bottom and the top of the wait lines
+
+
+def chart(points: list[Point], hourly: bool) -> str:
+    step = WIDTH / max(len(points), 1)
+    top = max((point.done + point.failed for point in points), default=0) or 1
+    bars, p50, p95 = [], [], []
+    for n, point in enumerate(points):
+        x = n * step
+        done_h, failed_h = BARS * point.done / top, BARS * point.failed / top
+        width = max(step - 1, 1)
+        rects = mark_safe(  # numbers only
+            f'<rect x="{x:.1f}" y="{BARS - done_h:.1f}" width="{width:.1f}" height="{done_h:.1f}" class="done"/>'
+            f'<rect x="{x:.1f}" y="{BARS - done_h - failed_h:.1f}" width="{width:.1f}" height="{failed_h:.1f}" class="failed"/>'
+        )
+        bars.append(format_html("<g><title>{}</title>{}</g>", _tooltip(point, hourly), rects))
+        for line, share in ((p50, 0.5), (p95, 0.95)):
+            wait = point.wait(share)
+            if wait is not None:
+                line.append((x + step / 2, BARS + 10 + _wait_y(wait)))
+    labels = [(0, points[0].at), (WIDTH / 2, points[len(points) // 2].at), (WIDTH, points[-1].at)] if points else []
+    return format_html(
+        '<svg class="dash-chart" viewBox="0 0 {} {}" role="img" aria-label="{}">'
+        '<text x="0" y="12" class="axis">{}</text>{}'
+        '<line x1="0" y1="{}" x2="{}" y2="{}" class="axis"/>'
+        '{}{}{}</svg>',
+        WIDTH, BARS + WAITS + 24, _("jobs finished and failed, and their wait"), _max_label(top),
+        format_html_join("", "{}", ((bar,) for bar in bars)), BARS, WIDTH, BARS, _line(p50, "p50"), _line(p95, "p95"),
+        format_html_join("", '<text x="{}" y="{}" class="axis" text-anchor="{}">{}</text>', (
+            (f"{x:.0f}", BARS + WAITS + 22, ("start", "middle", "end")[n], _moment(at, hourly)) for n, (x, at) in enumerate(labels)
+        )),
+    )  # fmt: skip
+
+
+def _line(points: list[tuple[float, float]], kind: str) -> str:
+    """A wait line with a dot per minute or hour (a lone point shows too); numbers only."""
+    dots = "".join(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.5" class="{kind}"/>' for x, y in points)
+    path = " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
+    return mark_safe(f'<polyline points="{path}" class="{kind}"/>{dots}')
+
+
+def legend() -> str:
+    return format_html(
+        '<span class="dash-legend"><i class="done"></i>{} <i class="failed"></i>{} <i class="p50"></i>{} <i class="p95"></i>{}</span>',
+        _("finished"), _("failed"), _("wait p50"), _("wait p95"),
+    )
+
+
+def _wait_y(seconds: float) -> float:
+    low, high = (math.log10(bound) for bound in WAIT_RANGE)
+    share = (math.log10(min(max(seconds, WAIT_RANGE[0]), WAIT_RANGE[1])) - low) / (high - low)
+    return WAITS * (1 - share)
+
+
+def _tooltip(point: Point, hourly: bool) -> str:
+    parts = [
+        _moment(point.at, hourly),
+        ngettext("%(n)d finished", "%(n)d finished", point.done) % {"n": point.done},
+        ngettext("%(n)d failed", "%(n)d failed", point.failed) % {"n": point.failed},
+    ]
+    if point.wait(0.5) is not None:
+        parts.append(_("wait p50 ≤ %(p50)s, p95 ≤ %(p95)s") % {"p50": _seconds(point.wait(0.5)), "p95": _seconds(point.wait(0.95))})
+    return " · ".join(parts)
+
+
+def _moment(at, hourly: bool) -> str:
+    return f"{at.astimezone(ZoneInfo(ZONE)):{'%d/%m %H:00' if hourly else '%H:%M'}}"
+
+
+def _seconds(value: float) -> str:
+    if math.isinf(value):
+        return "> 1 h"
+    return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.0f} s"
+
+
+def _max_label(top: int) -> str:
+    return ngettext("%(n)d job", "%(n)d jobs", top) % {"n": top}

@@ -1,0 +1,150 @@
+"""What staff can do to jobs in Redis. The dashboard, admin actions and commands call these;
+each one records itself in the audit trail.
+"""
+
+from datetime import datetime
+
+from django.utils import timezone
+from rq.job import Job, JobStatus
+
+from jobs.enqueue import clients
+
+from jobs.config import pauses
+
+from jobs.observability import reads
+from jobs.staff.audit import action_record
+from jobs.failures.dead_letters import CannotRetry, dead_letter_retry
+from jobs.models import DeadLetter, JobAction
+from jobs.enqueue.producers import enqueue_stored_call
+
+RETRYABLE = {JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED}
+CLEAN_BATCH = 1000  # jobs read or deleted per Redis round trip when cleaning
+CANCELABLE = {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
+
+
+def _jobs(queue_name: str, job_ids: list[str]) -> list[Job]:
+    """The jobs of `queue_name` among `job_ids`: an id of another queue's job (a crafted POST) or
+    one that cannot be read is left out."""
+    return [job for job in reads.fetch_jobs(clients.queue(queue_name), job_ids) if job.origin == queue_name]
+
+
+def _apply(kind, do, states, *, queue_name: str, job_ids: list[str], user=None, reason: str = "") -> list[str]:
+    """Do `do(job)` to each job in one of `states` (any state if None); record it; return the ids done."""
+    done = []
+    for job in _jobs(queue_name, job_ids):
+        if states is None or job.get_status(refresh=False) in states:
+            do(job, queue_name, user)
+            done.append(job.id)
+    action_record(kind=kind, queue_name=queue_name, job_ids=done, user=user, reason=reason)
+    return done
+
+
+def _retry(job, queue_name, user):
+    enqueue_stored_call(queue_name=queue_name, func=job.func_name, job_id=job.id, kwargs=job.kwargs, args=job.args)
+    DeadLetter.objects.filter(job_id=job.id, job_created_at=job.created_at).update(
+        retried_at=timezone.now(), retried_by=user
+    )
+
+
+def _promote(job, queue_name, user):
+    queue = clients.queue(queue_name)
+    queue.scheduled_job_registry.remove(job)
+    queue.enqueue_job(job)
+
+
+def jobs_retry(**selection) -> list[str]:
+    """Run failed (or stopped, canceled) jobs again under their ids, with their whole retry budget."""
+    return _apply(JobAction.Kind.RETRY, _retry, RETRYABLE, **selection)
+
+
+def jobs_promote(**selection) -> list[str]:
+    """Run scheduled jobs (a retry waiting for its delay, say) now."""
+    return _apply(JobAction.Kind.PROMOTE, _promote, {JobStatus.SCHEDULED}, **selection)
+
+
+def jobs_cancel(**selection) -> list[str]:
+    return _apply(JobAction.Kind.CANCEL, lambda job, *_: job.cancel(), CANCELABLE, **selection)
+
+
+def jobs_delete(**selection) -> list[str]:
+    return _apply(JobAction.Kind.DELETE, lambda job, *_: job.delete(), None, **selection)
+
+
+def queue_empty(*, queue_name: str, user=None, reason: str = "") -> int:
+    """Delete every job waiting in the queue (running, scheduled and failed jobs stay); returns how many."""
+    queue = clients.queue(queue_name)
+    count = queue.empty()
+    action = action_record(kind=JobAction.Kind.EMPTY, queue_name=queue_name, job_ids=[], user=user, reason=reason)
+    JobAction.objects.filter(pk=action.pk).update(count=count)
+    return count
+
+
+def queue_pause(*, queue_name: str, user=None, by: str, reason: str = "") -> bool:
+    """Pause the queue (`jobs.config.pauses`); False if it was paused already."""
+    done = pauses.pause(clients.redis(), queue_name, by)
+    if done:
+        action_record(kind=JobAction.Kind.PAUSE, queue_name=queue_name, job_ids=[], user=user, reason=reason, detail=by)
+    return done
+
+
+def queue_resume(*, queue_name: str, user=None, by: str, reason: str = "") -> bool:
+    done = pauses.resume(clients.redis(), queue_name)
+    if done:
+        action_record(kind=JobAction.Kind.RESUME, queue_name=queue_name, job_ids=[], user=user, reason=reason, detail=by)
+    return done
+
+
+CLEANABLE = ("finished", "failed", "canceled")
+
+
+def jobs_ended_before(*, queue_name: str, states, before: datetime) -> list[Job]:
+    """The queue's jobs in `states` (of `CLEANABLE`) that ended (or were created, if they never
+    ran) before `before`, read in batches."""
+    queue, found = clients.queue(queue_name), []
+    for state in states:
+        total = reads.count(queue, state)
+        for start in range(0, total, CLEAN_BATCH):
+            jobs = reads.fetch_jobs(queue, reads.job_ids(queue, state, start, start + CLEAN_BATCH))
+            found += [job for job in jobs if (job.ended_at or job.created_at) < before]
+    return found
+
+
+def queue_clean(*, queue_name: str, states, before: datetime, user=None, reason: str = "") -> int:
+    """Delete the queue's ended jobs older than `before`; returns how many."""
+    jobs = jobs_ended_before(queue_name=queue_name, states=states, before=before)
+    connection = clients.queue(queue_name).connection
+    for start in range(0, len(jobs), CLEAN_BATCH):
+        with connection.pipeline() as pipe:
+            for job in jobs[start : start + CLEAN_BATCH]:
+                job.delete(pipeline=pipe)
+            pipe.execute()
+    job_ids = [job.id for job in jobs]
+    detail = f"{', '.join(states)} < {before.isoformat(timespec='seconds')}"
+    action_record(kind=JobAction.Kind.CLEAN, queue_name=queue_name, job_ids=job_ids, user=user, reason=reason, detail=detail)
+    return len(job_ids)
+
+
+def dead_letters_matching(*, queue_name: str, exc_type: str = "", since: datetime | None = None):
+    """Open dead letters (not retried, not resolved) of a queue, optionally one error type since a time."""
+    rows = DeadLetter.objects.filter(queue=queue_name, retried_at=None, resolved_at=None)
+    if exc_type:
+        rows = rows.filter(exc_type=exc_type)
+    if since:
+        rows = rows.filter(failed_at__gte=since)
+    return rows
+
+
+def dead_letters_retry(*, rows, user=None, reason: str = "", detail: str = "") -> tuple[list[str], list[str]]:
+    """Retry each row that can run again; returns the job ids enqueued and why the others could not be."""
+    retried, refused = [], []
+    for row in rows:
+        try:
+            if dead_letter_retry(dead_letter=row, user=user).created:
+                retried.append(row.job_id)
+        except CannotRetry as error:
+            refused.append(str(error))
+    action_record(
+        kind=JobAction.Kind.RETRY, queue_name=rows[0].queue if rows else "", job_ids=retried, user=user,
+        reason=reason, detail=detail,
+    )  # fmt: skip
+    return retried, refused
