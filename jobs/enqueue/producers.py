@@ -44,7 +44,6 @@ from rq.utils import now
 from jobs.enqueue import clients
 
 from jobs.config import policies, task_names
-from jobs.failures.attempts import on_job_failure
 
 log = logging.getLogger(__name__)
 
@@ -307,7 +306,7 @@ def _policy_options(policy: policies.QueuePolicy) -> dict:
         result_ttl=policy.result_ttl,
         failure_ttl=policy.failure_ttl,
         retry=Retry(max=policy.retry_max, interval=list(policy.retry_intervals)) if policy.retry_max else None,
-        on_failure=Callback(on_job_failure),
+        on_failure=Callback(task_names.ON_JOB_FAILURE),
     )
 
 
