@@ -130,7 +130,7 @@ def test_one_click_unsubscribe_works_once_cannot_be_forged_and_stops_the_next_ne
     assert provider.get(path).status_code == 200 and User.objects.get(pk=ana.pk).newsletter_unsubscribed_at is None
     done = provider.post(path, {"List-Unsubscribe": "One-Click"})
     again = provider.post(path, {"List-Unsubscribe": "One-Click"})
-    token = unsubscribe_token(ana.pk)
+    token = path.rstrip("/").rsplit("/", 1)[1]  # signed with its second: not what signing now gives
     forged = provider.post(path.replace(token, token[:-2] + "xx"))
     beto_payload = unsubscribe_token(beto.pk).split(":")[0]
     other = provider.post(path.replace(token, beto_payload + token[token.index(":"):]))  # Ana's signature on Beto
