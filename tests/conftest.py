@@ -72,11 +72,11 @@ def redis_conn():
 def fresh_process():
     """What modules remember for the whole process starts afresh in each test, so order never matters."""
     from ceres_site.accounts.limits import LimitCache
-    from jobs.enqueue import producers
+    from jobs.enqueue import unique
     from jobs.observability import series
 
     LimitCache.resume()  # a Redis error in an earlier test paused the rate limits' counting
-    producers.forget_lone_master()  # an earlier Sentinel test found a master without replicas
+    unique.forget_lone_master()  # an earlier Sentinel test found a master without replicas
     series.forget_expiring()  # the hour keys got their TTL in an earlier test's Redis, since emptied
 
 

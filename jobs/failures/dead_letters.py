@@ -7,7 +7,8 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from jobs.models import DeadLetter
-from jobs.enqueue.producers import Enqueued, enqueue_stored_call
+from jobs.enqueue.producers import enqueue_stored_call
+from jobs.enqueue.unique import Enqueued
 
 
 UNREADABLE_PAYLOAD = "<payload that cannot be read>"  # the archive's func_name for a payload RQ could not decode
