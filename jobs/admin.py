@@ -11,7 +11,7 @@ from django.utils.translation import gettext_lazy as _
 
 from jobs.staff.audit import action_record
 from jobs.failures.dead_letters import dead_letter_resolve
-from jobs.staff.dashboard import views as dashboard
+from jobs.staff.dashboard import actions, views
 from jobs.models import Dashboard, DeadLetter, JobAction
 from jobs.staff.operations import dead_letters_retry
 from jobs.templatetags.dashboard import when
@@ -154,14 +154,14 @@ class DashboardAdmin(ReadOnlyAdmin):
             return path(route, self.admin_site.admin_view(wrapper), name=f"jobs_dashboard_{name}")
 
         return [
-            view(dashboard.overview, "overview", ""),
+            view(views.overview, "overview", ""),
             # The name admin's index, app page and sidebar link a model by: without it, plain text.
-            view(dashboard.overview, "changelist", ""),
-            view(dashboard.triage, "triage", "<str:queue_name>/triage/"),
-            view(dashboard.job_detail, "job", "<str:queue_name>/job/<str:job_id>/"),
-            view(dashboard.action, "action", "<str:queue_name>/action/<str:name>/"),
-            view(dashboard.queue_action, "queue_action", "<str:queue_name>/queue/<str:name>/"),
-            view(dashboard.job_list, "list", "<str:queue_name>/<str:state>/"),
+            view(views.overview, "changelist", ""),
+            view(actions.triage, "triage", "<str:queue_name>/triage/"),
+            view(views.job_detail, "job", "<str:queue_name>/job/<str:job_id>/"),
+            view(actions.action, "action", "<str:queue_name>/action/<str:name>/"),
+            view(actions.queue_action, "queue_action", "<str:queue_name>/queue/<str:name>/"),
+            view(views.job_list, "list", "<str:queue_name>/<str:state>/"),
         ]
 
 

@@ -42,8 +42,8 @@ class Producer:
 
     def many(self, calls: Iterable[dict]) -> list[Enqueued] | None:
         """A job per kwargs, a batch per Redis round trip; one result per distinct id, in order."""
-        calls = [(self.id_for(kwargs), kwargs) for kwargs in calls]  # read now, not at commit
-        return after_commit(lambda: unique.enqueue_many(self.queue.name, self.task, calls=calls, cooldown=self._cooldown()))
+        ids = [(self.id_for(kwargs), kwargs) for kwargs in calls]  # read now, not at commit
+        return after_commit(lambda: unique.enqueue_many(self.queue.name, self.task, calls=ids, cooldown=self._cooldown()))
 
     def id_for(self, kwargs: dict) -> str:
         if callable(self.job_id):
