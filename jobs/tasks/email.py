@@ -34,7 +34,7 @@ from rq.utils import now
 
 from ceres_site.accounts.models import EmailDelivery, Upload, User
 from ceres_site.accounts.tokens import token_issue
-from jobs.mail import smtp
+from jobs.mail import messages, smtp
 from jobs.failures.attempts import PermanentJobError
 from jobs.enqueue.producers import enqueue_email_verify
 
@@ -231,7 +231,7 @@ def _send(user: Recipient, template: str, subject: str, context: dict, key: str)
         subject=subject,
         body=render_to_string(f"{template}.txt", context),
         to=[user.email],
-        headers={"Message-ID": smtp.message_id(key)},
+        headers={"Message-ID": messages.message_id(key)},
     )
     message.attach_alternative(render_to_string(f"{template}.html", context), "text/html")
     try:

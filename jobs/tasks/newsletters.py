@@ -23,7 +23,7 @@ from rq import get_current_job
 from ceres_site.accounts.models import User
 from ceres_site.newsletters.models import Delivery, Newsletter
 from ceres_site.newsletters.unsubscribe import unsubscribe_token
-from jobs.mail import smtp, throttle
+from jobs.mail import messages, smtp, throttle
 from jobs.failures.attempts import PermanentJobError
 from jobs.tasks.email import answer_by, display_name, record
 
@@ -76,7 +76,7 @@ def _send(newsletter_id: int, newsletter: dict, user_id: int, email: str, first_
         headers={
             "List-Unsubscribe": f"<{url}>",
             "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",  # RFC 8058
-            "Message-ID": smtp.message_id(key),
+            "Message-ID": messages.message_id(key),
         },
     )
     if newsletter["body_html"]:
