@@ -10,7 +10,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
 from jobs.staff.audit import action_record
-from jobs.failures.dead_letters import dead_letter_resolve
+from jobs.failures.dead_letters import UNREADABLE_PAYLOAD, dead_letter_resolve
 from jobs.staff.dashboard import actions, views
 from jobs.models import Dashboard, DeadLetter, JobAction
 from jobs.staff.operations import dead_letters_retry
@@ -38,7 +38,7 @@ class DeadLetterAdmin(ReadOnlyAdmin):
     date_hierarchy = "failed_at"
     actions = ["retry", "resolve"]
     fields = (
-        "job_id", "queue", "func_name", "args", "kwargs", "related", "exc_type", "exc_message", "attempts_table",
+        "job_id", "queue", "task", "args", "kwargs", "related", "exc_type", "exc_message", "attempts_table",
         "failed_at", "job_created_at", "alert", "alert_note", "alerted_at", "retried_at", "retried_by",
         "resolved_at", "resolved_by", "traceback_text",
     )  # fmt: skip
@@ -46,6 +46,11 @@ class DeadLetterAdmin(ReadOnlyAdmin):
     change_form_template = "admin/jobs/deadletter/change_form.html"
 
     PAYLOAD_FIELDS = ("args", "kwargs", "related", "exc_message", "attempts_table", "traceback_text")
+
+    @admin.display(description=_("task"))
+    def task(self, obj):
+        """The stored sentinel stays as code compares it; staff read it in their language."""
+        return _("<payload that cannot be read>") if obj.func_name == UNREADABLE_PAYLOAD else obj.func_name
 
     @admin.display(description=_("failed at"), ordering="failed_at")
     def failed(self, obj):
@@ -117,7 +122,7 @@ class DeadLetterAdmin(ReadOnlyAdmin):
 
     @admin.action(description=_("Retry the selected jobs"), permissions=["retry"])
     def retry(self, request, queryset):
-        retried, refused = dead_letters_retry(rows=list(queryset), user=request.user, detail="dead-letter archive")
+        retried, refused = dead_letters_retry(rows=list(queryset), user=request.user, detail=_("dead-letter archive"))
         for why in refused:
             self.message_user(request, why, messages.ERROR)
         for job_id in retried:

@@ -342,7 +342,7 @@ def keep_alive_slack(settings):
 
 def test_slack_posts_from_one_thread_share_one_connection(keep_alive_slack):
     for n in range(4):
-        assert slack.post_to_slack(f"alerta {n}") == "sent"
+        assert slack.post_to_slack(f"alerta {n}") == "enviado a Slack"
 
     ports = {port for port, _ in keep_alive_slack.posts}
     assert [text for _, text in keep_alive_slack.posts] == [f"alerta {n}" for n in range(4)]

@@ -7,6 +7,7 @@ from django.utils.safestring import mark_safe
 from django.utils.translation import gettext_lazy as _
 
 from jobs.models import DeadLetter
+from jobs.staff.dashboard.labels import job_state_label
 from jobs.enqueue.producers import enqueue_email_verify
 
 from .models import EmailDelivery, Upload, User, VerificationToken
@@ -29,7 +30,7 @@ class UserAdmin(BaseUserAdmin):
         lines = []
         for job_id in (f"email-verify-{user.pk}", f"email-welcome-{user.pk}"):
             job = queue.fetch_job(job_id)
-            state = job.get_status(refresh=False).value if job else _("not in Redis")
+            state = job_state_label(job.get_status(refresh=False).value) if job else _("not in Redis")
             url = reverse("admin:jobs_dashboard_job", args=["email", job_id])
             lines.append(format_html('<a href="{}">{}</a>: {}', url, job_id, state))
         for row in DeadLetter.objects.filter(related_model="accounts.user", related_id=str(user.pk))[:10]:

@@ -46,7 +46,7 @@ class VerificationToken(models.Model):
         verbose_name_plural = _("verification tokens")
 
     def __str__(self) -> str:
-        return f"token {self.selector[:6]}… for user {self.user_id}"
+        return _("token %(selector)s… for user %(user)s") % {"selector": self.selector[:6], "user": self.user_id}
 
 
 class EmailDelivery(models.Model):
@@ -68,7 +68,9 @@ class EmailDelivery(models.Model):
         verbose_name_plural = _("email deliveries")
 
     def __str__(self) -> str:
-        return f"{self.kind} to user {self.user_id} at {self.sent_at:%Y-%m-%d %H:%M}"
+        return _("%(kind)s to user %(user)s at %(when)s") % {
+            "kind": self.get_kind_display(), "user": self.user_id, "when": f"{self.sent_at:%Y-%m-%d %H:%M}"
+        }  # fmt: skip
 
 
 def _upload_path(upload, filename: str) -> str:
@@ -108,4 +110,6 @@ class Upload(models.Model):
         indexes = [models.Index(fields=["user", "kind", "-id"])]
 
     def __str__(self) -> str:
-        return f"{self.get_kind_display()} of user {self.user_id} ({self.state})"
+        return _("%(kind)s of user %(user)s (%(state)s)") % {
+            "kind": self.get_kind_display(), "user": self.user_id, "state": self.get_state_display()
+        }  # fmt: skip

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from ceres_site.accounts.models import User
 from jobs.staff.audit import action_record
@@ -89,5 +90,6 @@ def state_label(newsletter: Newsletter, found: Progress) -> str:
 
 
 def _audit(kind, newsletter: Newsletter, user, count: int) -> None:
-    action = action_record(kind=kind, queue_name=BULK.name, job_ids=[], user=user, detail=f"newsletter {newsletter.pk}: {newsletter.subject}")
+    detail = _("newsletter %(id)s: %(subject)s") % {"id": newsletter.pk, "subject": newsletter.subject}
+    action = action_record(kind=kind, queue_name=BULK.name, job_ids=[], user=user, detail=detail)
     JobAction.objects.filter(pk=action.pk).update(count=count)

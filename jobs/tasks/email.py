@@ -69,7 +69,7 @@ def send_verify_email(user_id: int) -> str:
     # After "#": browsers never send it, so the token stays out of every server and proxy log.
     link = f"{settings.SITE_URL}{reverse('accounts:verify')}#{token.selector}.{token.verifier}"
     context = {"link": link, "hours": settings.VERIFICATION_TOKEN_TTL_HOURS}
-    _send(user, "emails/verify", "Confirmá tu cuenta de Ceres", context, key)
+    _send(user, "emails/verify", _("Confirm your Ceres account"), context, key)
     _delivered(user, EmailDelivery.Kind.VERIFY, key)
     return _("sent: verification email to user %(user)s") % {"user": user.pk}
 
@@ -83,7 +83,7 @@ def send_welcome_email(user_id: int) -> str:
     if user.already_sent:
         return _("skipped: user %(user)s was already welcomed") % {"user": user.pk}
     key = _delivery_key()
-    _send(user, "emails/welcome", "¡Bienvenido/a a Ceres!", {"link": settings.SITE_URL + reverse("home")}, key)
+    _send(user, "emails/welcome", _("Welcome to Ceres!"), {"link": settings.SITE_URL + reverse("home")}, key)
     _delivered(user, EmailDelivery.Kind.WELCOME, key)
     return _("sent: welcome email to user %(user)s") % {"user": user.pk}
 
@@ -96,7 +96,7 @@ def send_account_exists_email(user_id: int) -> str:
     if user.already_sent:
         return _("skipped: already sent by this job (%(key)s)") % {"key": key}
     context = {"resend": "" if user.is_verified else settings.SITE_URL + reverse("accounts:resend")}
-    _send(user, "emails/account_exists", "Ya tenés una cuenta en Ceres", context, key)
+    _send(user, "emails/account_exists", _("You already have a Ceres account"), context, key)
     _delivered(user, EmailDelivery.Kind.EXISTS, key)
     return _("sent: account-exists email to user %(user)s") % {"user": user.pk}
 
@@ -113,7 +113,7 @@ def send_cv_rejected_email(upload_id: int) -> str:
     if user.already_sent:
         return _("skipped: already sent by this job (%(key)s)") % {"key": key}
     context = {"reason": upload.reason, "link": settings.SITE_URL + reverse("accounts:profile")}
-    _send(user, "emails/cv_rejected", "No pudimos aceptar tu CV", context, key)
+    _send(user, "emails/cv_rejected", _("We could not accept your CV"), context, key)
     _delivered(user, EmailDelivery.Kind.CV_REJECTED, key)
     return _("sent: CV-rejected email to user %(user)s") % {"user": user.pk}
 

@@ -31,7 +31,9 @@ def validate_cv(upload_id: int) -> str:
             enqueue_email_cv_rejected(upload_id=upload.pk)
         return _("rejected: %(reason)s") % {"reason": rejection}
     _finish(upload, Upload.State.ACCEPTED, warning=" ".join(verdict.warnings))
-    return _("accepted: %(kind)s CV") % {"kind": verdict.kind.upper()} + (f", {verdict.pages} p." if verdict.pages else "")
+    if verdict.pages:
+        return _("accepted: %(kind)s CV, %(pages)d p.") % {"kind": verdict.kind.upper(), "pages": verdict.pages}
+    return _("accepted: %(kind)s CV") % {"kind": verdict.kind.upper()}
 
 
 def optimize_profile_picture(upload_id: int) -> str:
@@ -41,7 +43,8 @@ def optimize_profile_picture(upload_id: int) -> str:
     try:
         data = _read(upload, settings.PICTURE_MAX_BYTES)
         if len(data) > settings.PICTURE_MAX_BYTES:
-            raise pictures.Rejected(f"La imagen pesa más de {settings.PICTURE_MAX_BYTES // (1024 * 1024)} MB.")
+            mb = settings.PICTURE_MAX_BYTES // (1024 * 1024)
+            raise pictures.Rejected(_("The picture is larger than %(mb)d MB.") % {"mb": mb})
         result = pictures.optimize(data)
     except pictures.Rejected as rejection:
         _finish(upload, Upload.State.REJECTED, reason=str(rejection))

@@ -70,7 +70,7 @@ def _send(newsletter_id: int, newsletter: dict, user_id: int, email: str, first_
     context = Context({"name": display_name(first_name), "unsubscribe_url": url})
     key = get_current_job().id if test else f"newsletter-{newsletter_id}-{user_id}"  # a test copy: one per click
     message = EmailMultiAlternatives(
-        subject=("[Prueba] " if test else "") + newsletter["subject"],
+        subject=_("[Test] %(subject)s") % {"subject": newsletter["subject"]} if test else newsletter["subject"],
         body=_template(newsletter_id, newsletter["body_text"], False).render(context),
         to=[email],
         headers={
