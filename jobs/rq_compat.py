@@ -27,8 +27,8 @@ from importlib import metadata
 
 from rq import Worker, defaults
 from rq.exceptions import AbandonedJobError
-from rq.job import validate_job_id
 from rq.executions import WORKER_EXECUTIONS_KEY_TEMPLATE, Execution  # noqa: F401 (Execution re-exported)
+from rq.job import validate_job_id
 from rq.rate_limit import release_slot
 from rq.registry import StartedJobRegistry
 from rq.results import Result
@@ -38,7 +38,6 @@ from rq.timeouts import BaseDeathPenalty, JobTimeoutException  # noqa: F401 (re-
 from rq.utils import import_attribute, now, utcformat, utcparse  # noqa: F401 (re-exported)
 from rq.worker_registration import REDIS_WORKER_KEYS, WORKERS_BY_QUEUE_KEY, register, unregister
 from rq_scheduler.utils import to_unix  # noqa: F401 (re-exported)
-
 
 
 def __getattr__(name: str):
