@@ -3,6 +3,7 @@ string it spells out is the one their public objects use or their code writes, s
 that changes one fails here (besides the version check `jobs.E010`)."""
 
 import inspect
+import logging
 
 import django_rq
 import pytest
@@ -15,6 +16,7 @@ from rq.scheduler import RQScheduler
 
 from jobs import rq_compat
 from jobs.runtime.scheduler import CeresScheduler
+from jobs.runtime.worker import CeresWorker
 from tests.test_producers import stored_job
 
 
@@ -161,3 +163,15 @@ def test_the_scheduler_keys_are_under_rqs_prefix(settings):
     assert isinstance(scheduler, CeresScheduler)
     for attribute, key in rq_compat.SCHEDULER_KEYS.items():
         assert getattr(scheduler, attribute) == key and key.startswith(f"{settings.RQ_KEY_PREFIX}:")
+
+
+def test_the_worker_log_drops_rqs_redis_down_lines_and_only_those(redis_conn):
+    worker = django_rq.get_worker("maintenance", worker_class=CeresWorker)
+    assert worker.log.name == rq_compat.RQ_WORKER_LOGGER
+
+    def record(message: str, *args) -> logging.LogRecord:
+        return logging.LogRecord(worker.log.name, logging.ERROR, __file__, 0, message, args, None)
+
+    rqs = record("Worker %s: could not connect to Redis instance: %s retrying in %d seconds...", "w", "refused", 1)
+    assert not all(f.filter(rqs) for f in worker.log.filters)
+    assert all(f.filter(record("Worker %s: job %s failed", "w", "j")) for f in worker.log.filters)
