@@ -370,9 +370,9 @@ def rqworker_argv(*queue_names: str, options: tuple[str, ...] = ()) -> list[str]
 
 
 def registered(conn, queue_name: str) -> int:
-    from rq.worker_registration import WORKERS_BY_QUEUE_KEY
+    from jobs.rq_compat import workers_of_queue_key
 
-    return conn.scard(WORKERS_BY_QUEUE_KEY % queue_name)
+    return conn.scard(workers_of_queue_key(queue_name))
 
 
 def wait_registered(conn, queue_name: str, count: int, timeout: float = 60, processes=()) -> float:

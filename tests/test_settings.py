@@ -12,6 +12,8 @@ from django.urls import NoReverseMatch, reverse
 from rq.serializers import DefaultSerializer, JSONSerializer
 
 from ceres_site.accounts.models import User
+from jobs import rq_compat
+from jobs.config.checks import rq_versions_checked
 from jobs.enqueue.producers import enqueue_email_verify
 from jobs.config.policies import QUEUES
 from tests.conftest import BASE_DIR, free_port
@@ -60,7 +62,7 @@ def test_rq_queues_are_derived_from_the_policies(settings):
     assert set(settings.RQ_QUEUES) == set(QUEUES) == {"email", "slack", "bulk", "maintenance", "files"}
     for name, policy in QUEUES.items():
         queue = django_rq.get_queue(name)
-        assert queue.serializer is JSONSerializer and queue._default_timeout == policy.timeout
+        assert queue.serializer is JSONSerializer and queue.create_job("tests.tasks.sleep").timeout == policy.timeout
 
 
 def test_key_prefix_check_reports_a_mismatch(settings):
@@ -69,6 +71,22 @@ def test_key_prefix_check_reports_a_mismatch(settings):
     settings.RQ_KEY_PREFIX = "other:queue"
 
     assert [e.id for e in checks.run_checks() if e.id.startswith("jobs.E")] == ["jobs.E001"]
+
+
+def test_the_installed_rq_packages_are_those_rq_compat_was_checked_against():
+    assert rq_versions_checked(None) == []
+    result = run_django({"DEBUG": "1"})  # `manage.py check` on this install
+    assert result.returncode == 0 and "jobs.E010" not in result.stdout + result.stderr, result.stderr
+
+
+def test_another_version_of_an_rq_package_is_an_error_naming_rq_compat():
+    installed = {**rq_compat.CHECKED, "rq-scheduler": "0.15.0"}
+
+    errors = rq_versions_checked(None, installed=installed)
+
+    assert [error.id for error in errors] == ["jobs.E010"]
+    assert errors[0].msg == "rq-scheduler 0.15.0 is installed; jobs/rq_compat.py was checked against rq-scheduler 0.14.0."
+    assert "jobs/rq_compat.py" in errors[0].hint
 
 
 def run_django(env_overrides: dict) -> subprocess.CompletedProcess:

@@ -6,8 +6,9 @@ from django.core import checks
 
 @checks.register()
 def rq_key_prefix(app_configs, **kwargs):
-    from rq.defaults import RQ_KEY_PREFIX
+    from jobs.rq_compat import key_prefix
 
+    RQ_KEY_PREFIX = key_prefix()
     if RQ_KEY_PREFIX != settings.RQ_KEY_PREFIX:
         return [
             checks.Error(
@@ -17,6 +18,22 @@ def rq_key_prefix(app_configs, **kwargs):
             )
         ]
     return []
+
+
+@checks.register()
+def rq_versions_checked(app_configs, installed: dict[str, str] | None = None, **kwargs):
+    """`installed`: package -> version, the installed ones unless given (tests give others)."""
+    from jobs.rq_compat import versions_differing
+
+    return [
+        checks.Error(
+            f"{name} {version} is installed; jobs/rq_compat.py was checked against {name} {checked}.",
+            hint=f"Read jobs/rq_compat.py (and the classes it names) again against {name} {version}, "
+            "then update its CHECKED.",
+            id="jobs.E010",
+        )
+        for name, (checked, version) in versions_differing(installed).items()
+    ]
 
 
 @checks.register()

@@ -41,6 +41,7 @@ from jobs.failures.dead_letters import MASKED, TRUNCATED, UNREADABLE_PAYLOAD
 from jobs.models import DeadLetter
 from jobs.enqueue.producers import enqueue_slack_alert, schedule_alert_flush
 from jobs.failures.slack_texts import single_alert, summary_alert
+from jobs import rq_compat
 
 log = logging.getLogger(__name__)
 
@@ -103,10 +104,10 @@ def _on_final_failure(func_name: str, kwargs: dict) -> None:
 
 def fingerprint(exc_string: str) -> tuple[str, str]:
     """(exception type name, first line of its message) from a formatted traceback or RQ's note."""
-    if exc_string.startswith("Work-horse terminated unexpectedly"):
+    if exc_string.startswith(rq_compat.WORK_HORSE_KILLED):
         return "WorkHorseKilled", exc_string.strip().rstrip(";")
-    if "AbandonedJobError" in exc_string and "Traceback" not in exc_string:
-        return "AbandonedJobError", "the worker running it died"
+    if rq_compat.ABANDONED in exc_string and "Traceback" not in exc_string:
+        return rq_compat.ABANDONED, "the worker running it died"
     for line in reversed(exc_string.splitlines()):
         match = re.match(r"([A-Za-z_][\w.]*)(?:: (.*))?$", line)
         if match and not line.startswith((" ", "Traceback", "During handling", "The above exception")):

@@ -12,8 +12,7 @@ from dataclasses import asdict, dataclass
 import django_rq
 from django.conf import settings
 from redis.exceptions import RedisError, ResponseError
-from rq import defaults
-from rq.utils import now
+from jobs.rq_compat import key_prefix, now
 
 from jobs.enqueue import clients
 
@@ -102,9 +101,9 @@ def queue_checks(stats: reads.QueueStats) -> list[Check]:
 
 def _redis_identity(connection) -> Check:
     db = connection.connection_pool.connection_kwargs.get("db", 0)
-    if defaults.RQ_KEY_PREFIX != settings.RQ_KEY_PREFIX:
-        return Check("redis", "fail", f"keys go under {defaults.RQ_KEY_PREFIX!r}, not {settings.RQ_KEY_PREFIX!r}")
-    return Check("redis", "ok", f"reachable, logical DB {db}, keys under {defaults.RQ_KEY_PREFIX}:")
+    if key_prefix() != settings.RQ_KEY_PREFIX:
+        return Check("redis", "fail", f"keys go under {key_prefix()!r}, not {settings.RQ_KEY_PREFIX!r}")
+    return Check("redis", "ok", f"reachable, logical DB {db}, keys under {key_prefix()}:")
 
 
 def _redis_durability(connection) -> list[Check]:

@@ -8,7 +8,7 @@ from itertools import accumulate
 from django.conf import settings
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import CollectorRegistry
-from rq.utils import now
+from jobs.rq_compat import now
 
 from jobs.enqueue import clients
 

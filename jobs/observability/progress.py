@@ -11,7 +11,7 @@ what the task read), so only staff with `view_payloads` see them. Called outside
 """
 
 from rq import get_current_job
-from rq.utils import now, utcformat
+from jobs.rq_compat import now, utcformat
 
 LOG_LINES = 200
 LINE_CHARS = 300

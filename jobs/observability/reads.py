@@ -13,10 +13,8 @@ from functools import partial
 
 import django_rq
 from django.conf import settings
-from rq.job import JOB_ID_PATTERN, Job
+from rq.job import Job
 from rq.registry import StartedJobRegistry
-from rq.utils import now, utcparse
-from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
 from jobs.enqueue import clients
 
@@ -24,6 +22,8 @@ from jobs.config import crons, pauses, policies
 
 from jobs.observability import series
 from jobs.models import CronRun
+from jobs import rq_compat
+from jobs.rq_compat import now, utcparse
 
 log = logging.getLogger(__name__)
 
@@ -196,14 +196,14 @@ def queue_stats(name: str) -> QueueStats:
 def workers(queue_name: str) -> list[WorkerInfo]:
     connection = _queue(queue_name).connection
     found = []
-    for key in sorted(connection.smembers(WORKERS_BY_QUEUE_KEY % queue_name)):
+    for key in sorted(connection.smembers(rq_compat.workers_of_queue_key(queue_name))):
         data = connection.hgetall(key)
-        heartbeat = data.get(b"last_heartbeat")
-        state = data.get(b"state", b"gone").decode()
+        heartbeat = data.get(rq_compat.HEARTBEAT_FIELD.encode())
+        state = data.get(rq_compat.STATE_FIELD.encode(), b"gone").decode()
         slots, busy = _per_queue(data.get(b"slots")), _per_queue(data.get(b"busy"))  # written by jobs.runtime.slots
         found.append(
             WorkerInfo(
-                name=key.decode().rsplit(":", 1)[-1],
+                name=rq_compat.worker_name_from_key(key),
                 alive=bool(data),
                 state=state,
                 last_heartbeat=utcparse(heartbeat.decode()) if heartbeat else None,
@@ -256,7 +256,7 @@ def overview() -> Overview:
 
 
 def valid_id(job_id: str) -> bool:
-    return bool(JOB_ID_PATTERN.fullmatch(job_id))  # what rq's `validate_job_id` accepts
+    return rq_compat.valid_job_id(job_id)
 
 
 def printable(job_id: str) -> str:

@@ -6,10 +6,10 @@ import logging
 from django.db import connections
 from rq.exceptions import NoSuchJobError, StopRequested
 from rq.job import Job
-from rq.utils import import_attribute
 
 from jobs.config import task_names
 from jobs.failures.attempts import PermanentJobError
+from jobs.rq_compat import callback_name, import_attribute
 
 log = logging.getLogger(__name__)
 
@@ -41,15 +41,15 @@ class CeresJob(Job):
 
     @property
     def success_callback(self):
-        return self._registered_callback(self._success_callback_name, lambda: super(CeresJob, self).success_callback)
+        return self._registered_callback(callback_name(self, "success"), lambda: super(CeresJob, self).success_callback)
 
     @property
     def failure_callback(self):
-        return self._registered_callback(self._failure_callback_name, lambda: super(CeresJob, self).failure_callback)
+        return self._registered_callback(callback_name(self, "failure"), lambda: super(CeresJob, self).failure_callback)
 
     @property
     def stopped_callback(self):
-        return self._registered_callback(self._stopped_callback_name, lambda: super(CeresJob, self).stopped_callback)
+        return self._registered_callback(callback_name(self, "stopped"), lambda: super(CeresJob, self).stopped_callback)
 
     def _registered_callback(self, name: str | None, resolve):
         if name and not task_names.allowed(name, task_names.CALLBACKS):

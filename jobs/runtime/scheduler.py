@@ -18,17 +18,15 @@ import signal
 import time
 from datetime import datetime
 
-from django_rq.queues import DjangoScheduler
-from rq.defaults import RQ_KEY_PREFIX
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from rq.serializers import JSONSerializer
-from rq_scheduler.utils import to_unix
 
 from jobs.enqueue import clients
 
 from jobs.config import crons, task_names
 from jobs.enqueue.producers import enqueue_cron_run
+from jobs.rq_compat import KEY_PREFIX, SCHEDULER_KEYS, DjangoScheduler, forget_scheduler_lock, to_unix
 
 ENTRY_PREFIX = "cron-"
 
@@ -41,16 +39,17 @@ class JSONJob(Job):
 
 
 class CeresScheduler(DjangoScheduler):
-    redis_scheduler_namespace_prefix = f"{RQ_KEY_PREFIX}:scheduler_instance:"
-    scheduler_key = f"{RQ_KEY_PREFIX}:scheduler"
-    scheduler_lock_key = f"{RQ_KEY_PREFIX}:scheduler_lock"
-    scheduled_jobs_key = f"{RQ_KEY_PREFIX}:scheduler:scheduled_jobs"
+    redis_scheduler_namespace_prefix = SCHEDULER_KEYS["redis_scheduler_namespace_prefix"]
+    scheduler_key = SCHEDULER_KEYS["scheduler_key"]
+    scheduler_lock_key = SCHEDULER_KEYS["scheduler_lock_key"]
+    scheduled_jobs_key = SCHEDULER_KEYS["scheduled_jobs_key"]
 
-    alive_key = f"{RQ_KEY_PREFIX}:scheduler-alive"  # one key to read, instead of scanning for instances
+    alive_key = f"{KEY_PREFIX}:scheduler-alive"  # one key to read, instead of scanning for instances
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, interval=60, **kwargs):  # rq-scheduler's default interval
         kwargs["job_class"] = JSONJob
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, interval=interval, **kwargs)
+        self.interval = interval  # seconds between two ticks
         clients.hold(self.connection)
 
     def run(self, burst=False):
@@ -64,10 +63,10 @@ class CeresScheduler(DjangoScheduler):
                 try:
                     self._tick()
                 except clients.UNREACHABLE:
-                    self._lock_acquired = False  # it expires on its own: a scheduler elsewhere may take over
+                    forget_scheduler_lock(self)  # it expires on its own: a scheduler elsewhere may take over
                 if burst:
                     return
-                time.sleep(max(0.0, self._interval - (time.monotonic() - started)))
+                time.sleep(max(0.0, self.interval - (time.monotonic() - started)))
         finally:
             try:
                 self.remove_lock()
@@ -101,7 +100,7 @@ class CeresScheduler(DjangoScheduler):
 
     def heartbeat(self):
         super().heartbeat()
-        was = self.connection.set(self.alive_key, self.name, ex=int(self._interval) + 10, get=True)
+        was = self.connection.set(self.alive_key, self.name, ex=int(self.interval) + 10, get=True)
         if was is None:  # just started, or Redis lost every key (restarted without persistence): crons too
             done = self.sync_crons()
             if done["added"] or done["changed"] or done["removed"]:
@@ -144,17 +143,12 @@ class CeresScheduler(DjangoScheduler):
         for spec in crons.SPECS.values():
             entry, wanted = self.cron_entry(spec.name), {"schedule": spec.schedule, "zone": spec.zone}
             scheduled = entry is not None and entry.id in self
-            if entry is None:
-                entry = self._create_job(
-                    task_names.RUN_CRON,
-                    kwargs={"name": spec.name},
-                    id=ENTRY_PREFIX + spec.name,
-                    queue_name=spec.queue,
-                    commit=False,
-                )
-                entry.meta.update(cron_spec=spec.name, registered_at=at.isoformat(), **wanted)
-                entry.save()
+            if entry is None:  # saved, and scheduled for its next slot
+                meta = {"cron_spec": spec.name, "registered_at": at.isoformat(), **wanted}
+                self.schedule(spec.next_slot(at), task_names.RUN_CRON, kwargs={"name": spec.name},
+                              id=ENTRY_PREFIX + spec.name, queue_name=spec.queue, meta=meta)  # fmt: skip
                 done["added"].append(spec.name)
+                continue
             elif {key: entry.meta.get(key) for key in wanted} != wanted or entry.origin != spec.queue or not scheduled:
                 entry.meta.update(wanted)
                 entry.origin = spec.queue

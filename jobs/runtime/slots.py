@@ -35,13 +35,11 @@ import time
 from django.conf import settings
 from django.db import connections
 from redis.exceptions import RedisError
-from rq.scheduler import RQScheduler
-from rq.utils import now, utcformat
-from rq.worker_registration import unregister
 
 
 
 from jobs.config import pauses, policies
+from jobs.rq_compat import HEARTBEAT_FIELD, STATE_FIELD, RQScheduler, abandon_execution, now, unregister_worker, utcformat
 from jobs.runtime.reaper import reap_dead_workers
 from jobs.runtime.slot_loop import DEQUEUE_TIMEOUT, QueueSlots, SlotLoop
 from jobs.runtime.slot_runner import SlotRunner
@@ -75,7 +73,7 @@ class SlotWorker(SlotLoop, CeresWorker):
 
     def work(self, burst=False, logging_level=None, max_jobs=None, with_scheduler=False, **ignored) -> bool:
         self.bootstrap(logging_level or "INFO")
-        self._install_signal_handlers()
+        self._install_stop_handlers()
         self._max_jobs = max_jobs or settings.WORKER_MAX_JOBS
         if with_scheduler or not burst:
             self._start_rq_scheduler(burst)
@@ -144,7 +142,7 @@ class SlotWorker(SlotLoop, CeresWorker):
         self.last_heartbeat = now()
         running = [(group, execution) for group in self.groups for r in group.runners for execution in r.running]
         with self.connection.pipeline(transaction=False) as pipe:
-            pipe.hset(self.key, mapping={"last_heartbeat": utcformat(self.last_heartbeat), **self._slot_fields()})
+            pipe.hset(self.key, mapping={HEARTBEAT_FIELD: utcformat(self.last_heartbeat), **self._slot_fields()})
             pipe.expire(self.key, PROCESS_TTL)
             pipe.expire(self.executions_key, PROCESS_TTL)
             for group, execution in running:
@@ -156,7 +154,7 @@ class SlotWorker(SlotLoop, CeresWorker):
 
     def _slot_fields(self) -> dict:
         return {
-            "state": "busy" if any(group.busy for group in self.groups) else "idle",
+            STATE_FIELD: "busy" if any(group.busy for group in self.groups) else "idle",
             "slots": ",".join(f"{group.queue.name}={group.size}" for group in self.groups),
             "busy": ",".join(f"{group.queue.name}={group.busy}" for group in self.groups),
         }
@@ -170,7 +168,7 @@ class SlotWorker(SlotLoop, CeresWorker):
 
     registration_ttl = PROCESS_TTL
 
-    def _install_signal_handlers(self):
+    def _install_stop_handlers(self):
         self._previous_handlers = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
 
     def _on_signal(self, signum, frame):
@@ -193,8 +191,8 @@ class SlotWorker(SlotLoop, CeresWorker):
                 for group in self.groups:
                     for runner in group.runners:
                         for execution in runner.running:
-                            pipe.zadd(group.queue.started_job_registry.key, {execution.composite_key: 0}, xx=True)
-                unregister(self, pipe)
+                            abandon_execution(pipe, group.queue.name, execution.composite_key)
+                unregister_worker(pipe, self)
                 pipe.delete(self.key, self.executions_key)
                 pipe.execute()
             if self._rq_scheduler:

@@ -7,12 +7,10 @@ import signal
 import time
 
 from django.conf import settings
-from rq import Worker, worker_registration
+from rq import Worker
 from rq.exceptions import StopRequested
 from rq.job import JobStatus
-from rq.scheduler import RQScheduler
 from rq.serializers import JSONSerializer
-from rq.utils import now as rq_now
 
 from jobs.enqueue import clients
 
@@ -26,6 +24,8 @@ from jobs.runtime import hooks
 from jobs.runtime.job import CeresJob
 from jobs.runtime.reaper import reap_dead_workers
 from jobs.runtime.unreadable import sweep_registries
+from jobs.rq_compat import REDIS_DOWN_LOG, RQScheduler, listen_to, register_worker
+from jobs.rq_compat import now as rq_now
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,7 @@ class CeresWorker(Worker):
             *args, serializer=JSONSerializer, job_class=CeresJob, maintenance_interval=maintenance_interval, **kwargs
         )
         clients.hold(self.connection)
+        self.killed_horse_job_id: str | None = None  # `handle_work_horse_killed` to `handle_job_failure`
         if not any(isinstance(f, _QuietWhileRedisIsAway) for f in self.log.filters):
             self.log.addFilter(_QuietWhileRedisIsAway())
 
@@ -82,12 +83,18 @@ class CeresWorker(Worker):
         super().setup_work_horse_signals()
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
-    def _start_scheduler(self, burst=False, logging_level="INFO", *args, **kwargs):
-        """RQ forks a scheduler process here when it gets a queue's scheduler lock. The in-process
-        worker schedules every queue from its main thread, so a forking worker only prepares its
-        scheduler: RQ's maintenance (every `maintenance_interval`) starts it if no one holds the lock."""
-        if burst:
-            return super()._start_scheduler(burst, logging_level, *args, **kwargs)
+    def work(self, *args, **kwargs):
+        """RQ's loop. With `with_scheduler`, RQ forks a scheduler process at the start when it gets a
+        queue's scheduler lock. The in-process worker schedules every queue from its main thread, so
+        a forking worker only prepares its scheduler: RQ's maintenance (every `maintenance_interval`)
+        starts it if no one holds the lock. A burst run keeps RQ's (what is due, then stop)."""
+        burst = args[0] if args else kwargs.get("burst", False)
+        if kwargs.get("with_scheduler") and not burst:
+            self.prepare_scheduler()
+            kwargs["with_scheduler"] = False
+        return super().work(*args, **kwargs)
+
+    def prepare_scheduler(self) -> None:
         self.scheduler = RQScheduler(self.queues, connection=self.connection, serializer=self.serializer)
 
     def main_work_horse(self, job, queue):
@@ -118,7 +125,7 @@ class CeresWorker(Worker):
 
     def maintain_heartbeats(self, job, execution):
         """RQ's beat while a job runs (every `job_monitoring_interval`): back on the lists mid-job too.
-        RQ's own rewrites the hash it finds gone, not the lists (checked against rq 3.0.0)."""
+        RQ's own rewrites the hash it finds gone, not the lists (`jobs.rq_compat.CHECKED`)."""
         try:
             super().maintain_heartbeats(job, execution)
             if not self.connection.sismember(self.redis_workers_keys, self.key):
@@ -147,14 +154,14 @@ class CeresWorker(Worker):
         listening = [queue for queue in self.queues if queue.name not in paused]
         # With every queue paused, wait on a list no one fills, so RQ's loop (heartbeat,
         # maintenance, this check) keeps turning every `dequeue_timeout` seconds.
-        self._ordered_queues = listening or [self.queue_class(PAUSED_IDLE_QUEUE, connection=self.connection)]
+        listen_to(self, listening or [self.queue_class(PAUSED_IDLE_QUEUE, connection=self.connection)])
 
     def register(self) -> None:
         """Write the worker hash and list the worker, as RQ's `register_birth` does, without its
         refusal of a hash that exists (one written by the heartbeat that found it gone)."""
         with self.connection.pipeline() as pipe:
             pipe.hset(self.key, mapping=self.registration())
-            worker_registration.register(self, pipe)
+            register_worker(pipe, self)
             pipe.expire(self.key, self.registration_ttl)
             pipe.execute()
 
@@ -170,8 +177,13 @@ class CeresWorker(Worker):
         # Wake up at least every 30 s even when idle, so maintenance (and the sweep) keeps its pace.
         return min(super().dequeue_timeout, 30)
 
+    def handle_work_horse_killed(self, job, retpid, ret_val, rusage):
+        super().handle_work_horse_killed(job, retpid, ret_val, rusage)
+        self.killed_horse_job_id = job.id  # RQ calls handle_job_failure for it next
+
     def handle_job_failure(self, job, queue, started_job_registry=None, exc_string="", execution=None):
-        if exc_string.startswith("Work-horse terminated"):  # no failure callback ran for this attempt
+        if self.killed_horse_job_id == job.id:  # no failure callback ran for this attempt
+            self.killed_horse_job_id = None
             record_attempt(job, exc_string)
         super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
         status = job.get_status(refresh=False)
@@ -230,11 +242,11 @@ class CeresWorker(Worker):
 
 class _QuietWhileRedisIsAway(logging.Filter):
     """RQ's worker logs "could not connect to Redis instance" at every try of its wait for a job and of
-    its pubsub thread (every 2 s); `jobs.enqueue.clients` has said it once. Matched on RQ's words (rq 3.0):
-    should they change, the only cost is the old noise."""
+    its pubsub thread (every 2 s); `jobs.enqueue.clients` has said it once. Matched on RQ's words
+    (`jobs.rq_compat.REDIS_DOWN_LOG`): should they change, the only cost is the old noise."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "could not connect to Redis instance" not in str(record.msg)
+        return REDIS_DOWN_LOG not in str(record.msg)
 
 
 def _address_space() -> int:

@@ -12,7 +12,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_http_methods
 from rq.job import JobStatus
-from rq.utils import utcparse
+from jobs.rq_compat import utcparse
 
 from jobs.config import pauses, policies
 from jobs.enqueue import clients
