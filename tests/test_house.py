@@ -1,5 +1,6 @@
 """The checks that keep the house as it is: import contracts (pyproject.toml), no module cycles."""
 
+import ast
 import subprocess
 
 import grimp
@@ -28,3 +29,24 @@ def test_no_module_imports_itself_through_others_lazy_imports_included():
                 loops.append(f"{module} -> {imported} -> ... -> {module}")
 
     assert loops == []
+
+
+# What the public API of rq, rq-scheduler and django-rq is, by module; their other modules are internal.
+RQ_PUBLIC = {"rq", "rq.job", "rq.exceptions", "rq.registry", "rq.queue", "rq.worker", "rq.command", "rq.serializers",
+             "rq_scheduler", "django_rq", "django_rq.management.commands"}  # fmt: skip (its commands, overridden)
+
+
+def test_only_rq_compat_imports_the_internals_of_rq_lazy_imports_included():
+    found = []
+    for path in sorted([*(BASE_DIR / "jobs").rglob("*.py"), *(BASE_DIR / "ceres_site").rglob("*.py")]):
+        if path == BASE_DIR / "jobs" / "rq_compat.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            for name in names:
+                if name.split(".")[0] in ("rq", "rq_scheduler", "django_rq") and name not in RQ_PUBLIC:
+                    found.append(f"{path.relative_to(BASE_DIR)}:{node.lineno} imports {name}")
+
+    assert found == [], "reach rq's internals through jobs/rq_compat.py"

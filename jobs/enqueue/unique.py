@@ -29,14 +29,12 @@ from typing import TypeVar
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
-from redis.client import Pipeline
 from redis.exceptions import WatchError
 from rq import Callback, Queue, Retry
 from rq.exceptions import DuplicateJobError
 from rq.job import Job, JobStatus
-from rq.scripts import UNIQUE_ENQUEUE_SCRIPT, _build_hset_args
-from rq.utils import now
 
+from jobs import rq_compat
 from jobs.config import policies, task_names
 from jobs.enqueue import clients
 
@@ -138,7 +136,7 @@ def _push_unique(queue: Queue, jobs: list[Job]) -> list[bool]:
     with queue.connection.pipeline(transaction=False) as pipe:
         pipe.sadd(queue.redis_queues_keys, queue.key)  # as queue.enqueue does: lists the queue
         for job in jobs:
-            _save_unique_job(queue, job, pipe)
+            rq_compat.push_unique(pipe, queue, job)
         if wanted:
             pipe.wait(wanted, 1000)
         replies = pipe.execute()
@@ -148,21 +146,10 @@ def _push_unique(queue: Queue, jobs: list[Job]) -> list[bool]:
     return [reply == 1 for reply in replies[1:]]
 
 
-def _save_unique_job(queue: Queue, job: Job, pipe: Pipeline) -> None:
-    """What `queue.enqueue(..., unique=True)` does to save and push `job`, queued on `pipe`: rq's
-    check-save-push Lua script, which answers 1 (enqueued) or 0 (the id exists). rq runs it on its own
-    round trip; to run it in a pipeline this repeats `Queue._enqueue_async_job` and
-    `rq.scripts.save_unique_job`, private parts included: checked against rq 3.0.0. EVAL, not a
-    registered script: a pipeline checks SCRIPT EXISTS first, one more round trip per call."""
-    queue._prepare_for_queue(job)
-    ttl = job.ttl if job.ttl is not None else -1
-    pipe.eval(UNIQUE_ENQUEUE_SCRIPT, 2, job.key, queue.key, job.id, "R", ttl, *_build_hset_args(job))
-
-
 def _schedule_unique(queue: Queue, job: Job, delay: int) -> bool:
     """Schedule `job` in `delay` seconds with RQ's atomic unique schedule; False if its id exists."""
     try:
-        queue.schedule_job(job, now() + timedelta(seconds=delay), unique=True)
+        queue.schedule_job(job, rq_compat.now() + timedelta(seconds=delay), unique=True)
     except DuplicateJobError:
         return False
     _wait_for_replicas(queue.connection, job.id)
@@ -216,7 +203,7 @@ def _delete_if_done(connection, job_id: str, serializer, cooldown: int) -> bool:
             raw = pipe.hgetall(key)
             if not raw:
                 return True  # expired meanwhile
-            if b"data" not in raw:  # no job: what its run wrote back after it was deleted
+            if not rq_compat.hash_holds_job(raw):  # no job: what its run wrote back after it was deleted
                 pipe.multi()
                 pipe.delete(key)
                 pipe.execute()

@@ -9,7 +9,7 @@ from django.conf import settings
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
-from rq.utils import now
+from jobs.rq_compat import now
 
 from jobs.enqueue import clients
 
