@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 from collections import defaultdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -85,7 +85,7 @@ def header(title: str, extra: dict[str, str] | None = None) -> dict[str, str]:
 
     conn = django_rq.get_connection("email")
     info = {
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "command": "bin/with-test-services -- " + shlex.join(sys.orig_argv),
         "machine": f"{os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}), {cpu_model()}, "
         f"{mem_total_gib():.1f} GiB RAM, Linux {platform.release()}",

@@ -83,6 +83,7 @@ def holder_pid(conn, job_id: str, timeout: float = 5) -> int | None:
 def trial(number: int, args, conn, sink: Sink, user_id: int, log_dir: Path) -> dict:
     import django_rq
     from rq.job import Job
+
     from jobs import rq_compat
     from jobs.enqueue.producers import enqueue_email_verify
 

@@ -6,13 +6,12 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import NoReverseMatch, path, reverse
 from django.utils.html import format_html, format_html_join
-
 from django.utils.translation import gettext_lazy as _
 
-from jobs.staff.audit import action_record
 from jobs.failures.dead_letters import UNREADABLE_PAYLOAD, dead_letter_resolve
-from jobs.staff.dashboard import actions, views
 from jobs.models import Dashboard, DeadLetter, JobAction
+from jobs.staff.audit import action_record
+from jobs.staff.dashboard import actions, views
 from jobs.staff.operations import dead_letters_retry
 from jobs.templatetags.dashboard import when
 
@@ -33,7 +32,14 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 @admin.register(DeadLetter)
 class DeadLetterAdmin(ReadOnlyAdmin):
     list_display = ("job_id", "queue", "exc_type", "failed", "alert", "state")
-    list_filter = ("queue", "exc_type", "alert", "related_model", ("resolved_at", admin.EmptyFieldListFilter), "failed_at")
+    list_filter = (
+        "queue",
+        "exc_type",
+        "alert",
+        "related_model",
+        ("resolved_at", admin.EmptyFieldListFilter),
+        "failed_at",
+    )
     search_fields = ("=job_id", "exc_message", "related_id")
     date_hierarchy = "failed_at"
     actions = ["retry", "resolve"]
@@ -70,7 +76,9 @@ class DeadLetterAdmin(ReadOnlyAdmin):
             "", "<tr><td>{}</td><td>{}</td></tr>",
             ((when(datetime.fromisoformat(attempt["at"])), attempt["error"]) for attempt in obj.attempts),
         )  # fmt: skip
-        return format_html('<table class="dash-attempts"><tr><th>{}</th><th>{}</th></tr>{}</table>', _("when"), _("error"), rows)
+        return format_html(
+            '<table class="dash-attempts"><tr><th>{}</th><th>{}</th></tr>{}</table>', _("when"), _("error"), rows
+        )
 
     @admin.display(description=_("traceback"))
     def traceback_text(self, obj):

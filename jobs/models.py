@@ -37,12 +37,20 @@ class DeadLetter(models.Model):
 
     retried_at = models.DateTimeField(_("retried at"), null=True, blank=True)
     retried_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, verbose_name=_("retried by"), null=True, blank=True, on_delete=models.SET_NULL,
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("retried by"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
         related_name="+",
     )
     resolved_at = models.DateTimeField(_("resolved at"), null=True, blank=True)
     resolved_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, verbose_name=_("resolved by"), null=True, blank=True, on_delete=models.SET_NULL,
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("resolved by"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
         related_name="+",
     )
 
@@ -107,7 +115,9 @@ class JobAction(models.Model):
         SEND = "send", _("send newsletter")
 
     at = models.DateTimeField(_("when"), auto_now_add=True, db_index=True)
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, verbose_name=_("user"), null=True, on_delete=models.SET_NULL, related_name="+")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, verbose_name=_("user"), null=True, on_delete=models.SET_NULL, related_name="+"
+    )
     kind = models.CharField(_("action"), max_length=10, choices=Kind.choices)
     queue = models.CharField(_("queue"), max_length=50)
     count = models.PositiveIntegerField(_("jobs"))

@@ -32,8 +32,19 @@ def test_no_module_imports_itself_through_others_lazy_imports_included():
 
 
 # What the public API of rq, rq-scheduler and django-rq is, by module; their other modules are internal.
-RQ_PUBLIC = {"rq", "rq.job", "rq.exceptions", "rq.registry", "rq.queue", "rq.worker", "rq.command", "rq.serializers",
-             "rq_scheduler", "django_rq", "django_rq.management.commands"}  # fmt: skip (its commands, overridden)
+RQ_PUBLIC = {
+    "rq",
+    "rq.job",
+    "rq.exceptions",
+    "rq.registry",
+    "rq.queue",
+    "rq.worker",
+    "rq.command",
+    "rq.serializers",
+    "rq_scheduler",
+    "django_rq",
+    "django_rq.management.commands",
+}  # fmt: skip (its commands, overridden)
 
 
 def test_only_rq_compat_imports_the_internals_of_rq_lazy_imports_included():
@@ -50,3 +61,18 @@ def test_only_rq_compat_imports_the_internals_of_rq_lazy_imports_included():
                     found.append(f"{path.relative_to(BASE_DIR)}:{node.lineno} imports {name}")
 
     assert found == [], "reach rq's internals through jobs/rq_compat.py"
+
+
+def test_ruff_finds_nothing_and_the_code_is_formatted():
+    checked = run(f"{BASE_DIR}/.venv/bin/ruff", "check", ".")
+    formatted = run(f"{BASE_DIR}/.venv/bin/ruff", "format", "--check", ".")
+
+    assert checked.returncode == 0, checked.stdout[-3000:]
+    assert formatted.returncode == 0, formatted.stdout[-3000:] + " (run `.venv/bin/ruff format .`)"
+
+
+def test_mypy_passes_on_the_layers_that_lean_on_rq():
+    typed = run(f"{BASE_DIR}/.venv/bin/mypy")
+
+    assert typed.returncode == 0, typed.stdout[-3000:]
+    assert "Success: no issues found" in typed.stdout

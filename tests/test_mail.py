@@ -395,7 +395,11 @@ def test_a_message_id_given_is_written_as_django_would_write_it():
 
     assert messages.is_ours(message)
     assert parsed(ours) == parsed(django_s)
-    assert message_from_bytes(ours)["Message-ID"] == message_from_bytes(django_s)["Message-ID"] == messages.message_id("key")
+    assert (
+        message_from_bytes(ours)["Message-ID"]
+        == message_from_bytes(django_s)["Message-ID"]
+        == messages.message_id("key")
+    )
 
 
 def test_a_line_too_long_for_smtp_takes_django_s_encoding():

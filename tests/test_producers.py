@@ -13,11 +13,11 @@ from django.test import override_settings
 from rq import Callback, Retry
 from rq.job import Job, JobStatus
 
+from jobs.config.policies import QueuePolicy
 from jobs.enqueue import unique
+from jobs.enqueue.producers import enqueue_email_verify, enqueue_email_verify_many, enqueue_email_welcome
 from jobs.failures.attempts import on_job_failure
 from jobs.staff.operations import jobs_delete
-from jobs.enqueue.producers import enqueue_email_verify, enqueue_email_verify_many, enqueue_email_welcome
-from jobs.config.policies import QueuePolicy
 from tests.conftest import wait_for
 
 # Producers take ids only: most tests need no database (and so run outside any transaction).
@@ -107,9 +107,7 @@ def existing_job(status: JobStatus, ended_ago: timedelta | None = None, user_id:
     return job
 
 
-@pytest.mark.parametrize(
-    "status", [JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.STARTED, JobStatus.DEFERRED]
-)
+@pytest.mark.parametrize("status", [JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.STARTED, JobStatus.DEFERRED])
 def test_resend_while_pending_is_a_no_op(status):
     before = existing_job(status)
 

@@ -13,10 +13,9 @@ from django.db import connection, connections, transaction
 from rq.defaults import DEFAULT_JOB_MONITORING_INTERVAL
 
 from jobs import rq_compat
-from jobs.observability import reads
-
-from jobs.runtime import reaper
 from jobs.models import DeadLetter
+from jobs.observability import reads
+from jobs.runtime import reaper
 from jobs.runtime.worker import CeresWorker
 from tests.conftest import wait_for
 

@@ -107,7 +107,11 @@ def test_push_unique_stores_what_rqs_unique_enqueue_stores(redis_conn):
             replies += pipe.execute()
 
     assert replies == [1, 0]  # the second: the id exists
-    assert (stored_job(redis_conn, "compat-unique"), redis_conn.ttl(Job.key_for("compat-unique")), queue.job_ids) == by_rq
+    assert (
+        stored_job(redis_conn, "compat-unique"),
+        redis_conn.ttl(Job.key_for("compat-unique")),
+        queue.job_ids,
+    ) == by_rq
 
 
 def test_a_job_hash_holds_a_job_only_with_its_data(redis_conn):

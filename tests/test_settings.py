@@ -5,17 +5,17 @@ import subprocess
 import sys
 
 import django_rq
-from redis import Redis
 import pytest
 from django.core import checks
 from django.urls import NoReverseMatch, reverse
+from redis import Redis
 from rq.serializers import DefaultSerializer, JSONSerializer
 
 from ceres_site.accounts.models import User
 from jobs import rq_compat
 from jobs.config.checks import rq_versions_checked
-from jobs.enqueue.producers import enqueue_email_verify
 from jobs.config.policies import QUEUES
+from jobs.enqueue.producers import enqueue_email_verify
 from tests.conftest import BASE_DIR, free_port
 
 
@@ -85,7 +85,9 @@ def test_another_version_of_an_rq_package_is_an_error_naming_rq_compat():
     errors = rq_versions_checked(None, installed=installed)
 
     assert [error.id for error in errors] == ["jobs.E010"]
-    assert errors[0].msg == "rq-scheduler 0.15.0 is installed; jobs/rq_compat.py was checked against rq-scheduler 0.14.0."
+    assert (
+        errors[0].msg == "rq-scheduler 0.15.0 is installed; jobs/rq_compat.py was checked against rq-scheduler 0.14.0."
+    )
     assert "jobs/rq_compat.py" in errors[0].hint
 
 
@@ -111,7 +113,12 @@ def test_debug_runs_without_a_secret_key():
 def test_django_rq_dashboard_is_not_routed(admin_client):
     with pytest.raises(NoReverseMatch):
         reverse("admin:django_rq_dashboard_changelist")
-    for path in ("/admin/django_rq/dashboard/", "/django-rq/", "/admin/django_rq/", "/admin/django_rq/dashboard/queues/0/empty/"):
+    for path in (
+        "/admin/django_rq/dashboard/",
+        "/django-rq/",
+        "/admin/django_rq/",
+        "/admin/django_rq/dashboard/queues/0/empty/",
+    ):
         assert admin_client.get(path).status_code == 404, path
 
 

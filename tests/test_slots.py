@@ -15,10 +15,10 @@ from django.db import connection
 from rq import Callback, Retry
 
 from ceres_site.accounts.models import User, VerificationToken
+from jobs.enqueue.producers import enqueue_email_verify
+from jobs.failures.attempts import on_job_failure
 from jobs.observability import health, reads
 from jobs.runtime import slot_loop, slot_runner, slots
-from jobs.failures.attempts import on_job_failure
-from jobs.enqueue.producers import enqueue_email_verify
 from tests.conftest import wait_for
 from tests.test_email_tasks import LINK
 
@@ -269,5 +269,7 @@ def test_the_in_process_worker_schedules_the_forking_queues_too(live_worker, tmp
     # The work-horse has exited; no RQ scheduler process was forked by the files workers: the lock was taken.
     workers = Path(f"/proc/{files.pid}/task/{files.pid}/children").read_text().split()
     assert len(workers) == 2
-    wait_for(lambda: not any(Path(f"/proc/{pid}/task/{pid}/children").read_text().split() for pid in workers), timeout=15)
+    wait_for(
+        lambda: not any(Path(f"/proc/{pid}/task/{pid}/children").read_text().split() for pid in workers), timeout=15
+    )
     assert marks(done) == ["1"]

@@ -6,9 +6,9 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 from django.utils.translation import gettext_lazy as _
 
+from jobs.enqueue.producers import enqueue_email_verify
 from jobs.models import DeadLetter
 from jobs.staff.dashboard.labels import job_state_label
-from jobs.enqueue.producers import enqueue_email_verify
 
 from .models import EmailDelivery, Upload, User, VerificationToken
 
@@ -35,7 +35,9 @@ class UserAdmin(BaseUserAdmin):
             lines.append(format_html('<a href="{}">{}</a>: {}', url, job_id, state))
         for row in DeadLetter.objects.filter(related_model="accounts.user", related_id=str(user.pk))[:10]:
             url = reverse("admin:jobs_deadletter_change", args=[row.pk])
-            lines.append(format_html('<a href="{}">{}</a>: {} ({})', url, row.job_id, row.exc_type, _("failed for good")))
+            lines.append(
+                format_html('<a href="{}">{}</a>: {} ({})', url, row.job_id, row.exc_type, _("failed for good"))
+            )
         return format_html_join(mark_safe("<br>"), "{}", ((line,) for line in lines))
 
     @admin.action(description=_("Resend the verification email"), permissions=["change"])

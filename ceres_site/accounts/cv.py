@@ -104,7 +104,9 @@ def _docx(data: bytes) -> Verdict:
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as package:
             names = set(package.namelist())
-            types = package.read("[Content_Types].xml").decode("utf-8", "replace") if "[Content_Types].xml" in names else ""
+            types = (
+                package.read("[Content_Types].xml").decode("utf-8", "replace") if "[Content_Types].xml" in names else ""
+            )
             if "word/document.xml" not in names or not types:
                 raise Rejected(_("The file is not a valid Word document (.docx)."))
             if any(name.lower().endswith("vbaproject.bin") for name in names) or "macroEnabled" in types:

@@ -13,7 +13,9 @@ class User(AbstractUser):
     email_verified_at = models.DateTimeField(_("email verified at"), null=True, blank=True)
     # Set with the signup or resend, in the same transaction: the durable intent to send the
     # verification email, which `ceres_site.accounts.outbox` enqueues again if Redis lost the job.
-    verify_requested_at = models.DateTimeField(_("verification email requested at"), null=True, blank=True, db_index=True)
+    verify_requested_at = models.DateTimeField(
+        _("verification email requested at"), null=True, blank=True, db_index=True
+    )
     newsletter_unsubscribed_at = models.DateTimeField(_("unsubscribed from newsletters at"), null=True, blank=True)
 
     class Meta(AbstractUser.Meta):
@@ -58,7 +60,9 @@ class EmailDelivery(models.Model):
         EXISTS = "exists", _("account exists")  # someone tried to sign up with the address
         CV_REJECTED = "cv_rejected", _("CV rejected")
 
-    user = models.ForeignKey(User, verbose_name=_("user"), on_delete=models.SET_NULL, null=True, related_name="email_deliveries")
+    user = models.ForeignKey(
+        User, verbose_name=_("user"), on_delete=models.SET_NULL, null=True, related_name="email_deliveries"
+    )
     kind = models.CharField(_("kind"), max_length=16, choices=Kind.choices)
     delivery_key = models.CharField(_("delivery key"), max_length=200, unique=True)  # job id + job creation time
     sent_at = models.DateTimeField(_("sent at"), auto_now_add=True, db_index=True)

@@ -7,10 +7,11 @@ from django.db.models import Count
 from django.utils.translation import gettext as _
 
 from ceres_site.accounts.models import EmailDelivery, User
-from jobs.enqueue import clients
 from jobs.config import crons, policies
-from jobs.observability import series
+from jobs.enqueue import clients
 from jobs.models import DeadLetter
+from jobs.observability import series
+
 
 @dataclass(frozen=True)
 class DailyReport:
@@ -37,7 +38,9 @@ def report_daily(*, day: date) -> DailyReport:
         users_registered=User.objects.filter(date_joined__gte=start, date_joined__lt=end).count(),
         users_verified=User.objects.filter(email_verified_at__gte=start, email_verified_at__lt=end).count(),
         emails_sent={kind: sent.get(kind, 0) for kind in EmailDelivery.Kind.values},
-        jobs={name: (series.done_between(connection, name, start, end), failed.get(name, 0)) for name in policies.QUEUES},
+        jobs={
+            name: (series.done_between(connection, name, start, end), failed.get(name, 0)) for name in policies.QUEUES
+        },
         dead_letters_open=DeadLetter.objects.filter(resolved_at=None, retried_at=None).count(),
         oldest_waiting={name: _oldest_waiting(name) for name in policies.QUEUES},
     )

@@ -39,7 +39,12 @@ class NewsletterAdmin(admin.ModelAdmin):
         return format_html(
             '<span class="newsletter-progress">{}</span>',
             _("sent %(sent)d · pending %(pending)d · failed %(failed)d · unsubscribed %(unsubscribed)d")
-            % {"sent": found.sent, "pending": found.pending, "failed": found.failed, "unsubscribed": found.unsubscribed},
+            % {
+                "sent": found.sent,
+                "pending": found.pending,
+                "failed": found.failed,
+                "unsubscribed": found.unsubscribed,
+            },
         )
 
     @admin.action(description=_("Send me a test copy"))
@@ -58,7 +63,9 @@ class NewsletterAdmin(admin.ModelAdmin):
     @admin.action(description=_("Pause sending"), permissions=["send"])
     def pause(self, request, queryset):
         paused = sum(campaigns.pause(newsletter, request.user) for newsletter in queryset)
-        self.message_user(request, ngettext("%(n)d newsletter paused.", "%(n)d newsletters paused.", paused) % {"n": paused})
+        self.message_user(
+            request, ngettext("%(n)d newsletter paused.", "%(n)d newsletters paused.", paused) % {"n": paused}
+        )
 
     @admin.action(description=_("Resume sending"), permissions=["send"])
     def resume(self, request, queryset):

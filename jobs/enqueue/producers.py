@@ -43,7 +43,9 @@ class Producer:
     def many(self, calls: Iterable[dict]) -> list[Enqueued] | None:
         """A job per kwargs, a batch per Redis round trip; one result per distinct id, in order."""
         ids = [(self.id_for(kwargs), kwargs) for kwargs in calls]  # read now, not at commit
-        return after_commit(lambda: unique.enqueue_many(self.queue.name, self.task, calls=ids, cooldown=self._cooldown()))
+        return after_commit(
+            lambda: unique.enqueue_many(self.queue.name, self.task, calls=ids, cooldown=self._cooldown())
+        )
 
     def id_for(self, kwargs: dict) -> str:
         if callable(self.job_id):
@@ -68,7 +70,9 @@ enqueue_email_resend = Producer(
     cooldown=True,
 )  # fmt: skip
 # Tell a user that someone tried to sign up with their address (the signup page does not say).
-enqueue_email_account_exists = Producer(EMAIL, task_names.SEND_ACCOUNT_EXISTS_EMAIL, "email-exists-{user_id}", cooldown=True)
+enqueue_email_account_exists = Producer(
+    EMAIL, task_names.SEND_ACCOUNT_EXISTS_EMAIL, "email-exists-{user_id}", cooldown=True
+)
 # Tell a person why their CV was not accepted.
 enqueue_email_cv_rejected = Producer(EMAIL, task_names.SEND_CV_REJECTED_EMAIL, "email-cv-{upload_id}")
 # Check an uploaded CV, make an uploaded profile picture safe and small (`jobs.tasks.files`).
@@ -142,7 +146,10 @@ def schedule_alert_flush(*, queue_name: str, delay: int) -> Enqueued | None:
 def enqueue_cron_run(*, name: str, slot: datetime, queue_name: str) -> Enqueued:
     """Run cron `name` for `slot`; the slot is in the id, so a slot runs once however often it fires."""
     return unique.enqueue(
-        queue_name, task_names.RUN_CRON, job_id=f"cron-{name}-{slot:%Y%m%dT%H%MZ}", kwargs={"name": name, "slot": slot.isoformat()}
+        queue_name,
+        task_names.RUN_CRON,
+        job_id=f"cron-{name}-{slot:%Y%m%dT%H%MZ}",
+        kwargs={"name": name, "slot": slot.isoformat()},
     )
 
 

@@ -87,9 +87,7 @@ def enqueue(
     raise JobIdTaken(f"{job_id}: its id is still taken after {ENQUEUE_TRIES} tries; not enqueued")
 
 
-def enqueue_many(
-    queue_name: str, func: str, *, calls: Iterable[tuple[str, dict]], cooldown: int = 0
-) -> list[Enqueued]:
+def enqueue_many(queue_name: str, func: str, *, calls: Iterable[tuple[str, dict]], cooldown: int = 0) -> list[Enqueued]:
     """`enqueue` for each `(job_id, kwargs)`, a batch per pipeline. An id given twice is one
     job, reported once. Ids that already exist take the one-by-one path (replace or report)."""
     queue = clients.queue(queue_name)

@@ -9,16 +9,14 @@ from django.conf import settings
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
-from jobs.rq_compat import now
-
-from jobs.enqueue import clients
 
 from jobs.config import crons, policies
-
-from jobs.observability import health, reads
+from jobs.enqueue import clients
+from jobs.enqueue.producers import enqueue_slack_alert
 from jobs.failures.slack_texts import escape, local_time
 from jobs.models import CronRun
-from jobs.enqueue.producers import enqueue_slack_alert
+from jobs.observability import health, reads
+from jobs.rq_compat import now
 
 
 def check_crons(*, at: datetime | None = None) -> list[str]:

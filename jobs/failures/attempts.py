@@ -23,7 +23,9 @@ def on_job_failure(job, connection, exc_type, exc_value, traceback) -> None:
 
 
 def record_attempt(job, error: str) -> None:
-    job.meta.setdefault("failures", []).append({"at": now().isoformat(), "error": error.splitlines()[0][:300] if error else ""})
+    job.meta.setdefault("failures", []).append(
+        {"at": now().isoformat(), "error": error.splitlines()[0][:300] if error else ""}
+    )
     job.save_meta()
 
 

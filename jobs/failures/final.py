@@ -32,16 +32,14 @@ from django.utils.translation import ngettext
 from rq.exceptions import DeserializationError
 from rq.job import Job, JobStatus
 
-from jobs.enqueue import clients
-
-from jobs.observability import metrics
-
-from jobs.config import policies, task_names
-from jobs.failures.dead_letters import MASKED, TRUNCATED, UNREADABLE_PAYLOAD
-from jobs.models import DeadLetter
-from jobs.enqueue.producers import enqueue_slack_alert, schedule_alert_flush
-from jobs.failures.slack_texts import single_alert, summary_alert
 from jobs import rq_compat
+from jobs.config import policies, task_names
+from jobs.enqueue import clients
+from jobs.enqueue.producers import enqueue_slack_alert, schedule_alert_flush
+from jobs.failures.dead_letters import MASKED, TRUNCATED, UNREADABLE_PAYLOAD
+from jobs.failures.slack_texts import single_alert, summary_alert
+from jobs.models import DeadLetter
+from jobs.observability import metrics
 
 log = logging.getLogger(__name__)
 
@@ -238,5 +236,3 @@ def _positional_names(func_name: str) -> list[str]:
         return []
     positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
     return [parameter.name for parameter in parameters if parameter.kind in positional]
-
-

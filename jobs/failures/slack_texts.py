@@ -18,7 +18,6 @@ def escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-
 def single_alert(row: DeadLetter) -> str:
     attempts = len(row.attempts) or 1
     message = row.exc_message.splitlines()[0] if row.exc_message else ""
@@ -54,4 +53,3 @@ def local_time(moment: datetime) -> str:
 
 def admin_url(name: str, *args) -> str:
     return settings.SITE_URL + reverse(name, args=args)
-

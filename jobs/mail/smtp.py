@@ -191,7 +191,12 @@ class SMTPBackend(DjangoSMTPBackend):
         if not messages.is_ours(email_message):
             return super()._send(email_message)
         try:
-            _sendmail(self.connection, messages.envelope(email_message.from_email), email_message.to, messages.our_bytes(email_message))
+            _sendmail(
+                self.connection,
+                messages.envelope(email_message.from_email),
+                email_message.to,
+                messages.our_bytes(email_message),
+            )
         except smtplib.SMTPException:
             if not self.fail_silently:
                 raise

@@ -16,13 +16,11 @@ from django.conf import settings
 from rq.job import Job
 from rq.registry import StartedJobRegistry
 
-from jobs.enqueue import clients
-
-from jobs.config import crons, pauses, policies
-
-from jobs.observability import series
-from jobs.models import CronRun
 from jobs import rq_compat
+from jobs.config import crons, pauses, policies
+from jobs.enqueue import clients
+from jobs.models import CronRun
+from jobs.observability import series
 from jobs.rq_compat import now, utcparse
 
 log = logging.getLogger(__name__)
@@ -100,7 +98,9 @@ def page(queue_name: str, state: str, number: int = 1, search: str = "", func: s
     ids = job_ids(queue, state, start, start + PAGE_SIZE)
     jobs = fetch_jobs(queue, ids)
     read = {job.id for job in jobs}
-    unreadable = [job_id for job_id in ids if job_id not in read and not (valid_id(job_id) and not _exists(queue, job_id))]
+    unreadable = [
+        job_id for job_id in ids if job_id not in read and not (valid_id(job_id) and not _exists(queue, job_id))
+    ]
     return Page(jobs, total, number, pages, unreadable=[printable(job_id) for job_id in unreadable])
 
 
@@ -268,7 +268,9 @@ def fetch_jobs(queue, ids: list[str]) -> list[Job]:
     for the worker that dequeues it, or the sweep, to set aside."""
     readable = [job_id for job_id in ids if valid_id(job_id)]
     try:
-        return [job for job in Job.fetch_many(readable, connection=queue.connection, serializer=queue.serializer) if job]
+        return [
+            job for job in Job.fetch_many(readable, connection=queue.connection, serializer=queue.serializer) if job
+        ]
     except Exception:  # a hash RQ cannot restore, somewhere in the lot
         return [job for job in map(partial(fetch_job, queue), readable) if job]
 
@@ -282,4 +284,3 @@ def fetch_job(queue, job_id: str) -> Job | None:
     except Exception:
         log.warning("job %r in %s cannot be read", job_id, queue.name)
         return None
-

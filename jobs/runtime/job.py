@@ -37,7 +37,7 @@ class CeresJob(Job):
         if not task_names.allowed(self.func_name, task_names.TASKS):
             self.retries_left = 0  # no attempt can succeed: fail now, archived and alerted
             raise UnregisteredTaskError(f"{self.func_name!r} is not a registered task: refused without running it")
-        return import_attribute(task_names.current(self.func_name))
+        return import_attribute(task_names.current(self.func_name) or "")  # allowed: never empty
 
     @property
     def success_callback(self):
@@ -52,7 +52,9 @@ class CeresJob(Job):
         return self._registered_callback(callback_name(self, "stopped"), lambda: super(CeresJob, self).stopped_callback)
 
     def _registered_callback(self, name: str | None, resolve):
-        if name and not task_names.allowed(name, task_names.CALLBACKS):
+        if not name:
+            return resolve()
+        if not task_names.allowed(name, task_names.CALLBACKS):
             log.warning("job %s: callback %r is not registered; skipped", self.id, name)
             return None
-        return import_attribute(task_names.current(name)) if name in task_names.RENAMED else resolve()
+        return import_attribute(task_names.RENAMED[name]) if name in task_names.RENAMED else resolve()

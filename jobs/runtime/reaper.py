@@ -102,8 +102,7 @@ def _alive(connection, names: list[str], key_of=rq_compat.worker_key) -> list[bo
             rq_compat.worker_process_fields(pipe, key_of(name))
         rows = pipe.execute()
     return [
-        pid is not None and not (host and host.decode() == hostname and not _pid_alive(int(pid)))
-        for pid, host in rows
+        pid is not None and not (host and host.decode() == hostname and not _pid_alive(int(pid))) for pid, host in rows
     ]
 
 

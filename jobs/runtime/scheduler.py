@@ -22,9 +22,8 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from jobs.enqueue import clients
-
 from jobs.config import crons, task_names
+from jobs.enqueue import clients
 from jobs.enqueue.producers import enqueue_cron_run
 from jobs.rq_compat import KEY_PREFIX, SCHEDULER_KEYS, DjangoScheduler, forget_scheduler_lock, to_unix
 

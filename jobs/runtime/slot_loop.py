@@ -10,8 +10,10 @@ and job count.
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from django.db import close_old_connections, connections
+from redis import Redis
 
 from jobs.config import pauses, policies
 from jobs.enqueue import clients
@@ -41,7 +43,15 @@ class QueueSlots:
 
 
 class SlotLoop:
-    """The slot threads' part of `SlotWorker`."""
+    """The slot threads' part of `SlotWorker`, which sets these:"""
+
+    connection: Redis
+    _stopping: threading.Event
+    _pauses: pauses.PauseCache
+    _jobs_lock: threading.Lock
+    _jobs_done: int
+    _max_jobs: int
+    _recycle_now: Callable[[str], None]
 
     def _run_slot(self, group: QueueSlots, index: int, burst: bool) -> None:
         runner = group.runners[index]
@@ -90,13 +100,16 @@ class SlotLoop:
         (RQ's maintenance checks that list), without building a Queue per job. A job that arrives
         after the queue was paused goes back."""
         if burst:
-            job_id = self.connection.lmove(queue.key, queue.intermediate_queue_key)
+            raw = self.connection.lmove(queue.key, queue.intermediate_queue_key)
         else:
-            job_id = self.connection.blmove(queue.key, queue.intermediate_queue_key, DEQUEUE_TIMEOUT)
-        if job_id is not None and queue.name in self._pauses.names():
-            pauses.give_back(self.connection, queue, job_id.decode())
+            raw = self.connection.blmove(queue.key, queue.intermediate_queue_key, DEQUEUE_TIMEOUT)
+        if raw is None:
             return None
-        return job_id.decode() if job_id is not None else None
+        job_id = raw.decode() if isinstance(raw, bytes) else raw
+        if queue.name in self._pauses.names():
+            pauses.give_back(self.connection, queue, job_id)
+            return None
+        return job_id
 
     def _take_turn(self) -> bool:
         """Wait, holding the queue's leader, until the SMTP limit lets one more job start
@@ -113,7 +126,7 @@ class SlotLoop:
             close_old_connections()  # one that aged is replaced, one that broke while we waited too
         started = time.monotonic()
         try:
-            job = runner.execute_job(job_id, queue)
+            job = runner.run_job_id(job_id, queue)
             took = (time.monotonic() - started) * 1000
             outcome = job.get_status(refresh=False).value if job else "not run: deleted, or unreadable and set aside"
             log.info("%s: %s %s in %.0f ms", queue.name, job_id, outcome, took)

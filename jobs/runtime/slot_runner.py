@@ -40,7 +40,6 @@ from rq.job import Job, JobStatus
 from jobs import rq_compat
 from jobs.observability import metrics, reads
 from jobs.rq_compat import BaseDeathPenalty, Execution, JobTimeoutException, now, utcformat
-
 from jobs.runtime import unreadable
 from jobs.runtime.job import CeresJob
 from jobs.runtime.worker import CeresWorker
@@ -165,17 +164,17 @@ class SlotRunner(CeresWorker):
 
     death_penalty_class = WatchdogDeathPenalty
 
-    def __init__(self, *args, execution_ttl: int, **kwargs):
-        super().__init__(*args, prepare_for_work=False, **kwargs)
+    def __init__(self, queues, *, execution_ttl: int, **kwargs):
+        super().__init__(queues, prepare_for_work=False, **kwargs)
         self.job_class = SlotJob
         self.execution_ttl = execution_ttl
         self.log = _quiet_log
 
-    def execute_job(self, job_id: str, queue) -> Job | None:
+    def run_job_id(self, job_id: str, queue) -> Job | None:
         """Start the job `job_id` (just moved from `queue` to its intermediate list) and run it;
         returns the job, or None if it was deleted meanwhile."""
         job, execution = self.start(job_id, queue)
-        if job is not None:
+        if job is not None and execution is not None:  # both or neither
             self.perform_job(job, queue, execution)
         return job
 
@@ -218,7 +217,7 @@ class SlotRunner(CeresWorker):
     def prepare_job_execution(self, job, remove_from_intermediate_queue: bool = False) -> None:
         pass  # done by `start`
 
-    def handle_job_success(self, job, queue, started_job_registry, execution):
+    def handle_job_success(self, job, queue, started_job_registry, execution=None):
         if job.repeats_left:
             return super().handle_job_success(job, queue, started_job_registry, execution)
         result_ttl = job.get_result_ttl(self.default_result_ttl)
@@ -271,4 +270,3 @@ class SlotRunner(CeresWorker):
 
     def _close_connections_after_bookkeeping(self) -> bool:
         return False  # a slot keeps its database connection; the slot loop checks it around each job
-

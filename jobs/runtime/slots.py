@@ -36,10 +36,16 @@ from django.conf import settings
 from django.db import connections
 from redis.exceptions import RedisError
 
-
-
 from jobs.config import pauses, policies
-from jobs.rq_compat import HEARTBEAT_FIELD, STATE_FIELD, RQScheduler, abandon_execution, now, unregister_worker, utcformat
+from jobs.rq_compat import (
+    HEARTBEAT_FIELD,
+    STATE_FIELD,
+    RQScheduler,
+    abandon_execution,
+    now,
+    unregister_worker,
+    utcformat,
+)
 from jobs.runtime.reaper import reap_dead_workers
 from jobs.runtime.slot_loop import DEQUEUE_TIMEOUT, QueueSlots, SlotLoop
 from jobs.runtime.slot_runner import SlotRunner
@@ -57,9 +63,9 @@ SECOND_SIGNAL_GRACE = 1  # a signal this soon after the first is the same stop (
 class SlotWorker(SlotLoop, CeresWorker):
     """The process: registered once in Redis, beats for every slot, reaps dead workers, schedules."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, queues, **kwargs):
         kwargs["worker_ttl"] = PROCESS_TTL
-        super().__init__(*args, **kwargs)
+        super().__init__(queues, **kwargs)
         self.groups = [QueueSlots(queue, policies.QUEUES[queue.name].concurrency) for queue in self.queues]
         self._stopping = threading.Event()
         self._first_signal_at = 0.0
@@ -71,7 +77,17 @@ class SlotWorker(SlotLoop, CeresWorker):
 
     # --- the process ----------------------------------------------------------------------------
 
-    def work(self, burst=False, logging_level=None, max_jobs=None, with_scheduler=False, **ignored) -> bool:
+    def work(  # RQ's signature; the options of its fork loop (formats, idle time, strategy) do not apply
+        self,
+        burst: bool = False,
+        logging_level: str | None = None,
+        date_format: str = "",
+        log_format: str = "",
+        max_jobs: int | None = None,
+        max_idle_time: int | None = None,
+        with_scheduler: bool = False,
+        dequeue_strategy: object = None,
+    ) -> bool:
         self.bootstrap(logging_level or "INFO")
         self._install_stop_handlers()
         self._max_jobs = max_jobs or settings.WORKER_MAX_JOBS
@@ -231,6 +247,7 @@ class SlotWorker(SlotLoop, CeresWorker):
 
     def _tick_rq_scheduler(self) -> None:
         scheduler = self._rq_scheduler
+        assert scheduler is not None  # ticked only once started
         moment = time.monotonic()
         if moment - self._scheduler_checked >= HEARTBEAT_INTERVAL:  # refresh held locks, try for the others
             self._scheduler_checked = moment
@@ -239,7 +256,6 @@ class SlotWorker(SlotLoop, CeresWorker):
                 scheduler.acquire_locks()
         if scheduler.acquired_locks:
             scheduler.enqueue_scheduled_jobs()
-
 
 
 def rss_mb() -> float:
@@ -257,4 +273,3 @@ def worker_class_for(queue_names) -> type[CeresWorker]:
             f"{', '.join(in_process)} run in-process and {', '.join(forking)} fork per job: start one worker for each"
         )
     return SlotWorker if kinds == {True} else CeresWorker
-

@@ -12,20 +12,18 @@ from rq.exceptions import StopRequested
 from rq.job import JobStatus
 from rq.serializers import JSONSerializer
 
-from jobs.enqueue import clients
-
-from jobs.observability import metrics, series
-
 from jobs.config import pauses, policies
+from jobs.enqueue import clients
 from jobs.failures.alarms import check_crons, check_slos
-from jobs.failures.final import archive, close_db_connections, sweep_failures
 from jobs.failures.attempts import record_attempt
+from jobs.failures.final import archive, close_db_connections, sweep_failures
+from jobs.observability import metrics, series
+from jobs.rq_compat import REDIS_DOWN_LOG, RQScheduler, listen_to, register_worker
+from jobs.rq_compat import now as rq_now
 from jobs.runtime import hooks
 from jobs.runtime.job import CeresJob
 from jobs.runtime.reaper import reap_dead_workers
 from jobs.runtime.unreadable import sweep_registries
-from jobs.rq_compat import REDIS_DOWN_LOG, RQScheduler, listen_to, register_worker
-from jobs.rq_compat import now as rq_now
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +47,9 @@ class CeresWorker(Worker):
       heartbeat skips a beat. `jobs.enqueue.clients` logs the outage once.
     """
 
-    def __init__(self, *args, serializer=None, job_class=None, maintenance_interval=SWEEP_INTERVAL, **kwargs):
+    def __init__(self, queues, *, serializer=None, job_class=None, maintenance_interval=SWEEP_INTERVAL, **kwargs):
         super().__init__(
-            *args, serializer=JSONSerializer, job_class=CeresJob, maintenance_interval=maintenance_interval, **kwargs
+            queues, serializer=JSONSerializer, job_class=CeresJob, maintenance_interval=maintenance_interval, **kwargs
         )
         clients.hold(self.connection)
         self.killed_horse_job_id: str | None = None  # `handle_work_horse_killed` to `handle_job_failure`
@@ -74,7 +72,6 @@ class CeresWorker(Worker):
         if pipeline is not None:
             return super().set_state(state, pipeline)
         return self._until_redis_answers(super().set_state, state)
-
 
     def setup_work_horse_signals(self):
         # Process managers (honcho, systemd's cgroup, PM2's tree kill) send SIGTERM to every process,

@@ -25,19 +25,19 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.mail import EmailMultiAlternatives
 from django.core.validators import validate_email
-from django.template.loader import render_to_string
 from django.db import InterfaceError, OperationalError, connection
+from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from rq import get_current_job
-from jobs.rq_compat import now
 
 from ceres_site.accounts.models import EmailDelivery, Upload, User
 from ceres_site.accounts.tokens import token_issue
-from jobs.mail import messages, smtp
-from jobs.failures.attempts import PermanentJobError
 from jobs.enqueue.producers import enqueue_email_verify
+from jobs.failures.attempts import PermanentJobError
+from jobs.mail import messages, smtp
+from jobs.rq_compat import now
 
 log = logging.getLogger(__name__)
 

@@ -19,9 +19,8 @@ from django.conf import settings
 from django.utils.translation import gettext as _
 
 from jobs.enqueue import clients
-
-from jobs.observability import metrics
 from jobs.failures.attempts import PermanentJobError
+from jobs.observability import metrics
 
 log = logging.getLogger(__name__)
 
@@ -74,5 +73,3 @@ def _session() -> requests.Session:
     if getattr(_local, "pid", None) != os.getpid():
         _local.session, _local.pid = requests.Session(), os.getpid()
     return _local.session
-
-

@@ -4,9 +4,9 @@ from datetime import date, timedelta
 from django.core.management.base import BaseCommand
 from django.utils.translation import gettext as _
 
+from ceres_site.accounts.reports import report_daily, report_text
 from jobs.config import crons
 from jobs.enqueue.producers import enqueue_slack_alert
-from ceres_site.accounts.reports import report_daily, report_text
 from jobs.management.base import OneLineErrors
 
 

@@ -2,9 +2,9 @@
 letters by error (`triage`), pause, resume and clean a queue, and actions on selected jobs.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Callable
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
@@ -60,9 +60,15 @@ def triage(request, admin_site, queue_name):
         request,
         "admin/jobs/dashboard/triage.html",
         context(
-            request, admin_site, _("%(queue)s: failures by error") % {"queue": queue_name}, queue_name=queue_name,
-            groups=groups, exc_type=exc_type, since=request.POST.get("since") or request.GET.get("since", ""),
-            matching=rows.count(), confirming=request.method == "POST",
+            request,
+            admin_site,
+            _("%(queue)s: failures by error") % {"queue": queue_name},
+            queue_name=queue_name,
+            groups=groups,
+            exc_type=exc_type,
+            since=request.POST.get("since") or request.GET.get("since", ""),
+            matching=rows.count(),
+            confirming=request.method == "POST",
         ),  # fmt: skip
     )
 
@@ -92,22 +98,36 @@ def queue_action(request, admin_site, queue_name, name):
     if request.POST.get("confirm") == "yes":
         if name == "pause":
             operations.queue_pause(queue_name=queue_name, user=request.user, by=by, reason=reason)
-            messages.success(request, _("%(queue)s is paused: its jobs wait until you resume it.") % {"queue": queue_name})
+            messages.success(
+                request, _("%(queue)s is paused: its jobs wait until you resume it.") % {"queue": queue_name}
+            )
         elif name == "resume":
             operations.queue_resume(queue_name=queue_name, user=request.user, by=by, reason=reason)
             messages.success(request, _("%(queue)s is running again.") % {"queue": queue_name})
         else:
-            done = operations.queue_clean(queue_name=queue_name, states=states, before=before, user=request.user, reason=reason)
+            done = operations.queue_clean(
+                queue_name=queue_name, states=states, before=before, user=request.user, reason=reason
+            )
             messages.success(request, ngettext("%(n)d old job deleted.", "%(n)d old jobs deleted.", done) % {"n": done})
         return HttpResponseRedirect(back)
-    count = len(operations.jobs_ended_before(queue_name=queue_name, states=states, before=before)) if name == "clean" else 0
+    count = (
+        len(operations.jobs_ended_before(queue_name=queue_name, states=states, before=before)) if name == "clean" else 0
+    )
     return TemplateResponse(
         request,
         "admin/jobs/dashboard/queue_confirm.html",
         context(
-            request, admin_site, {"pause": _("Pause the queue"), "resume": _("Resume the queue"), "clean": _("Clean old jobs")}[name],
-            queue_name=queue_name, action_name=name, count=count, states=states, state_labels=[state_label(s) for s in states],
-            age=age, before=before, back=back,
+            request,
+            admin_site,
+            {"pause": _("Pause the queue"), "resume": _("Resume the queue"), "clean": _("Clean old jobs")}[name],
+            queue_name=queue_name,
+            action_name=name,
+            count=count,
+            states=states,
+            state_labels=[state_label(s) for s in states],
+            age=age,
+            before=before,
+            back=back,
         ),  # fmt: skip
     )
 
@@ -123,7 +143,9 @@ class Action:
 ACTIONS = {
     "retry": Action(_("Retry"), "operate_jobs", frozenset({"failed", "stopped", "canceled"}), operations.jobs_retry),
     "promote": Action(_("Run now"), "operate_jobs", frozenset({"scheduled"}), operations.jobs_promote),
-    "cancel": Action(_("Cancel"), "operate_jobs", frozenset({"queued", "scheduled", "deferred"}), operations.jobs_cancel),
+    "cancel": Action(
+        _("Cancel"), "operate_jobs", frozenset({"queued", "scheduled", "deferred"}), operations.jobs_cancel
+    ),
     "delete": Action(_("Delete"), "destroy_jobs", frozenset(s.value for s in JobStatus), operations.jobs_delete),
     "empty": Action(_("Empty the queue"), "destroy_jobs", frozenset(), None),  # the whole queue, never a selection
 }
@@ -161,9 +183,17 @@ def action(request, admin_site, queue_name, name):
             request,
             "admin/jobs/dashboard/confirm.html",
             context(
-                request, admin_site, _("Confirm: %(action)s") % {"action": chosen.label}, queue_name=queue_name,
-                action_name=name, action_label=chosen.label, job_ids=job_ids[:200], affected=affected, scope=scope,
-                state=state, next=back,
+                request,
+                admin_site,
+                _("Confirm: %(action)s") % {"action": chosen.label},
+                queue_name=queue_name,
+                action_name=name,
+                action_label=chosen.label,
+                job_ids=job_ids[:200],
+                affected=affected,
+                scope=scope,
+                state=state,
+                next=back,
             ),  # fmt: skip
         )
     reason = request.POST.get("reason", "")

@@ -12,13 +12,13 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_http_methods
 from rq.job import JobStatus
-from jobs.rq_compat import utcparse
 
 from jobs.config import pauses, policies
 from jobs.enqueue import clients
 from jobs.failures.final import fingerprint
 from jobs.models import DeadLetter
 from jobs.observability import reads, series
+from jobs.rq_compat import utcparse
 from jobs.staff import operations
 from jobs.staff.audit import actions_for_job
 from jobs.staff.dashboard import charts
@@ -29,28 +29,36 @@ from jobs.staff.dashboard.labels import state_label
 MASK = "•••"
 
 
-
-
-
 @permission("view_dashboard")
 @require_http_methods(["GET"])
 def overview(request, admin_site):
     data = reads.overview()
     warnings = [
-        _("No live worker listens on %(queue)s.") % {"queue": stats.name} for stats in data.queues if not stats.live_workers
+        _("No live worker listens on %(queue)s.") % {"queue": stats.name}
+        for stats in data.queues
+        if not stats.live_workers
     ]
     if not data.scheduler_alive:
         warnings.append(_("The cron scheduler (rqscheduler) is not running."))
     warnings += [
-        _("Dead-man alarm: %(cron)s has not completed since %(since)s.") % {"cron": info.spec.name, "since": info.alarm_since}
+        _("Dead-man alarm: %(cron)s has not completed since %(since)s.")
+        % {"cron": info.spec.name, "since": info.alarm_since}
         for info in data.crons
         if info.alarm_since
     ]
     return TemplateResponse(
         request,
         "admin/jobs/dashboard/overview.html",
-        context(request, admin_site, _("Queues"), overview=data, warnings=warnings, states=reads.STATES,
-                 charts={name: _charts(name, hours=False) for name in policies.QUEUES}, legend=charts.legend()),  # fmt: skip
+        context(
+            request,
+            admin_site,
+            _("Queues"),
+            overview=data,
+            warnings=warnings,
+            states=reads.STATES,
+            charts={name: _charts(name, hours=False) for name in policies.QUEUES},
+            legend=charts.legend(),
+        ),  # fmt: skip
     )
 
 
@@ -82,12 +90,23 @@ def job_list(request, admin_site, queue_name, state):
         request,
         "admin/jobs/dashboard/job_list.html",
         context(
-            request, admin_site, _("%(queue)s: %(state)s") % {"queue": queue_name, "state": state_label(state)},
-            queue_name=queue_name, state=state, page=result, states=reads.STATES,
+            request,
+            admin_site,
+            _("%(queue)s: %(state)s") % {"queue": queue_name, "state": state_label(state)},
+            queue_name=queue_name,
+            state=state,
+            page=result,
+            states=reads.STATES,
             counts={s: reads.count(clients.queue(queue_name), s) for s in reads.STATES},
             actions=[(key, action.label) for key, action in ACTIONS.items() if state in action.states],
-            rows=rows, charts=_charts(queue_name), legend=charts.legend(), search=search, cleanable=operations.CLEANABLE,
-            paused=pauses.paused(clients.redis()).get(queue_name), func=request.GET.get("func", ""), funcs=sorted({_func(job) for job in result.jobs}),
+            rows=rows,
+            charts=_charts(queue_name),
+            legend=charts.legend(),
+            search=search,
+            cleanable=operations.CLEANABLE,
+            paused=pauses.paused(clients.redis()).get(queue_name),
+            func=request.GET.get("func", ""),
+            funcs=sorted({_func(job) for job in result.jobs}),
         ),  # fmt: skip
     )
 
@@ -105,8 +124,15 @@ def job_detail(request, admin_site, queue_name, job_id):
         request,
         "admin/jobs/dashboard/job_detail.html",
         context(
-            request, admin_site, job_id, queue_name=queue_name, job=job, row=_row(job, may_see_payloads(request)) if job else None,
-            status=status, dead_letter=dead_letter, actions_trail=actions_for_job(job_id)[:50],
+            request,
+            admin_site,
+            job_id,
+            queue_name=queue_name,
+            job=job,
+            row=_row(job, may_see_payloads(request)) if job else None,
+            status=status,
+            dead_letter=dead_letter,
+            actions_trail=actions_for_job(job_id)[:50],
             related=_related(job, dead_letter) if may_see_payloads(request) else None,  # the id is a payload
             actions=[(key, action.label) for key, action in ACTIONS.items() if status in action.states],
         ),  # fmt: skip
@@ -151,10 +177,13 @@ def _row(job, show_payload: bool) -> dict:
         "traceback": error if show_payload else "",
         "result": result.return_value if result and not error else None,
         "attempts": [
-            {"at": datetime.fromisoformat(attempt["at"]), "error": attempt["error"]} for attempt in job.meta.get("failures", [])
+            {"at": datetime.fromisoformat(attempt["at"]), "error": attempt["error"]}
+            for attempt in job.meta.get("failures", [])
         ],
         "progress": job.meta.get("progress"),
-        "log": [{"at": utcparse(entry["at"]), "line": entry["line"]} for entry in job.meta.get("log", [])] if show_payload else [],
+        "log": [{"at": utcparse(entry["at"]), "line": entry["line"]} for entry in job.meta.get("log", [])]
+        if show_payload
+        else [],
     }
 
 
@@ -173,5 +202,3 @@ def _related(job, dead_letter):
     meta = apps.get_model(model)._meta
     return {"label": f"{meta.verbose_name} #{object_id}",
             "url": reverse(f"admin:{meta.app_label}_{meta.model_name}_change", args=[object_id])}  # fmt: skip
-
-
