@@ -34,7 +34,7 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, ParamSpec, TypeVar
 
@@ -57,7 +57,7 @@ from jobs.rq_compat import (
 )
 from jobs.runtime import unreadable
 from jobs.runtime.job import CeresJob
-from jobs.runtime.worker import CeresWorker
+from jobs.runtime.worker import CeresWorker, WorkerQueues
 
 WATCHDOG_TICK = 0.2  # seconds: how late past its timeout a job may be stopped
 
@@ -186,7 +186,7 @@ class SlotRunner(CeresWorker):
 
     def __init__(
         self,
-        queues: str | Queue | Sequence[str] | Sequence[Queue],
+        queues: WorkerQueues,
         *,
         execution_ttl: int,
         **kwargs: Any,  # `CeresWorker`'s, each of its own type

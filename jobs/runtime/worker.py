@@ -36,6 +36,7 @@ SWEEP_INTERVAL = 60  # seconds between two sweeps for missed final failures, acr
 REDIS_RETRY_INTERVAL = 1  # seconds between two tries while Redis does not answer
 PAUSED_IDLE_QUEUE = "paused-idle"  # what a forking worker waits on while all its queues are paused
 
+WorkerQueues = str | Queue | Sequence[str] | Sequence[Queue]  # what RQ's workers take as their queues
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -57,7 +58,7 @@ class CeresWorker(Worker):
 
     def __init__(
         self,
-        queues: str | Queue | Sequence[str] | Sequence[Queue],  # RQ's
+        queues: WorkerQueues,
         *,
         serializer: Serializer | str | None = None,
         job_class: type[Job] | str | None = None,
