@@ -10,7 +10,8 @@ else in the project imports rq's internal modules (`rq.scripts`, `rq.worker_regi
 What it holds:
 - re-exports of internal classes and helpers the runtime builds on (`Execution`, `Result`,
   `RQScheduler`, `BaseDeathPenalty`, `JobTimeoutException`, `DjangoScheduler`, rq's timestamp
-  format `now`/`utcformat`/`utcparse`, `import_attribute`, rq-scheduler's `to_unix`);
+  format `now`/`utcformat`/`utcparse`, `import_attribute`, rq-scheduler's `to_unix`), and the
+  types of a job's callbacks that the runtime's overrides declare (`SuccessCallbackType`, ...);
 - key layouts and hash fields: worker lists and hashes, executions, started registry, scheduler
   locks and hashes, job hash (`data`, `status`, `ended_at`), the scheduler's keys under rq's prefix;
 - writes rq does only on its own round trip, here queued on a caller's pipeline

@@ -111,8 +111,11 @@ _timeout_classes: dict[float, type[JobTimeoutException]] = {}
 
 class WatchdogDeathPenalty(BaseDeathPenalty):
     def __init__(
-        self, timeout: float, exception: type[BaseException] = JobTimeoutException, **kwargs: object
-    ) -> None:  # `timeout`: a job's (RQ types it float), a queue's default or a callback's
+        self,
+        timeout: float,  # a job's (RQ types it float), its queue's default, or a callback's
+        exception: type[BaseException] = JobTimeoutException,
+        **kwargs: object,
+    ) -> None:
         super().__init__(timeout, exception, **kwargs)
         self.seconds = timeout
 
