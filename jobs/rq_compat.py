@@ -10,7 +10,8 @@ else in the project imports rq's internal modules (`rq.scripts`, `rq.worker_regi
 What it holds:
 - re-exports of internal classes and helpers the runtime builds on (`Execution`, `Result`,
   `RQScheduler`, `BaseDeathPenalty`, `JobTimeoutException`, `DjangoScheduler`, rq's timestamp
-  format `now`/`utcformat`/`utcparse`, `import_attribute`, rq-scheduler's `to_unix`);
+  format `now`/`utcformat`/`utcparse`, `import_attribute`, rq-scheduler's `to_unix`), and the
+  types of a job's callbacks that the runtime's overrides declare (`SuccessCallbackType`, ...);
 - key layouts and hash fields: worker lists and hashes, executions, started registry, scheduler
   locks and hashes, job hash (`data`, `status`, `ended_at`), the scheduler's keys under rq's prefix;
 - writes rq does only on its own round trip, here queued on a caller's pipeline
@@ -23,24 +24,37 @@ The lowest layer: it imports only the standard library, redis, rq, rq-scheduler,
 django.conf / django.core, never another `jobs` module.
 """
 
+from collections.abc import Callable, Iterable
 from importlib import metadata
+from typing import TYPE_CHECKING, Any
 
+from redis import Redis
+from redis.client import Pipeline
 from rq import Worker, defaults
 from rq.exceptions import AbandonedJobError
 from rq.executions import WORKER_EXECUTIONS_KEY_TEMPLATE, Execution  # noqa: F401 (Execution re-exported)
-from rq.job import validate_job_id
+from rq.job import Job, validate_job_id
+from rq.queue import Queue
 from rq.rate_limit import release_slot
 from rq.registry import StartedJobRegistry
 from rq.results import Result
 from rq.scheduler import SCHEDULER_KEY_TEMPLATE, RQScheduler
 from rq.scripts import UNIQUE_ENQUEUE_SCRIPT, _build_hset_args, release_lock
 from rq.timeouts import BaseDeathPenalty, JobTimeoutException  # noqa: F401 (re-exported)
+from rq.types import FailureCallbackType, SuccessCallbackType  # noqa: F401 (re-exported)
 from rq.utils import import_attribute, now, utcformat, utcparse  # noqa: F401 (re-exported)
+from rq.worker import BaseWorker
 from rq.worker_registration import REDIS_WORKER_KEYS, WORKERS_BY_QUEUE_KEY, register, unregister
+from rq_scheduler import Scheduler
 from rq_scheduler.utils import to_unix  # noqa: F401 (re-exported)
 
+StoppedCallbackType = Callable[[Job, Redis], Any]  # the type of `Job.stopped_callback`, spelt out there
 
-def __getattr__(name: str):
+if TYPE_CHECKING:  # mypy reads the class here; at run time `__getattr__` imports it when first asked
+    from django_rq.queues import DjangoScheduler
+
+
+def __getattr__(name: str) -> "type[DjangoScheduler]":
     # django-rq reads the settings when imported: only when asked, so this module imports without them.
     if name == "DjangoScheduler":  # the base of `RQ["SCHEDULER_CLASS"]`
         from django_rq.queues import DjangoScheduler
@@ -105,13 +119,14 @@ def worker_executions_key(worker_name: str) -> str:
     return WORKER_EXECUTIONS_KEY_TEMPLATE.format(worker_name)  # as `Execution.worker_executions_key`
 
 
-def worker_process_fields(pipe, key: str) -> None:
+def worker_process_fields(pipe: Pipeline, key: str) -> None:
     """Queue on `pipe` the read of the pid and hostname a worker (or scheduler) hash holds."""
     pipe.hmget(key, "pid", "hostname")
 
 
 def scheduler_lock_key(queue_name: str) -> str:
-    return RQScheduler.get_locking_key(queue_name)
+    key: str = RQScheduler.get_locking_key(queue_name)  # rq leaves its return type out
+    return key
 
 
 def scheduler_hash_key(name: str) -> str:
@@ -119,7 +134,7 @@ def scheduler_hash_key(name: str) -> str:
     return SCHEDULER_KEY_TEMPLATE % name
 
 
-def release_scheduler_lock(connection, lock_key: str, owner: str) -> bool:
+def release_scheduler_lock(connection: Redis, lock_key: str, owner: str) -> bool:
     """Delete a scheduler lock still held by `owner` (rq's `release_locks` frees only its own)."""
     return release_lock(connection, lock_key, owner)
 
@@ -133,7 +148,7 @@ def valid_job_id(job_id: str) -> bool:
     return True
 
 
-def hash_holds_job(raw: dict) -> bool:
+def hash_holds_job(raw: dict[bytes, bytes]) -> bool:
     """Whether a job hash read with HGETALL (bytes keys) holds a job."""
     return JOB_DATA_FIELD.encode() in raw
 
@@ -141,16 +156,16 @@ def hash_holds_job(raw: dict) -> bool:
 # --- registration -------------------------------------------------------------------------------
 
 
-def register_worker(pipe, worker) -> None:
+def register_worker(pipe: Pipeline, worker: BaseWorker) -> None:
     """List the worker (all workers, and per queue), as rq's `register_birth` does."""
     register(worker, pipe)
 
 
-def unregister_worker(pipe, worker) -> None:
+def unregister_worker(pipe: Pipeline, worker: BaseWorker) -> None:
     unregister(worker, pipe)
 
 
-def unlist_worker(pipe, name: str, queue_names) -> None:
+def unlist_worker(pipe: Pipeline, name: str, queue_names: Iterable[str]) -> None:
     """Take a worker known only by name (a dead one) off the worker lists."""
     key = worker_key(name)
     for queue_name in queue_names:
@@ -158,18 +173,18 @@ def unlist_worker(pipe, name: str, queue_names) -> None:
     pipe.srem(WORKERS_KEY, key)
 
 
-def abandon_execution(pipe, queue_name: str, composite_key: str) -> None:
+def abandon_execution(pipe: Pipeline, queue_name: str, composite_key: str) -> None:
     """Expire a started-registry entry (`<job id>:<execution id>`) now, if it is there: rq's
     clean-up then handles its job as abandoned (a retry, or a final failure)."""
     pipe.zadd(StartedJobRegistry.key_template.format(queue_name), {composite_key: 0}, xx=True)
 
 
-def listen_to(worker, queues) -> None:
+def listen_to(worker: BaseWorker, queues: list[Queue]) -> None:
     """The queues a forking worker waits on at its next dequeue (rq's `_ordered_queues`)."""
     worker._ordered_queues = queues
 
 
-def forget_scheduler_lock(scheduler) -> None:
+def forget_scheduler_lock(scheduler: Scheduler) -> None:
     """rq-scheduler believes it holds its lock until told otherwise; after an outage it may not."""
     scheduler._lock_acquired = False
 
@@ -177,7 +192,7 @@ def forget_scheduler_lock(scheduler) -> None:
 # --- enqueue ------------------------------------------------------------------------------------
 
 
-def push_unique(pipe, queue, job) -> None:
+def push_unique(pipe: Pipeline, queue: Queue, job: Job) -> None:
     """What `queue.enqueue(..., unique=True)` does to save and push `job`, queued on `pipe`: rq's
     check-save-push Lua script, which answers 1 (enqueued) or 0 (the id exists). rq runs it on its
     own round trip; to run it in a pipeline this repeats `Queue._enqueue_async_job` and
@@ -191,9 +206,10 @@ def push_unique(pipe, queue, job) -> None:
 # --- a job's run --------------------------------------------------------------------------------
 
 
-def callback_name(job, kind: str) -> str | None:
+def callback_name(job: Job, kind: str) -> str | None:
     """The stored name of a job's `success`, `failure` or `stopped` callback, unresolved."""
-    return getattr(job, f"_{kind}_callback_name")
+    name: str | None = getattr(job, f"_{kind}_callback_name")  # rq's `Job.__init__` types the three so
+    return name
 
 
 def remaining_retry_intervals(intervals: list[int], retries_left: int) -> list[int]:
@@ -202,7 +218,9 @@ def remaining_retry_intervals(intervals: list[int], retries_left: int) -> list[i
     return [intervals[max(len(intervals) - left, 0)] for left in range(retries_left, 0, -1)]
 
 
-def save_success_result(pipe, job, return_value, *, ttl: int, worker_name: str, execution) -> None:
+def save_success_result(
+    pipe: Pipeline, job: Job, return_value: object, *, ttl: int, worker_name: str, execution: Execution
+) -> None:
     """rq's `Result.create` for a successful run, as `Job._handle_success` calls it, on `pipe`."""
     Result.create(job, Result.Type.SUCCESSFUL, return_value=return_value, ttl=ttl, worker_name=worker_name,
                   pipeline=pipe, execution_id=execution.id, execution_started_at=execution.created_at,
@@ -219,12 +237,12 @@ return 1
 """
 
 
-def forget_deleted_job(connection, job) -> None:
+def forget_deleted_job(connection: Redis, job: Job) -> None:
     keys = (job.key, job.finished_job_registry.key, Result.get_key(job.id))
     connection.eval(_FORGET_DELETED, len(keys), *keys, job.id)
 
 
-def release_rate_slot(job) -> None:
+def release_rate_slot(job: Job) -> None:
     """rq's end-of-job rate-limit bookkeeping (a no-op for unique jobs, which refuse rate limits)."""
     release_slot(job)
 

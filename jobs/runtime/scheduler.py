@@ -16,11 +16,15 @@
 import logging
 import signal
 import time
+from collections.abc import Callable, Iterator
 from datetime import datetime
+from types import FrameType
+from typing import NoReturn
 
+from redis import Redis
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
-from rq.serializers import JSONSerializer
+from rq.serializers import JSONSerializer, Serializer
 
 from jobs.config import crons, task_names
 from jobs.enqueue import clients
@@ -28,12 +32,15 @@ from jobs.enqueue.producers import enqueue_cron_run
 from jobs.rq_compat import KEY_PREFIX, SCHEDULER_KEYS, DjangoScheduler, forget_scheduler_lock, to_unix
 
 ENTRY_PREFIX = "cron-"
+ScheduledJobs = Iterator[Job] | Iterator[tuple[Job, datetime]]  # rq-scheduler's `get_jobs`: (job, time) `with_times`
 
 log = logging.getLogger(__name__)
 
 
 class JSONJob(Job):
-    def __init__(self, id=None, connection=None, serializer=None):
+    def __init__(
+        self, id: str | None = None, connection: Redis | None = None, serializer: Serializer | str | None = None
+    ) -> None:
         super().__init__(id, connection=connection, serializer=serializer or JSONSerializer)
 
 
@@ -45,13 +52,18 @@ class CeresScheduler(DjangoScheduler):
 
     alive_key = f"{KEY_PREFIX}:scheduler-alive"  # one key to read, instead of scanning for instances
 
-    def __init__(self, *args, interval=60, **kwargs):  # rq-scheduler's default interval
+    # rq-scheduler is untyped: what it sets in `__init__`, typed for mypy (annotations only, no values).
+    connection: Redis
+    job_class: type[Job]
+    name: str
+
+    def __init__(self, *args: object, interval: int = 60, **kwargs: object) -> None:  # rq-scheduler's default interval
         kwargs["job_class"] = JSONJob
         super().__init__(*args, interval=interval, **kwargs)
         self.interval = interval  # seconds between two ticks
         clients.hold(self.connection)
 
-    def run(self, burst=False):
+    def run(self, burst: bool = False) -> None:
         """rq-scheduler's loop (register, then every interval: beat, take the lock, enqueue what is
         due), riding out Redis outages."""
         self._stop_on(signal.SIGINT, signal.SIGTERM)
@@ -82,22 +94,22 @@ class CeresScheduler(DjangoScheduler):
             finally:
                 self.remove_lock()
 
-    def _until_redis_answers(self, action) -> None:
+    def _until_redis_answers(self, action: Callable[[], None]) -> None:
         while True:
             try:
                 return action()
             except clients.UNREACHABLE:
                 time.sleep(1)
 
-    def _stop_on(self, *signals) -> None:
-        def stop(signum, frame):
+    def _stop_on(self, *signals: signal.Signals) -> None:
+        def stop(signum: int, frame: FrameType | None) -> NoReturn:
             log.info("scheduler stopping (signal %d)", signum)
             raise SystemExit(0)
 
         for signum in signals:
             signal.signal(signum, stop)
 
-    def heartbeat(self):
+    def heartbeat(self) -> None:
         super().heartbeat()
         was = self.connection.set(self.alive_key, self.name, ex=int(self.interval) + 10, get=True)
         if was is None:  # just started, or Redis lost every key (restarted without persistence): crons too
@@ -105,7 +117,7 @@ class CeresScheduler(DjangoScheduler):
             if done["added"] or done["changed"] or done["removed"]:
                 self.log.warning("crons registered again: %s", done)
 
-    def register_death(self):
+    def register_death(self) -> None:
         super().register_death()
         self.connection.delete(self.alive_key)
 
@@ -113,13 +125,17 @@ class CeresScheduler(DjangoScheduler):
         """Whether some rqscheduler process has beaten its heart within its interval."""
         return bool(self.connection.exists(self.alive_key))
 
-    def get_jobs_to_queue(self, with_times=False):
-        return self.get_jobs(to_unix(crons.now()), with_times=with_times)
+    # rq-scheduler is untyped: what its methods return goes through a typed `done`, so no Any leaves through ours.
 
-    def enqueue_job(self, job):
+    def get_jobs_to_queue(self, with_times: bool = False) -> ScheduledJobs:
+        done: ScheduledJobs = self.get_jobs(to_unix(crons.now()), with_times=with_times)
+        return done
+
+    def enqueue_job(self, job: Job) -> None:
         name = job.meta.get("cron_spec")
         if name is None:
-            return super().enqueue_job(job)
+            done: None = super().enqueue_job(job)
+            return done
         spec = crons.SPECS.get(name)
         if spec is None:  # removed from the list since registration
             self.cancel(job)
@@ -158,6 +174,7 @@ class CeresScheduler(DjangoScheduler):
                 continue
             self.connection.zadd(self.scheduled_jobs_key, {entry.id: to_unix(spec.next_slot(at))})
         for job_id in self.connection.zrange(self.scheduled_jobs_key, 0, -1):
+            assert isinstance(job_id, bytes)  # for mypy: rq's connections do not decode responses
             job_id = job_id.decode()
             if job_id.startswith(ENTRY_PREFIX) and job_id[len(ENTRY_PREFIX) :] not in crons.SPECS:
                 self.cancel(job_id)

@@ -10,10 +10,11 @@ and job count.
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from django.db import close_old_connections, connections
 from redis import Redis
+from rq.queue import Queue
 
 from jobs.config import pauses, policies
 from jobs.enqueue import clients
@@ -30,7 +31,7 @@ REDIS_BACKOFF_MAX = 5  # seconds: the longest a slot waits between two tries whi
 class QueueSlots:
     """The slots of one queue: `leader` is held by the one idle slot that waits in Redis."""
 
-    def __init__(self, queue, size: int):
+    def __init__(self, queue: Queue, size: int) -> None:
         self.queue = queue
         self.size = size
         self.throttled = policies.QUEUES[queue.name].smtp_throttled
@@ -95,7 +96,7 @@ class SlotLoop:
             _run(hooks.SLOT_END)
             connections.close_all()
 
-    def _dequeue(self, queue, burst: bool) -> str | None:
+    def _dequeue(self, queue: Queue, burst: bool) -> str | None:
         """The next job's id, moved into the queue's intermediate list as RQ's `dequeue_any` does
         (RQ's maintenance checks that list), without building a Queue per job. A job that arrives
         after the queue was paused goes back."""
@@ -121,7 +122,7 @@ class SlotLoop:
             return False
         return True
 
-    def _run_job(self, runner: SlotRunner, job_id: str, queue, waited: float) -> None:
+    def _run_job(self, runner: SlotRunner, job_id: str, queue: Queue, waited: float) -> None:
         if waited > DB_CHECK_AFTER:
             close_old_connections()  # one that aged is replaced, one that broke while we waited too
         started = time.monotonic()
@@ -144,6 +145,6 @@ class SlotLoop:
                     self._recycle_now(f"{self._jobs_done} jobs done")
 
 
-def _run(functions) -> None:
+def _run(functions: Iterable[Callable[[], object]]) -> None:
     for function in functions:
         function()

@@ -34,23 +34,41 @@ import functools
 import logging
 import threading
 import time
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any, ParamSpec, TypeVar
 
+from redis.client import Pipeline
 from rq.job import Job, JobStatus
+from rq.queue import Queue
+from rq.registry import StartedJobRegistry
 
 from jobs import rq_compat
 from jobs.observability import metrics, reads
-from jobs.rq_compat import BaseDeathPenalty, Execution, JobTimeoutException, now, utcformat
+from jobs.rq_compat import (
+    BaseDeathPenalty,
+    Execution,
+    FailureCallbackType,
+    JobTimeoutException,
+    StoppedCallbackType,
+    SuccessCallbackType,
+    now,
+    utcformat,
+)
 from jobs.runtime import unreadable
 from jobs.runtime.job import CeresJob
-from jobs.runtime.worker import CeresWorker
+from jobs.runtime.worker import CeresWorker, WorkerQueues
 
 WATCHDOG_TICK = 0.2  # seconds: how late past its timeout a job may be stopped
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 class _Watchdog:
     """One thread per process that raises the timeout exception in slots whose job ran too long."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._deadlines: dict[int, tuple[float, type[BaseException]]] = {}  # thread id -> deadline
         self._fired: set[int] = set()  # threads sent their timeout, which they may not have raised yet
         self._lock = threading.Lock()
@@ -88,23 +106,28 @@ class _Watchdog:
 _watchdog = _Watchdog()
 _quiet_log = logging.getLogger(f"{rq_compat.RQ_WORKER_LOGGER}.slots")
 _quiet_log.setLevel(logging.WARNING)
-_timeout_classes: dict[int, type[JobTimeoutException]] = {}
+_timeout_classes: dict[float, type[JobTimeoutException]] = {}
 
 
 class WatchdogDeathPenalty(BaseDeathPenalty):
-    def __init__(self, timeout, exception=JobTimeoutException, **kwargs):
+    def __init__(
+        self,
+        timeout: float,  # a job's (RQ types it float), its queue's default, or a callback's
+        exception: type[BaseException] = JobTimeoutException,
+        **kwargs: object,
+    ) -> None:
         super().__init__(timeout, exception, **kwargs)
         self.seconds = timeout
 
-    def setup_death_penalty(self):
+    def setup_death_penalty(self) -> None:
         if self.seconds > 0:
             _watchdog.arm(self.seconds, _timeout_class(self.seconds))
 
-    def cancel_death_penalty(self):
+    def cancel_death_penalty(self) -> None:
         _watchdog.disarm()
 
 
-def _run_job_code(func, *args, **kwargs):
+def _run_job_code(func: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
     """Call the job's own code, its deadline disarmed the moment it returns. A timeout raised at
     the call as `func` returns stops the job (its result is not in yet); one raised after it (at
     the disarm's first line, before its lock) came too late: it is dropped, then the disarm done
@@ -123,34 +146,34 @@ class SlotJob(CeresJob):
     (`_run_job_code`); RQ's `perform` around them (its context, the result) does not. A coroutine
     would run without its deadline (RQ runs it after the call): no task of ours is one."""
 
-    returned = None  # what the task returned, kept for the success pipeline (RQ keeps it privately)
+    returned: object = None  # what the task returned, kept for the success pipeline (RQ keeps it privately)
 
     @property
-    def func(self):
+    def func(self) -> Callable[..., object]:
         return functools.partial(_run_job_code, super().func)
 
-    def perform(self):
+    def perform(self) -> object:
         self.returned = super().perform()
         return self.returned
 
     @property
-    def success_callback(self):
+    def success_callback(self) -> SuccessCallbackType | None:
         return _deadline_bound(super().success_callback)
 
     @property
-    def failure_callback(self):
+    def failure_callback(self) -> FailureCallbackType | None:
         return _deadline_bound(super().failure_callback)
 
     @property
-    def stopped_callback(self):
+    def stopped_callback(self) -> StoppedCallbackType | None:
         return _deadline_bound(super().stopped_callback)
 
 
-def _deadline_bound(callback):
+def _deadline_bound(callback: Callable[..., T] | None) -> Callable[..., T] | None:
     return functools.partial(_run_job_code, callback) if callback else None
 
 
-def _timeout_class(seconds: int) -> type[JobTimeoutException]:
+def _timeout_class(seconds: float) -> type[JobTimeoutException]:
     """An async exception is raised from its class alone: one subclass per timeout carries the message."""
     if seconds not in _timeout_classes:
         message = rq_compat.TIMEOUT_MESSAGE.format(seconds=seconds)
@@ -164,13 +187,19 @@ class SlotRunner(CeresWorker):
 
     death_penalty_class = WatchdogDeathPenalty
 
-    def __init__(self, queues, *, execution_ttl: int, **kwargs):
+    def __init__(
+        self,
+        queues: WorkerQueues,
+        *,
+        execution_ttl: int,
+        **kwargs: Any,  # `CeresWorker`'s, each of its own type
+    ) -> None:
         super().__init__(queues, prepare_for_work=False, **kwargs)
         self.job_class = SlotJob
         self.execution_ttl = execution_ttl
         self.log = _quiet_log
 
-    def run_job_id(self, job_id: str, queue) -> Job | None:
+    def run_job_id(self, job_id: str, queue: Queue) -> Job | None:
         """Start the job `job_id` (just moved from `queue` to its intermediate list) and run it;
         returns the job, or None if it was deleted meanwhile."""
         job, execution = self.start(job_id, queue)
@@ -178,7 +207,7 @@ class SlotRunner(CeresWorker):
             self.perform_job(job, queue, execution)
         return job
 
-    def start(self, job_id: str, queue) -> tuple[Job | None, Execution | None]:
+    def start(self, job_id: str, queue: Queue) -> tuple[Job | None, Execution | None]:
         """Mark the job started and read it, in one round trip: RQ reads it, then starts it. None if
         it was deleted meanwhile, or cannot be read (then it is set aside: `jobs.runtime.unreadable`)."""
         if not reads.valid_id(job_id):
@@ -207,19 +236,26 @@ class SlotRunner(CeresWorker):
         self.executions[execution.id] = execution
         return job, execution
 
-    def _undo_start(self, job, execution: Execution, *, delete_stub: bool) -> None:
+    def _undo_start(self, job: Job, execution: Execution, *, delete_stub: bool) -> None:
         with self.connection.pipeline() as pipe:
             execution.delete(job, pipeline=pipe)
             if delete_stub:
                 pipe.delete(job.key)
             pipe.execute()
 
-    def prepare_job_execution(self, job, remove_from_intermediate_queue: bool = False) -> None:
+    def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
         pass  # done by `start`
 
-    def handle_job_success(self, job, queue, started_job_registry, execution=None):
+    def handle_job_success(
+        self, job: Job, queue: Queue, started_job_registry: StartedJobRegistry, execution: Execution | None = None
+    ) -> None:
         if job.repeats_left:
             return super().handle_job_success(job, queue, started_job_registry, execution)
+        # What a slot's `perform_job` hands over, for mypy: the job `start` built (`job_class`), its
+        # execution (`run_job_id` passes it) and its end (`handle_execution_ended` set it).
+        assert isinstance(job, SlotJob)
+        assert execution is not None
+        assert job.ended_at is not None
         result_ttl = job.get_result_ttl(self.default_result_ttl)
         with self.connection.pipeline() as pipe:
             # Of the job hash RQ saves again, only these two changed since the start.
@@ -244,28 +280,28 @@ class SlotRunner(CeresWorker):
     def running(self) -> list[Execution]:
         return list(self.executions.values())
 
-    def get_heartbeat_ttl(self, job, working_time: float = 0.0) -> int:
+    def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         return self.execution_ttl
 
-    def heartbeat(self, timeout=None, pipeline=None):
+    def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
         pass
 
-    def set_state(self, state, pipeline=None):
+    def set_state(self, state: str, pipeline: Pipeline | None = None) -> None:
         pass
 
-    def procline(self, message):
+    def procline(self, message: str) -> None:
         pass
 
-    def increment_failed_job_count(self, pipeline=None):
+    def increment_failed_job_count(self, pipeline: Pipeline | None = None) -> None:
         pass
 
-    def increment_successful_job_count(self, pipeline=None):
+    def increment_successful_job_count(self, pipeline: Pipeline | None = None) -> None:
         pass
 
-    def increment_total_working_time(self, job_execution_time, pipeline):
+    def increment_total_working_time(self, job_execution_time: timedelta, pipeline: Pipeline) -> None:
         pass
 
-    def handle_execution_ended(self, job, queue, heartbeat_ttl):
+    def handle_execution_ended(self, job: Job, queue: Queue, heartbeat_ttl: int) -> None:
         job.ended_at = now()
 
     def _close_connections_after_bookkeeping(self) -> bool:

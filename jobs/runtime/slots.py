@@ -31,10 +31,15 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Collection
+from types import FrameType
+from typing import Any
 
 from django.conf import settings
 from django.db import connections
+from redis.client import Pipeline
 from redis.exceptions import RedisError
+from rq.queue import Queue
 
 from jobs.config import pauses, policies
 from jobs.rq_compat import (
@@ -49,7 +54,7 @@ from jobs.rq_compat import (
 from jobs.runtime.reaper import reap_dead_workers
 from jobs.runtime.slot_loop import DEQUEUE_TIMEOUT, QueueSlots, SlotLoop
 from jobs.runtime.slot_runner import SlotRunner
-from jobs.runtime.worker import CeresWorker
+from jobs.runtime.worker import CeresWorker, WorkerQueues
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +68,7 @@ SECOND_SIGNAL_GRACE = 1  # a signal this soon after the first is the same stop (
 class SlotWorker(SlotLoop, CeresWorker):
     """The process: registered once in Redis, beats for every slot, reaps dead workers, schedules."""
 
-    def __init__(self, queues, **kwargs):
+    def __init__(self, queues: WorkerQueues, **kwargs: Any) -> None:  # `kwargs`: RQ's, each of its own type
         kwargs["worker_ttl"] = PROCESS_TTL
         super().__init__(queues, **kwargs)
         self.groups = [QueueSlots(queue, policies.QUEUES[queue.name].concurrency) for queue in self.queues]
@@ -119,7 +124,7 @@ class SlotWorker(SlotLoop, CeresWorker):
     def describe_slots(self) -> str:
         return ", ".join(f"{group.queue.name}: {group.size} slots" for group in self.groups)
 
-    def _runner(self, queue) -> SlotRunner:
+    def _runner(self, queue: Queue) -> SlotRunner:
         return SlotRunner(
             [queue],
             name=self.name,
@@ -153,7 +158,7 @@ class SlotWorker(SlotLoop, CeresWorker):
             self._recycle = True
             self._stopping.set()
 
-    def heartbeat(self, timeout=None, pipeline=None):
+    def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
         """One pipeline for the process and every job it runs; re-registers if Redis lost the hash."""
         self.last_heartbeat = now()
         running = [(group, execution) for group in self.groups for r in group.runners for execution in r.running]
@@ -175,7 +180,7 @@ class SlotWorker(SlotLoop, CeresWorker):
             "busy": ",".join(f"{group.queue.name}={group.busy}" for group in self.groups),
         }
 
-    def register_birth(self):
+    def register_birth(self) -> None:
         self.birth_date = self.last_heartbeat = now()
         self.register()
 
@@ -184,10 +189,10 @@ class SlotWorker(SlotLoop, CeresWorker):
 
     registration_ttl = PROCESS_TTL
 
-    def _install_stop_handlers(self):
+    def _install_stop_handlers(self) -> None:
         self._previous_handlers = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
 
-    def _on_signal(self, signum, frame):
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         moment = time.monotonic()
         if not self._first_signal_at:
             self._first_signal_at = moment
@@ -263,7 +268,7 @@ def rss_mb() -> float:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def worker_class_for(queue_names) -> type[CeresWorker]:
+def worker_class_for(queue_names: Collection[str]) -> type[CeresWorker]:
     """The in-process worker when every queue asks for it (policy `in_process`), else the forking one."""
     kinds = {policies.QUEUES[name].in_process for name in queue_names if name in policies.QUEUES}
     if len(kinds) > 1:
