@@ -39,7 +39,7 @@ from datetime import timedelta
 from typing import Any, ParamSpec, TypeVar
 
 from redis.client import Pipeline
-from rq.job import Job, JobStatus
+from rq.job import Job
 from rq.queue import Queue
 from rq.registry import StartedJobRegistry
 
@@ -53,7 +53,6 @@ from jobs.rq_compat import (
     StoppedCallbackType,
     SuccessCallbackType,
     now,
-    utcformat,
 )
 from jobs.runtime import unreadable
 from jobs.runtime.job import CeresJob
@@ -258,9 +257,7 @@ class SlotRunner(CeresWorker):
         assert job.ended_at is not None
         result_ttl = job.get_result_ttl(self.default_result_ttl)
         with self.connection.pipeline() as pipe:
-            # Of the job hash RQ saves again, only these two changed since the start.
-            job.set_status(JobStatus.FINISHED, pipeline=pipe)
-            pipe.hset(job.key, "ended_at", utcformat(job.ended_at))
+            rq_compat.write_finished(pipe, job, job.ended_at)
             if result_ttl != 0:
                 rq_compat.save_success_result(pipe, job, job.returned, ttl=result_ttl, worker_name=self.name,
                                               execution=execution)  # fmt: skip
@@ -271,8 +268,8 @@ class SlotRunner(CeresWorker):
                 pipe.expire(job.key, result_ttl)
             self.cleanup_execution(job, pipeline=pipe, execution=execution)
             metrics.job_finished(pipe, job, queue.name, job.ended_at)
-            status_created = pipe.execute()[0]
-        if status_created:  # `status` was not there: the job was deleted while it ran
+            created_fields = pipe.execute()[0]
+        if created_fields == 2:  # `status` was not there: the job was deleted while it ran
             rq_compat.forget_deleted_job(self.connection, job)
         rq_compat.release_rate_slot(job)
 
