@@ -22,6 +22,7 @@ import pytest  # noqa: E402
 from aiosmtpd.controller import Controller  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.db import connection, connections  # noqa: E402
+from django.test.utils import override_settings  # noqa: E402
 
 from jobs.runtime.slots import worker_class_for  # noqa: E402
 from tests.ports import free_port  # noqa: E402, F401 (the tests import it from here)
@@ -57,6 +58,16 @@ def pytest_sessionstart(session):
     if keys:
         pytest.exit(f"the Redis database at REDIS_URL holds data ({keys} keys) the tests would delete: "
                     "run the tests with bin/test, or point REDIS_URL at an empty database", returncode=2)  # fmt: skip
+
+
+@pytest.fixture(autouse=True, scope="session")
+def fast_password_hashing():
+    """MD5 for the passwords the tests make: PBKDF2 spends 0.4 s of CPU on each. The real hashers stay
+    listed after it, so a password hashed by a process a test started still verifies here."""
+    with override_settings(
+        PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher", *settings.PASSWORD_HASHERS]
+    ):
+        yield
 
 
 @pytest.fixture(autouse=True)

@@ -45,6 +45,7 @@ def runs(name: str) -> list[str]:
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("server_tz", ["UTC", "America/Argentina/Cordoba", "Asia/Tokyo"])
 def test_nine_in_the_morning_is_twelve_utc_whatever_the_server_tz(server_tz, redis_conn):
     env = {**os.environ, "TZ": server_tz}
@@ -240,6 +241,7 @@ def test_the_dead_man_alarm_rings_once_and_once_more_on_recovery(clock, work, sl
     assert sorted(slack.texts) == sorted(alarm + recovered)  # ten slack slots post in any order
 
 
+@pytest.mark.slow
 def test_rqscheduler_process_fires_a_due_cron(redis_conn, tmp_path):
     scheduler().sync_crons()
     redis_conn.zadd(scheduler().scheduled_jobs_key, {"cron-clean-verification-tokens": 0})  # due now
@@ -260,6 +262,7 @@ def test_rqscheduler_process_fires_a_due_cron(redis_conn, tmp_path):
     assert scheduler().next_run("clean-verification-tokens") > crons.now()
 
 
+@pytest.mark.slow
 def test_rqscheduler_as_the_docs_write_it_runs_the_project_s_scheduler(smtp, tmp_path):
     """`python manage.py rqscheduler`, no arguments: the maintenance queue, every 10 s, crons registered."""
     from tests.conftest import process_env

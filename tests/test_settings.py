@@ -73,6 +73,7 @@ def test_key_prefix_check_reports_a_mismatch(settings):
     assert [e.id for e in checks.run_checks() if e.id.startswith("jobs.E")] == ["jobs.E001"]
 
 
+@pytest.mark.slow
 def test_the_installed_rq_packages_are_those_rq_compat_was_checked_against():
     assert rq_versions_checked(None) == []
     result = run_django({"DEBUG": "1"})  # `manage.py check` on this install
@@ -99,6 +100,7 @@ def run_django(env_overrides: dict) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_missing_secret_key_fails_at_start_naming_it():
     result = run_django({"DEBUG": "0"})
 
@@ -106,6 +108,7 @@ def test_missing_secret_key_fails_at_start_naming_it():
     assert "Set the DJANGO_SECRET_KEY environment variable" in result.stderr
 
 
+@pytest.mark.slow
 def test_debug_runs_without_a_secret_key():
     assert run_django({"DEBUG": "1"}).returncode == 0
 
@@ -122,6 +125,7 @@ def test_django_rq_dashboard_is_not_routed(admin_client):
         assert admin_client.get(path).status_code == 404, path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tz", ["UTC", "Asia/Tokyo"])
 def test_people_see_cordoba_time_whatever_the_server_s_tz(tz):
     """What Slack alerts and reports print: Córdoba (UTC−3), not the process's TZ."""
@@ -132,6 +136,7 @@ def test_people_see_cordoba_time_whatever_the_server_s_tz(tz):
     assert shown.splitlines()[-1] == "01/01/2026 09:00:00"
 
 
+@pytest.mark.slow
 def test_the_suite_refuses_a_redis_database_that_holds_data(redis_conn):
     """Plain `pytest` pointed at the bin/run queues must not wipe them."""
     url = redis_conn.connection_pool.connection_kwargs
