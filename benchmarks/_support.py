@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 from collections import defaultdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -85,7 +85,7 @@ def header(title: str, extra: dict[str, str] | None = None) -> dict[str, str]:
 
     conn = django_rq.get_connection("email")
     info = {
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "command": "bin/with-test-services -- " + shlex.join(sys.orig_argv),
         "machine": f"{os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}), {cpu_model()}, "
         f"{mem_total_gib():.1f} GiB RAM, Linux {platform.release()}",
@@ -370,9 +370,9 @@ def rqworker_argv(*queue_names: str, options: tuple[str, ...] = ()) -> list[str]
 
 
 def registered(conn, queue_name: str) -> int:
-    from rq.worker_registration import WORKERS_BY_QUEUE_KEY
+    from jobs.rq_compat import workers_of_queue_key
 
-    return conn.scard(WORKERS_BY_QUEUE_KEY % queue_name)
+    return conn.scard(workers_of_queue_key(queue_name))
 
 
 def wait_registered(conn, queue_name: str, count: int, timeout: float = 60, processes=()) -> float:

@@ -77,9 +77,7 @@ def parse_args():
     parser.add_argument("--forking-users", type=int, default=300,
                         help="emails per round for `forking` (default 300; 0: --users). Its rate is flat from the "
                              "first jobs (a fork per job) and 5,000 take it minutes per round")  # fmt: skip
-    parser.add_argument(
-        "--setups", default=",".join(DEFAULT_SETUPS), help=f"comma-separated, of {', '.join(SETUPS)}"
-    )
+    parser.add_argument("--setups", default=",".join(DEFAULT_SETUPS), help=f"comma-separated, of {', '.join(SETUPS)}")
     parser.add_argument("--bulk", type=int, default=10_000, help="ids in the bulk-producer measure (0: skip)")
     parser.add_argument("--latency-jobs", type=int, default=2000, help="in all, split over the rounds (0: skip)")
     parser.add_argument("--latency-rate", type=float, default=100, help="jobs/s of the paced producer")
@@ -209,8 +207,8 @@ def producer_alone(conn, user_ids: list[int], bulk: int, rounds: int) -> dict:
 
 
 def run_round(setup: str, conn, sink: Sink, user_ids: list[int], original: Original, log_dir: Path, timeout: float):
-    from jobs.enqueue import clients, producers
     from jobs.config.policies import EMAIL
+    from jobs.enqueue import clients, producers
 
     n = len(user_ids)
     conn.flushdb()

@@ -21,7 +21,9 @@ RUNS = 7
 
 
 def photo_12mp() -> bytes:
-    image = Image.blend(Image.new("RGB", (4000, 3000), (90, 140, 60)), Image.effect_noise((4000, 3000), 50).convert("RGB"), 0.3)
+    image = Image.blend(
+        Image.new("RGB", (4000, 3000), (90, 140, 60)), Image.effect_noise((4000, 3000), 50).convert("RGB"), 0.3
+    )
     out = io.BytesIO()
     image.save(out, "JPEG", quality=90)
     return out.getvalue()
@@ -43,7 +45,11 @@ def main() -> None:
         ("CV: DOCX", cv.judge, files.docx()),
         ("picture: phone JPEG 1600 × 800", pictures.optimize, files.phone_photo()),
         ("picture: 12 MP JPEG 4000 × 3000", pictures.optimize, photo_12mp()),
-        ("picture: PNG bomb 50,000² (refused)", lambda data: _refused(pictures.optimize, data), files.png_declaring(50_000, 50_000)),
+        (
+            "picture: PNG bomb 50,000² (refused)",
+            lambda data: _refused(pictures.optimize, data),
+            files.png_declaring(50_000, 50_000),
+        ),
     ]
     print(f"median of {RUNS} runs, ms (input size)")
     for name, work, data in cases:

@@ -17,7 +17,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._support import (  # noqa: E402
-    Sink, Workers, header, markdown_table, percentile, prepared_services, registered, rqworker_argv, worker_env,
+    Sink,
+    Workers,
+    header,
+    markdown_table,
+    percentile,
+    prepared_services,
+    registered,
+    rqworker_argv,
+    worker_env,
 )
 
 AUDIENCE = 50_000
@@ -30,7 +38,9 @@ def main() -> None:
     parser.add_argument("--limit", type=float, default=6000, help="SMTP_RATE_PER_MINUTE of the limited run")
     args = parser.parse_args()
     conn = prepared_services()
-    header("Newsletter campaign", {"recipients per timed campaign": str(args.recipients), "limit": f"{args.limit:g}/min"})
+    header(
+        "Newsletter campaign", {"recipients per timed campaign": str(args.recipients), "limit": f"{args.limit:g}/min"}
+    )
 
     from django.utils import timezone
 
@@ -74,7 +84,9 @@ def _campaign(conn, recipients: int, limit: float, User, Newsletter, campaigns) 
     from jobs.enqueue.producers import enqueue_email_verify
 
     sink = Sink()
-    workers = Workers(Path(tempfile.mkdtemp(prefix="newsletter-bench-")), worker_env(sink.port, SMTP_RATE_PER_MINUTE=str(limit)))
+    workers = Workers(
+        Path(tempfile.mkdtemp(prefix="newsletter-bench-")), worker_env(sink.port, SMTP_RATE_PER_MINUTE=str(limit))
+    )
     try:
         workers.start(rqworker_argv("email", "slack", "bulk"), "worker")
         deadline = time.monotonic() + 60

@@ -30,8 +30,8 @@ from django.db import transaction  # noqa: E402
 from rq import Callback, Retry  # noqa: E402
 
 from jobs.config import policies  # noqa: E402
-from jobs.failures.attempts import on_job_failure  # noqa: E402
 from jobs.enqueue.producers import enqueue_email_verify, enqueue_email_verify_many  # noqa: E402
+from jobs.failures.attempts import on_job_failure  # noqa: E402
 
 RUNS = 5  # of each measurement; the median is printed
 CALLS = 1000  # single calls per round

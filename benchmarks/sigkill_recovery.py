@@ -65,14 +65,15 @@ def reset(user_id: int) -> None:
 
 def holder_pid(conn, job_id: str, timeout: float = 5) -> int | None:
     """The pid of the worker process running `job_id` (from the job and worker hashes)."""
-    from django.conf import settings
     from rq.job import Job
+
+    from jobs import rq_compat
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         name = conn.hget(Job.key_for(job_id), "worker_name")
         if name:
-            pid = conn.hget(f"{settings.RQ_KEY_PREFIX}:worker:{name.decode()}", "pid")
+            pid = conn.hget(rq_compat.worker_key(name.decode()), "pid")
             if pid:
                 return int(pid)
         time.sleep(0.01)
@@ -82,8 +83,8 @@ def holder_pid(conn, job_id: str, timeout: float = 5) -> int | None:
 def trial(number: int, args, conn, sink: Sink, user_id: int, log_dir: Path) -> dict:
     import django_rq
     from rq.job import Job
-    from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
+    from jobs import rq_compat
     from jobs.enqueue.producers import enqueue_email_verify
 
     conn.flushdb()
@@ -106,7 +107,7 @@ def trial(number: int, args, conn, sink: Sink, user_id: int, log_dir: Path) -> d
     if victim is None:
         workers.stop()
         raise RuntimeError(f"no worker process of ours holds {job_id} (pid {pid})")
-    known = set(conn.smembers(WORKERS_BY_QUEUE_KEY % "email"))
+    known = set(conn.smembers(rq_compat.workers_of_queue_key("email")))
 
     os.killpg(victim.pid, signal.SIGKILL)
     killed_at = time.monotonic()
@@ -120,7 +121,7 @@ def trial(number: int, args, conn, sink: Sink, user_id: int, log_dir: Path) -> d
     job_key = Job.key_for(job_id)
     while time.monotonic() < deadline:
         if registered_s is None and not args.no_restart:
-            if set(conn.smembers(WORKERS_BY_QUEUE_KEY % "email")) - known:
+            if set(conn.smembers(rq_compat.workers_of_queue_key("email"))) - known:
                 registered_s = time.monotonic() - killed_at
         if handed_back_s is None and conn.hget(job_key, "status") != b"started":
             handed_back_s = time.monotonic() - killed_at  # a reaper gave it back (scheduled for its retry)

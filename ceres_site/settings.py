@@ -197,7 +197,8 @@ LOCALE_PATHS = [BASE_DIR / "locale"]
 FORMAT_MODULE_PATH = ["ceres_site.formats"]  # es-AR dates as the dashboard writes them
 # The one zone of everything shown to people (pages, emails, Slack) and of the crons, whatever the
 # server's TZ: Django then sets the process's TZ to it.
-from jobs.config.crons import ZONE as TIME_ZONE  # noqa: E402 (plain data: no Django, no rq)
+from jobs.config.crons import ZONE as TIME_ZONE  # noqa: E402, F401 (plain data: no Django, no rq)
+
 USE_I18N = True
 USE_TZ = True
 

@@ -6,13 +6,12 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import NoReverseMatch, path, reverse
 from django.utils.html import format_html, format_html_join
-
 from django.utils.translation import gettext_lazy as _
 
-from jobs.staff.audit import action_record
-from jobs.failures.dead_letters import dead_letter_resolve
-from jobs.staff.dashboard import views as dashboard
+from jobs.failures.dead_letters import UNREADABLE_PAYLOAD, dead_letter_resolve
 from jobs.models import Dashboard, DeadLetter, JobAction
+from jobs.staff.audit import action_record
+from jobs.staff.dashboard import actions, views
 from jobs.staff.operations import dead_letters_retry
 from jobs.templatetags.dashboard import when
 
@@ -33,12 +32,19 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 @admin.register(DeadLetter)
 class DeadLetterAdmin(ReadOnlyAdmin):
     list_display = ("job_id", "queue", "exc_type", "failed", "alert", "state")
-    list_filter = ("queue", "exc_type", "alert", "related_model", ("resolved_at", admin.EmptyFieldListFilter), "failed_at")
+    list_filter = (
+        "queue",
+        "exc_type",
+        "alert",
+        "related_model",
+        ("resolved_at", admin.EmptyFieldListFilter),
+        "failed_at",
+    )
     search_fields = ("=job_id", "exc_message", "related_id")
     date_hierarchy = "failed_at"
     actions = ["retry", "resolve"]
     fields = (
-        "job_id", "queue", "func_name", "args", "kwargs", "related", "exc_type", "exc_message", "attempts_table",
+        "job_id", "queue", "task", "args", "kwargs", "related", "exc_type", "exc_message", "attempts_table",
         "failed_at", "job_created_at", "alert", "alert_note", "alerted_at", "retried_at", "retried_by",
         "resolved_at", "resolved_by", "traceback_text",
     )  # fmt: skip
@@ -46,6 +52,11 @@ class DeadLetterAdmin(ReadOnlyAdmin):
     change_form_template = "admin/jobs/deadletter/change_form.html"
 
     PAYLOAD_FIELDS = ("args", "kwargs", "related", "exc_message", "attempts_table", "traceback_text")
+
+    @admin.display(description=_("task"))
+    def task(self, obj):
+        """The stored sentinel stays as code compares it; staff read it in their language."""
+        return _("<payload that cannot be read>") if obj.func_name == UNREADABLE_PAYLOAD else obj.func_name
 
     @admin.display(description=_("failed at"), ordering="failed_at")
     def failed(self, obj):
@@ -65,7 +76,9 @@ class DeadLetterAdmin(ReadOnlyAdmin):
             "", "<tr><td>{}</td><td>{}</td></tr>",
             ((when(datetime.fromisoformat(attempt["at"])), attempt["error"]) for attempt in obj.attempts),
         )  # fmt: skip
-        return format_html('<table class="dash-attempts"><tr><th>{}</th><th>{}</th></tr>{}</table>', _("when"), _("error"), rows)
+        return format_html(
+            '<table class="dash-attempts"><tr><th>{}</th><th>{}</th></tr>{}</table>', _("when"), _("error"), rows
+        )
 
     @admin.display(description=_("traceback"))
     def traceback_text(self, obj):
@@ -117,7 +130,7 @@ class DeadLetterAdmin(ReadOnlyAdmin):
 
     @admin.action(description=_("Retry the selected jobs"), permissions=["retry"])
     def retry(self, request, queryset):
-        retried, refused = dead_letters_retry(rows=list(queryset), user=request.user, detail="dead-letter archive")
+        retried, refused = dead_letters_retry(rows=list(queryset), user=request.user, detail=_("dead-letter archive"))
         for why in refused:
             self.message_user(request, why, messages.ERROR)
         for job_id in retried:
@@ -154,14 +167,14 @@ class DashboardAdmin(ReadOnlyAdmin):
             return path(route, self.admin_site.admin_view(wrapper), name=f"jobs_dashboard_{name}")
 
         return [
-            view(dashboard.overview, "overview", ""),
+            view(views.overview, "overview", ""),
             # The name admin's index, app page and sidebar link a model by: without it, plain text.
-            view(dashboard.overview, "changelist", ""),
-            view(dashboard.triage, "triage", "<str:queue_name>/triage/"),
-            view(dashboard.job_detail, "job", "<str:queue_name>/job/<str:job_id>/"),
-            view(dashboard.action, "action", "<str:queue_name>/action/<str:name>/"),
-            view(dashboard.queue_action, "queue_action", "<str:queue_name>/queue/<str:name>/"),
-            view(dashboard.job_list, "list", "<str:queue_name>/<str:state>/"),
+            view(views.overview, "changelist", ""),
+            view(actions.triage, "triage", "<str:queue_name>/triage/"),
+            view(views.job_detail, "job", "<str:queue_name>/job/<str:job_id>/"),
+            view(actions.action, "action", "<str:queue_name>/action/<str:name>/"),
+            view(actions.queue_action, "queue_action", "<str:queue_name>/queue/<str:name>/"),
+            view(views.job_list, "list", "<str:queue_name>/<str:state>/"),
         ]
 
 

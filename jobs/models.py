@@ -3,6 +3,14 @@ from django.db import models
 from django.utils.translation import gettext_lazy as _
 
 
+def _staff_member(verbose_name) -> models.ForeignKey:
+    """Who did something to a row: kept as empty when that user is deleted."""
+    return models.ForeignKey(
+        settings.AUTH_USER_MODEL, verbose_name=verbose_name, null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="+",
+    )  # fmt: skip
+
+
 class DeadLetter(models.Model):
     """A job that failed for good, kept after Redis forgets it (24 h), until pruned (90 days).
 
@@ -12,6 +20,8 @@ class DeadLetter(models.Model):
     """
 
     class Alert(models.TextChoices):
+        """How staff heard of the failure on Slack (`jobs.failures.final.flush_alerts`)."""
+
         PENDING = "pending", _("pending")
         SENT = "sent", _("sent")
         SUMMARY = "summary", _("in a summary")
@@ -36,15 +46,9 @@ class DeadLetter(models.Model):
     alerted_at = models.DateTimeField(_("alerted at"), null=True, blank=True)
 
     retried_at = models.DateTimeField(_("retried at"), null=True, blank=True)
-    retried_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, verbose_name=_("retried by"), null=True, blank=True, on_delete=models.SET_NULL,
-        related_name="+",
-    )
+    retried_by = _staff_member(_("retried by"))
     resolved_at = models.DateTimeField(_("resolved at"), null=True, blank=True)
-    resolved_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, verbose_name=_("resolved by"), null=True, blank=True, on_delete=models.SET_NULL,
-        related_name="+",
-    )
+    resolved_by = _staff_member(_("resolved by"))
 
     class Meta:
         verbose_name = _("dead letter")
@@ -107,7 +111,9 @@ class JobAction(models.Model):
         SEND = "send", _("send newsletter")
 
     at = models.DateTimeField(_("when"), auto_now_add=True, db_index=True)
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, verbose_name=_("user"), null=True, on_delete=models.SET_NULL, related_name="+")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, verbose_name=_("user"), null=True, on_delete=models.SET_NULL, related_name="+"
+    )
     kind = models.CharField(_("action"), max_length=10, choices=Kind.choices)
     queue = models.CharField(_("queue"), max_length=50)
     count = models.PositiveIntegerField(_("jobs"))

@@ -22,6 +22,7 @@ import pytest  # noqa: E402
 from aiosmtpd.controller import Controller  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.db import connection, connections  # noqa: E402
+from django.test.utils import override_settings  # noqa: E402
 
 from jobs.runtime.slots import worker_class_for  # noqa: E402
 from tests.ports import free_port  # noqa: E402, F401 (the tests import it from here)
@@ -59,6 +60,16 @@ def pytest_sessionstart(session):
                     "run the tests with bin/test, or point REDIS_URL at an empty database", returncode=2)  # fmt: skip
 
 
+@pytest.fixture(autouse=True, scope="session")
+def fast_password_hashing():
+    """MD5 for the passwords the tests make: PBKDF2 spends 0.4 s of CPU on each. The real hashers stay
+    listed after it, so a password hashed by a process a test started still verifies here."""
+    with override_settings(
+        PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher", *settings.PASSWORD_HASHERS]
+    ):
+        yield
+
+
 @pytest.fixture(autouse=True)
 def redis_conn():
     """The queues' Redis connection, on an empty database before and after each test."""
@@ -72,11 +83,11 @@ def redis_conn():
 def fresh_process():
     """What modules remember for the whole process starts afresh in each test, so order never matters."""
     from ceres_site.accounts.limits import LimitCache
-    from jobs.enqueue import producers
+    from jobs.enqueue import unique
     from jobs.observability import series
 
     LimitCache.resume()  # a Redis error in an earlier test paused the rate limits' counting
-    producers.forget_lone_master()  # an earlier Sentinel test found a master without replicas
+    unique.forget_lone_master()  # an earlier Sentinel test found a master without replicas
     series.forget_expiring()  # the hour keys got their TTL in an earlier test's Redis, since emptied
 
 

@@ -22,7 +22,9 @@ DOCUMENT = (
 )
 
 
-def pdf(pages: int = 1, text: str = "Ana Pérez - Curriculum vitae", *, password: str = "", javascript: str = "") -> bytes:
+def pdf(
+    pages: int = 1, text: str = "Ana Pérez - Curriculum vitae", *, password: str = "", javascript: str = ""
+) -> bytes:
     writer = PdfWriter()
     font = DictionaryObject({NameObject("/Type"): NameObject("/Font"), NameObject("/Subtype"): NameObject("/Type1"),
                              NameObject("/BaseFont"): NameObject("/Helvetica")})  # fmt: skip
@@ -76,7 +78,9 @@ def png_declaring(width: int, height: int) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
 
 
 def phone_photo() -> bytes:

@@ -81,7 +81,9 @@ def test_one_mailbox_spelled_two_ways_holds_one_account(client):
     assert len([job_id for job_id in email_job_ids() if job_id.startswith("email-exists-")]) == 1
 
 
-@pytest.mark.parametrize("selector,verifier", [("ab\x00cd", "verifier"), ("selector", "ver\x00ifier"), ("ñandú", "x"), ("", "")])
+@pytest.mark.parametrize(
+    "selector,verifier", [("ab\x00cd", "verifier"), ("selector", "ver\x00ifier"), ("ñandú", "x"), ("", "")]
+)
 def test_a_token_that_was_never_ours_is_invalid_not_an_error(client, selector, verifier):
     response = client.post(reverse("accounts:verify"), {"selector": selector, "verifier": verifier})
     assert response.status_code == 400
@@ -104,7 +106,7 @@ def verify(client, token, selector=None, verifier=None):
 @pytest.mark.parametrize("method", ["get", "head"])
 def test_opening_the_link_changes_nothing_until_the_button_is_pressed(client, method):
     user = make_user()
-    token = tokens.token_issue(user=user)
+    tokens.token_issue(user=user)
 
     response = getattr(client, method)(reverse("accounts:verify"))  # what a link scanner or prefetcher does
 
@@ -199,7 +201,9 @@ def test_resend_does_the_same_work_for_any_address_and_mails_only_the_unverified
         with CaptureQueriesContext(connection) as captured:
             answers.append(client.post(reverse("accounts:resend"), {"email": email}).content)
         queries.append(len(captured))
-        jobs.append([django_rq.get_queue("email").fetch_job(job_id).func_name for job_id in set(email_job_ids()) - before])
+        jobs.append(
+            [django_rq.get_queue("email").fetch_job(job_id).func_name for job_id in set(email_job_ids()) - before]
+        )
 
     assert answers[0] == answers[1] == answers[2]
     assert queries == [0, 0, 0]  # the page looks up no one: the worker does

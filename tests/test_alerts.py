@@ -11,10 +11,10 @@ from django.urls import reverse
 from werkzeug import Response
 
 from ceres_site.accounts.models import User
-from jobs.failures.final import fingerprint, sweep_failures
-from jobs.failures.dead_letters import MASKED, CannotRetry, dead_letter_retry
-from jobs.models import DeadLetter
 from jobs.enqueue.producers import enqueue_email_verify, enqueue_slack_alert, enqueue_stored_call
+from jobs.failures.dead_letters import MASKED, CannotRetry, dead_letter_retry
+from jobs.failures.final import fingerprint, sweep_failures
+from jobs.models import DeadLetter
 from tests.conftest import promote_scheduled, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -264,7 +264,9 @@ def test_no_webhook_logs_the_alert_at_error_and_never_crashes(settings, work, wo
 
     work("slack")
 
-    assert fetch("slack-tnone", "slack").return_value() == "skipped: no webhook configured"
+    assert (
+        fetch("slack-tnone", "slack").return_value() == "omitido: no hay webhook configurado"
+    )  # a result staff read, in es-AR
     assert (
         "ERROR jobs.tasks.slack: Slack webhook not configured (SLACK_WEBHOOK_URL); alert not sent: se cayó el SMTP"
         in worker_log()
@@ -380,7 +382,7 @@ def test_old_dead_letters_are_pruned_by_the_maintenance_queue(policy, work):
 
 def test_fingerprint_reads_the_exception_type_and_first_line():
     traceback = (
-        "Traceback (most recent call last):\n  File \"x.py\", line 1, in f\n    raise X\n"
+        'Traceback (most recent call last):\n  File "x.py", line 1, in f\n    raise X\n'
         "smtplib.SMTPServerDisconnected: Connection unexpectedly closed\n"
     )
     assert fingerprint(traceback) == ("SMTPServerDisconnected", "Connection unexpectedly closed")

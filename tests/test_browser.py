@@ -116,7 +116,12 @@ def test_staff_click_to_the_dashboard_watch_it_live_pause_and_resume_a_queue(pag
     page.click("input[value='Sí, estoy seguro']")
     page.wait_for_selector("text=email está pausada (por admin")
     live_worker("email", "slack")
-    enqueue_stored_call(queue_name="slack", func="tests.tasks.mark", job_id="slack-runs-1", kwargs={"n": 2, "path": str(tmp_path / "other")})
+    enqueue_stored_call(
+        queue_name="slack",
+        func="tests.tasks.mark",
+        job_id="slack-runs-1",
+        kwargs={"n": 2, "path": str(tmp_path / "other")},
+    )
     wait_for(lambda: (tmp_path / "other").exists(), timeout=60)
     assert not (tmp_path / "ran").exists()  # the worker runs, the paused queue's job waits
     page.screenshot(path=ARTIFACTS / "queue-paused.png", full_page=True)
@@ -148,7 +153,9 @@ def test_a_person_uploads_a_cv_and_a_photo_and_sees_them_checked(page, live_serv
     from tests import files
 
     settings.MEDIA_ROOT = tmp_path / "media"  # the worker is told the same below
-    User.objects.create_user(username="ana@example.com", email="ana@example.com", first_name="Ana", password="una-clave-bien-larga-42")
+    User.objects.create_user(
+        username="ana@example.com", email="ana@example.com", first_name="Ana", password="una-clave-bien-larga-42"
+    )
     (tmp_path / "cv.pdf").write_bytes(files.pdf(pages=2))
     (tmp_path / "yo.jpg").write_bytes(files.phone_photo())
     live_worker("files", env={"MEDIA_ROOT": str(tmp_path / "media")})

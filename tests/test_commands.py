@@ -51,10 +51,8 @@ def test_the_readme_lists_the_commands_it_promises():
     assert len(commands) >= 15
 
 
-@pytest.mark.parametrize("command,comment", [
-    pytest.param(command, comment, marks=pytest.mark.slow) if "runs until stopped" in comment else (command, comment)
-    for command, comment in readme_commands()
-])  # fmt: skip
+@pytest.mark.slow
+@pytest.mark.parametrize("command,comment", readme_commands())
 def test_every_readme_command_runs_as_written(command, comment, smtp):
     User.objects.create_user(username="ana@example.com", email="ana@example.com", first_name="Ana")
 
@@ -68,6 +66,7 @@ def test_every_readme_command_runs_as_written(command, comment, smtp):
     assert result.returncode in allowed, result.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command,says", [
     ("rqenqueue jobs.tasks.slack.post_to_slack x", "rqenqueue is not used here: jobs go through the producers"),
     ("rqworker-pool email", "rqworker-pool is not used here"),

@@ -11,13 +11,13 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from ceres_site.accounts.models import User, VerificationToken
+from ceres_site.accounts.reports import report_daily
 from ceres_site.accounts.tokens import tokens_clean
 from jobs.config import crons
-from jobs.observability import series
+from jobs.enqueue.producers import enqueue_cron_run
 from jobs.failures.alarms import check_crons
 from jobs.models import CronRun
-from jobs.enqueue.producers import enqueue_cron_run
-from ceres_site.accounts.reports import report_daily
+from jobs.observability import series
 from tests.conftest import BASE_DIR, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -40,9 +40,12 @@ def scheduler():
 
 
 def runs(name: str) -> list[str]:
-    return [f"{slot:%d %H:%M}" for slot in CronRun.objects.filter(name=name).order_by("slot").values_list("slot", flat=True)]
+    return [
+        f"{slot:%d %H:%M}" for slot in CronRun.objects.filter(name=name).order_by("slot").values_list("slot", flat=True)
+    ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("server_tz", ["UTC", "America/Argentina/Cordoba", "Asia/Tokyo"])
 def test_nine_in_the_morning_is_twelve_utc_whatever_the_server_tz(server_tz, redis_conn):
     env = {**os.environ, "TZ": server_tz}
@@ -61,7 +64,12 @@ def test_nine_in_the_morning_is_twelve_utc_whatever_the_server_tz(server_tz, red
     assert slot.strip() == "2026-11-29 12:00:00+00:00"
 
     registered = subprocess.run(
-        [sys.executable, "manage.py", "register_crons"], cwd=BASE_DIR, env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "manage.py", "register_crons"],
+        cwd=BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert registered.returncode == 0, registered.stderr
     assert scheduler().next_run("daily-report").strftime("%H:%M") == "12:00"
@@ -233,6 +241,7 @@ def test_the_dead_man_alarm_rings_once_and_once_more_on_recovery(clock, work, sl
     assert sorted(slack.texts) == sorted(alarm + recovered)  # ten slack slots post in any order
 
 
+@pytest.mark.slow
 def test_rqscheduler_process_fires_a_due_cron(redis_conn, tmp_path):
     scheduler().sync_crons()
     redis_conn.zadd(scheduler().scheduled_jobs_key, {"cron-clean-verification-tokens": 0})  # due now
@@ -253,6 +262,7 @@ def test_rqscheduler_process_fires_a_due_cron(redis_conn, tmp_path):
     assert scheduler().next_run("clean-verification-tokens") > crons.now()
 
 
+@pytest.mark.slow
 def test_rqscheduler_as_the_docs_write_it_runs_the_project_s_scheduler(smtp, tmp_path):
     """`python manage.py rqscheduler`, no arguments: the maintenance queue, every 10 s, crons registered."""
     from tests.conftest import process_env
@@ -262,7 +272,9 @@ def test_rqscheduler_as_the_docs_write_it_runs_the_project_s_scheduler(smtp, tmp
                                  stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
     try:
         wait_for(lambda: django_rq.get_scheduler("maintenance").is_alive(), timeout=60)
-        wait_for(lambda: all(django_rq.get_scheduler("maintenance").cron_entry(name) for name in crons.SPECS), timeout=60)
+        wait_for(
+            lambda: all(django_rq.get_scheduler("maintenance").cron_entry(name) for name in crons.SPECS), timeout=60
+        )
         assert scheduler.poll() is None
     finally:
         scheduler.terminate()

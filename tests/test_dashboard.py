@@ -13,10 +13,10 @@ from django.utils import timezone
 from rq.job import Job
 
 from ceres_site.accounts.models import User
-from jobs.observability import health
 from jobs.config.policies import QUEUES
-from jobs.models import DeadLetter, JobAction
 from jobs.enqueue.producers import enqueue_stored_call
+from jobs.models import DeadLetter, JobAction
+from jobs.observability import health
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -166,7 +166,9 @@ def test_search_finds_parts_of_ids_and_the_related_user_s_email(admin_client):
 
     def found(query):
         page = admin_client.get(url("list", "email", "queued"), {"q": query}).content.decode()
-        return set(re.findall(r'name="job_ids" value="([^"]+)"', page))  # the pks depend on earlier tests: 9 and 10, say
+        return set(
+            re.findall(r'name="job_ids" value="([^"]+)"', page)
+        )  # the pks depend on earlier tests: 9 and 10, say
 
     assert found("welcome") == {f"email-welcome-{ana.pk}", f"email-welcome-{beto.pk}"}
     assert found("ana@exam") == {f"email-welcome-{ana.pk}"}
@@ -192,7 +194,9 @@ def test_list_actions_need_a_selection_and_the_list_has_a_select_all_box(jobs, a
 
     answer = admin_client.post(url("action", "email", "cancel"), {"next": url("list", "email", "queued")}, follow=True)
 
-    assert "Primero elegí al menos un job." in answer.content.decode() and "van a cambiar 0" not in answer.content.decode()
+    assert (
+        "Primero elegí al menos un job." in answer.content.decode() and "van a cambiar 0" not in answer.content.decode()
+    )
     assert fetch("email-waiting-1").get_status() == "queued"
 
 
@@ -265,7 +269,9 @@ def test_the_user_page_lists_the_user_s_jobs(admin_client):
 
     body = admin_client.get(reverse("admin:accounts_user_change", args=[user.pk])).content.decode()
 
-    assert f'href="{url("job", "email", f"email-verify-{user.pk}")}">email-verify-{user.pk}</a>: queued' in body
+    assert (
+        f'href="{url("job", "email", f"email-verify-{user.pk}")}">email-verify-{user.pk}</a>: en cola' in body
+    )  # its state's label
     assert f"email-welcome-{user.pk}</a>: no está en Redis" in body
 
 
@@ -304,7 +310,9 @@ def test_retry_selected_asks_first_then_gives_a_full_retry_budget_and_is_audited
 
 def test_a_crafted_post_cannot_act_on_another_queue_s_job(jobs, admin_client):
     admin_client.post(url("action", "files", "retry"), {"job_ids": ["email-failed-1"], "confirm": "yes", "reason": "x"})
-    admin_client.post(url("action", "files", "promote"), {"job_ids": ["email-retrying-1"], "confirm": "yes", "reason": "x"})
+    admin_client.post(
+        url("action", "files", "promote"), {"job_ids": ["email-retrying-1"], "confirm": "yes", "reason": "x"}
+    )
 
     assert fetch("email-failed-1").get_status() == "failed"
     assert fetch("email-retrying-1").get_status() == "scheduled"
@@ -336,7 +344,12 @@ def test_delete_promote_cancel_empty_and_retry_all(jobs, admin_client, policy, w
         call("always_fail", f"email-more-{n}")
     work("email")
     confirm(admin_client, "retry", scope="all", state="failed")
-    assert sorted(django_rq.get_queue("email").job_ids) == ["email-failed-1", "email-more-0", "email-more-1", "email-more-2"]
+    assert sorted(django_rq.get_queue("email").job_ids) == [
+        "email-failed-1",
+        "email-more-0",
+        "email-more-1",
+        "email-more-2",
+    ]
     assert list(JobAction.objects.order_by("at").values_list("kind", "count")) == [
         ("promote", 1), ("cancel", 1), ("delete", 1), ("empty", 1), ("retry", 4)
     ]  # fmt: skip
@@ -351,7 +364,9 @@ def test_triage_groups_by_error_and_retries_a_filtered_set_after_a_dry_run(admin
 
     page = admin_client.get(url("triage", "email")).content.decode()
     dry = admin_client.post(url("triage", "email"), {"exc_type": "RuntimeError", "since": "2000-01-01 00:00"})
-    done = admin_client.post(url("triage", "email"), {"exc_type": "RuntimeError", "since": "2000-01-01", "confirm": "yes"})
+    done = admin_client.post(
+        url("triage", "email"), {"exc_type": "RuntimeError", "since": "2000-01-01", "confirm": "yes"}
+    )
 
     assert "RuntimeError" in page and "MemoryError" in page
     assert "Coinciden 3 jobs." in dry.content.decode()
@@ -366,15 +381,23 @@ def test_triage_retries_what_can_run_again_and_names_what_cannot(admin_client, p
                         args=["with a positional argument"])  # fmt: skip
     enqueue_stored_call(queue_name="email", func="tests.tasks.always_fail", job_id="email-secret-1",
                         kwargs={"api_token": "s3cr3t"})  # fmt: skip
-    DeadLetter.objects.create(job_id="bad:id", job_created_at=timezone.now(), queue="email", exc_type="RuntimeError",
-                              failed_at=timezone.now(), alert=DeadLetter.Alert.SKIPPED)  # an unreadable job's row
+    DeadLetter.objects.create(
+        job_id="bad:id",
+        job_created_at=timezone.now(),
+        queue="email",
+        exc_type="RuntimeError",
+        failed_at=timezone.now(),
+        alert=DeadLetter.Alert.SKIPPED,
+    )  # an unreadable job's row
     work("email")
 
     done = admin_client.post(url("triage", "email"), {"confirm": "yes"}, follow=True)  # every open failure
 
     assert done.status_code == 200
     page = done.content.decode().lower()  # admin messages start with a capital
-    assert "email-secret-1: sus argumentos se ocultaron al archivarlo" in page and "bad:id: el job no se pudo leer" in page
+    assert (
+        "email-secret-1: sus argumentos se ocultaron al archivarlo" in page and "bad:id: el job no se pudo leer" in page
+    )
     assert django_rq.get_queue("email").job_ids == ["email-args-1"]
     assert fetch("email-args-1").args == ["with a positional argument"]  # kept by the archive, given back
     action = JobAction.objects.get()  # the audit names what was retried
@@ -418,7 +441,9 @@ def test_the_resolver_finds_every_dashboard_page():
     assert len(dashboard_routes()) == 6
 
 
-@pytest.mark.parametrize("who", ["anonymous", "not staff", "staff without permission", "staff with permission", "superuser"])
+@pytest.mark.parametrize(
+    "who", ["anonymous", "not staff", "staff without permission", "staff with permission", "superuser"]
+)
 def test_permission_matrix(jobs, redis_conn, who):
     user = {
         "anonymous": lambda: None,
@@ -475,7 +500,8 @@ def test_csrf_is_enforced_on_every_post(jobs):
 
 def test_an_outside_next_url_is_not_followed(jobs, admin_client):
     response = admin_client.post(
-        url("action", "email", "retry"), {"job_ids": ["email-failed-1"], "confirm": "yes", "next": "https://evil.example/"}
+        url("action", "email", "retry"),
+        {"job_ids": ["email-failed-1"], "confirm": "yes", "next": "https://evil.example/"},
     )
 
     assert response["Location"] == url("overview")
@@ -500,7 +526,11 @@ def test_the_dashboard_is_in_english_when_asked(admin_client):
 
 def test_the_dashboard_is_a_link_on_the_admin_index_the_app_page_and_the_sidebar(admin_client):
     link = f'<a href="{url("overview")}"'
-    for page in (reverse("admin:index"), reverse("admin:app_list", args=["jobs"]), reverse("admin:jobs_deadletter_changelist")):
+    for page in (
+        reverse("admin:index"),
+        reverse("admin:app_list", args=["jobs"]),
+        reverse("admin:jobs_deadletter_changelist"),
+    ):
         html = admin_client.get(page).content.decode()
         assert link in html and "Panel de colas</a>" in html, page
     staff_without = logged_in(staff("reader", perms=()))
@@ -516,7 +546,9 @@ def test_staff_read_spanish_states_plurals_dates_and_results(jobs, admin_client,
     assert "1 reintento<" in overview and "2 reintentos<" in overview and "1 reintentos" not in overview
 
     one = admin_client.post(url("action", "email", "cancel"), {"job_ids": ["email-waiting-1"]}).content.decode()
-    two = admin_client.post(url("action", "email", "delete"), {"job_ids": ["email-waiting-1", "email-done-1"]}).content.decode()
+    two = admin_client.post(
+        url("action", "email", "delete"), {"job_ids": ["email-waiting-1", "email-done-1"]}
+    ).content.decode()
     assert "va a cambiar 1 job de la cola email." in one and "van a cambiar 2 jobs de la cola email." in two
 
     detail = admin_client.get(url("job", "email", "email-failed-1")).content.decode()
@@ -556,16 +588,23 @@ def test_a_paused_queue_keeps_its_jobs_waiting_until_resumed(paused_queue, other
     live_worker(paused_queue, other_queue)
 
     wait_for(lambda: fetch(f"{other_queue}-runs-1", other_queue).get_status() == "finished", timeout=60)
-    assert fetch(f"{paused_queue}-waits-1", paused_queue).get_status() == "queued" and not (tmp_path / "paused").exists()
+    assert (
+        fetch(f"{paused_queue}-waits-1", paused_queue).get_status() == "queued" and not (tmp_path / "paused").exists()
+    )
     overview = client.get(url("overview")).content.decode()
     assert f"{paused_queue} está pausada (por operator, desde el" in overview and "Reanudar</button>" in overview
     checks = {check["name"]: check for check in health.health_report()["checks"]}
-    assert checks[f"{paused_queue}.paused"]["status"] == "warn" and "by operator" in checks[f"{paused_queue}.paused"]["detail"]
+    assert (
+        checks[f"{paused_queue}.paused"]["status"] == "warn"
+        and "by operator" in checks[f"{paused_queue}.paused"]["detail"]
+    )
 
     pause_from_the_dashboard(client, paused_queue, "resume")
 
     wait_for(lambda: fetch(f"{paused_queue}-waits-1", paused_queue).get_status() == "finished", timeout=60)
-    kinds = list(JobAction.objects.filter(queue=paused_queue).order_by("at").values_list("kind", "user__username", "reason"))
+    kinds = list(
+        JobAction.objects.filter(queue=paused_queue).order_by("at").values_list("kind", "user__username", "reason")
+    )
     assert kinds == [("pause", "operator", "probando"), ("resume", "operator", "probando")]
 
 
@@ -581,7 +620,12 @@ def test_the_queues_command_pauses_and_resumes(capsys, work, tmp_path):
 
     assert fetch("email-waits-1").get_status() == "finished"
     out = capsys.readouterr().out
-    assert "email: paused\n" in out and "email: paused since" in out and "email: already paused" in out and "email: resumed" in out
+    assert (
+        "email: paused\n" in out
+        and "email: paused since" in out
+        and "email: already paused" in out
+        and "email: resumed" in out
+    )
     with pytest.raises(CommandError, match="name the queue to pause"):
         call_command("queues", "pause")
 
@@ -598,7 +642,9 @@ def test_cleaning_deletes_old_ended_jobs_after_showing_how_many(jobs, redis_conn
     operator = logged_in(staff("operator2", perms=("view_dashboard", "operate_jobs")))
     assert operator.post(url("queue_action", "email", "clean"), {**form, "confirm": "yes"}).status_code == 403
 
-    done = destroyer.post(url("queue_action", "email", "clean"), {**form, "confirm": "yes"}, follow=True).content.decode()
+    done = destroyer.post(
+        url("queue_action", "email", "clean"), {**form, "confirm": "yes"}, follow=True
+    ).content.decode()
 
     assert "Se borró 1 job viejo." in done
     assert fetch("email-done-1") is None and fetch("email-failed-1").get_status() == "failed"
@@ -611,10 +657,14 @@ def test_cleaning_deletes_old_ended_jobs_after_showing_how_many(jobs, redis_conn
 def test_a_running_job_shows_its_progress_and_its_last_log_lines(queue_name, live_worker, admin_client, tmp_path):
     call("report_progress", f"{queue_name}-long-1", queue=queue_name, lines=250, path=str(tmp_path / "go"))
     live_worker(queue_name)
-    wait_for(lambda: (fetch(f"{queue_name}-long-1", queue_name).meta.get("progress") or {}).get("percent") == 50, timeout=60)
+    wait_for(
+        lambda: (fetch(f"{queue_name}-long-1", queue_name).meta.get("progress") or {}).get("percent") == 50, timeout=60
+    )
 
     page = admin_client.get(url("job", queue_name, f"{queue_name}-long-1")).content.decode()
-    masked = logged_in(staff("no-payloads", perms=("view_dashboard",))).get(url("job", queue_name, f"{queue_name}-long-1"))
+    masked = logged_in(staff("no-payloads", perms=("view_dashboard",))).get(
+        url("job", queue_name, f"{queue_name}-long-1")
+    )
 
     assert '<progress max="100" value="50"></progress> 50 % mitad del camino' in page
     assert "Registro (las últimas 200 líneas)" in page and "  line 249\n" in page and "  line 49\n" not in page

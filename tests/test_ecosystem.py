@@ -8,8 +8,8 @@ from collections import Counter
 
 import pytest
 
-from jobs.config.processes import STOP_TIMEOUT, ecosystem_files, processes
 from jobs.config.policies import QUEUES
+from jobs.config.processes import STOP_TIMEOUT, ecosystem_files, processes
 from tests.conftest import BASE_DIR
 
 
@@ -38,7 +38,11 @@ def test_the_procfile_serves_every_queue_with_its_concurrency_and_retry_schedule
 
     assert served == {name: policy.concurrency for name, policy in QUEUES.items()}
     assert commands["worker-isolated"][4:-1] == [name for name, policy in QUEUES.items() if not policy.in_process]
-    assert commands["worker"][4:-1] == [name for name, policy in QUEUES.items() if policy.in_process] == ["email", "slack", "bulk"]
+    assert (
+        commands["worker"][4:-1]
+        == [name for name, policy in QUEUES.items() if policy.in_process]
+        == ["email", "slack", "bulk"]
+    )
     assert commands["web"][:2] == ["exec", "gunicorn"]
     assert commands["scheduler"][:4] == ["exec", "python", "manage.py", "rqscheduler"]
 
@@ -52,7 +56,13 @@ def test_pm2_runs_the_same_set_and_waits_for_jobs_on_stop():
 
     apps = {app["name"]: app for app in config["apps"]}
     assert set(apps) == {f"ceres-{process.name}" for process in processes()}
-    assert apps["ceres-worker"]["instances"] == 1 and apps["ceres-worker"]["args"][:5] == ["manage.py", "rqworker", "email", "slack", "bulk"]
+    assert apps["ceres-worker"]["instances"] == 1 and apps["ceres-worker"]["args"][:5] == [
+        "manage.py",
+        "rqworker",
+        "email",
+        "slack",
+        "bulk",
+    ]
     isolated = [name for name, policy in QUEUES.items() if not policy.in_process]
     assert apps["ceres-worker-isolated"]["args"] == ["manage.py", "rqworker", *isolated, "--with-scheduler"]
     assert all(app["instances"] == 1 for app in apps.values())

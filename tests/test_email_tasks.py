@@ -5,16 +5,17 @@ from pathlib import Path
 
 import django_rq
 import pytest
-from rq import Callback, Retry
 from django.conf import settings
+from django.http import HttpResponse
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
+from rq import Callback, Retry
 
 from ceres_site.accounts.models import EmailDelivery, User, VerificationToken
-from jobs.models import DeadLetter
-from jobs.failures.attempts import on_job_failure
 from jobs.enqueue.producers import enqueue_email_verify, enqueue_email_welcome
+from jobs.failures.attempts import on_job_failure
+from jobs.models import DeadLetter
 from tests.conftest import free_port, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -34,7 +35,7 @@ def error_of(job):
     return job.latest_result().exc_string
 
 
-def press_confirm(link_match) -> "HttpResponse":
+def press_confirm(link_match) -> HttpResponse:
     """What the page's button does with the token the link carries after "#"."""
     selector, verifier = link_match.groups()
     return Client().post(reverse("accounts:verify"), {"selector": selector, "verifier": verifier})

@@ -34,8 +34,9 @@ def sentinel_cluster(tmp_path):
     common = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
     processes = {
         "master": redis_process(["--port", str(master_port), *common], tmp_path),
-        "replica": redis_process(["--port", str(replica_port), "--replicaof", "127.0.0.1", str(master_port), *common],
-                                 tmp_path),  # fmt: skip
+        "replica": redis_process(
+            ["--port", str(replica_port), "--replicaof", "127.0.0.1", str(master_port), *common], tmp_path
+        ),  # fmt: skip
     }
     for n, port in enumerate(sentinel_ports):
         config = tmp_path / f"sentinel-{n}.conf"
@@ -92,7 +93,9 @@ def test_jobs_survive_the_loss_of_the_redis_master(sentinel_cluster, settings, s
         for config in settings.RQ_QUEUES.values():
             config.pop(key, None)
     settings.REDIS_WAIT_REPLICAS = 1
-    env = process_env(smtp, REDIS_SENTINELS=",".join(f"{h}:{p}" for h, p in sentinels), REDIS_SENTINEL_MASTER=MASTER_NAME)
+    env = process_env(
+        smtp, REDIS_SENTINELS=",".join(f"{h}:{p}" for h, p in sentinels), REDIS_SENTINEL_MASTER=MASTER_NAME
+    )
     log = open(tmp_path / "worker.log", "wb")
     # A worker that loses Redis exits; PM2 (autorestart) and systemd (Restart=always) start it again.
     # This loop stands for them.
@@ -144,4 +147,3 @@ def test_jobs_survive_the_loss_of_the_redis_master(sentinel_cluster, settings, s
         stop_group(worker, timeout=30)  # bash exits at once, the rqworker after its warm shutdown
     print(f"\nfailover: producers enqueued again {recovered:.1f} s after the master died; {len(wanted)} jobs "
           f"acknowledged, all run; {len(failures)} refused attempts retried; caught mid-dequeue: {stuck}")  # fmt: skip
-

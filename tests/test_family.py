@@ -7,8 +7,8 @@ from pathlib import Path
 import django_rq
 import pytest
 
-from jobs.observability import reads
 from jobs.config.policies import QUEUES
+from jobs.observability import reads
 from tests.conftest import wait_for
 from tests.test_slots import marks, status
 

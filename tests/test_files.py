@@ -12,9 +12,9 @@ from django.urls import reverse
 from PIL import Image
 
 from ceres_site.accounts.models import Upload, User
+from jobs.enqueue.producers import enqueue_optimize_profile_picture, enqueue_stored_call, enqueue_validate_cv
 from jobs.models import DeadLetter
 from jobs.staff.operations import jobs_retry
-from jobs.enqueue.producers import enqueue_optimize_profile_picture, enqueue_stored_call, enqueue_validate_cv
 from tests import files
 from tests.conftest import BASE_DIR
 
@@ -29,7 +29,9 @@ def media(settings, tmp_path):
 
 @pytest.fixture
 def ana():
-    return User.objects.create_user(username="ana@example.com", email="ana@example.com", first_name="Ana", password="una-clave-bien-larga-42")
+    return User.objects.create_user(
+        username="ana@example.com", email="ana@example.com", first_name="Ana", password="una-clave-bien-larga-42"
+    )
 
 
 def uploaded(user, kind, data: bytes) -> Upload:
@@ -69,7 +71,11 @@ def test_cvs_are_judged_by_their_bytes_and_rejections_are_results_told_by_email(
     for name, (_, state, words) in CVS.items():
         upload = judged(uploads[name])
         assert upload.state == state, (name, upload.reason)
-        assert words in (upload.reason if state == "rejected" else upload.warning), (name, upload.reason, upload.warning)
+        assert words in (upload.reason if state == "rejected" else upload.warning), (
+            name,
+            upload.reason,
+            upload.warning,
+        )
     queue = django_rq.get_queue("files")
     assert queue.failed_job_registry.count == 0 and DeadLetter.objects.count() == 0  # rejections are results
     assert queue.fetch_job(f"files-cv-{uploads['21 pages'].pk}").return_value().startswith("rechazado: El CV tiene 21")
@@ -207,7 +213,9 @@ def test_an_upload_too_large_is_refused_before_it_is_read(ana, settings):
     client = Client(enforce_csrf_checks=True)  # the CSRF check reads the body: the limit comes first
     client.force_login(ana)
     settings.UPLOAD_MAX_BYTES = 1024 * 1024
-    response = client.post(reverse("accounts:profile"), {"cv": ContentFile(b"%PDF-" + b"x" * (2 * 1024 * 1024), name="big.pdf")})
+    response = client.post(
+        reverse("accounts:profile"), {"cv": ContentFile(b"%PDF-" + b"x" * (2 * 1024 * 1024), name="big.pdf")}
+    )
 
     assert response.status_code == 413 and "pesa más de 1 MB" in response.content.decode()
     assert Upload.objects.count() == 0

@@ -14,9 +14,9 @@ from django.test.utils import CaptureQueriesContext
 
 from ceres_site.accounts.models import User
 from jobs.config import crons
-from jobs.failures.alarms import check_slos
-from jobs.enqueue.producers import enqueue_stored_call
 from jobs.config.policies import QUEUES
+from jobs.enqueue.producers import enqueue_stored_call
+from jobs.failures.alarms import check_slos
 from tests.conftest import BASE_DIR, process_env, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -95,7 +95,9 @@ def test_the_load_balancer_s_probe_asks_only_whether_this_web_node_can_serve(cli
     assert client.get("/health/jobs").status_code == 503  # the job system's own health is another question...
     assert client.get("/health/jobs").json() == {"healthy": False}  # ...whose details need the token or a login
 
-    settings.RQ_QUEUES = {name: {**config, "URL": "redis://127.0.0.1:1/5"} for name, config in settings.RQ_QUEUES.items()}
+    settings.RQ_QUEUES = {
+        name: {**config, "URL": "redis://127.0.0.1:1/5"} for name, config in settings.RQ_QUEUES.items()
+    }
     down = client.get("/health")
     assert down.status_code == 503 and down.json() == {"ok": False, "failing": ["redis"]}
 
@@ -178,7 +180,9 @@ def test_metrics_match_the_registries_and_refuse_strangers(settings, policy, wor
     work("email")
     waiting_since = time.time()
     for n in range(3):
-        enqueue_stored_call(queue_name="email", func="tests.tasks.sleep", job_id=f"email-wait-{n}", kwargs={"seconds": 0})
+        enqueue_stored_call(
+            queue_name="email", func="tests.tasks.sleep", job_id=f"email-wait-{n}", kwargs={"seconds": 0}
+        )
 
     status, samples = scrape(Client(), authorization="Bearer scrape-me")
     waited = time.time() - waiting_since

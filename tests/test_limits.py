@@ -17,7 +17,12 @@ FORMS = {  # view → (POST data for account n, the form field counted per accou
     "accounts:verify": (lambda n: {"selector": f"selector{n}", "verifier": "x" * 43}, "selector"),
     "admin:login": (lambda n: {"username": f"staff{n}", "password": "wrong"}, "username"),
 }  # fmt: skip
-RATE_NAMES = {"accounts:signup": "signup", "accounts:resend": "resend", "accounts:verify": "verify", "admin:login": "login"}
+RATE_NAMES = {
+    "accounts:signup": "signup",
+    "accounts:resend": "resend",
+    "accounts:verify": "verify",
+    "admin:login": "login",
+}
 
 
 def post(client, view, data, ip):
@@ -65,7 +70,10 @@ def test_the_signup_refused_with_a_429_creates_nothing(client, settings):
 
 def test_wrong_verifiers_in_a_burst_meet_the_configured_limit(client):
     """The attack of the report: 200 wrong verifiers in 2 s; with the production rates."""
-    answers = [post(client, "accounts:verify", {"selector": "s" * 22, "verifier": f"guess{n}"}, "203.0.113.7") for n in range(200)]
+    answers = [
+        post(client, "accounts:verify", {"selector": "s" * 22, "verifier": f"guess{n}"}, "203.0.113.7")
+        for n in range(200)
+    ]
 
     codes = [answer.status_code for answer in answers]
     assert codes[:10] == [400] * 10 and set(codes[10:]) == {429}  # 10 per selector per hour
@@ -94,7 +102,9 @@ def test_counters_expire(client, redis_conn):
 def test_with_redis_unreachable_nothing_is_counted_and_the_pages_work(client, settings):
     user = User.objects.create_user(username="ana@example.com", email="ana@example.com")
     settings.RATE_LIMITS = {**settings.RATE_LIMITS, "resend-ip": "1/h"}
-    settings.RQ_QUEUES = {name: {**config, "URL": "redis://127.0.0.1:1/5"} for name, config in settings.RQ_QUEUES.items()}
+    settings.RQ_QUEUES = {
+        name: {**config, "URL": "redis://127.0.0.1:1/5"} for name, config in settings.RQ_QUEUES.items()
+    }
 
     codes = [post(client, "accounts:resend", {"email": "ana@example.com"}, "203.0.113.7").status_code for _ in range(3)]
 

@@ -18,7 +18,7 @@ from django.core import mail as django_mail
 from django.core.mail import EmailMessage, EmailMultiAlternatives
 from django.template.loader import render_to_string
 
-from jobs.mail import smtp
+from jobs.mail import messages, smtp
 from jobs.tasks import slack
 from tests.conftest import SmtpSink, wait_for
 
@@ -221,10 +221,10 @@ def test_the_wait_for_the_answer_ends_by_answer_by_and_the_message_is_not_sent_a
 def test_a_message_id_is_the_same_for_one_key_opaque_and_in_the_sender_s_domain(settings):
     settings.DEFAULT_FROM_EMAIL = "Ceres <no-reply@ceres.example>"
 
-    first = smtp.message_id("email-verify-42@20250101T000000.000000")
+    first = messages.message_id("email-verify-42@20250101T000000.000000")
 
-    assert first == smtp.message_id("email-verify-42@20250101T000000.000000")
-    assert first != smtp.message_id("email-verify-42@20250101T000000.000001")
+    assert first == messages.message_id("email-verify-42@20250101T000000.000000")
+    assert first != messages.message_id("email-verify-42@20250101T000000.000001")
     assert re.fullmatch(r"<[0-9a-f]{40}@ceres\.example>", first)
 
 
@@ -342,7 +342,7 @@ def keep_alive_slack(settings):
 
 def test_slack_posts_from_one_thread_share_one_connection(keep_alive_slack):
     for n in range(4):
-        assert slack.post_to_slack(f"alerta {n}") == "sent"
+        assert slack.post_to_slack(f"alerta {n}") == "enviado a Slack"
 
     ports = {port for port, _ in keep_alive_slack.posts}
     assert [text for _, text in keep_alive_slack.posts] == [f"alerta {n}" for n in range(4)]
@@ -372,7 +372,7 @@ def parsed(raw: bytes) -> tuple:
 @pytest.mark.parametrize("subject", ["Confirmá tu cuenta de Ceres", "¡Bienvenido/a a Ceres!", "plain ascii"])
 def test_our_emails_are_written_as_django_would_write_them(subject):
     message = alternatives(subject)
-    ours, django_s = smtp.as_smtp_bytes(message), message.message().as_bytes(linesep="\r\n")
+    ours, django_s = messages.as_smtp_bytes(message), message.message().as_bytes(linesep="\r\n")
 
     assert parsed(ours) == parsed(django_s)
     assert b"\r\n" in ours and b"\n" not in ours.replace(b"\r\n", b"")  # SMTP line endings only
@@ -385,22 +385,26 @@ def test_our_emails_are_written_as_django_would_write_them(subject):
 def test_other_shapes_take_django_s_path(options):
     message = alternatives(**options)
 
-    assert parsed(smtp.as_smtp_bytes(message)) == parsed(message.message().as_bytes(linesep="\r\n"))
-    assert smtp._ours(alternatives()) and not smtp._ours(message)
+    assert parsed(messages.as_smtp_bytes(message)) == parsed(message.message().as_bytes(linesep="\r\n"))
+    assert messages.is_ours(alternatives()) and not messages.is_ours(message)
 
 
 def test_a_message_id_given_is_written_as_django_would_write_it():
-    message = alternatives(headers={"Message-ID": smtp.message_id("key")})
-    ours, django_s = smtp.as_smtp_bytes(message), message.message().as_bytes(linesep="\r\n")
+    message = alternatives(headers={"Message-ID": messages.message_id("key")})
+    ours, django_s = messages.as_smtp_bytes(message), message.message().as_bytes(linesep="\r\n")
 
-    assert smtp._ours(message)
+    assert messages.is_ours(message)
     assert parsed(ours) == parsed(django_s)
-    assert message_from_bytes(ours)["Message-ID"] == message_from_bytes(django_s)["Message-ID"] == smtp.message_id("key")
+    assert (
+        message_from_bytes(ours)["Message-ID"]
+        == message_from_bytes(django_s)["Message-ID"]
+        == messages.message_id("key")
+    )
 
 
 def test_a_line_too_long_for_smtp_takes_django_s_encoding():
     message = alternatives(name="x" * 2000)
 
-    raw = smtp.as_smtp_bytes(message)
-    assert not smtp._ours(message) and max(len(line) for line in raw.split(b"\r\n")) <= 998
+    raw = messages.as_smtp_bytes(message)
+    assert not messages.is_ours(message) and max(len(line) for line in raw.split(b"\r\n")) <= 998
     assert parsed(raw) == parsed(message.message().as_bytes(linesep="\r\n"))

@@ -10,8 +10,8 @@ from django.core.files.base import ContentFile
 from PIL import Image
 
 from ceres_site.accounts.models import Upload, User
-from jobs.models import DeadLetter
 from jobs.enqueue.producers import enqueue_optimize_profile_picture
+from jobs.models import DeadLetter
 from tests import files
 from tests.conftest import wait_for
 

@@ -12,9 +12,9 @@ import django_rq
 import pytest
 
 from ceres_site.accounts.models import User
+from jobs.config.policies import QUEUES
 from jobs.config.processes import processes
 from jobs.enqueue.producers import enqueue_email_verify, enqueue_stored_call
-from jobs.config.policies import QUEUES
 from tests.conftest import BASE_DIR, free_port, process_env, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -87,7 +87,9 @@ def procfile_names() -> list[str]:
 
 def test_honcho_runs_the_procfile_and_stops_gracefully(smtp, tmp_path):
     web_port = free_port()
-    env = process_env(smtp, WEB_PORT=str(web_port), ALLOWED_HOSTS="127.0.0.1", PATH=f"{BASE_DIR}/.venv/bin:{os.environ['PATH']}")
+    env = process_env(
+        smtp, WEB_PORT=str(web_port), ALLOWED_HOSTS="127.0.0.1", PATH=f"{BASE_DIR}/.venv/bin:{os.environ['PATH']}"
+    )
     log = open(tmp_path / "honcho.log", "wb")
     honcho = subprocess.Popen([sys.executable, "bin/procfile"], cwd=BASE_DIR, env=env, stdout=log,
                               stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
@@ -164,7 +166,10 @@ def test_pm2_runs_the_ecosystem_and_stops_gracefully(smtp, tmp_path, pm2):
         listed = run("jlist")
         assert names <= {app["name"] for app in json.loads(listed.stdout)}
         daemon_pid = int((tmp_path / "pm2" / "pm2.pid").read_text())
-        app_pids = lambda: [pid for app in json.loads(run("jlist").stdout) if app["pid"] for pid in descendants(app["pid"])]  # noqa: E731
+
+        def app_pids():
+            return [pid for app in json.loads(run("jlist").stdout) if app["pid"] for pid in descendants(app["pid"])]
+
         exercise(smtp, web_port, lambda: run("stop", "all"), app_pids)
     finally:
         run("kill")

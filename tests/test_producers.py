@@ -13,11 +13,11 @@ from django.test import override_settings
 from rq import Callback, Retry
 from rq.job import Job, JobStatus
 
-from jobs.enqueue import producers
+from jobs.config.policies import QueuePolicy
+from jobs.enqueue import unique
+from jobs.enqueue.producers import enqueue_email_verify, enqueue_email_verify_many, enqueue_email_welcome
 from jobs.failures.attempts import on_job_failure
 from jobs.staff.operations import jobs_delete
-from jobs.enqueue.producers import enqueue_email_verify, enqueue_email_verify_many, enqueue_email_welcome
-from jobs.config.policies import QueuePolicy
 from tests.conftest import wait_for
 
 # Producers take ids only: most tests need no database (and so run outside any transaction).
@@ -107,9 +107,7 @@ def existing_job(status: JobStatus, ended_ago: timedelta | None = None, user_id:
     return job
 
 
-@pytest.mark.parametrize(
-    "status", [JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.STARTED, JobStatus.DEFERRED]
-)
+@pytest.mark.parametrize("status", [JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.STARTED, JobStatus.DEFERRED])
 def test_resend_while_pending_is_a_no_op(status):
     before = existing_job(status)
 
@@ -247,7 +245,7 @@ def test_jobs_are_stored_as_rqs_own_unique_enqueue_stores_them(redis_conn):
 
 
 def test_bulk_makes_one_job_per_user_with_the_policy(monkeypatch, redis_conn):
-    monkeypatch.setattr(producers, "BULK_BATCH", 128)  # three pipelines
+    monkeypatch.setattr(unique, "BULK_BATCH", 128)  # three pipelines
     user_ids = list(range(1000, 1300))
 
     results = enqueue_email_verify_many(user_ids=user_ids)
@@ -325,9 +323,9 @@ def test_a_job_hash_without_its_job_does_not_block_the_id(redis_conn):
 def test_an_id_that_stays_taken_is_an_error_not_a_loop(redis_conn, monkeypatch):
     redis_conn.hset(Job.key_for("email-verify-42"), "status", "finished")
     # Every look says the id is free now, as a state no producer knows could: the producer gives up.
-    monkeypatch.setattr(producers, "_delete_if_done", lambda *args: True)
+    monkeypatch.setattr(unique, "_delete_if_done", lambda *args: True)
 
-    with pytest.raises(producers.JobIdTaken, match="email-verify-42"):
+    with pytest.raises(unique.JobIdTaken, match="email-verify-42"):
         enqueue_email_verify(user_id=42)
 
 

@@ -12,9 +12,9 @@ from django.urls import reverse
 from redis import Redis
 from redis.exceptions import RedisError
 
-from jobs.observability import health, reads
 from ceres_site.accounts.outbox import reconcile_verify_emails
 from jobs.config.policies import QUEUES
+from jobs.observability import health, reads
 from tests.conftest import BASE_DIR, free_port, process_env, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -92,13 +92,18 @@ def test_workers_register_and_crons_sync_again_after_redis_lost_everything(own_r
         seen = {}
 
         def back() -> bool:
-            seen.update(checks=checks(), workers={name: [(w.name, w.alive, w.state) for w in reads.workers(name)] for name in QUEUES})
+            seen.update(
+                checks=checks(),
+                workers={name: [(w.name, w.alive, w.state) for w in reads.workers(name)] for name in QUEUES},
+            )
             return all_back(seen["checks"])
 
         try:
             wait_for(back, timeout=120, interval=0.5)
         except pytest.fail.Exception:
-            pytest.fail(f"not all back after the restart: {seen}")  # it failed once on a loaded machine: what was missing?
+            pytest.fail(
+                f"not all back after the restart: {seen}"
+            )  # it failed once on a loaded machine: what was missing?
     finally:
         scheduler.terminate()
         scheduler.wait(timeout=30)
@@ -127,7 +132,12 @@ def test_a_signup_while_redis_is_frozen_answers_and_its_email_is_sent_later(own_
 
 
 def signup(client, email: str):
-    form = {"email": email, "first_name": "Ana", "password": "una clave larga 123", "password_confirm": "una clave larga 123"}
+    form = {
+        "email": email,
+        "first_name": "Ana",
+        "password": "una clave larga 123",
+        "password_confirm": "una clave larga 123",
+    }
     return client.post(reverse("accounts:signup"), form)
 
 

@@ -11,12 +11,11 @@ import pytest
 from django.conf import settings
 from django.db import connection, connections, transaction
 from rq.defaults import DEFAULT_JOB_MONITORING_INTERVAL
-from rq.scheduler import RQScheduler
 
-from jobs.observability import reads
-
-from jobs.runtime import reaper
+from jobs import rq_compat
 from jobs.models import DeadLetter
+from jobs.observability import reads
+from jobs.runtime import reaper
 from jobs.runtime.worker import CeresWorker
 from tests.conftest import wait_for
 
@@ -78,10 +77,10 @@ def test_a_forking_worker_flushed_out_mid_job_is_listed_again_while_the_job_runs
 
 def test_the_reaper_releases_a_dead_schedulers_lock_and_only_a_dead_ones(redis_conn):
     worker = django_rq.get_worker("files", worker_class=CeresWorker)
-    worker._start_scheduler()  # what `rqworker files` does at its start, and its maintenance when no
+    worker.prepare_scheduler()  # what `rqworker files` does at its start, and its maintenance when no
     worker.scheduler.acquire_locks(auto_start=True)  # one holds the queue's lock: RQ forks its scheduler
     process = worker.scheduler._process
-    key = RQScheduler.get_locking_key("files")
+    key = rq_compat.scheduler_lock_key("files")
     try:
         owner = redis_conn.get(key)
         wait_for(lambda: redis_conn.hget(worker.scheduler.key, "pid") == str(process.pid).encode(), timeout=30)

@@ -2,9 +2,7 @@
 
 from datetime import UTC, date, datetime, timedelta
 
-
 from jobs.config import crons
-
 from jobs.observability import series
 
 NOW = datetime(2026, 11, 30, 14, 5, 30, tzinfo=UTC)

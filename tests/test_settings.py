@@ -5,15 +5,17 @@ import subprocess
 import sys
 
 import django_rq
-from redis import Redis
 import pytest
 from django.core import checks
 from django.urls import NoReverseMatch, reverse
+from redis import Redis
 from rq.serializers import DefaultSerializer, JSONSerializer
 
 from ceres_site.accounts.models import User
-from jobs.enqueue.producers import enqueue_email_verify
+from jobs import rq_compat
+from jobs.config.checks import rq_versions_checked
 from jobs.config.policies import QUEUES
+from jobs.enqueue.producers import enqueue_email_verify
 from tests.conftest import BASE_DIR, free_port
 
 
@@ -60,7 +62,7 @@ def test_rq_queues_are_derived_from_the_policies(settings):
     assert set(settings.RQ_QUEUES) == set(QUEUES) == {"email", "slack", "bulk", "maintenance", "files"}
     for name, policy in QUEUES.items():
         queue = django_rq.get_queue(name)
-        assert queue.serializer is JSONSerializer and queue._default_timeout == policy.timeout
+        assert queue.serializer is JSONSerializer and queue.create_job("tests.tasks.sleep").timeout == policy.timeout
 
 
 def test_key_prefix_check_reports_a_mismatch(settings):
@@ -71,6 +73,25 @@ def test_key_prefix_check_reports_a_mismatch(settings):
     assert [e.id for e in checks.run_checks() if e.id.startswith("jobs.E")] == ["jobs.E001"]
 
 
+@pytest.mark.slow
+def test_the_installed_rq_packages_are_those_rq_compat_was_checked_against():
+    assert rq_versions_checked(None) == []
+    result = run_django({"DEBUG": "1"})  # `manage.py check` on this install
+    assert result.returncode == 0 and "jobs.E010" not in result.stdout + result.stderr, result.stderr
+
+
+def test_another_version_of_an_rq_package_is_an_error_naming_rq_compat():
+    installed = {**rq_compat.CHECKED, "rq-scheduler": "0.15.0"}
+
+    errors = rq_versions_checked(None, installed=installed)
+
+    assert [error.id for error in errors] == ["jobs.E010"]
+    assert (
+        errors[0].msg == "rq-scheduler 0.15.0 is installed; jobs/rq_compat.py was checked against rq-scheduler 0.14.0."
+    )
+    assert "jobs/rq_compat.py" in errors[0].hint
+
+
 def run_django(env_overrides: dict) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("DJANGO_SECRET_KEY", "DEBUG")}
     env.update(env_overrides)
@@ -79,6 +100,7 @@ def run_django(env_overrides: dict) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_missing_secret_key_fails_at_start_naming_it():
     result = run_django({"DEBUG": "0"})
 
@@ -86,6 +108,7 @@ def test_missing_secret_key_fails_at_start_naming_it():
     assert "Set the DJANGO_SECRET_KEY environment variable" in result.stderr
 
 
+@pytest.mark.slow
 def test_debug_runs_without_a_secret_key():
     assert run_django({"DEBUG": "1"}).returncode == 0
 
@@ -93,10 +116,16 @@ def test_debug_runs_without_a_secret_key():
 def test_django_rq_dashboard_is_not_routed(admin_client):
     with pytest.raises(NoReverseMatch):
         reverse("admin:django_rq_dashboard_changelist")
-    for path in ("/admin/django_rq/dashboard/", "/django-rq/", "/admin/django_rq/", "/admin/django_rq/dashboard/queues/0/empty/"):
+    for path in (
+        "/admin/django_rq/dashboard/",
+        "/django-rq/",
+        "/admin/django_rq/",
+        "/admin/django_rq/dashboard/queues/0/empty/",
+    ):
         assert admin_client.get(path).status_code == 404, path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tz", ["UTC", "Asia/Tokyo"])
 def test_people_see_cordoba_time_whatever_the_server_s_tz(tz):
     """What Slack alerts and reports print: Córdoba (UTC−3), not the process's TZ."""
@@ -107,6 +136,7 @@ def test_people_see_cordoba_time_whatever_the_server_s_tz(tz):
     assert shown.splitlines()[-1] == "01/01/2026 09:00:00"
 
 
+@pytest.mark.slow
 def test_the_suite_refuses_a_redis_database_that_holds_data(redis_conn):
     """Plain `pytest` pointed at the bin/run queues must not wipe them."""
     url = redis_conn.connection_pool.connection_kwargs

@@ -7,11 +7,10 @@ from django.core.management import CommandError, call_command
 from django.urls import reverse
 from rq.job import Job
 
-from jobs.observability import health, reads
-
-from jobs.runtime import unreadable
-from jobs.models import DeadLetter
 from jobs.enqueue.producers import enqueue_stored_call
+from jobs.models import DeadLetter
+from jobs.observability import health, reads
+from jobs.runtime import unreadable
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -41,7 +40,9 @@ CASES = [
 def test_readers_answer_and_the_worker_sets_it_aside_and_goes_on(queue_name, job_id, changes, work, admin_client,
                                                                  settings, client):  # fmt: skip
     push_unreadable(queue_name, job_id, **changes)
-    enqueue_stored_call(queue_name=queue_name, func="tests.tasks.sleep", job_id=f"{queue_name}-fine-1", kwargs={"seconds": 0})
+    enqueue_stored_call(
+        queue_name=queue_name, func="tests.tasks.sleep", job_id=f"{queue_name}-fine-1", kwargs={"seconds": 0}
+    )
     settings.METRICS_TOKEN = "scrape-me"
 
     assert health.health_report()["checks"]
@@ -67,7 +68,9 @@ def test_readers_answer_and_the_worker_sets_it_aside_and_goes_on(queue_name, job
 
 @pytest.mark.parametrize("state", ["started", "scheduled", "ready", "deferred", "failed", "finished", "canceled"])
 @pytest.mark.parametrize("queue_name", [pytest.param("email", marks=pytest.mark.slow), "files"])  # email: ~6 s each
-def test_an_unreadable_id_in_a_registry_breaks_no_reader_and_no_worker(queue_name, state, live_worker, admin_client, client):
+def test_an_unreadable_id_in_a_registry_breaks_no_reader_and_no_worker(
+    queue_name, state, live_worker, admin_client, client
+):
     """The entry is due (or expired) in its registry, so RQ's clean-up and scheduler would read it;
     it has a hash, so RQ would not just drop it as gone."""
     queue = django_rq.get_queue(queue_name)
@@ -84,7 +87,9 @@ def test_an_unreadable_id_in_a_registry_breaks_no_reader_and_no_worker(queue_nam
     if state != "ready":  # a registry the lists do not show
         assert "<code>bad id!</code> · ilegible: no lo va a ejecutar ningún worker" in listed.content.decode()
 
-    enqueue_stored_call(queue_name=queue_name, func="tests.tasks.sleep", job_id=f"{queue_name}-fine-1", kwargs={"seconds": 0})
+    enqueue_stored_call(
+        queue_name=queue_name, func="tests.tasks.sleep", job_id=f"{queue_name}-fine-1", kwargs={"seconds": 0}
+    )
     worker = live_worker(queue_name)
 
     wait_for(lambda: queue.fetch_job(f"{queue_name}-fine-1").get_status() == "finished", timeout=60)

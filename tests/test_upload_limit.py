@@ -69,10 +69,14 @@ def _send(sock, head: bytes, chunks) -> None:
 def chunked_upload(port: int, picture: bytes, session: str = "") -> bytes:
     boundary = "ceres-boundary"
     parts = (
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"csrfmiddlewaretoken\"\r\n\r\n{CSRF}\r\n"
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"picture\"; filename=\"yo.png\"\r\n"
-        "Content-Type: image/png\r\n\r\n"
-    ).encode(), picture, f"\r\n--{boundary}--\r\n".encode()
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="csrfmiddlewaretoken"\r\n\r\n{CSRF}\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="picture"; filename="yo.png"\r\n'
+            "Content-Type: image/png\r\n\r\n"
+        ).encode(),
+        picture,
+        f"\r\n--{boundary}--\r\n".encode(),
+    )
     body = b"".join(parts)
     head = (
         "POST /accounts/profile/ HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"

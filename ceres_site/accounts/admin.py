@@ -6,8 +6,9 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 from django.utils.translation import gettext_lazy as _
 
-from jobs.models import DeadLetter
 from jobs.enqueue.producers import enqueue_email_verify
+from jobs.models import DeadLetter
+from jobs.staff.dashboard.labels import job_state_label
 
 from .models import EmailDelivery, Upload, User, VerificationToken
 
@@ -29,12 +30,14 @@ class UserAdmin(BaseUserAdmin):
         lines = []
         for job_id in (f"email-verify-{user.pk}", f"email-welcome-{user.pk}"):
             job = queue.fetch_job(job_id)
-            state = job.get_status(refresh=False).value if job else _("not in Redis")
+            state = job_state_label(job.get_status(refresh=False).value) if job else _("not in Redis")
             url = reverse("admin:jobs_dashboard_job", args=["email", job_id])
             lines.append(format_html('<a href="{}">{}</a>: {}', url, job_id, state))
         for row in DeadLetter.objects.filter(related_model="accounts.user", related_id=str(user.pk))[:10]:
             url = reverse("admin:jobs_deadletter_change", args=[row.pk])
-            lines.append(format_html('<a href="{}">{}</a>: {} ({})', url, row.job_id, row.exc_type, _("failed for good")))
+            lines.append(
+                format_html('<a href="{}">{}</a>: {} ({})', url, row.job_id, row.exc_type, _("failed for good"))
+            )
         return format_html_join(mark_safe("<br>"), "{}", ((line,) for line in lines))
 
     @admin.action(description=_("Resend the verification email"), permissions=["change"])

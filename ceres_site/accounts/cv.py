@@ -2,7 +2,7 @@
 
 PDF (read with pypdf): not encrypted, 1 to `MAX_PAGES` pages, no JavaScript, no embedded files.
 DOCX (a ZIP package): a Word document, without macros. Either must carry some text; one without
-(a scanned CV) is accepted with a warning. Reasons are for the person who uploaded it: plain Spanish.
+(a scanned CV) is accepted with a warning. Reasons are for the person who uploaded it: translated.
 """
 
 import io
@@ -10,6 +10,8 @@ import zipfile
 from dataclasses import dataclass, field
 from xml.etree import ElementTree
 
+from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 from pypdf import PdfReader
 from pypdf.errors import PdfReadError, PyPdfError
 
@@ -32,37 +34,42 @@ class Verdict:
 
 def judge(data: bytes, max_bytes: int = MAX_BYTES) -> Verdict:
     if len(data) > max_bytes:
-        raise Rejected(f"El archivo pesa más de {max_bytes // (1024 * 1024)} MB.")
+        raise Rejected(_("The file is larger than %(mb)d MB.") % {"mb": max_bytes // (1024 * 1024)})
     if data.startswith(b"%PDF-"):
         return _pdf(data)
     if data.startswith(b"PK\x03\x04"):
         return _docx(data)
-    raise Rejected("El archivo no es un PDF ni un documento de Word (.docx), aunque su nombre lo diga.")
+    raise Rejected(_("The file is neither a PDF nor a Word document (.docx), whatever its name says."))
 
 
 def _pdf(data: bytes) -> Verdict:
     try:
         reader = PdfReader(io.BytesIO(data), strict=False)
         if reader.is_encrypted:
-            raise Rejected("El PDF está protegido con contraseña: subilo sin protección.")
+            raise Rejected(_("The PDF is protected with a password: upload it without protection."))
         pages = len(reader.pages)
         root = reader.trailer["/Root"].get_object()
         names = root.get("/Names", {})
         names = names.get_object() if hasattr(names, "get_object") else names
         if "/JavaScript" in names or _has_javascript(reader, root):
-            raise Rejected("El PDF contiene JavaScript, que no aceptamos por seguridad.")
+            raise Rejected(_("The PDF contains JavaScript, which we do not accept for safety."))
         if "/EmbeddedFiles" in names or _has_attachments(reader):
-            raise Rejected("El PDF lleva archivos adjuntos dentro, que no aceptamos por seguridad.")
+            raise Rejected(_("The PDF carries attached files inside, which we do not accept for safety."))
         text = "".join((page.extract_text() or "") for page in reader.pages[:MAX_PAGES]).strip()
     except Rejected:
         raise
     except (PdfReadError, PyPdfError, KeyError, ValueError, TypeError, AttributeError, IndexError) as error:
-        raise Rejected("El PDF está dañado o incompleto: no se puede leer.") from error
+        raise Rejected(_("The PDF is damaged or incomplete: it cannot be read.")) from error
     if not 1 <= pages <= MAX_PAGES:
-        raise Rejected(f"El CV tiene {pages} páginas; aceptamos de 1 a {MAX_PAGES}.")
+        too_many = ngettext(
+            "The CV has %(pages)d page; we accept 1 to %(max)d.",
+            "The CV has %(pages)d pages; we accept 1 to %(max)d.",
+            pages,
+        )
+        raise Rejected(too_many % {"pages": pages, "max": MAX_PAGES})
     verdict = Verdict("pdf", pages=pages)
     if not text:
-        verdict.warnings.append("No encontramos texto en el PDF (¿es una imagen escaneada?): lo aceptamos igual.")
+        verdict.warnings.append(_("We found no text in the PDF (is it a scanned image?): we accept it anyway."))
     return verdict
 
 
@@ -97,19 +104,23 @@ def _docx(data: bytes) -> Verdict:
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as package:
             names = set(package.namelist())
-            types = package.read("[Content_Types].xml").decode("utf-8", "replace") if "[Content_Types].xml" in names else ""
+            types = (
+                package.read("[Content_Types].xml").decode("utf-8", "replace") if "[Content_Types].xml" in names else ""
+            )
             if "word/document.xml" not in names or not types:
-                raise Rejected("El archivo no es un documento de Word (.docx) válido.")
+                raise Rejected(_("The file is not a valid Word document (.docx)."))
             if any(name.lower().endswith("vbaproject.bin") for name in names) or "macroEnabled" in types:
-                raise Rejected("El documento tiene macros, que no aceptamos por seguridad: guardalo como .docx común.")
+                raise Rejected(
+                    _("The document has macros, which we do not accept for safety: save it as a plain .docx.")
+                )
             if package.getinfo("word/document.xml").file_size > MAX_XML_BYTES:  # a ZIP bomb
-                raise Rejected("El documento es demasiado grande una vez descomprimido.")
+                raise Rejected(_("The document is too large once uncompressed."))
             body = ElementTree.fromstring(package.read("word/document.xml"))
     except Rejected:
         raise
     except (zipfile.BadZipFile, KeyError, ElementTree.ParseError, EOFError) as error:
-        raise Rejected("El documento está dañado o incompleto: no se puede leer.") from error
+        raise Rejected(_("The document is damaged or incomplete: it cannot be read.")) from error
     verdict = Verdict("docx")
     if not "".join(node.text or "" for node in body.iter(f"{WORD_NS}t")).strip():
-        verdict.warnings.append("No encontramos texto en el documento: lo aceptamos igual.")
+        verdict.warnings.append(_("We found no text in the document: we accept it anyway."))
     return verdict

@@ -13,7 +13,9 @@ class User(AbstractUser):
     email_verified_at = models.DateTimeField(_("email verified at"), null=True, blank=True)
     # Set with the signup or resend, in the same transaction: the durable intent to send the
     # verification email, which `ceres_site.accounts.outbox` enqueues again if Redis lost the job.
-    verify_requested_at = models.DateTimeField(_("verification email requested at"), null=True, blank=True, db_index=True)
+    verify_requested_at = models.DateTimeField(
+        _("verification email requested at"), null=True, blank=True, db_index=True
+    )
     newsletter_unsubscribed_at = models.DateTimeField(_("unsubscribed from newsletters at"), null=True, blank=True)
 
     class Meta(AbstractUser.Meta):
@@ -46,7 +48,7 @@ class VerificationToken(models.Model):
         verbose_name_plural = _("verification tokens")
 
     def __str__(self) -> str:
-        return f"token {self.selector[:6]}… for user {self.user_id}"
+        return _("token %(selector)s… for user %(user)s") % {"selector": self.selector[:6], "user": self.user_id}
 
 
 class EmailDelivery(models.Model):
@@ -58,7 +60,9 @@ class EmailDelivery(models.Model):
         EXISTS = "exists", _("account exists")  # someone tried to sign up with the address
         CV_REJECTED = "cv_rejected", _("CV rejected")
 
-    user = models.ForeignKey(User, verbose_name=_("user"), on_delete=models.SET_NULL, null=True, related_name="email_deliveries")
+    user = models.ForeignKey(
+        User, verbose_name=_("user"), on_delete=models.SET_NULL, null=True, related_name="email_deliveries"
+    )
     kind = models.CharField(_("kind"), max_length=16, choices=Kind.choices)
     delivery_key = models.CharField(_("delivery key"), max_length=200, unique=True)  # job id + job creation time
     sent_at = models.DateTimeField(_("sent at"), auto_now_add=True, db_index=True)
@@ -68,7 +72,9 @@ class EmailDelivery(models.Model):
         verbose_name_plural = _("email deliveries")
 
     def __str__(self) -> str:
-        return f"{self.kind} to user {self.user_id} at {self.sent_at:%Y-%m-%d %H:%M}"
+        return _("%(kind)s to user %(user)s at %(when)s") % {
+            "kind": self.get_kind_display(), "user": self.user_id, "when": f"{self.sent_at:%Y-%m-%d %H:%M}"
+        }  # fmt: skip
 
 
 def _upload_path(upload, filename: str) -> str:
@@ -108,4 +114,6 @@ class Upload(models.Model):
         indexes = [models.Index(fields=["user", "kind", "-id"])]
 
     def __str__(self) -> str:
-        return f"{self.get_kind_display()} of user {self.user_id} ({self.state})"
+        return _("%(kind)s of user %(user)s (%(state)s)") % {
+            "kind": self.get_kind_display(), "user": self.user_id, "state": self.get_state_display()
+        }  # fmt: skip

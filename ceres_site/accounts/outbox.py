@@ -18,8 +18,8 @@ from django.utils import timezone
 from rq.job import Job
 
 from ceres_site.accounts.models import EmailDelivery, User
-from jobs.enqueue import clients
 from jobs.config import policies
+from jobs.enqueue import clients
 from jobs.enqueue.producers import email_verify_job_id, enqueue_email_verify_many
 
 log = logging.getLogger(__name__)

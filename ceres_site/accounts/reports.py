@@ -4,12 +4,14 @@ from dataclasses import dataclass
 from datetime import date
 
 from django.db.models import Count
+from django.utils.translation import gettext as _
 
 from ceres_site.accounts.models import EmailDelivery, User
-from jobs.enqueue import clients
 from jobs.config import crons, policies
-from jobs.observability import series
+from jobs.enqueue import clients
 from jobs.models import DeadLetter
+from jobs.observability import series
+
 
 @dataclass(frozen=True)
 class DailyReport:
@@ -36,7 +38,9 @@ def report_daily(*, day: date) -> DailyReport:
         users_registered=User.objects.filter(date_joined__gte=start, date_joined__lt=end).count(),
         users_verified=User.objects.filter(email_verified_at__gte=start, email_verified_at__lt=end).count(),
         emails_sent={kind: sent.get(kind, 0) for kind in EmailDelivery.Kind.values},
-        jobs={name: (series.done_between(connection, name, start, end), failed.get(name, 0)) for name in policies.QUEUES},
+        jobs={
+            name: (series.done_between(connection, name, start, end), failed.get(name, 0)) for name in policies.QUEUES
+        },
         dead_letters_open=DeadLetter.objects.filter(resolved_at=None, retried_at=None).count(),
         oldest_waiting={name: _oldest_waiting(name) for name in policies.QUEUES},
     )
@@ -47,13 +51,14 @@ def report_text(report: DailyReport) -> str:
     waiting = " · ".join(f"{name} {_age(age)}" for name, age in report.oldest_waiting.items())
     return "\n".join(
         [
-            f":bar_chart: Reporte diario de Ceres — {report.day:%d/%m/%Y} (Córdoba)",
-            f"• Usuarios registrados: {report.users_registered} · verificados: {report.users_verified}",
-            f"• Emails enviados: verificación {report.emails_sent['verify']} · "
-            f"bienvenida {report.emails_sent['welcome']} · cuenta existente {report.emails_sent['exists']}",
-            f"• Jobs completados/fallidos por cola: {jobs}",
-            f"• Dead letters abiertos: {report.dead_letters_open}",
-            f"• Job en espera más antiguo: {waiting}",
+            _(":bar_chart: Ceres daily report — %(day)s (Córdoba)") % {"day": f"{report.day:%d/%m/%Y}"},
+            _("• Registered users: %(registered)d · verified: %(verified)d")
+            % {"registered": report.users_registered, "verified": report.users_verified},
+            _("• Emails sent: verification %(verify)d · welcome %(welcome)d · existing account %(exists)d")
+            % report.emails_sent,
+            _("• Jobs completed/failed per queue: %(jobs)s") % {"jobs": jobs},
+            _("• Open dead letters: %(n)d") % {"n": report.dead_letters_open},
+            _("• Oldest waiting job: %(waiting)s") % {"waiting": waiting},
         ]
     )
 

@@ -16,7 +16,6 @@ from django.utils.crypto import constant_time_compare, salted_hmac
 
 from .models import User, VerificationToken
 
-
 ISSUE = (
     f"INSERT INTO {VerificationToken._meta.db_table} (user_id, selector, verifier_hash, created_at, expires_at)"
     " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (selector) DO NOTHING"

@@ -83,7 +83,9 @@ def resend(request):
         email = form.cleaned_data["email"]
         try:
             enqueue_email_resend(email=email)
-        except RedisError as error:  # recorded for the outbox (`ceres_site.accounts.outbox`), which sends once Redis is back
+        except (
+            RedisError
+        ) as error:  # recorded for the outbox (`ceres_site.accounts.outbox`), which sends once Redis is back
             log.error("resend not enqueued (%s); recorded for the outbox", type(error).__name__)
             User.objects.filter(email__iexact=email, email_verified_at__isnull=True).update(
                 verify_requested_at=timezone.now()

@@ -1,12 +1,15 @@
 from django.contrib import admin, messages
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
-from django.utils.translation import ngettext
+from django.utils.translation import ngettext, ngettext_lazy
 
 from jobs.enqueue.producers import enqueue_newsletter_test
 
 from . import campaigns
 from .models import Newsletter
+
+SENDING = ngettext_lazy("%(subject)s: sending to %(n)d person.", "%(subject)s: sending to %(n)d people.", "n")
+LEFT = ngettext_lazy("%(subject)s: %(n)d copy left to send.", "%(subject)s: %(n)d copies left to send.", "n")
 
 
 @admin.register(Newsletter)
@@ -36,7 +39,12 @@ class NewsletterAdmin(admin.ModelAdmin):
         return format_html(
             '<span class="newsletter-progress">{}</span>',
             _("sent %(sent)d · pending %(pending)d · failed %(failed)d · unsubscribed %(unsubscribed)d")
-            % {"sent": found.sent, "pending": found.pending, "failed": found.failed, "unsubscribed": found.unsubscribed},
+            % {
+                "sent": found.sent,
+                "pending": found.pending,
+                "failed": found.failed,
+                "unsubscribed": found.unsubscribed,
+            },
         )
 
     @admin.action(description=_("Send me a test copy"))
@@ -50,19 +58,21 @@ class NewsletterAdmin(admin.ModelAdmin):
 
     @admin.action(description=_("Send to every subscriber"), permissions=["send"])
     def send(self, request, queryset):
-        for newsletter in queryset:
-            count = campaigns.send(newsletter, request.user)
-            self.message_user(request, ngettext("%(subject)s: sending to %(n)d person.", "%(subject)s: sending to %(n)d people.",
-                                                count) % {"subject": newsletter.subject, "n": count})  # fmt: skip
+        self._each(request, queryset, campaigns.send, SENDING)
 
     @admin.action(description=_("Pause sending"), permissions=["send"])
     def pause(self, request, queryset):
         paused = sum(campaigns.pause(newsletter, request.user) for newsletter in queryset)
-        self.message_user(request, ngettext("%(n)d newsletter paused.", "%(n)d newsletters paused.", paused) % {"n": paused})
+        self.message_user(
+            request, ngettext("%(n)d newsletter paused.", "%(n)d newsletters paused.", paused) % {"n": paused}
+        )
 
     @admin.action(description=_("Resume sending"), permissions=["send"])
     def resume(self, request, queryset):
+        self._each(request, queryset, campaigns.resume, LEFT)
+
+    def _each(self, request, queryset, act, said) -> None:
+        """`act` on each newsletter, and a message per newsletter with the count it returned."""
         for newsletter in queryset:
-            count = campaigns.resume(newsletter, request.user)
-            self.message_user(request, ngettext("%(subject)s: %(n)d copy left to send.", "%(subject)s: %(n)d copies left to send.",
-                                                count) % {"subject": newsletter.subject, "n": count})  # fmt: skip
+            count = act(newsletter, request.user)
+            self.message_user(request, said % {"subject": newsletter.subject, "n": count})

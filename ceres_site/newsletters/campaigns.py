@@ -5,19 +5,22 @@ from dataclasses import dataclass
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from ceres_site.accounts.models import User
-from jobs.staff.audit import action_record
-from jobs.models import DeadLetter, JobAction
-from jobs.enqueue.producers import enqueue_newsletter_many
 from jobs.config.policies import BULK
+from jobs.enqueue.producers import enqueue_newsletter_many
+from jobs.models import DeadLetter, JobAction
+from jobs.staff.audit import action_record
 
 from .models import Delivery, Newsletter
 
 
 def audience():
     """Verified, active users who have not unsubscribed."""
-    return User.objects.filter(is_active=True, email_verified_at__isnull=False, newsletter_unsubscribed_at__isnull=True).exclude(email="")
+    return User.objects.filter(
+        is_active=True, email_verified_at__isnull=False, newsletter_unsubscribed_at__isnull=True
+    ).exclude(email="")
 
 
 def send(newsletter: Newsletter, user) -> int:
@@ -37,7 +40,9 @@ def send(newsletter: Newsletter, user) -> int:
 
 def pause(newsletter: Newsletter, user) -> bool:
     """Its waiting jobs finish without sending (quickly); `resume` enqueues whoever is left."""
-    changed = Newsletter.objects.filter(pk=newsletter.pk, state=Newsletter.State.SENDING).update(state=Newsletter.State.PAUSED)
+    changed = Newsletter.objects.filter(pk=newsletter.pk, state=Newsletter.State.SENDING).update(
+        state=Newsletter.State.PAUSED
+    )
     if changed:
         _audit(JobAction.Kind.PAUSE, newsletter, user, 0)
     return bool(changed)
@@ -46,7 +51,9 @@ def pause(newsletter: Newsletter, user) -> bool:
 def resume(newsletter: Newsletter, user) -> int:
     """Send again to every recipient without a copy yet; returns how many jobs that is."""
     with transaction.atomic():
-        if not Newsletter.objects.filter(pk=newsletter.pk, state=Newsletter.State.PAUSED).update(state=Newsletter.State.SENDING):
+        if not Newsletter.objects.filter(pk=newsletter.pk, state=Newsletter.State.PAUSED).update(
+            state=Newsletter.State.SENDING
+        ):
             return 0
         waiting = list(audience().exclude(pk__in=Delivery.objects.filter(newsletter=newsletter).values("user_id"))
                        .filter(date_joined__lte=newsletter.sent_at).order_by("pk").values_list("pk", flat=True))  # fmt: skip
@@ -69,11 +76,15 @@ class Progress:
 
 def progress(newsletter: Newsletter) -> Progress:
     sent = Delivery.objects.filter(newsletter=newsletter).count()
-    failed = DeadLetter.objects.filter(queue=BULK.name, job_id__startswith=f"bulk-nl{newsletter.pk}-", retried_at=None).count()
+    failed = DeadLetter.objects.filter(
+        queue=BULK.name, job_id__startswith=f"bulk-nl{newsletter.pk}-", retried_at=None
+    ).count()
     unsubscribed = 0
     if newsletter.sent_at:
         unsubscribed = (
-            User.objects.filter(Q(newsletter_unsubscribed_at__gte=newsletter.sent_at), date_joined__lte=newsletter.sent_at)
+            User.objects.filter(
+                Q(newsletter_unsubscribed_at__gte=newsletter.sent_at), date_joined__lte=newsletter.sent_at
+            )
             .exclude(pk__in=Delivery.objects.filter(newsletter=newsletter).values("user_id"))
             .count()
         )
@@ -89,5 +100,6 @@ def state_label(newsletter: Newsletter, found: Progress) -> str:
 
 
 def _audit(kind, newsletter: Newsletter, user, count: int) -> None:
-    action = action_record(kind=kind, queue_name=BULK.name, job_ids=[], user=user, detail=f"newsletter {newsletter.pk}: {newsletter.subject}")
+    detail = _("newsletter %(id)s: %(subject)s") % {"id": newsletter.pk, "subject": newsletter.subject}
+    action = action_record(kind=kind, queue_name=BULK.name, job_ids=[], user=user, detail=detail)
     JobAction.objects.filter(pk=action.pk).update(count=count)

@@ -37,8 +37,12 @@ class Newsletter(models.Model):
 class Delivery(models.Model):
     """One recipient's copy, recorded when the server took it: a job run again sends nothing."""
 
-    newsletter = models.ForeignKey(Newsletter, verbose_name=_("newsletter"), on_delete=models.CASCADE, related_name="deliveries")
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, verbose_name=_("user"), on_delete=models.CASCADE, related_name="+")
+    newsletter = models.ForeignKey(
+        Newsletter, verbose_name=_("newsletter"), on_delete=models.CASCADE, related_name="deliveries"
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, verbose_name=_("user"), on_delete=models.CASCADE, related_name="+"
+    )
     sent_at = models.DateTimeField(_("sent at"), auto_now_add=True)
 
     class Meta:

@@ -17,5 +17,7 @@ def unsubscribe(request, token):
         return render(request, "newsletters/unsubscribe.html", {"outcome": "invalid"}, status=400)
     if request.method != "POST":
         return render(request, "newsletters/unsubscribe.html", {"outcome": "confirm"})
-    changed = User.objects.filter(pk=user_id, newsletter_unsubscribed_at__isnull=True).update(newsletter_unsubscribed_at=timezone.now())
+    changed = User.objects.filter(pk=user_id, newsletter_unsubscribed_at__isnull=True).update(
+        newsletter_unsubscribed_at=timezone.now()
+    )
     return render(request, "newsletters/unsubscribe.html", {"outcome": "done" if changed else "already"})

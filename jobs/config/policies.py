@@ -55,7 +55,7 @@ SMTP_JOB_TIMEOUT = 12 * 60
 EMAIL = QueuePolicy(
     name="email", concurrency=5, timeout=SMTP_JOB_TIMEOUT, retry_max=5, retry_intervals=(1, 5, 15, 60, 300),
     in_process=True,
-)
+)  # fmt: skip
 SLACK = QueuePolicy(
     name="slack", concurrency=10, timeout=30, retry_max=3, retry_intervals=(2,), alert_on_final_failure=False,
     max_wait=60, in_process=True,
@@ -66,7 +66,7 @@ MAINTENANCE = QueuePolicy(
 FILES = QueuePolicy(
     name="files", concurrency=2, timeout=5 * 60, retry_max=3, retry_intervals=(5, 30, 120), max_wait=15 * 60,
     memory_limit_mb=512,  # an uploaded file is hostile until proven otherwise: it may cost its own job only
-)
+)  # fmt: skip
 
 # Newsletters: one job per recipient, in slots of their own (so verification emails never wait behind
 # a campaign), paced by the SMTP rate limit (`jobs.mail.throttle`): a slot takes a job only on its turn, so
@@ -75,6 +75,6 @@ FILES = QueuePolicy(
 BULK = QueuePolicy(
     name="bulk", concurrency=4, timeout=SMTP_JOB_TIMEOUT, retry_max=5, retry_intervals=(30, 120, 600, 1800, 3600),
     in_process=True, result_ttl=0, max_wait=12 * HOUR, max_failure_rate=0.05, min_volume=100, smtp_throttled=True,
-)
+)  # fmt: skip
 
 QUEUES: dict[str, QueuePolicy] = {policy.name: policy for policy in (EMAIL, SLACK, BULK, MAINTENANCE, FILES)}

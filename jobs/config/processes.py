@@ -104,7 +104,9 @@ def systemd_units() -> dict[str, str]:
             ]
         )
     wants = " ".join(f"ceres-{process.name}.service" for process in processes())
-    units["ceres.target"] = f"# {HEADER}\n[Unit]\nDescription=Ceres jobs: every process\nWants={wants}\n\n[Install]\nWantedBy=multi-user.target\n"
+    units["ceres.target"] = (
+        f"# {HEADER}\n[Unit]\nDescription=Ceres jobs: every process\nWants={wants}\n\n[Install]\nWantedBy=multi-user.target\n"
+    )
     return units
 
 

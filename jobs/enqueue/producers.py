@@ -1,165 +1,118 @@
-"""The only place that enqueues jobs.
+"""The only place that enqueues jobs: one row per kind of job.
 
 Every producer takes ids and small values (never model instances or secrets), gives its job a
-deterministic id, and enqueues it with RQ's atomic `unique=True`: calling a producer again while
-that job is pending returns the pending job instead of making a second one.
-
-What a repeated call does, by the state of the job with the same id:
-
-- queued, scheduled (waiting for a retry), deferred, started: nothing; the pending job is reported.
-- finished less than `cooldown` seconds ago: nothing (a resend button must not spam).
-- finished earlier, failed, stopped, canceled: the old job is replaced by a fresh one with the
-  whole retry budget, so a verification that failed for good never blocks a resend for a day.
-- no job at all, only fields a job's run wrote back after it was deleted (its status, a
-  heartbeat): the id is free, and those fields go.
-
-A producer looks a few times (`ENQUEUE_TRIES`), then gives up with `JobIdTaken`: never a loop.
-
-Producers run inside requests, so they are cheap: a process keeps one `Queue` (one Redis client and
-connection pool) per queue name, and a new job costs one Redis round trip. Bulk producers (`_many`)
-send a batch of jobs per round trip, with the same rules per job.
+deterministic id, and enqueues it once (`jobs.enqueue.unique` says what a repeated call does).
+Inside a transaction a producer enqueues only once it commits, and returns None.
 """
 
-import functools
 import hashlib
-import logging
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import TypeVar
+from datetime import datetime
 from uuid import uuid4
 
 from django.conf import settings
-from django.db import transaction
-from django.utils import timezone
-from redis.client import Pipeline
-from redis.exceptions import WatchError
-from rq import Callback, Queue, Retry
-from rq.exceptions import DuplicateJobError, NoSuchJobError
+from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
-from rq.scripts import UNIQUE_ENQUEUE_SCRIPT, _build_hset_args
-from rq.utils import now
-
-from jobs.enqueue import clients
 
 from jobs.config import policies, task_names
-from jobs.failures.attempts import on_job_failure
-
-log = logging.getLogger(__name__)
-
-DONE = {JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED}
-T = TypeVar("T")
-BULK_BATCH = 1000  # jobs per pipeline in bulk producers: bounds the memory and the time Redis is busy
-ENQUEUE_TRIES = 5  # looks at an id that is taken, then ended, then taken again... before giving up
-
-
-class JobIdTaken(Exception):
-    """The job's id stayed taken, by something that is neither a pending job nor an ended one."""
+from jobs.enqueue import clients, unique
+from jobs.enqueue.unique import Enqueued, after_commit
 
 
 @dataclass(frozen=True)
-class Enqueued:
-    job_id: str
-    created: bool  # False: a job with this id was already pending (or finished within the cooldown)
-    status: str  # the job's state right after the call
+class Producer:
+    """Calling it enqueues `task` on `queue`, with the call's keyword arguments as the job's kwargs."""
 
+    queue: policies.QueuePolicy
+    task: str
+    job_id: str | Callable[[dict], str]  # a template of the kwargs (and `random`, a fresh uuid's hex)
+    cooldown: bool = False  # a call within VERIFY_RESEND_COOLDOWN_SECONDS of the job's end does nothing
+    result_ttl: int | None = None  # None: the queue's
 
-def enqueue_email_verify(*, user_id: int) -> Enqueued | None:
-    """Send the account verification email to the user (the worker issues the token)."""
-    job_id, kwargs = _email_verify_call(user_id)
-    return _after_commit(
-        lambda: _enqueue_unique(
-            policies.EMAIL.name,
-            task_names.SEND_VERIFY_EMAIL,
-            job_id=job_id,
-            kwargs=kwargs,
-            cooldown=settings.VERIFY_RESEND_COOLDOWN_SECONDS,
+    def __call__(self, *, job_id: str | None = None, delay: int = 0, **kwargs) -> Enqueued | None:
+        return after_commit(lambda: self.now(job_id=job_id, delay=delay, **kwargs))
+
+    def now(self, *, job_id: str | None = None, delay: int = 0, **kwargs) -> Enqueued:
+        """Enqueue at once, in a transaction or not."""
+        return unique.enqueue(
+            self.queue.name, self.task, job_id=job_id or self.id_for(kwargs), kwargs=kwargs,
+            cooldown=self._cooldown(), delay=delay, result_ttl=self.result_ttl,
+        )  # fmt: skip
+
+    def many(self, calls: Iterable[dict]) -> list[Enqueued] | None:
+        """A job per kwargs, a batch per Redis round trip; one result per distinct id, in order."""
+        ids = [(self.id_for(kwargs), kwargs) for kwargs in calls]  # read now, not at commit
+        return after_commit(
+            lambda: unique.enqueue_many(self.queue.name, self.task, calls=ids, cooldown=self._cooldown())
         )
-    )
+
+    def id_for(self, kwargs: dict) -> str:
+        if callable(self.job_id):
+            return self.job_id(kwargs)
+        return self.job_id.format(**kwargs, random=uuid4().hex)
+
+    def _cooldown(self) -> int:
+        return settings.VERIFY_RESEND_COOLDOWN_SECONDS if self.cooldown else 0
+
+
+EMAIL, FILES, BULK, SLACK = policies.EMAIL, policies.FILES, policies.BULK, policies.SLACK
+
+# The account verification email (the worker issues the token); `.many` for the newsletter's many users.
+enqueue_email_verify = Producer(EMAIL, task_names.SEND_VERIFY_EMAIL, "email-verify-{user_id}", cooldown=True)
+# The welcome email, once the user is verified.
+enqueue_email_welcome = Producer(EMAIL, task_names.SEND_WELCOME_EMAIL, "email-welcome-{user_id}")
+# A resend asked for `email`, whatever it is: the worker looks for an unverified account with that
+# address and, if there is one, enqueues its verification email. The page does this same work for
+# every address, so its answer and its timing tell no one who has an account.
+enqueue_email_resend = Producer(
+    EMAIL, task_names.RESEND_VERIFY_EMAIL, lambda kwargs: f"email-resend-{hashlib.sha256(kwargs['email'].encode()).hexdigest()[:32]}",
+    cooldown=True,
+)  # fmt: skip
+# Tell a user that someone tried to sign up with their address (the signup page does not say).
+enqueue_email_account_exists = Producer(
+    EMAIL, task_names.SEND_ACCOUNT_EXISTS_EMAIL, "email-exists-{user_id}", cooldown=True
+)
+# Tell a person why their CV was not accepted.
+enqueue_email_cv_rejected = Producer(EMAIL, task_names.SEND_CV_REJECTED_EMAIL, "email-cv-{upload_id}")
+# Check an uploaded CV, make an uploaded profile picture safe and small (`jobs.tasks.files`).
+_VALIDATE_CV = Producer(FILES, task_names.VALIDATE_CV, "files-cv-{upload_id}")
+_OPTIMIZE_PICTURE = Producer(FILES, task_names.OPTIMIZE_PROFILE_PICTURE, "files-picture-{upload_id}")
+# One newsletter job per recipient, on the bulk queue (use `.many`).
+_NEWSLETTER = Producer(BULK, task_names.SEND_NEWSLETTER, "bulk-nl{newsletter_id}-{user_id}")
+# A staff member's test copy, on the email queue (it must not wait behind the campaign).
+_NEWSLETTER_TEST = Producer(EMAIL, task_names.SEND_NEWSLETTER, "email-nltest-{newsletter_id}-{user_id}-{random:.8}")
+# Post `text` to Slack; an alert with a `job_id` of its own is posted once however often asked.
+_SLACK_ALERT = Producer(SLACK, task_names.POST_TO_SLACK, "slack-{random}")
+# Gather the final failures of `queue_name` into one Slack message; result_ttl 0 frees the id once
+# done, so the next failure schedules the next flush.
+_ALERT_FLUSH = Producer(SLACK, task_names.FLUSH_ALERTS, "slack-flush-{queue_name}", result_ttl=0)
 
 
 def enqueue_email_verify_many(*, user_ids: Iterable[int]) -> list[Enqueued] | None:
-    """`enqueue_email_verify` for many users at once (the newsletter): same jobs, same rules, one
-    result per distinct user in the order given, a few Redis round trips per thousand users."""
-    calls = [_email_verify_call(user_id) for user_id in user_ids]  # read now, not at commit
-    return _after_commit(
-        lambda: _enqueue_unique_many(
-            policies.EMAIL.name,
-            task_names.SEND_VERIFY_EMAIL,
-            calls=calls,
-            cooldown=settings.VERIFY_RESEND_COOLDOWN_SECONDS,
-        )
-    )
+    return enqueue_email_verify.many({"user_id": user_id} for user_id in user_ids)
 
 
 def email_verify_job_id(user_id: int) -> str:
-    return f"email-verify-{user_id}"
-
-
-def _email_verify_call(user_id: int) -> tuple[str, dict]:
-    """The job id and kwargs of one user's verification email."""
-    return email_verify_job_id(user_id), {"user_id": user_id}
-
-
-def enqueue_email_welcome(*, user_id: int) -> Enqueued | None:
-    """Send the welcome email once the user is verified."""
-    return _after_commit(
-        lambda: _enqueue_unique(
-            policies.EMAIL.name,
-            task_names.SEND_WELCOME_EMAIL,
-            job_id=f"email-welcome-{user_id}",
-            kwargs={"user_id": user_id},
-        )
-    )
-
-
-def enqueue_email_resend(*, email: str) -> Enqueued | None:
-    """A resend asked for `email`, whatever it is: the worker looks for an unverified account with
-    that address and, if there is one, enqueues its verification email. The page does this same
-    work for every address, so its answer and its timing tell no one who has an account."""
-    return _after_commit(
-        lambda: _enqueue_unique(
-            policies.EMAIL.name,
-            task_names.RESEND_VERIFY_EMAIL,
-            job_id=f"email-resend-{hashlib.sha256(email.encode()).hexdigest()[:32]}",
-            kwargs={"email": email},
-            cooldown=settings.VERIFY_RESEND_COOLDOWN_SECONDS,
-        )
-    )
-
-
-def enqueue_email_account_exists(*, user_id: int) -> Enqueued | None:
-    """Tell a user that someone tried to sign up with their address (the signup page does not say)."""
-    return _after_commit(
-        lambda: _enqueue_unique(
-            policies.EMAIL.name,
-            task_names.SEND_ACCOUNT_EXISTS_EMAIL,
-            job_id=f"email-exists-{user_id}",
-            kwargs={"user_id": user_id},
-            cooldown=settings.VERIFY_RESEND_COOLDOWN_SECONDS,
-        )
-    )
+    return enqueue_email_verify.id_for({"user_id": user_id})
 
 
 def enqueue_validate_cv(*, upload_id: int, replaces: int | None = None) -> Enqueued | None:
-    """Check an uploaded CV (`jobs.tasks.files`); `replaces`: the upload it supersedes, whose job is
-    dropped if it has not started."""
-    return _enqueue_file_job(task_names.VALIDATE_CV, "cv", upload_id, replaces)
+    """`replaces`: the upload this one supersedes, whose job is dropped if it has not started."""
+    return _file_job(_VALIDATE_CV, upload_id, replaces)
 
 
 def enqueue_optimize_profile_picture(*, upload_id: int, replaces: int | None = None) -> Enqueued | None:
-    """Make an uploaded profile picture safe and small (`jobs.tasks.files`); `replaces` as above."""
-    return _enqueue_file_job(task_names.OPTIMIZE_PROFILE_PICTURE, "picture", upload_id, replaces)
+    return _file_job(_OPTIMIZE_PICTURE, upload_id, replaces)
 
 
-def _enqueue_file_job(func: str, kind: str, upload_id: int, replaces: int | None) -> Enqueued | None:
+def _file_job(producer: Producer, upload_id: int, replaces: int | None) -> Enqueued | None:
     def enqueue() -> Enqueued:
         if replaces is not None:
-            _drop_if_waiting(policies.FILES.name, f"files-{kind}-{replaces}")
-        return _enqueue_unique(policies.FILES.name, func, job_id=f"files-{kind}-{upload_id}", kwargs={"upload_id": upload_id})
+            _drop_if_waiting(producer.queue.name, producer.id_for({"upload_id": replaces}))
+        return producer.now(upload_id=upload_id)
 
-    return _after_commit(enqueue)
+    return after_commit(enqueue)
 
 
 def _drop_if_waiting(queue_name: str, job_id: str) -> None:
@@ -174,60 +127,25 @@ def _drop_if_waiting(queue_name: str, job_id: str) -> None:
         job.delete()
 
 
-def enqueue_email_cv_rejected(*, upload_id: int) -> Enqueued | None:
-    """Tell a person why their CV was not accepted."""
-    return _after_commit(
-        lambda: _enqueue_unique(
-            policies.EMAIL.name, task_names.SEND_CV_REJECTED_EMAIL, job_id=f"email-cv-{upload_id}", kwargs={"upload_id": upload_id}
-        )
-    )
-
-
 def enqueue_newsletter_many(*, newsletter_id: int, user_ids: Iterable[int]) -> list[Enqueued] | None:
-    """One job per recipient on the bulk queue (`bulk-nl<newsletter>-<user>`), a batch per round trip."""
-    calls = [(f"bulk-nl{newsletter_id}-{user_id}", {"newsletter_id": newsletter_id, "user_id": user_id}) for user_id in user_ids]
-    return _after_commit(lambda: _enqueue_unique_many(policies.BULK.name, task_names.SEND_NEWSLETTER, calls=calls))
+    return _NEWSLETTER.many({"newsletter_id": newsletter_id, "user_id": user_id} for user_id in user_ids)
 
 
 def enqueue_newsletter_test(*, newsletter_id: int, user_id: int) -> Enqueued | None:
-    """A staff member's test copy, on the email queue (it must not wait behind the campaign)."""
-    return _after_commit(
-        lambda: _enqueue_unique(
-            policies.EMAIL.name, task_names.SEND_NEWSLETTER, job_id=f"email-nltest-{newsletter_id}-{user_id}-{uuid4().hex[:8]}",
-            kwargs={"newsletter_id": newsletter_id, "user_id": user_id, "test": True},
-        )
-    )
+    return _NEWSLETTER_TEST(newsletter_id=newsletter_id, user_id=user_id, test=True)
 
 
 def enqueue_slack_alert(*, text: str, dedupe_key: str | None = None) -> Enqueued | None:
-    """Post `text` to Slack. With `dedupe_key`, the same alert is posted once however often asked."""
-    return _after_commit(
-        lambda: _enqueue_unique(
-            policies.SLACK.name,
-            task_names.POST_TO_SLACK,
-            job_id=f"slack-{dedupe_key}" if dedupe_key else f"slack-{uuid4().hex}",
-            kwargs={"text": text},
-        )
-    )
+    return _SLACK_ALERT(text=text, job_id=f"slack-{dedupe_key}" if dedupe_key else None)
 
 
 def schedule_alert_flush(*, queue_name: str, delay: int) -> Enqueued | None:
-    """Gather the final failures of `queue_name` into one Slack message in `delay` seconds."""
-    return _after_commit(
-        lambda: _enqueue_unique(
-            policies.SLACK.name,
-            task_names.FLUSH_ALERTS,
-            job_id=f"slack-flush-{queue_name}",
-            kwargs={"queue_name": queue_name},
-            delay=delay,
-            result_ttl=0,  # frees the id once done, so the next failure schedules the next flush
-        )
-    )
+    return _ALERT_FLUSH(queue_name=queue_name, delay=delay)
 
 
 def enqueue_cron_run(*, name: str, slot: datetime, queue_name: str) -> Enqueued:
     """Run cron `name` for `slot`; the slot is in the id, so a slot runs once however often it fires."""
-    return _enqueue_unique(
+    return unique.enqueue(
         queue_name,
         task_names.RUN_CRON,
         job_id=f"cron-{name}-{slot:%Y%m%dT%H%MZ}",
@@ -237,187 +155,4 @@ def enqueue_cron_run(*, name: str, slot: datetime, queue_name: str) -> Enqueued:
 
 def enqueue_stored_call(*, queue_name: str, func: str, job_id: str, kwargs: dict, args=()) -> Enqueued:
     """Run a stored call again (a job retried by staff), under the same id and uniqueness rules."""
-    return _enqueue_unique(queue_name, func, job_id=job_id, kwargs=kwargs, args=list(args))
-
-
-def _after_commit(enqueue: Callable[[], T]) -> T | None:
-    """Enqueue now outside a transaction; inside one, only once it commits (and return None)."""
-    if transaction.get_connection().in_atomic_block:
-        transaction.on_commit(enqueue, robust=True)
-        return None
-    return enqueue()
-
-
-def _enqueue_unique(
-    queue_name: str,
-    func: str,
-    *,
-    job_id: str,
-    kwargs: dict,
-    args: list | None = None,
-    cooldown: int = 0,
-    delay: int = 0,
-    result_ttl: int | None = None,
-) -> Enqueued:
-    queue = clients.queue(queue_name)
-    for _ in range(ENQUEUE_TRIES):
-        job = _new_job(queue, func, job_id=job_id, kwargs=kwargs, args=args, result_ttl=result_ttl)
-        created = _schedule_unique(queue, job, delay) if delay else _push_unique(queue, [job])[0]
-        if created:
-            return Enqueued(job_id=job_id, created=True, status=job.get_status(refresh=False).value)
-        if not _delete_if_done(queue.connection, job_id, queue.serializer, cooldown):
-            return Enqueued(job_id=job_id, created=False, status=_status(queue, job_id))
-    raise JobIdTaken(f"{job_id}: its id is still taken after {ENQUEUE_TRIES} tries; not enqueued")
-
-
-def _enqueue_unique_many(
-    queue_name: str, func: str, *, calls: Iterable[tuple[str, dict]], cooldown: int = 0
-) -> list[Enqueued]:
-    """`_enqueue_unique` for each `(job_id, kwargs)`, a batch per pipeline. An id given twice is one
-    job, reported once. Ids that already exist take the one-by-one path (replace or report)."""
-    queue = clients.queue(queue_name)
-    calls = list(dict(calls).items())
-    results = []
-    for start in range(0, len(calls), BULK_BATCH):
-        batch = calls[start : start + BULK_BATCH]
-        jobs = [_new_job(queue, func, job_id=job_id, kwargs=kwargs) for job_id, kwargs in batch]
-        for (job_id, kwargs), created in zip(batch, _push_unique(queue, jobs)):
-            if created:
-                results.append(Enqueued(job_id=job_id, created=True, status=JobStatus.QUEUED.value))
-            else:
-                results.append(_enqueue_unique(queue_name, func, job_id=job_id, kwargs=kwargs, cooldown=cooldown))
-    return results
-
-
-def _new_job(
-    queue: Queue, func: str, *, job_id: str, kwargs: dict, args: list | None = None, result_ttl: int | None = None
-) -> Job:
-    """A job (not saved yet) with its queue's policy, read now: tests change policies."""
-    options = _policy_options(policies.QUEUES[queue.name])
-    if result_ttl is not None:
-        options = {**options, "result_ttl": result_ttl}
-    return queue.create_job(func, args=args or [], kwargs=kwargs, job_id=job_id, **options)
-
-
-@functools.cache
-def _policy_options(policy: policies.QueuePolicy) -> dict:
-    """The job options of a policy, built once per policy object (shared: never change the dict)."""
-    return dict(
-        timeout=policy.timeout,
-        result_ttl=policy.result_ttl,
-        failure_ttl=policy.failure_ttl,
-        retry=Retry(max=policy.retry_max, interval=list(policy.retry_intervals)) if policy.retry_max else None,
-        on_failure=Callback(on_job_failure),
-    )
-
-
-def _push_unique(queue: Queue, jobs: list[Job]) -> list[bool]:
-    """Enqueue `jobs` with RQ's atomic unique enqueue, in one pipeline on one connection: whether
-    each was enqueued (False: its id exists). With Sentinel the WAIT for replicas goes in the same
-    pipeline, since WAIT only covers the writes of the connection it runs on."""
-    wanted = _replicas_to_wait_for()
-    with queue.connection.pipeline(transaction=False) as pipe:
-        pipe.sadd(queue.redis_queues_keys, queue.key)  # as queue.enqueue does: lists the queue
-        for job in jobs:
-            _save_unique_job(queue, job, pipe)
-        if wanted:
-            pipe.wait(wanted, 1000)
-        replies = pipe.execute()
-    if wanted:
-        what = jobs[0].id if len(jobs) == 1 else f"{jobs[0].id} and {len(jobs) - 1} more jobs"
-        _check_replicas(queue.connection, wanted, replies.pop(), what)
-    return [reply == 1 for reply in replies[1:]]
-
-
-def _save_unique_job(queue: Queue, job: Job, pipe: Pipeline) -> None:
-    """What `queue.enqueue(..., unique=True)` does to save and push `job`, queued on `pipe`: rq's
-    check-save-push Lua script, which answers 1 (enqueued) or 0 (the id exists). rq runs it on its own
-    round trip; to run it in a pipeline this repeats `Queue._enqueue_async_job` and
-    `rq.scripts.save_unique_job`, private parts included: checked against rq 3.0.0. EVAL, not a
-    registered script: a pipeline checks SCRIPT EXISTS first, one more round trip per call."""
-    queue._prepare_for_queue(job)
-    ttl = job.ttl if job.ttl is not None else -1
-    pipe.eval(UNIQUE_ENQUEUE_SCRIPT, 2, job.key, queue.key, job.id, "R", ttl, *_build_hset_args(job))
-
-
-def _schedule_unique(queue: Queue, job: Job, delay: int) -> bool:
-    """Schedule `job` in `delay` seconds with RQ's atomic unique schedule; False if its id exists."""
-    try:
-        queue.schedule_job(job, now() + timedelta(seconds=delay), unique=True)
-    except DuplicateJobError:
-        return False
-    _wait_for_replicas(queue.connection, job.id)
-    return True
-
-
-class NotReplicated(Exception):
-    """The job is on the master but not yet on the replicas: a failover now could lose it.
-    Calling the producer again is safe (uniqueness)."""
-
-
-_alone_until = 0.0  # monotonic time until which the master is known to have no replica to wait for
-
-
-def forget_lone_master() -> None:
-    """Wait for replicas again from the next enqueue on (another Redis: tests)."""
-    global _alone_until
-    _alone_until = 0.0
-
-
-def _replicas_to_wait_for() -> int:
-    """With Sentinel, a job counts as enqueued only once a replica holds it too (WAIT, 1 s: below the
-    socket timeout). A master left with no replica at all, as right after a failover, is not waited
-    for (rechecked every 10 s): the platform keeps working, with a warning in the log."""
-    return 0 if time.monotonic() < _alone_until else settings.REDIS_WAIT_REPLICAS
-
-
-def _check_replicas(connection, wanted: int, acknowledged: int, what: str) -> None:
-    """Raise NotReplicated if WAIT saw fewer replicas than wanted and the master has any at all."""
-    global _alone_until
-    if acknowledged >= wanted:
-        return
-    if connection.info("replication").get("connected_slaves", 0):
-        raise NotReplicated(f"{what} reached fewer than {wanted} Redis replicas within 1 s")
-    _alone_until = time.monotonic() + 10
-    log.warning("the Redis master has no replica: jobs are enqueued without a copy")
-
-
-def _wait_for_replicas(connection, job_id: str) -> None:
-    if wanted := _replicas_to_wait_for():
-        _check_replicas(connection, wanted, connection.wait(wanted, 1000), job_id)
-
-
-def _delete_if_done(connection, job_id: str, serializer, cooldown: int) -> bool:
-    """Delete the job if it has ended (and not within `cooldown`), or if its hash holds no job;
-    True if the id may be free now."""
-    key = Job.key_for(job_id)
-    with connection.pipeline() as pipe:
-        try:
-            pipe.watch(key)
-            raw = pipe.hgetall(key)
-            if not raw:
-                return True  # expired meanwhile
-            if b"data" not in raw:  # no job: what its run wrote back after it was deleted
-                pipe.multi()
-                pipe.delete(key)
-                pipe.execute()
-                return True
-            job = Job(job_id, connection=connection, serializer=serializer)
-            job.restore(raw)
-            status = job.get_status(refresh=False)
-            if status not in DONE:
-                return False
-            recent = timezone.now() - timedelta(seconds=cooldown)
-            if status == JobStatus.FINISHED and job.ended_at and job.ended_at > recent:
-                return False
-            pipe.multi()
-            job.delete(pipeline=pipe)
-            pipe.execute()
-        except WatchError:
-            pass  # the job changed under us: look again
-    return True
-
-
-def _status(queue, job_id: str) -> str:
-    job = queue.fetch_job(job_id)
-    return job.get_status(refresh=False).value if job else "gone"
+    return unique.enqueue(queue_name, func, job_id=job_id, kwargs=kwargs, args=list(args))

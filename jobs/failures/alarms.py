@@ -7,15 +7,16 @@ from datetime import datetime, timedelta
 import django_rq
 from django.conf import settings
 from django.utils import timezone
-
-from jobs.enqueue import clients
+from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
 from jobs.config import crons, policies
-
-from jobs.observability import health, reads
+from jobs.enqueue import clients
+from jobs.enqueue.producers import enqueue_slack_alert
 from jobs.failures.slack_texts import escape, local_time
 from jobs.models import CronRun
-from jobs.enqueue.producers import enqueue_slack_alert
+from jobs.observability import health, reads
+from jobs.rq_compat import now
 
 
 def check_crons(*, at: datetime | None = None) -> list[str]:
@@ -34,12 +35,12 @@ def check_crons(*, at: datetime | None = None) -> list[str]:
         if slot < datetime.fromisoformat(entry.meta["registered_at"]):
             continue
         ran = CronRun.objects.filter(name=spec.name, slot__gte=slot, finished_at__isnull=False).exists()
-        breach = (
-            f":warning: El cron *{spec.name}* (`{spec.schedule}`, Córdoba) no completó la ejecución de las "
-            f"{local_time(slot)}: ¿están vivos `rqscheduler` y el worker de {spec.queue}?"
-        )
-        sent += _alarm(f"cron-alarm:{spec.name}", not ran, breach,
-                       f":white_check_mark: El cron *{spec.name}* volvió a completar sus ejecuciones.")  # fmt: skip
+        breach = _(
+            ":warning: The cron *%(cron)s* (`%(schedule)s`, Córdoba) did not complete its run of %(slot)s: "
+            "are `rqscheduler` and the %(queue)s worker alive?"
+        ) % {"cron": spec.name, "schedule": spec.schedule, "slot": local_time(slot), "queue": spec.queue}
+        recovery = _(":white_check_mark: The cron *%(cron)s* completes its runs again.") % {"cron": spec.name}
+        sent += _alarm(f"cron-alarm:{spec.name}", not ran, breach, recovery)
     return sent
 
 
@@ -51,12 +52,41 @@ def check_slos(*, grace: int = SLO_GRACE) -> list[str]:
     `max_wait`, a failure rate over `max_failure_rate`. One alert per breach, one on recovery."""
     sent = []
     for name in policies.QUEUES:
-        for check in health.queue_checks(reads.queue_stats(name)):
+        stats = reads.queue_stats(name)
+        for check in health.queue_checks(stats):
+            said = {"check": escape(check.name), "detail": escape(_slo_detail(check, stats))}
             sent += _alarm(f"slo-alarm:{check.name}", check.status != "ok",
-                           f":warning: *{escape(check.name)}* fuera de lo esperado: {escape(check.detail)}",
-                           f":white_check_mark: *{escape(check.name)}* volvió a la normalidad: {escape(check.detail)}",
+                           _(":warning: *%(check)s* out of bounds: %(detail)s") % said,
+                           _(":white_check_mark: *%(check)s* back to normal: %(detail)s") % said,
                            after=grace)  # fmt: skip
     return sent
+
+
+def _slo_detail(check: health.Check, stats: reads.QueueStats) -> str:
+    """What `check` measured, in the reader's language (the check's own detail is English: an API for monitors)."""
+    policy, kind = stats.policy, check.name.rsplit(".", 1)[-1]
+    if kind == "workers" and policy.in_process:
+        processes = ngettext("%(n)d process", "%(n)d processes", stats.live_workers) % {"n": stats.live_workers}
+        return _("%(slots)d of %(max)d slots in %(processes)s, %(busy)d busy") % {
+            "slots": stats.live_slots, "max": policy.concurrency, "processes": processes, "busy": stats.busy_slots
+        }  # fmt: skip
+    if kind == "workers":
+        return _("%(live)d of %(max)d workers alive") % {"live": stats.live_workers, "max": policy.concurrency}
+    if kind == "paused" and stats.paused:
+        paused = {"since": local_time(stats.paused.since), "who": stats.paused.by}
+        return _("paused since %(since)s by %(who)s") % paused
+    if kind == "backlog":
+        waited = (now() - stats.oldest_waiting).total_seconds() if stats.oldest_waiting else 0
+        return _("oldest waiting %(waited)d s (limit %(limit)d s), %(queued)d queued") % {
+            "waited": round(waited), "limit": policy.max_wait, "queued": stats.counts["queued"]
+        }  # fmt: skip
+    if kind == "failures":
+        done, failed = stats.finished_last_hour, stats.failed_last_hour
+        rate = failed / (done + failed) if done + failed else 0.0
+        return _("%(failed)d failed, %(done)d finished in the last hour (%(rate)s; limit %(limit)s)") % {
+            "failed": failed, "done": done, "rate": f"{rate:.0%}", "limit": f"{policy.max_failure_rate:.0%}"
+        }  # fmt: skip
+    return check.detail
 
 
 def _alarm(name: str, breached: bool, on_breach: str, on_recovery: str, after: int = 0) -> list[str]:

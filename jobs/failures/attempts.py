@@ -7,7 +7,7 @@ retries short, an error with `retry_after` (Slack's 429) stretches the next dela
 the attempt in the job's meta, which the dead-letter archive keeps.
 """
 
-from rq.utils import now
+from jobs.rq_compat import now, remaining_retry_intervals
 
 
 class PermanentJobError(Exception):
@@ -23,12 +23,14 @@ def on_job_failure(job, connection, exc_type, exc_value, traceback) -> None:
 
 
 def record_attempt(job, error: str) -> None:
-    job.meta.setdefault("failures", []).append({"at": now().isoformat(), "error": error.splitlines()[0][:300] if error else ""})
+    job.meta.setdefault("failures", []).append(
+        {"at": now().isoformat(), "error": error.splitlines()[0][:300] if error else ""}
+    )
     job.save_meta()
 
 
 def _with_next_delay(intervals: list[int], retries_left: int, delay: int) -> list[int]:
-    """The remaining schedule spelled out (RQ picks `intervals[len - retries_left]`), next delay >= `delay`."""
-    remaining = [intervals[max(len(intervals) - left, 0)] for left in range(retries_left, 0, -1)]
+    """The remaining schedule spelled out, next delay >= `delay`."""
+    remaining = remaining_retry_intervals(intervals, retries_left)
     remaining[0] = max(remaining[0], delay + 1)  # RQ schedules to the whole second, rounding down
     return remaining

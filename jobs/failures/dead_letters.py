@@ -6,9 +6,9 @@ from django.conf import settings
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from jobs.enqueue.producers import enqueue_stored_call
+from jobs.enqueue.unique import Enqueued
 from jobs.models import DeadLetter
-from jobs.enqueue.producers import Enqueued, enqueue_stored_call
-
 
 UNREADABLE_PAYLOAD = "<payload that cannot be read>"  # the archive's func_name for a payload RQ could not decode
 MASKED, TRUNCATED = "•••", "…"  # what the archive keeps of a secret argument, of a long one

@@ -27,18 +27,19 @@ from django.conf import settings
 from django.db import IntegrityError, connections, transaction
 from django.utils import timezone
 from django.utils.module_loading import import_string
+from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 from rq.exceptions import DeserializationError
 from rq.job import Job, JobStatus
 
-from jobs.enqueue import clients
-
-from jobs.observability import metrics
-
+from jobs import rq_compat
 from jobs.config import policies, task_names
-from jobs.failures.dead_letters import MASKED, TRUNCATED, UNREADABLE_PAYLOAD
-from jobs.models import DeadLetter
+from jobs.enqueue import clients
 from jobs.enqueue.producers import enqueue_slack_alert, schedule_alert_flush
+from jobs.failures.dead_letters import MASKED, TRUNCATED, UNREADABLE_PAYLOAD
 from jobs.failures.slack_texts import single_alert, summary_alert
+from jobs.models import DeadLetter
+from jobs.observability import metrics
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +55,11 @@ def archive(job: Job, exc_string: str) -> DeadLetter | None:
     policy = policies.QUEUES.get(job.origin)
     exc_type, message = fingerprint(exc_string)
     if policy is None or not policy.alert_on_final_failure:
-        alert, note = DeadLetter.Alert.SKIPPED, f"la cola {job.origin} no alerta sobre sí misma"
+        alert, note = DeadLetter.Alert.SKIPPED, _("queue %(queue)s does not alert about itself") % {"queue": job.origin}
     elif exc_type in policy.expected_errors:
-        alert, note = DeadLetter.Alert.SKIPPED, f"error esperado ({exc_type})"
+        alert, note = DeadLetter.Alert.SKIPPED, _("expected error (%(error)s)") % {"error": exc_type}
     elif not settings.SLACK_WEBHOOK_URL:  # the check jobs.W001 says so at every start
-        alert, note = DeadLetter.Alert.SKIPPED, "no hay webhook de Slack configurado (SLACK_WEBHOOK_URL)"
+        alert, note = DeadLetter.Alert.SKIPPED, _("no Slack webhook is configured (SLACK_WEBHOOK_URL)")
     else:
         alert, note = DeadLetter.Alert.PENDING, ""
     func_name, args, kwargs = _call(job)
@@ -101,10 +102,10 @@ def _on_final_failure(func_name: str, kwargs: dict) -> None:
 
 def fingerprint(exc_string: str) -> tuple[str, str]:
     """(exception type name, first line of its message) from a formatted traceback or RQ's note."""
-    if exc_string.startswith("Work-horse terminated unexpectedly"):
+    if exc_string.startswith(rq_compat.WORK_HORSE_KILLED):
         return "WorkHorseKilled", exc_string.strip().rstrip(";")
-    if "AbandonedJobError" in exc_string and "Traceback" not in exc_string:
-        return "AbandonedJobError", "the worker running it died"
+    if rq_compat.ABANDONED in exc_string and "Traceback" not in exc_string:
+        return rq_compat.ABANDONED, "the worker running it died"
     for line in reversed(exc_string.splitlines()):
         match = re.match(r"([A-Za-z_][\w.]*)(?:: (.*))?$", line)
         if match and not line.startswith((" ", "Traceback", "During handling", "The above exception")):
@@ -121,13 +122,14 @@ def flush_alerts(queue_name: str) -> str:
             .order_by("failed_at", "pk")
         )
         if not rows:
-            return "nothing to alert"
+            return _("nothing to alert")
         text = single_alert(rows[0]) if len(rows) == 1 else summary_alert(queue_name, rows)
         kind = DeadLetter.Alert.SENT if len(rows) == 1 else DeadLetter.Alert.SUMMARY
         DeadLetter.objects.filter(pk__in=[row.pk for row in rows]).update(alert=kind, alerted_at=timezone.now())
         enqueue_slack_alert(text=text, dedupe_key=f"deadletter-{rows[0].pk}")
     metrics.count(clients.redis(), "alerts", queue_name)
-    return f"alerted {len(rows)} failure(s) in {queue_name}"
+    alerted = ngettext("alerted %(n)d failure in %(queue)s", "alerted %(n)d failures in %(queue)s", len(rows))
+    return alerted % {"n": len(rows), "queue": queue_name}
 
 
 def sweep_failures(*, now: float | None = None) -> int:
@@ -234,5 +236,3 @@ def _positional_names(func_name: str) -> list[str]:
         return []
     positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
     return [parameter.name for parameter in parameters if parameter.kind in positional]
-
-

@@ -7,6 +7,8 @@ from math import ceil
 from django.conf import settings
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
 from jobs.models import DeadLetter
 
@@ -16,17 +18,17 @@ def escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-
 def single_alert(row: DeadLetter) -> str:
     attempts = len(row.attempts) or 1
+    message = row.exc_message.splitlines()[0] if row.exc_message else ""
     return "\n".join(
         [
-            f":rotating_light: Un job falló definitivamente en la cola *{escape(row.queue)}*",
-            f"• job: `{escape(row.job_id)}` ({escape(row.func_name)})",
-            f"• intentos: {attempts}",
-            f"• error: {escape(row.exc_type)}: {escape(row.exc_message.splitlines()[0] if row.exc_message else '')}",
-            f"• cuándo: {local_time(row.failed_at)} (Córdoba)",
-            f"<{admin_url('admin:jobs_deadletter_change', row.pk)}|Ver en admin>",
+            _(":rotating_light: A job failed for good in the queue *%(queue)s*") % {"queue": escape(row.queue)},
+            _("• job: `%(job)s` (%(task)s)") % {"job": escape(row.job_id), "task": escape(row.func_name)},
+            _("• attempts: %(n)d") % {"n": attempts},
+            _("• error: %(error)s: %(message)s") % {"error": escape(row.exc_type), "message": escape(message)},
+            _("• when: %(time)s (Córdoba)") % {"time": local_time(row.failed_at)},
+            _("<%(url)s|See in admin>") % {"url": admin_url("admin:jobs_deadletter_change", row.pk)},
         ]
     )
 
@@ -35,10 +37,14 @@ def summary_alert(queue_name: str, rows: list[DeadLetter]) -> str:
     minutes = max(1, ceil((timezone.now() - rows[0].failed_at).total_seconds() / 60))
     kinds = ", ".join(f"{escape(kind)} ×{count}" for kind, count in Counter(r.exc_type for r in rows).most_common(5))
     url = admin_url("admin:jobs_deadletter_changelist") + f"?queue={queue_name}&alert__exact=summary"
-    return (
-        f":rotating_light: {len(rows)} jobs fallaron definitivamente en *{escape(queue_name)}* "
-        f"en los últimos {minutes} min: {kinds} — <{url}|ver en admin>"
+    text = ngettext(
+        ":rotating_light: %(n)d job failed for good in *%(queue)s* in the last %(minutes)d min: "
+        "%(kinds)s — <%(url)s|see in admin>",
+        ":rotating_light: %(n)d jobs failed for good in *%(queue)s* in the last %(minutes)d min: "
+        "%(kinds)s — <%(url)s|see in admin>",
+        len(rows),
     )
+    return text % {"n": len(rows), "queue": escape(queue_name), "minutes": minutes, "kinds": kinds, "url": url}
 
 
 def local_time(moment: datetime) -> str:
@@ -47,4 +53,3 @@ def local_time(moment: datetime) -> str:
 
 def admin_url(name: str, *args) -> str:
     return settings.SITE_URL + reverse(name, args=args)
-

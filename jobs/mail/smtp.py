@@ -8,32 +8,28 @@ SMTP servers drop idle clients after 60–300 s, and the slot's worker calls it 
 With Django's SMTP backend, a kept connection that the server closed while idle fails on the next
 MAIL FROM: `SMTPBackend` then opens a new one and sends once more. Once DATA went out, the server may
 have the message, so it never sends again; the error goes up and the job retries under its policy.
-It also writes the message bytes itself when the message has the shape of ours (`as_smtp_bytes`).
+It also writes the message bytes itself when the message has the shape of ours (`messages.as_smtp_bytes`).
 
 `EMAIL_TIMEOUT` bounds connecting and every command but one: the server's answer to the message's end
 may take `DATA_TIMEOUT` (RFC 5321 §4.5.3.2.6: 10 minutes), since a server slow to answer has usually
-kept the message, and giving up sooner sends it again on the next attempt. `message_id(key)` names a
+kept the message, and giving up sooner sends it again on the next attempt. `messages.message_id(key)` names a
 message the same way on every attempt, so a receiving server that got it already can drop a repeat.
 """
 
 import logging
 import os
-import random
 import smtplib
 import threading
 import time
 from dataclasses import dataclass
-from email.header import Header
-from email.utils import formatdate, make_msgid, parseaddr
-from functools import lru_cache
 
 from django.conf import settings
-from django.core.mail import EmailMessage, EmailMultiAlternatives, get_connection
+from django.core.mail import EmailMessage, get_connection
 from django.core.mail.backends.base import BaseEmailBackend
 from django.core.mail.backends.smtp import EmailBackend as DjangoSMTPBackend
-from django.core.mail.utils import DNS_NAME
-from django.utils.crypto import salted_hmac
 from django.utils.module_loading import import_string
+
+from jobs.mail import messages
 
 log = logging.getLogger(__name__)
 
@@ -192,10 +188,15 @@ class SMTPBackend(DjangoSMTPBackend):
         """Django's `_send`; a message shaped like ours goes out through `_sendmail` with the bytes
         from `as_smtp_bytes`."""
         self.connection.answer_by = self.answer_by
-        if not _ours(email_message):
+        if not messages.is_ours(email_message):
             return super()._send(email_message)
         try:
-            _sendmail(self.connection, _envelope(email_message.from_email), email_message.to, _our_bytes(email_message))
+            _sendmail(
+                self.connection,
+                messages.envelope(email_message.from_email),
+                email_message.to,
+                messages.our_bytes(email_message),
+            )
         except smtplib.SMTPException:
             if not self.fail_silently:
                 raise
@@ -213,7 +214,7 @@ def _sendmail(connection: smtplib.SMTP, sender: str, recipients: list[str], data
         raise smtplib.SMTPSenderRefused(code, reply, sender)
     refused = {}
     for recipient in recipients:
-        code, reply = connection.docmd("rcpt", f"TO:<{_envelope(recipient)}>")
+        code, reply = connection.docmd("rcpt", f"TO:<{messages.envelope(recipient)}>")
         if code not in (250, 251):
             refused[recipient] = (code, reply)
         if code == 421:
@@ -236,73 +237,3 @@ def _abort(connection: smtplib.SMTP, code: int) -> None:
         connection.rset()
     except smtplib.SMTPServerDisconnected:
         pass
-
-
-@lru_cache(maxsize=64)  # the sender's address is the same in every message
-def _envelope(address: str) -> str:
-    """The address alone, for MAIL FROM and RCPT TO (`_ours` made sure it is ASCII, with no line break or comma)."""
-    if "<" not in address:
-        return address.strip()
-    return parseaddr(address)[1]
-
-
-def message_id(key: str) -> str:
-    """The Message-ID of every attempt to deliver `key`, from any host (RFC 5322 §3.6.4): opaque (keyed
-    with SECRET_KEY), in the sender's domain."""
-    digest = salted_hmac("jobs.mail.smtp.message_id", key, algorithm="sha256").hexdigest()[:40]
-    domain = _envelope(settings.DEFAULT_FROM_EMAIL).rpartition("@")[2] or DNS_NAME
-    return f"<{digest}@{domain}>"
-
-
-LINE_MAX = 998  # RFC 5322; a longer line takes Django's path, which encodes it (quoted-printable)
-
-
-def as_smtp_bytes(message: EmailMessage) -> bytes:
-    """The bytes Django's SMTP backend would send, written directly for messages shaped like ours
-    (a plain-text body and one HTML alternative, UTF-8, ASCII addresses, no attachments, copies or
-    extra headers but a Message-ID): Python's email package, through `message().as_bytes()`, was a
-    fifth of a worker's CPU per email. Any other message takes Django's path."""
-    return _our_bytes(message) if _ours(message) else message.message().as_bytes(linesep="\r\n")
-
-
-def _our_bytes(message: EmailMultiAlternatives) -> bytes:
-    boundary = f"==============={random.randrange(10**18, 10**19)}=="
-    html = message.alternatives[0][0]
-    head = (
-        f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"\r\nMIME-Version: 1.0\r\n'
-        f"Subject: {_subject(message.subject)}\r\nFrom: {message.from_email}\r\nTo: {', '.join(message.to)}\r\n"
-        f"Date: {formatdate(localtime=settings.EMAIL_USE_LOCALTIME)}\r\n"
-        f"Message-ID: {message.extra_headers.get('Message-ID') or make_msgid(domain=DNS_NAME)}\r\n"
-    )
-    texts = (("plain", message.body), ("html", html))
-    parts = "".join(f"--{boundary}\r\n{_part(subtype, text)}\r\n" for subtype, text in texts)
-    return f"{head}\r\n{parts}--{boundary}--\r\n".encode()
-
-
-def _ours(message: EmailMessage) -> bool:
-    alternatives = getattr(message, "alternatives", [])
-    addresses, headers = [message.from_email, *message.to], message.extra_headers
-    texts = [message.body, *(content for content, _ in alternatives)]
-    return (
-        type(message) is EmailMultiAlternatives
-        and (message.encoding or settings.DEFAULT_CHARSET).lower() in ("utf-8", "utf8")
-        and message.content_subtype == "plain"
-        and len(alternatives) == 1 and alternatives[0][1] == "text/html" and isinstance(alternatives[0][0], str)
-        and not (message.attachments or message.cc or message.bcc or message.reply_to)
-        and set(message.extra_headers) <= {"Message-ID"}
-        and all(isinstance(v, str) and v.isascii() and "\r" not in v and "\n" not in v for v in headers.values())
-        and all(address.isascii() and not any(c in address for c in "\r\n,") for address in addresses)
-        and not any(c in message.subject for c in "\r\n") and len(message.subject) <= 60
-        and all(len(line.encode()) <= LINE_MAX for text in texts for line in text.splitlines())
-    )  # fmt: skip
-
-
-@lru_cache(maxsize=64)
-def _subject(subject: str) -> str:
-    return subject if subject.isascii() else Header(subject, "utf-8").encode()
-
-
-def _part(subtype: str, text: str) -> str:
-    body = text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "\r\n")
-    headers = f'Content-Type: text/{subtype}; charset="utf-8"\r\nMIME-Version: 1.0\r\nContent-Transfer-Encoding: 8bit'
-    return f"{headers}\r\n\r\n{body}"

@@ -12,14 +12,11 @@ from dataclasses import asdict, dataclass
 import django_rq
 from django.conf import settings
 from redis.exceptions import RedisError, ResponseError
-from rq import defaults
-from rq.utils import now
-
-from jobs.enqueue import clients
 
 from jobs.config import crons, policies
-
+from jobs.enqueue import clients
 from jobs.observability import reads
+from jobs.rq_compat import key_prefix, now
 
 
 @dataclass(frozen=True)
@@ -88,7 +85,13 @@ def queue_checks(stats: reads.QueueStats) -> list[Check]:
     policy, name = stats.policy, stats.name
     found = [workers_check(policy, stats.workers)]
     if stats.paused:  # on purpose, so a warning: jobs wait until someone resumes it
-        found.append(Check(f"{name}.paused", "warn", f"paused since {stats.paused.since.isoformat(timespec='seconds')} by {stats.paused.by}"))
+        found.append(
+            Check(
+                f"{name}.paused",
+                "warn",
+                f"paused since {stats.paused.since.isoformat(timespec='seconds')} by {stats.paused.by}",
+            )
+        )
     waited = (now() - stats.oldest_waiting).total_seconds() if stats.oldest_waiting else 0
     found.append(Check(f"{name}.backlog", "warn" if waited > policy.max_wait else "ok",
                        f"oldest waiting {waited:.0f} s (limit {policy.max_wait} s), {stats.counts['queued']} queued"))  # fmt: skip
@@ -102,9 +105,9 @@ def queue_checks(stats: reads.QueueStats) -> list[Check]:
 
 def _redis_identity(connection) -> Check:
     db = connection.connection_pool.connection_kwargs.get("db", 0)
-    if defaults.RQ_KEY_PREFIX != settings.RQ_KEY_PREFIX:
-        return Check("redis", "fail", f"keys go under {defaults.RQ_KEY_PREFIX!r}, not {settings.RQ_KEY_PREFIX!r}")
-    return Check("redis", "ok", f"reachable, logical DB {db}, keys under {defaults.RQ_KEY_PREFIX}:")
+    if key_prefix() != settings.RQ_KEY_PREFIX:
+        return Check("redis", "fail", f"keys go under {key_prefix()!r}, not {settings.RQ_KEY_PREFIX!r}")
+    return Check("redis", "ok", f"reachable, logical DB {db}, keys under {key_prefix()}:")
 
 
 def _redis_durability(connection) -> list[Check]:

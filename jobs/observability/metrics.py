@@ -8,13 +8,11 @@ from itertools import accumulate
 from django.conf import settings
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import CollectorRegistry
-from rq.utils import now
-
-from jobs.enqueue import clients
 
 from jobs.config import policies
-
+from jobs.enqueue import clients
 from jobs.observability import reads, series
+from jobs.rq_compat import now
 
 BUCKETS = (0.1, 0.5, 1, 5, 15, 60, 300, float("inf"))  # seconds a job ran
 

@@ -11,7 +11,8 @@ what the task read), so only staff with `view_payloads` see them. Called outside
 """
 
 from rq import get_current_job
-from rq.utils import now, utcformat
+
+from jobs.rq_compat import now, utcformat
 
 LOG_LINES = 200
 LINE_CHARS = 300
@@ -22,7 +23,11 @@ def report(percent: float, message: str = "") -> None:
     job = get_current_job()
     if job is None:
         return
-    job.meta["progress"] = {"percent": max(0, min(100, round(percent))), "message": message[:MESSAGE_CHARS], "at": utcformat(now())}
+    job.meta["progress"] = {
+        "percent": max(0, min(100, round(percent))),
+        "message": message[:MESSAGE_CHARS],
+        "at": utcformat(now()),
+    }
     job.save_meta()
 
 

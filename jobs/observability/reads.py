@@ -13,17 +13,15 @@ from functools import partial
 
 import django_rq
 from django.conf import settings
-from rq.job import JOB_ID_PATTERN, Job
+from rq.job import Job
 from rq.registry import StartedJobRegistry
-from rq.utils import now, utcparse
-from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
-from jobs.enqueue import clients
-
+from jobs import rq_compat
 from jobs.config import crons, pauses, policies
-
-from jobs.observability import series
+from jobs.enqueue import clients
 from jobs.models import CronRun
+from jobs.observability import series
+from jobs.rq_compat import now, utcparse
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +98,9 @@ def page(queue_name: str, state: str, number: int = 1, search: str = "", func: s
     ids = job_ids(queue, state, start, start + PAGE_SIZE)
     jobs = fetch_jobs(queue, ids)
     read = {job.id for job in jobs}
-    unreadable = [job_id for job_id in ids if job_id not in read and not (valid_id(job_id) and not _exists(queue, job_id))]
+    unreadable = [
+        job_id for job_id in ids if job_id not in read and not (valid_id(job_id) and not _exists(queue, job_id))
+    ]
     return Page(jobs, total, number, pages, unreadable=[printable(job_id) for job_id in unreadable])
 
 
@@ -196,14 +196,14 @@ def queue_stats(name: str) -> QueueStats:
 def workers(queue_name: str) -> list[WorkerInfo]:
     connection = _queue(queue_name).connection
     found = []
-    for key in sorted(connection.smembers(WORKERS_BY_QUEUE_KEY % queue_name)):
+    for key in sorted(connection.smembers(rq_compat.workers_of_queue_key(queue_name))):
         data = connection.hgetall(key)
-        heartbeat = data.get(b"last_heartbeat")
-        state = data.get(b"state", b"gone").decode()
+        heartbeat = data.get(rq_compat.HEARTBEAT_FIELD.encode())
+        state = data.get(rq_compat.STATE_FIELD.encode(), b"gone").decode()
         slots, busy = _per_queue(data.get(b"slots")), _per_queue(data.get(b"busy"))  # written by jobs.runtime.slots
         found.append(
             WorkerInfo(
-                name=key.decode().rsplit(":", 1)[-1],
+                name=rq_compat.worker_name_from_key(key),
                 alive=bool(data),
                 state=state,
                 last_heartbeat=utcparse(heartbeat.decode()) if heartbeat else None,
@@ -256,7 +256,7 @@ def overview() -> Overview:
 
 
 def valid_id(job_id: str) -> bool:
-    return bool(JOB_ID_PATTERN.fullmatch(job_id))  # what rq's `validate_job_id` accepts
+    return rq_compat.valid_job_id(job_id)
 
 
 def printable(job_id: str) -> str:
@@ -268,7 +268,9 @@ def fetch_jobs(queue, ids: list[str]) -> list[Job]:
     for the worker that dequeues it, or the sweep, to set aside."""
     readable = [job_id for job_id in ids if valid_id(job_id)]
     try:
-        return [job for job in Job.fetch_many(readable, connection=queue.connection, serializer=queue.serializer) if job]
+        return [
+            job for job in Job.fetch_many(readable, connection=queue.connection, serializer=queue.serializer) if job
+        ]
     except Exception:  # a hash RQ cannot restore, somewhere in the lot
         return [job for job in map(partial(fetch_job, queue), readable) if job]
 
@@ -282,4 +284,3 @@ def fetch_job(queue, job_id: str) -> Job | None:
     except Exception:
         log.warning("job %r in %s cannot be read", job_id, queue.name)
         return None
-

@@ -48,13 +48,13 @@ class Family:
                 self._spawn(label)
             while self.children:
                 pid, status = os.wait()
-                label = self.children.pop(pid, None)
-                if label is None or self.stopping:
+                ended = self.children.pop(pid, None)
+                if ended is None or self.stopping:
                     continue
-                log.warning("worker %s (pid %d) exited (%s); starting another", label, pid, _describe(status))
+                log.warning("worker %s (pid %d) exited (%s); starting another", ended, pid, _describe(status))
                 time.sleep(RESPAWN_DELAY)
                 if not self.stopping:
-                    self._spawn(label)
+                    self._spawn(ended)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)

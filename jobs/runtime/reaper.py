@@ -16,13 +16,8 @@ from contextlib import contextmanager
 
 from django.conf import settings
 from redis.exceptions import LockError, RedisError
-from rq import Worker
-from rq.executions import Execution
-from rq.registry import StartedJobRegistry
-from rq.scheduler import SCHEDULER_KEY_TEMPLATE, RQScheduler
-from rq.scripts import release_lock
-from rq.worker_registration import REDIS_WORKER_KEYS, WORKERS_BY_QUEUE_KEY
 
+from jobs import rq_compat
 from jobs.config import policies
 from jobs.failures.final import sweep_abandoned
 
@@ -75,7 +70,7 @@ def _held(lock):
 
 
 def _reap(connection, now_ts: float | None) -> list[str]:
-    names = sorted(key.decode().rsplit(":", 1)[-1] for key in connection.smembers(REDIS_WORKER_KEYS))
+    names = sorted(rq_compat.worker_name_from_key(key) for key in connection.smembers(rq_compat.WORKERS_KEY))
     dead = [name for name, alive in zip(names, _alive(connection, names)) if not alive]
     for name in dead:
         _bury(connection, name)
@@ -88,42 +83,39 @@ def _release_dead_schedulers_locks(connection) -> None:
     """A retry delay must not wait for a dead scheduler's lock to expire. A lock's owner is an
     in-process worker (its scheduler takes the worker's name) or a scheduler process that a forking
     worker forked (a name of its own, and a hash of its own with its pid): it lives if either does."""
-    lock_keys = [RQScheduler.get_locking_key(queue_name) for queue_name in policies.QUEUES]
+    lock_keys = [rq_compat.scheduler_lock_key(queue_name) for queue_name in policies.QUEUES]
     owners = {key: owner.decode() for key, owner in zip(lock_keys, connection.mget(lock_keys)) if owner}
     names = list(owners.values())
     as_workers = _alive(connection, names)
-    as_schedulers = _alive(connection, names, prefix=SCHEDULER_KEY_TEMPLATE % "")
+    as_schedulers = _alive(connection, names, key_of=rq_compat.scheduler_hash_key)
     for (key, owner), worker, scheduler in zip(owners.items(), as_workers, as_schedulers):
         if not (worker or scheduler):
-            release_lock(connection, key, owner)
+            rq_compat.release_scheduler_lock(connection, key, owner)
 
 
-def _alive(connection, names: list[str], prefix: str = Worker.redis_worker_namespace_prefix) -> list[bool]:
-    """Whether each worker (or scheduler: `prefix`) still beats (its hash has its pid) and, on this
+def _alive(connection, names: list[str], key_of=rq_compat.worker_key) -> list[bool]:
+    """Whether each worker (or scheduler: `key_of`) still beats (its hash has its pid) and, on this
     host, its process still runs."""
     hostname = socket.gethostname()
     with connection.pipeline(transaction=False) as pipe:
         for name in names:
-            pipe.hmget(prefix + name, "pid", "hostname")
+            rq_compat.worker_process_fields(pipe, key_of(name))
         rows = pipe.execute()
     return [
-        pid is not None and not (host and host.decode() == hostname and not _pid_alive(int(pid)))
-        for pid, host in rows
+        pid is not None and not (host and host.decode() == hostname and not _pid_alive(int(pid))) for pid, host in rows
     ]
 
 
 def _bury(connection, name: str) -> None:
     """Unregister a dead worker; the jobs it was running are abandoned now, not when their TTL ends."""
-    worker_key = Worker.redis_worker_namespace_prefix + name
-    executions_key = Execution(id="", job_id="", connection=connection, worker_name=name).worker_executions_key
+    executions_key = rq_compat.worker_executions_key(name)
     running = [entry.decode() for entry in connection.smembers(executions_key)]
     with connection.pipeline(transaction=False) as pipe:
         for queue_name in policies.QUEUES:
             for entry in running:
-                pipe.zadd(StartedJobRegistry.key_template.format(queue_name), {entry: 0}, xx=True)
-            pipe.srem(WORKERS_BY_QUEUE_KEY % queue_name, worker_key)
-        pipe.srem(REDIS_WORKER_KEYS, worker_key)
-        pipe.delete(worker_key, executions_key)
+                rq_compat.abandon_execution(pipe, queue_name, entry)
+        rq_compat.unlist_worker(pipe, name, policies.QUEUES)
+        pipe.delete(rq_compat.worker_key(name), executions_key)
         pipe.execute()
     log.warning("worker %s is dead; its %d running job(s) are handed back", name, len(running))
 

@@ -10,8 +10,11 @@ and job count.
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterable
 
 from django.db import close_old_connections, connections
+from redis import Redis
+from rq.queue import Queue
 
 from jobs.config import pauses, policies
 from jobs.enqueue import clients
@@ -28,7 +31,7 @@ REDIS_BACKOFF_MAX = 5  # seconds: the longest a slot waits between two tries whi
 class QueueSlots:
     """The slots of one queue: `leader` is held by the one idle slot that waits in Redis."""
 
-    def __init__(self, queue, size: int):
+    def __init__(self, queue: Queue, size: int) -> None:
         self.queue = queue
         self.size = size
         self.throttled = policies.QUEUES[queue.name].smtp_throttled
@@ -41,7 +44,15 @@ class QueueSlots:
 
 
 class SlotLoop:
-    """The slot threads' part of `SlotWorker`."""
+    """The slot threads' part of `SlotWorker`, which sets these:"""
+
+    connection: Redis
+    _stopping: threading.Event
+    _pauses: pauses.PauseCache
+    _jobs_lock: threading.Lock
+    _jobs_done: int
+    _max_jobs: int
+    _recycle_now: Callable[[str], None]
 
     def _run_slot(self, group: QueueSlots, index: int, burst: bool) -> None:
         runner = group.runners[index]
@@ -85,18 +96,21 @@ class SlotLoop:
             _run(hooks.SLOT_END)
             connections.close_all()
 
-    def _dequeue(self, queue, burst: bool) -> str | None:
+    def _dequeue(self, queue: Queue, burst: bool) -> str | None:
         """The next job's id, moved into the queue's intermediate list as RQ's `dequeue_any` does
         (RQ's maintenance checks that list), without building a Queue per job. A job that arrives
         after the queue was paused goes back."""
         if burst:
-            job_id = self.connection.lmove(queue.key, queue.intermediate_queue_key)
+            raw = self.connection.lmove(queue.key, queue.intermediate_queue_key)
         else:
-            job_id = self.connection.blmove(queue.key, queue.intermediate_queue_key, DEQUEUE_TIMEOUT)
-        if job_id is not None and queue.name in self._pauses.names():
-            pauses.give_back(self.connection, queue, job_id.decode())
+            raw = self.connection.blmove(queue.key, queue.intermediate_queue_key, DEQUEUE_TIMEOUT)
+        if raw is None:
             return None
-        return job_id.decode() if job_id is not None else None
+        job_id = raw.decode() if isinstance(raw, bytes) else raw
+        if queue.name in self._pauses.names():
+            pauses.give_back(self.connection, queue, job_id)
+            return None
+        return job_id
 
     def _take_turn(self) -> bool:
         """Wait, holding the queue's leader, until the SMTP limit lets one more job start
@@ -108,12 +122,12 @@ class SlotLoop:
             return False
         return True
 
-    def _run_job(self, runner: SlotRunner, job_id: str, queue, waited: float) -> None:
+    def _run_job(self, runner: SlotRunner, job_id: str, queue: Queue, waited: float) -> None:
         if waited > DB_CHECK_AFTER:
             close_old_connections()  # one that aged is replaced, one that broke while we waited too
         started = time.monotonic()
         try:
-            job = runner.execute_job(job_id, queue)
+            job = runner.run_job_id(job_id, queue)
             took = (time.monotonic() - started) * 1000
             outcome = job.get_status(refresh=False).value if job else "not run: deleted, or unreadable and set aside"
             log.info("%s: %s %s in %.0f ms", queue.name, job_id, outcome, took)
@@ -131,6 +145,6 @@ class SlotLoop:
                     self._recycle_now(f"{self._jobs_done} jobs done")
 
 
-def _run(functions) -> None:
+def _run(functions: Iterable[Callable[[], object]]) -> None:
     for function in functions:
         function()

@@ -1,8 +1,9 @@
 """Everything the in-process worker (`jobs.runtime.slots`) changes inside RQ's worker, in one place.
 
-Checked against rq 3.0.0: `tests/test_slots.py` fails on any other version until this module has
-been read again against the new one. A slot runs RQ's own job lifecycle (`BaseWorker.perform_job`:
-status, registries, results, retries, failure callbacks), without what belongs to a process:
+It overrides public methods of RQ's worker but relies on their call order in `perform_job`: read it
+again, with `jobs.rq_compat`, when the system check `jobs.E010` says RQ changed. A slot runs RQ's
+own job lifecycle (`BaseWorker.perform_job`: status, registries, results, retries, failure
+callbacks), without what belongs to a process:
 
 - heartbeats and the worker state: the process beats once per interval for all of its slots, so
   `heartbeat`, `set_state` and `procline` do nothing here, and a job's execution lives as long as
@@ -28,36 +29,45 @@ status, registries, results, retries, failure callbacks), without what belongs t
   (RQ's or redis-py's, where it could leave a pooled connection mid-command).
 """
 
-import asyncio
 import ctypes
 import functools
 import logging
 import threading
 import time
-from uuid import uuid4
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any, ParamSpec, TypeVar
 
-import rq
-from rq.executions import Execution, ExecutionRegistry
-from rq.job import Job, JobStatus
-from rq.rate_limit import release_slot
-from rq.results import Result
-from rq.timeouts import BaseDeathPenalty, JobTimeoutException
-from rq.utils import now, utcformat
+from redis.client import Pipeline
+from rq.job import Job
+from rq.queue import Queue
+from rq.registry import StartedJobRegistry
 
+from jobs import rq_compat
 from jobs.observability import metrics, reads
-
+from jobs.rq_compat import (
+    BaseDeathPenalty,
+    Execution,
+    FailureCallbackType,
+    JobTimeoutException,
+    StoppedCallbackType,
+    SuccessCallbackType,
+    now,
+)
 from jobs.runtime import unreadable
 from jobs.runtime.job import CeresJob
-from jobs.runtime.worker import CeresWorker
+from jobs.runtime.worker import CeresWorker, WorkerQueues
 
-CHECKED_RQ_VERSION = "3.0.0"
 WATCHDOG_TICK = 0.2  # seconds: how late past its timeout a job may be stopped
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 class _Watchdog:
     """One thread per process that raises the timeout exception in slots whose job ran too long."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._deadlines: dict[int, tuple[float, type[BaseException]]] = {}  # thread id -> deadline
         self._fired: set[int] = set()  # threads sent their timeout, which they may not have raised yet
         self._lock = threading.Lock()
@@ -93,24 +103,30 @@ class _Watchdog:
 
 
 _watchdog = _Watchdog()
-_quiet_log = logging.getLogger("rq.worker.slots")
+_quiet_log = logging.getLogger(f"{rq_compat.RQ_WORKER_LOGGER}.slots")
 _quiet_log.setLevel(logging.WARNING)
-_timeout_classes: dict[int, type[JobTimeoutException]] = {}
+_timeout_classes: dict[float, type[JobTimeoutException]] = {}
 
 
 class WatchdogDeathPenalty(BaseDeathPenalty):
-    def __init__(self, timeout, exception=JobTimeoutException, **kwargs):
+    def __init__(
+        self,
+        timeout: float,  # a job's (RQ types it float), its queue's default, or a callback's
+        exception: type[BaseException] = JobTimeoutException,
+        **kwargs: object,
+    ) -> None:
         super().__init__(timeout, exception, **kwargs)
+        self.seconds = timeout
 
-    def setup_death_penalty(self):
-        if self._timeout > 0:
-            _watchdog.arm(self._timeout, _timeout_class(self._timeout))
+    def setup_death_penalty(self) -> None:
+        if self.seconds > 0:
+            _watchdog.arm(self.seconds, _timeout_class(self.seconds))
 
-    def cancel_death_penalty(self):
+    def cancel_death_penalty(self) -> None:
         _watchdog.disarm()
 
 
-def _run_job_code(func, *args, **kwargs):
+def _run_job_code(func: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
     """Call the job's own code, its deadline disarmed the moment it returns. A timeout raised at
     the call as `func` returns stops the job (its result is not in yet); one raised after it (at
     the disarm's first line, before its lock) came too late: it is dropped, then the disarm done
@@ -126,47 +142,43 @@ def _run_job_code(func, *args, **kwargs):
 
 class SlotJob(CeresJob):
     """A job as a slot runs it: only the task's call, and its callbacks', run under the deadline
-    (`_run_job_code`); RQ's `perform` around them (its context, the result) does not."""
+    (`_run_job_code`); RQ's `perform` around them (its context, the result) does not. A coroutine
+    would run without its deadline (RQ runs it after the call): no task of ours is one."""
 
-    def _execute(self):
-        result = _run_job_code(self.func, *self.args, **self.kwargs)
-        # As rq's Job._execute. A coroutine would run here without its deadline: no task of ours is one.
-        return asyncio.run(result) if asyncio.iscoroutine(result) else result
+    returned: object = None  # what the task returned, kept for the success pipeline (RQ keeps it privately)
 
     @property
-    def success_callback(self):
+    def func(self) -> Callable[..., object]:
+        return functools.partial(_run_job_code, super().func)
+
+    def perform(self) -> object:
+        self.returned = super().perform()
+        return self.returned
+
+    @property
+    def success_callback(self) -> SuccessCallbackType | None:
         return _deadline_bound(super().success_callback)
 
     @property
-    def failure_callback(self):
+    def failure_callback(self) -> FailureCallbackType | None:
         return _deadline_bound(super().failure_callback)
 
     @property
-    def stopped_callback(self):
+    def stopped_callback(self) -> StoppedCallbackType | None:
         return _deadline_bound(super().stopped_callback)
 
 
-def _deadline_bound(callback):
+def _deadline_bound(callback: Callable[..., T] | None) -> Callable[..., T] | None:
     return functools.partial(_run_job_code, callback) if callback else None
 
 
-def _timeout_class(seconds: int) -> type[JobTimeoutException]:
+def _timeout_class(seconds: float) -> type[JobTimeoutException]:
     """An async exception is raised from its class alone: one subclass per timeout carries the message."""
     if seconds not in _timeout_classes:
-        message = f"Task exceeded maximum timeout value ({seconds} seconds)"
+        message = rq_compat.TIMEOUT_MESSAGE.format(seconds=seconds)
         init = lambda self, *args: Exception.__init__(self, message)  # noqa: E731
         _timeout_classes[seconds] = type("JobTimeoutException", (JobTimeoutException,), {"__init__": init})
     return _timeout_classes[seconds]
-
-
-# Takes back what a deleted job's end wrote (hash, finished entry, result), unless a new job of the
-# same id (with its `data`) took the hash meanwhile.
-_FORGET_DELETED = """
-if redis.call('HEXISTS', KEYS[1], 'data') == 1 then return 0 end
-redis.call('DEL', KEYS[1], KEYS[3])
-redis.call('ZREM', KEYS[2], ARGV[1])
-return 1
-"""
 
 
 class SlotRunner(CeresWorker):
@@ -174,21 +186,27 @@ class SlotRunner(CeresWorker):
 
     death_penalty_class = WatchdogDeathPenalty
 
-    def __init__(self, *args, execution_ttl: int, **kwargs):
-        super().__init__(*args, prepare_for_work=False, **kwargs)
+    def __init__(
+        self,
+        queues: WorkerQueues,
+        *,
+        execution_ttl: int,
+        **kwargs: Any,  # `CeresWorker`'s, each of its own type
+    ) -> None:
+        super().__init__(queues, prepare_for_work=False, **kwargs)
         self.job_class = SlotJob
         self.execution_ttl = execution_ttl
         self.log = _quiet_log
 
-    def execute_job(self, job_id: str, queue) -> Job | None:
+    def run_job_id(self, job_id: str, queue: Queue) -> Job | None:
         """Start the job `job_id` (just moved from `queue` to its intermediate list) and run it;
         returns the job, or None if it was deleted meanwhile."""
         job, execution = self.start(job_id, queue)
-        if job is not None:
+        if job is not None and execution is not None:  # both or neither
             self.perform_job(job, queue, execution)
         return job
 
-    def start(self, job_id: str, queue) -> tuple[Job | None, Execution | None]:
+    def start(self, job_id: str, queue: Queue) -> tuple[Job | None, Execution | None]:
         """Mark the job started and read it, in one round trip: RQ reads it, then starts it. None if
         it was deleted meanwhile, or cannot be read (then it is set aside: `jobs.runtime.unreadable`)."""
         if not reads.valid_id(job_id):
@@ -196,24 +214,16 @@ class SlotRunner(CeresWorker):
             return None, None
         job = self.job_class(job_id, connection=self.connection, serializer=self.serializer)
         job.origin = queue.name  # the started registry's, until the job's own is read
-        execution = Execution(id=uuid4().hex, job_id=job_id, connection=self.connection, worker_name=self.name)
-        execution._job = job
-        ttl = self.execution_ttl
         with self.connection.pipeline() as pipe:
-            # What rq's Execution.create writes...
-            execution.save(ttl=ttl, pipeline=pipe)
-            ExecutionRegistry(job_id=job_id, connection=pipe).add(execution=execution, ttl=ttl, pipeline=pipe)
-            job.started_job_registry.add_execution(execution, pipeline=pipe, ttl=ttl)
-            pipe.sadd(execution.worker_executions_key, execution.composite_key)
-            pipe.expire(execution.worker_executions_key, ttl + 60)
-            # ...what rq's prepare_job_execution does, less the heartbeats...
+            execution = Execution.create(job, self.execution_ttl, pipeline=pipe, worker_name=self.name)
+            # What rq's prepare_job_execution does, less the heartbeats...
             job.prepare_for_execution(self.name, pipeline=pipe)
             pipe.persist(job.key)
             pipe.lrem(queue.intermediate_queue_key, 1, job_id)
             # ...and the job as it is now, started.
             pipe.hgetall(job.key)
             raw = pipe.execute()[-1]
-        if b"data" not in raw:  # deleted while queued: what we just wrote is all there is
+        if not rq_compat.hash_holds_job(raw):  # deleted while queued: what we just wrote is all there is
             self._undo_start(job, execution, delete_stub=True)
             return None, None
         try:
@@ -225,28 +235,32 @@ class SlotRunner(CeresWorker):
         self.executions[execution.id] = execution
         return job, execution
 
-    def _undo_start(self, job, execution: Execution, *, delete_stub: bool) -> None:
+    def _undo_start(self, job: Job, execution: Execution, *, delete_stub: bool) -> None:
         with self.connection.pipeline() as pipe:
             execution.delete(job, pipeline=pipe)
             if delete_stub:
                 pipe.delete(job.key)
             pipe.execute()
 
-    def prepare_job_execution(self, job, remove_from_intermediate_queue: bool = False) -> None:
+    def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
         pass  # done by `start`
 
-    def handle_job_success(self, job, queue, started_job_registry, execution):
+    def handle_job_success(
+        self, job: Job, queue: Queue, started_job_registry: StartedJobRegistry, execution: Execution | None = None
+    ) -> None:
         if job.repeats_left:
             return super().handle_job_success(job, queue, started_job_registry, execution)
+        # What a slot's `perform_job` hands over, for mypy: the job `start` built (`job_class`), its
+        # execution (`run_job_id` passes it) and its end (`handle_execution_ended` set it).
+        assert isinstance(job, SlotJob)
+        assert execution is not None
+        assert job.ended_at is not None
         result_ttl = job.get_result_ttl(self.default_result_ttl)
         with self.connection.pipeline() as pipe:
-            job._status = JobStatus.FINISHED
-            # Of the job hash RQ saves again, only these two changed since the start.
-            pipe.hset(job.key, mapping={"status": job._status, "ended_at": utcformat(job.ended_at)})
+            rq_compat.write_finished(pipe, job, job.ended_at)
             if result_ttl != 0:
-                Result.create(job, Result.Type.SUCCESSFUL, return_value=job._result, ttl=result_ttl,
-                              worker_name=self.name, pipeline=pipe, execution_id=execution.id,
-                              execution_started_at=execution.created_at, execution_ended_at=job.ended_at)  # fmt: skip
+                rq_compat.save_success_result(pipe, job, job.returned, ttl=result_ttl, worker_name=self.name,
+                                              execution=execution)  # fmt: skip
                 job.finished_job_registry.add(job, result_ttl, pipe)
             if result_ttl == 0:
                 job.delete(pipeline=pipe, remove_from_queue=False)
@@ -256,41 +270,36 @@ class SlotRunner(CeresWorker):
             metrics.job_finished(pipe, job, queue.name, job.ended_at)
             created_fields = pipe.execute()[0]
         if created_fields == 2:  # `status` was not there: the job was deleted while it ran
-            keys = (job.key, job.finished_job_registry.key, Result.get_key(job.id))
-            self.connection.eval(_FORGET_DELETED, len(keys), *keys, job.id)
-        release_slot(job)
+            rq_compat.forget_deleted_job(self.connection, job)
+        rq_compat.release_rate_slot(job)
 
     @property
     def running(self) -> list[Execution]:
         return list(self.executions.values())
 
-    def get_heartbeat_ttl(self, job, working_time: float = 0.0) -> int:
+    def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         return self.execution_ttl
 
-    def heartbeat(self, timeout=None, pipeline=None):
+    def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
         pass
 
-    def set_state(self, state, pipeline=None):
+    def set_state(self, state: str, pipeline: Pipeline | None = None) -> None:
         pass
 
-    def procline(self, message):
+    def procline(self, message: str) -> None:
         pass
 
-    def increment_failed_job_count(self, pipeline=None):
+    def increment_failed_job_count(self, pipeline: Pipeline | None = None) -> None:
         pass
 
-    def increment_successful_job_count(self, pipeline=None):
+    def increment_successful_job_count(self, pipeline: Pipeline | None = None) -> None:
         pass
 
-    def increment_total_working_time(self, job_execution_time, pipeline):
+    def increment_total_working_time(self, job_execution_time: timedelta, pipeline: Pipeline) -> None:
         pass
 
-    def handle_execution_ended(self, job, queue, heartbeat_ttl):
+    def handle_execution_ended(self, job: Job, queue: Queue, heartbeat_ttl: int) -> None:
         job.ended_at = now()
 
     def _close_connections_after_bookkeeping(self) -> bool:
         return False  # a slot keeps its database connection; the slot loop checks it around each job
-
-
-def rq_version_checked() -> bool:
-    return rq.__version__ == CHECKED_RQ_VERSION

@@ -31,21 +31,30 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Collection
+from types import FrameType
+from typing import Any
 
 from django.conf import settings
 from django.db import connections
+from redis.client import Pipeline
 from redis.exceptions import RedisError
-from rq.scheduler import RQScheduler
-from rq.utils import now, utcformat
-from rq.worker_registration import unregister
-
-
+from rq.queue import Queue
 
 from jobs.config import pauses, policies
+from jobs.rq_compat import (
+    HEARTBEAT_FIELD,
+    STATE_FIELD,
+    RQScheduler,
+    abandon_execution,
+    now,
+    unregister_worker,
+    utcformat,
+)
 from jobs.runtime.reaper import reap_dead_workers
 from jobs.runtime.slot_loop import DEQUEUE_TIMEOUT, QueueSlots, SlotLoop
 from jobs.runtime.slot_runner import SlotRunner
-from jobs.runtime.worker import CeresWorker
+from jobs.runtime.worker import CeresWorker, WorkerQueues
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +68,9 @@ SECOND_SIGNAL_GRACE = 1  # a signal this soon after the first is the same stop (
 class SlotWorker(SlotLoop, CeresWorker):
     """The process: registered once in Redis, beats for every slot, reaps dead workers, schedules."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, queues: WorkerQueues, **kwargs: Any) -> None:  # `kwargs`: RQ's, each of its own type
         kwargs["worker_ttl"] = PROCESS_TTL
-        super().__init__(*args, **kwargs)
+        super().__init__(queues, **kwargs)
         self.groups = [QueueSlots(queue, policies.QUEUES[queue.name].concurrency) for queue in self.queues]
         self._stopping = threading.Event()
         self._first_signal_at = 0.0
@@ -73,9 +82,19 @@ class SlotWorker(SlotLoop, CeresWorker):
 
     # --- the process ----------------------------------------------------------------------------
 
-    def work(self, burst=False, logging_level=None, max_jobs=None, with_scheduler=False, **ignored) -> bool:
+    def work(  # RQ's signature; the options of its fork loop (formats, idle time, strategy) do not apply
+        self,
+        burst: bool = False,
+        logging_level: str | None = None,
+        date_format: str = "",
+        log_format: str = "",
+        max_jobs: int | None = None,
+        max_idle_time: int | None = None,
+        with_scheduler: bool = False,
+        dequeue_strategy: object = None,
+    ) -> bool:
         self.bootstrap(logging_level or "INFO")
-        self._install_signal_handlers()
+        self._install_stop_handlers()
         self._max_jobs = max_jobs or settings.WORKER_MAX_JOBS
         if with_scheduler or not burst:
             self._start_rq_scheduler(burst)
@@ -105,7 +124,7 @@ class SlotWorker(SlotLoop, CeresWorker):
     def describe_slots(self) -> str:
         return ", ".join(f"{group.queue.name}: {group.size} slots" for group in self.groups)
 
-    def _runner(self, queue) -> SlotRunner:
+    def _runner(self, queue: Queue) -> SlotRunner:
         return SlotRunner(
             [queue],
             name=self.name,
@@ -139,12 +158,12 @@ class SlotWorker(SlotLoop, CeresWorker):
             self._recycle = True
             self._stopping.set()
 
-    def heartbeat(self, timeout=None, pipeline=None):
+    def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
         """One pipeline for the process and every job it runs; re-registers if Redis lost the hash."""
         self.last_heartbeat = now()
         running = [(group, execution) for group in self.groups for r in group.runners for execution in r.running]
         with self.connection.pipeline(transaction=False) as pipe:
-            pipe.hset(self.key, mapping={"last_heartbeat": utcformat(self.last_heartbeat), **self._slot_fields()})
+            pipe.hset(self.key, mapping={HEARTBEAT_FIELD: utcformat(self.last_heartbeat), **self._slot_fields()})
             pipe.expire(self.key, PROCESS_TTL)
             pipe.expire(self.executions_key, PROCESS_TTL)
             for group, execution in running:
@@ -156,12 +175,12 @@ class SlotWorker(SlotLoop, CeresWorker):
 
     def _slot_fields(self) -> dict:
         return {
-            "state": "busy" if any(group.busy for group in self.groups) else "idle",
+            STATE_FIELD: "busy" if any(group.busy for group in self.groups) else "idle",
             "slots": ",".join(f"{group.queue.name}={group.size}" for group in self.groups),
             "busy": ",".join(f"{group.queue.name}={group.busy}" for group in self.groups),
         }
 
-    def register_birth(self):
+    def register_birth(self) -> None:
         self.birth_date = self.last_heartbeat = now()
         self.register()
 
@@ -170,10 +189,10 @@ class SlotWorker(SlotLoop, CeresWorker):
 
     registration_ttl = PROCESS_TTL
 
-    def _install_signal_handlers(self):
+    def _install_stop_handlers(self) -> None:
         self._previous_handlers = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
 
-    def _on_signal(self, signum, frame):
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         moment = time.monotonic()
         if not self._first_signal_at:
             self._first_signal_at = moment
@@ -193,8 +212,8 @@ class SlotWorker(SlotLoop, CeresWorker):
                 for group in self.groups:
                     for runner in group.runners:
                         for execution in runner.running:
-                            pipe.zadd(group.queue.started_job_registry.key, {execution.composite_key: 0}, xx=True)
-                unregister(self, pipe)
+                            abandon_execution(pipe, group.queue.name, execution.composite_key)
+                unregister_worker(pipe, self)
                 pipe.delete(self.key, self.executions_key)
                 pipe.execute()
             if self._rq_scheduler:
@@ -233,6 +252,7 @@ class SlotWorker(SlotLoop, CeresWorker):
 
     def _tick_rq_scheduler(self) -> None:
         scheduler = self._rq_scheduler
+        assert scheduler is not None  # ticked only once started
         moment = time.monotonic()
         if moment - self._scheduler_checked >= HEARTBEAT_INTERVAL:  # refresh held locks, try for the others
             self._scheduler_checked = moment
@@ -243,13 +263,12 @@ class SlotWorker(SlotLoop, CeresWorker):
             scheduler.enqueue_scheduled_jobs()
 
 
-
 def rss_mb() -> float:
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def worker_class_for(queue_names) -> type[CeresWorker]:
+def worker_class_for(queue_names: Collection[str]) -> type[CeresWorker]:
     """The in-process worker when every queue asks for it (policy `in_process`), else the forking one."""
     kinds = {policies.QUEUES[name].in_process for name in queue_names if name in policies.QUEUES}
     if len(kinds) > 1:
@@ -259,4 +278,3 @@ def worker_class_for(queue_names) -> type[CeresWorker]:
             f"{', '.join(in_process)} run in-process and {', '.join(forking)} fork per job: start one worker for each"
         )
     return SlotWorker if kinds == {True} else CeresWorker
-

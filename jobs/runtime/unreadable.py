@@ -17,12 +17,11 @@ from django.conf import settings
 from django.utils import timezone
 from rq.job import Job
 
-from jobs.enqueue import clients
-
 from jobs.config import policies
+from jobs.enqueue import clients
+from jobs.enqueue.producers import schedule_alert_flush
 from jobs.models import DeadLetter
 from jobs.observability.reads import fetch_jobs, printable, valid_id
-from jobs.enqueue.producers import schedule_alert_flush
 
 log = logging.getLogger(__name__)
 

@@ -5,23 +5,26 @@ import os
 import resource
 import signal
 import time
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, ParamSpec, TypeVar
 
 from django.conf import settings
-from rq import Worker, worker_registration
+from redis.client import Pipeline
+from rq import Worker
 from rq.exceptions import StopRequested
-from rq.job import JobStatus
-from rq.scheduler import RQScheduler
-from rq.serializers import JSONSerializer
-from rq.utils import now as rq_now
-
-from jobs.enqueue import clients
-
-from jobs.observability import metrics, series
+from rq.job import Job, JobStatus
+from rq.queue import Queue
+from rq.registry import StartedJobRegistry
+from rq.serializers import JSONSerializer, Serializer
 
 from jobs.config import pauses, policies
+from jobs.enqueue import clients
 from jobs.failures.alarms import check_crons, check_slos
-from jobs.failures.final import archive, close_db_connections, sweep_failures
 from jobs.failures.attempts import record_attempt
+from jobs.failures.final import archive, close_db_connections, sweep_failures
+from jobs.observability import metrics, series
+from jobs.rq_compat import REDIS_DOWN_LOG, Execution, RQScheduler, listen_to, register_worker
+from jobs.rq_compat import now as rq_now
 from jobs.runtime import hooks
 from jobs.runtime.job import CeresJob
 from jobs.runtime.reaper import reap_dead_workers
@@ -32,6 +35,10 @@ log = logging.getLogger(__name__)
 SWEEP_INTERVAL = 60  # seconds between two sweeps for missed final failures, across all workers
 REDIS_RETRY_INTERVAL = 1  # seconds between two tries while Redis does not answer
 PAUSED_IDLE_QUEUE = "paused-idle"  # what a forking worker waits on while all its queues are paused
+
+WorkerQueues = str | Queue | Sequence[str] | Sequence[Queue]  # what RQ's workers take as their queues
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 class CeresWorker(Worker):
@@ -49,15 +56,24 @@ class CeresWorker(Worker):
       heartbeat skips a beat. `jobs.enqueue.clients` logs the outage once.
     """
 
-    def __init__(self, *args, serializer=None, job_class=None, maintenance_interval=SWEEP_INTERVAL, **kwargs):
+    def __init__(
+        self,
+        queues: WorkerQueues,
+        *,
+        serializer: Serializer | str | None = None,
+        job_class: type[Job] | str | None = None,
+        maintenance_interval: int = SWEEP_INTERVAL,
+        **kwargs: Any,  # the rest of RQ's keyword arguments, each of its own type
+    ) -> None:
         super().__init__(
-            *args, serializer=JSONSerializer, job_class=CeresJob, maintenance_interval=maintenance_interval, **kwargs
+            queues, serializer=JSONSerializer, job_class=CeresJob, maintenance_interval=maintenance_interval, **kwargs
         )
         clients.hold(self.connection)
+        self.killed_horse_job_id: str | None = None  # `handle_work_horse_killed` to `handle_job_failure`
         if not any(isinstance(f, _QuietWhileRedisIsAway) for f in self.log.filters):
             self.log.addFilter(_QuietWhileRedisIsAway())
 
-    def _until_redis_answers(self, action, *args, **kwargs):
+    def _until_redis_answers(self, action: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """`action(...)`, tried again every second while Redis does not answer. A stop signal still
         ends the wait: RQ's handler raises `StopRequested` here when no job is running."""
         while True:
@@ -66,48 +82,62 @@ class CeresWorker(Worker):
             except clients.UNREACHABLE:
                 time.sleep(REDIS_RETRY_INTERVAL)
 
-    def check_for_suspension(self, burst):
-        return self._until_redis_answers(super().check_for_suspension, burst)
+    # RQ leaves the return types of these two out (they return None): the typed `done` keeps an Any from
+    # leaving through ours, and mypy says so should RQ's ever return something.
 
-    def set_state(self, state, pipeline=None):
+    def check_for_suspension(self, burst: bool) -> None:
+        done: None = self._until_redis_answers(super().check_for_suspension, burst)
+        return done
+
+    def set_state(self, state: str, pipeline: Pipeline | None = None) -> None:
+        done: None
         if pipeline is not None:
-            return super().set_state(state, pipeline)
-        return self._until_redis_answers(super().set_state, state)
+            done = super().set_state(state, pipeline)
+            return done
+        done = self._until_redis_answers(super().set_state, state)
+        return done
 
-
-    def setup_work_horse_signals(self):
+    def setup_work_horse_signals(self) -> None:
         # Process managers (honcho, systemd's cgroup, PM2's tree kill) send SIGTERM to every process,
         # work-horses included. The worker already answers it with a warm shutdown, letting the job
         # finish; a cold one still kills the horse with SIGKILL.
         super().setup_work_horse_signals()
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
-    def _start_scheduler(self, burst=False, logging_level="INFO", *args, **kwargs):
-        """RQ forks a scheduler process here when it gets a queue's scheduler lock. The in-process
-        worker schedules every queue from its main thread, so a forking worker only prepares its
-        scheduler: RQ's maintenance (every `maintenance_interval`) starts it if no one holds the lock."""
-        if burst:
-            return super()._start_scheduler(burst, logging_level, *args, **kwargs)
+    def work(self, *args: Any, **kwargs: Any) -> bool:  # RQ's arguments, passed on as they came
+        """RQ's loop. With `with_scheduler`, RQ forks a scheduler process at the start when it gets a
+        queue's scheduler lock. The in-process worker schedules every queue from its main thread, so
+        a forking worker only prepares its scheduler: RQ's maintenance (every `maintenance_interval`)
+        starts it if no one holds the lock. A burst run keeps RQ's (what is due, then stop)."""
+        burst = args[0] if args else kwargs.get("burst", False)
+        if kwargs.get("with_scheduler") and not burst:
+            self.prepare_scheduler()
+            kwargs["with_scheduler"] = False
+        return super().work(*args, **kwargs)
+
+    def prepare_scheduler(self) -> None:
         self.scheduler = RQScheduler(self.queues, connection=self.connection, serializer=self.serializer)
 
-    def main_work_horse(self, job, queue):
+    def main_work_horse(self, job: Job, queue: Queue) -> None:
         """In the forked work-horse: cap the memory the job may add (`memory_limit_mb` of its queue's
         policy) before running it; past the cap an allocation raises MemoryError, and the job fails."""
         policy = policies.QUEUES.get(queue.name)
         if policy and policy.memory_limit_mb:
             limit = _address_space() + policy.memory_limit_mb * 1024 * 1024
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-        return super().main_work_horse(job, queue)
+        done: None = super().main_work_horse(job, queue)  # it never returns (`os._exit`); RQ leaves its type out
+        return done
 
-    def heartbeat(self, timeout=None, pipeline=None):
+    def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
         """RQ's heartbeat; registers again when Redis lost the worker (restarted without persistence,
         flushed), instead of beating into a hash that no list of workers holds any more. The list is
         what tells: RQ's own writes during a job (its beats, `set_state`) recreate the hash alone."""
         if pipeline is not None:
-            return super().heartbeat(timeout, pipeline)
+            done: None = super().heartbeat(timeout, pipeline)  # RQ leaves its return type out
+            return done
         self._until_redis_answers(self._heartbeat, timeout)
 
-    def _heartbeat(self, timeout) -> None:
+    def _heartbeat(self, timeout: int | None) -> None:
         with self.connection.pipeline() as pipe:
             pipe.sismember(self.redis_workers_keys, self.key)
             super().heartbeat(timeout, pipe)
@@ -116,9 +146,9 @@ class CeresWorker(Worker):
             self._register_again()
         self._listen_to_unpaused()
 
-    def maintain_heartbeats(self, job, execution):
+    def maintain_heartbeats(self, job: Job, execution: Execution) -> None:
         """RQ's beat while a job runs (every `job_monitoring_interval`): back on the lists mid-job too.
-        RQ's own rewrites the hash it finds gone, not the lists (checked against rq 3.0.0)."""
+        RQ's own rewrites the hash it finds gone, not the lists (`jobs.rq_compat.CHECKED`)."""
         try:
             super().maintain_heartbeats(job, execution)
             if not self.connection.sismember(self.redis_workers_keys, self.key):
@@ -130,7 +160,9 @@ class CeresWorker(Worker):
         self.log.warning("Worker %s: registration lost in Redis, registering again", self.name)
         self.register()
 
-    def dequeue_job_and_maintain_ttl(self, timeout, max_idle_time=None):
+    def dequeue_job_and_maintain_ttl(
+        self, timeout: int | None, max_idle_time: int | None = None
+    ) -> tuple[Job, Queue] | None:
         """RQ's, minus the paused queues (`jobs.config.pauses`): RQ calls `heartbeat` before each wait,
         which sets the queues to wait on. A job that arrives from a queue paused meanwhile goes back."""
         while True:
@@ -147,14 +179,14 @@ class CeresWorker(Worker):
         listening = [queue for queue in self.queues if queue.name not in paused]
         # With every queue paused, wait on a list no one fills, so RQ's loop (heartbeat,
         # maintenance, this check) keeps turning every `dequeue_timeout` seconds.
-        self._ordered_queues = listening or [self.queue_class(PAUSED_IDLE_QUEUE, connection=self.connection)]
+        listen_to(self, listening or [self.queue_class(PAUSED_IDLE_QUEUE, connection=self.connection)])
 
     def register(self) -> None:
         """Write the worker hash and list the worker, as RQ's `register_birth` does, without its
         refusal of a hash that exists (one written by the heartbeat that found it gone)."""
         with self.connection.pipeline() as pipe:
             pipe.hset(self.key, mapping=self.registration())
-            worker_registration.register(self, pipe)
+            register_worker(pipe, self)
             pipe.expire(self.key, self.registration_ttl)
             pipe.execute()
 
@@ -170,8 +202,22 @@ class CeresWorker(Worker):
         # Wake up at least every 30 s even when idle, so maintenance (and the sweep) keeps its pace.
         return min(super().dequeue_timeout, 30)
 
-    def handle_job_failure(self, job, queue, started_job_registry=None, exc_string="", execution=None):
-        if exc_string.startswith("Work-horse terminated"):  # no failure callback ran for this attempt
+    def handle_work_horse_killed(
+        self, job: Job, retpid: int | None, ret_val: int | None, rusage: resource.struct_rusage | None
+    ) -> None:  # None each when RQ killed a horse that did not answer (`monitor_work_horse`)
+        super().handle_work_horse_killed(job, retpid, ret_val, rusage)
+        self.killed_horse_job_id = job.id  # RQ calls handle_job_failure for it next
+
+    def handle_job_failure(
+        self,
+        job: Job,
+        queue: Queue,
+        started_job_registry: StartedJobRegistry | None = None,
+        exc_string: str = "",
+        execution: Execution | None = None,
+    ) -> None:
+        if self.killed_horse_job_id == job.id:  # no failure callback ran for this attempt
+            self.killed_horse_job_id = None
             record_attempt(job, exc_string)
         super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
         status = job.get_status(refresh=False)
@@ -181,16 +227,19 @@ class CeresWorker(Worker):
         elif status in (JobStatus.SCHEDULED, JobStatus.QUEUED):  # another attempt comes; a stopped job does not
             self._safely(metrics.count, self.connection, "job_retries", queue.name)
 
-    def handle_job_success(self, job, queue, started_job_registry, execution=None):
+    def handle_job_success(
+        self, job: Job, queue: Queue, started_job_registry: StartedJobRegistry, execution: Execution | None = None
+    ) -> None:
+        assert execution is not None  # RQ passes it always (`_finalize_success`)
         super().handle_job_success(job, queue, started_job_registry, execution)
         self._safely(self._count_finished, job, queue)
 
-    def _count_finished(self, job, queue) -> None:
+    def _count_finished(self, job: Job, queue: Queue) -> None:
         with self.connection.pipeline(transaction=False) as pipe:
             metrics.job_finished(pipe, job, queue.name, job.ended_at or rq_now())
             pipe.execute()
 
-    def run_maintenance_tasks(self):
+    def run_maintenance_tasks(self) -> None:
         self._safely(sweep_registries, self.connection, [queue.name for queue in self.queues])  # before RQ meets them
         self._safely(super().run_maintenance_tasks)
         # At start too: a worker started again by its supervisor (or `jobs.runtime.family`) hands back the
@@ -207,7 +256,7 @@ class CeresWorker(Worker):
     def _sweep_due(self) -> bool:
         return bool(self.connection.set(f"{settings.RQ_KEY_PREFIX}:sweep-due", 1, nx=True, ex=SWEEP_INTERVAL - 5))
 
-    def _safely(self, action, *args):
+    def _safely(self, action: Callable[..., T], *args: object) -> T | Literal[False]:
         """Bookkeeping (alerts, archive, metrics) must never take a worker down; the sweep catches up.
         Returns what `action` returned, False if it raised."""
         try:
@@ -230,11 +279,11 @@ class CeresWorker(Worker):
 
 class _QuietWhileRedisIsAway(logging.Filter):
     """RQ's worker logs "could not connect to Redis instance" at every try of its wait for a job and of
-    its pubsub thread (every 2 s); `jobs.enqueue.clients` has said it once. Matched on RQ's words (rq 3.0):
-    should they change, the only cost is the old noise."""
+    its pubsub thread (every 2 s); `jobs.enqueue.clients` has said it once. Matched on RQ's words
+    (`jobs.rq_compat.REDIS_DOWN_LOG`): should they change, the only cost is the old noise."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "could not connect to Redis instance" not in str(record.msg)
+        return REDIS_DOWN_LOG not in str(record.msg)
 
 
 def _address_space() -> int:

@@ -3,7 +3,9 @@
 from jobs.models import JobAction, JobActionTarget
 
 
-def action_record(*, kind: str, queue_name: str, job_ids: list[str], user=None, reason: str = "", detail: str = "") -> JobAction:
+def action_record(
+    *, kind: str, queue_name: str, job_ids: list[str], user=None, reason: str = "", detail: str = ""
+) -> JobAction:
     action = JobAction.objects.create(
         kind=kind, queue=queue_name, count=len(job_ids), user=user, reason=reason[:300], detail=detail[:300]
     )

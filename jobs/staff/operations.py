@@ -7,15 +7,13 @@ from datetime import datetime
 from django.utils import timezone
 from rq.job import Job, JobStatus
 
-from jobs.enqueue import clients
-
 from jobs.config import pauses
-
-from jobs.observability import reads
-from jobs.staff.audit import action_record
+from jobs.enqueue import clients
+from jobs.enqueue.producers import enqueue_stored_call
 from jobs.failures.dead_letters import CannotRetry, dead_letter_retry
 from jobs.models import DeadLetter, JobAction
-from jobs.enqueue.producers import enqueue_stored_call
+from jobs.observability import reads
+from jobs.staff.audit import action_record
 
 RETRYABLE = {JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED}
 CLEAN_BATCH = 1000  # jobs read or deleted per Redis round trip when cleaning
@@ -90,7 +88,9 @@ def queue_pause(*, queue_name: str, user=None, by: str, reason: str = "") -> boo
 def queue_resume(*, queue_name: str, user=None, by: str, reason: str = "") -> bool:
     done = pauses.resume(clients.redis(), queue_name)
     if done:
-        action_record(kind=JobAction.Kind.RESUME, queue_name=queue_name, job_ids=[], user=user, reason=reason, detail=by)
+        action_record(
+            kind=JobAction.Kind.RESUME, queue_name=queue_name, job_ids=[], user=user, reason=reason, detail=by
+        )
     return done
 
 
@@ -120,7 +120,9 @@ def queue_clean(*, queue_name: str, states, before: datetime, user=None, reason:
             pipe.execute()
     job_ids = [job.id for job in jobs]
     detail = f"{', '.join(states)} < {before.isoformat(timespec='seconds')}"
-    action_record(kind=JobAction.Kind.CLEAN, queue_name=queue_name, job_ids=job_ids, user=user, reason=reason, detail=detail)
+    action_record(
+        kind=JobAction.Kind.CLEAN, queue_name=queue_name, job_ids=job_ids, user=user, reason=reason, detail=detail
+    )
     return len(job_ids)
 
 

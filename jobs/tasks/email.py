@@ -18,25 +18,26 @@ import logging
 import re
 import smtplib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.mail import EmailMultiAlternatives
 from django.core.validators import validate_email
-from django.template.loader import render_to_string
 from django.db import InterfaceError, OperationalError, connection
+from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from rq import get_current_job
-from rq.utils import now
 
 from ceres_site.accounts.models import EmailDelivery, Upload, User
 from ceres_site.accounts.tokens import token_issue
-from jobs.mail import smtp
-from jobs.failures.attempts import PermanentJobError
 from jobs.enqueue.producers import enqueue_email_verify
+from jobs.failures.attempts import PermanentJobError
+from jobs.mail import messages, smtp
+from jobs.rq_compat import now
 
 log = logging.getLogger(__name__)
 
@@ -57,48 +58,38 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 
 
 def send_verify_email(user_id: int) -> str:
-    key = _delivery_key()
-    user, skip = _recipient(user_id, SENT_BY_THIS_JOB, [key])
-    if skip:
-        return skip
-    if user.is_verified:
-        return _("skipped: user %(user)s is already verified") % {"user": user.pk}
-    if user.already_sent:
-        return _("skipped: already sent by this job (%(key)s)") % {"key": key}
-    token = token_issue(user=user, key=key)  # a re-run of this job emails the same link
-    # After "#": browsers never send it, so the token stays out of every server and proxy log.
-    link = f"{settings.SITE_URL}{reverse('accounts:verify')}#{token.selector}.{token.verifier}"
-    context = {"link": link, "hours": settings.VERIFICATION_TOKEN_TTL_HOURS}
-    _send(user, "emails/verify", "Confirmá tu cuenta de Ceres", context, key)
-    _delivered(user, EmailDelivery.Kind.VERIFY, key)
-    return _("sent: verification email to user %(user)s") % {"user": user.pk}
+    def context(user: Recipient, key: str) -> dict:
+        token = token_issue(user=user, key=key)  # a re-run of this job emails the same link
+        # After "#": browsers never send it, so the token stays out of every server and proxy log.
+        link = f"{settings.SITE_URL}{reverse('accounts:verify')}#{token.selector}.{token.verifier}"
+        return {"link": link, "hours": settings.VERIFICATION_TOKEN_TTL_HOURS}
+
+    def verified(user: Recipient) -> str:
+        return _("skipped: user %(user)s is already verified") % {"user": user.pk} if user.is_verified else ""
+
+    return _send_once(
+        user_id, EmailDelivery.Kind.VERIFY, "emails/verify", _("Confirm your Ceres account"), context,
+        sent=_("sent: verification email to user %(user)s"), skip=verified,
+    )  # fmt: skip
 
 
 def send_welcome_email(user_id: int) -> str:
-    user, skip = _recipient(user_id, WELCOMED, [EmailDelivery.Kind.WELCOME.value])
-    if skip:
-        return skip
-    if not user.is_verified:
-        return _("skipped: user %(user)s is not verified") % {"user": user.pk}
-    if user.already_sent:
-        return _("skipped: user %(user)s was already welcomed") % {"user": user.pk}
-    key = _delivery_key()
-    _send(user, "emails/welcome", "¡Bienvenido/a a Ceres!", {"link": settings.SITE_URL + reverse("home")}, key)
-    _delivered(user, EmailDelivery.Kind.WELCOME, key)
-    return _("sent: welcome email to user %(user)s") % {"user": user.pk}
+    def unverified(user: Recipient) -> str:
+        return "" if user.is_verified else _("skipped: user %(user)s is not verified") % {"user": user.pk}
+
+    return _send_once(
+        user_id, EmailDelivery.Kind.WELCOME, "emails/welcome", _("Welcome to Ceres!"),
+        lambda user, key: {"link": settings.SITE_URL + reverse("home")},
+        sent=_("sent: welcome email to user %(user)s"), skip=unverified, once_per_user=True,
+    )  # fmt: skip
 
 
 def send_account_exists_email(user_id: int) -> str:
-    key = _delivery_key()
-    user, skip = _recipient(user_id, SENT_BY_THIS_JOB, [key])
-    if skip:
-        return skip
-    if user.already_sent:
-        return _("skipped: already sent by this job (%(key)s)") % {"key": key}
-    context = {"resend": "" if user.is_verified else settings.SITE_URL + reverse("accounts:resend")}
-    _send(user, "emails/account_exists", "Ya tenés una cuenta en Ceres", context, key)
-    _delivered(user, EmailDelivery.Kind.EXISTS, key)
-    return _("sent: account-exists email to user %(user)s") % {"user": user.pk}
+    return _send_once(
+        user_id, EmailDelivery.Kind.EXISTS, "emails/account_exists", _("You already have a Ceres account"),
+        lambda user, key: {"resend": "" if user.is_verified else settings.SITE_URL + reverse("accounts:resend")},
+        sent=_("sent: account-exists email to user %(user)s"),
+    )  # fmt: skip
 
 
 def send_cv_rejected_email(upload_id: int) -> str:
@@ -106,16 +97,32 @@ def send_cv_rejected_email(upload_id: int) -> str:
     upload = Upload.objects.filter(pk=upload_id, kind=Upload.Kind.CV).first() if str(upload_id).isdigit() else None
     if upload is None:
         raise PermanentJobError(f"malformed payload or no such CV upload: upload_id={upload_id!r}")
+    return _send_once(
+        upload.user_id, EmailDelivery.Kind.CV_REJECTED, "emails/cv_rejected", _("We could not accept your CV"),
+        lambda user, key: {"reason": upload.reason, "link": settings.SITE_URL + reverse("accounts:profile")},
+        sent=_("sent: CV-rejected email to user %(user)s"),
+    )  # fmt: skip
+
+
+def _send_once(
+    user_id, kind: EmailDelivery.Kind, template: str, subject: str, context: Callable[["Recipient", str], dict], *,
+    sent: str, skip: Callable[["Recipient"], str] | None = None, once_per_user: bool = False,
+) -> str:  # fmt: skip
+    """What every email task does: find the recipient, skip what is done already (by this job, or
+    to this user when the email goes `once_per_user`) or what `skip` says, send, record the delivery."""
     key = _delivery_key()
-    user, skip = _recipient(upload.user_id, SENT_BY_THIS_JOB, [key])
-    if skip:
-        return skip
+    user, reason = _recipient(user_id, *((WELCOMED, [kind.value]) if once_per_user else (SENT_BY_THIS_JOB, [key])))
+    if reason:
+        return reason
+    if skip and (reason := skip(user)):
+        return reason
+    if user.already_sent and once_per_user:
+        return _("skipped: user %(user)s was already welcomed") % {"user": user.pk}
     if user.already_sent:
         return _("skipped: already sent by this job (%(key)s)") % {"key": key}
-    context = {"reason": upload.reason, "link": settings.SITE_URL + reverse("accounts:profile")}
-    _send(user, "emails/cv_rejected", "No pudimos aceptar tu CV", context, key)
-    _delivered(user, EmailDelivery.Kind.CV_REJECTED, key)
-    return _("sent: CV-rejected email to user %(user)s") % {"user": user.pk}
+    _send(user, template, subject, context(user, key), key)
+    _delivered(user, kind, key)
+    return sent % {"user": user.pk}
 
 
 def resend_verify_email(email: str) -> str:
@@ -231,7 +238,7 @@ def _send(user: Recipient, template: str, subject: str, context: dict, key: str)
         subject=subject,
         body=render_to_string(f"{template}.txt", context),
         to=[user.email],
-        headers={"Message-ID": smtp.message_id(key)},
+        headers={"Message-ID": messages.message_id(key)},
     )
     message.attach_alternative(render_to_string(f"{template}.html", context), "text/html")
     try:

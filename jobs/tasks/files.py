@@ -16,8 +16,8 @@ from django.utils.translation import gettext as _
 
 from ceres_site.accounts import cv, pictures
 from ceres_site.accounts.models import Upload
-from jobs.failures.attempts import PermanentJobError
 from jobs.enqueue.producers import enqueue_email_cv_rejected
+from jobs.failures.attempts import PermanentJobError
 
 
 def validate_cv(upload_id: int) -> str:
@@ -31,7 +31,9 @@ def validate_cv(upload_id: int) -> str:
             enqueue_email_cv_rejected(upload_id=upload.pk)
         return _("rejected: %(reason)s") % {"reason": rejection}
     _finish(upload, Upload.State.ACCEPTED, warning=" ".join(verdict.warnings))
-    return _("accepted: %(kind)s CV") % {"kind": verdict.kind.upper()} + (f", {verdict.pages} p." if verdict.pages else "")
+    if verdict.pages:
+        return _("accepted: %(kind)s CV, %(pages)d p.") % {"kind": verdict.kind.upper(), "pages": verdict.pages}
+    return _("accepted: %(kind)s CV") % {"kind": verdict.kind.upper()}
 
 
 def optimize_profile_picture(upload_id: int) -> str:
@@ -41,7 +43,8 @@ def optimize_profile_picture(upload_id: int) -> str:
     try:
         data = _read(upload, settings.PICTURE_MAX_BYTES)
         if len(data) > settings.PICTURE_MAX_BYTES:
-            raise pictures.Rejected(f"La imagen pesa más de {settings.PICTURE_MAX_BYTES // (1024 * 1024)} MB.")
+            mb = settings.PICTURE_MAX_BYTES // (1024 * 1024)
+            raise pictures.Rejected(_("The picture is larger than %(mb)d MB.") % {"mb": mb})
         result = pictures.optimize(data)
     except pictures.Rejected as rejection:
         _finish(upload, Upload.State.REJECTED, reason=str(rejection))
@@ -49,7 +52,9 @@ def optimize_profile_picture(upload_id: int) -> str:
     original = upload.file.name
     upload.file.save(f"picture.{result.extension}", ContentFile(result.picture), save=False)
     upload.thumbnail.save(f"thumbnail.{result.extension}", ContentFile(result.thumbnail), save=False)
-    if _finish(upload, Upload.State.ACCEPTED, file=upload.file.name, thumbnail=upload.thumbnail.name, size=len(result.picture)):
+    if _finish(
+        upload, Upload.State.ACCEPTED, file=upload.file.name, thumbnail=upload.thumbnail.name, size=len(result.picture)
+    ):
         upload.file.storage.delete(original)
     return _("optimized: %(before)d → %(after)d bytes") % {"before": upload.size, "after": len(result.picture)}
 
@@ -79,7 +84,10 @@ def _pending(upload_id, kind) -> tuple[Upload | None, str]:
     if upload is None:
         return None, _("skipped: upload %(upload)s does not exist") % {"upload": upload_id}
     if upload.state not in UNFINISHED:
-        return None, _("skipped: upload %(upload)s is %(state)s") % {"upload": upload_id, "state": upload.get_state_display()}
+        return None, _("skipped: upload %(upload)s is %(state)s") % {
+            "upload": upload_id,
+            "state": upload.get_state_display(),
+        }
     return upload, ""
 
 

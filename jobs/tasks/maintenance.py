@@ -8,13 +8,13 @@ from django.utils.module_loading import import_string
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
+from ceres_site.accounts.reports import report_daily, report_text
 from ceres_site.accounts.tokens import tokens_clean
 from jobs.config import crons
-from jobs.failures.dead_letters import dead_letters_prune
-from jobs.failures.attempts import PermanentJobError
-from jobs.models import CronRun
 from jobs.enqueue.producers import enqueue_slack_alert
-from ceres_site.accounts.reports import report_daily, report_text
+from jobs.failures.attempts import PermanentJobError
+from jobs.failures.dead_letters import dead_letters_prune
+from jobs.models import CronRun
 
 
 def run_cron(name: str, slot: str) -> str:

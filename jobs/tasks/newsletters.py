@@ -23,8 +23,8 @@ from rq import get_current_job
 from ceres_site.accounts.models import User
 from ceres_site.newsletters.models import Delivery, Newsletter
 from ceres_site.newsletters.unsubscribe import unsubscribe_token
-from jobs.mail import smtp, throttle
 from jobs.failures.attempts import PermanentJobError
+from jobs.mail import messages, smtp, throttle
 from jobs.tasks.email import answer_by, display_name, record
 
 RECIPIENT = (
@@ -32,9 +32,7 @@ RECIPIENT = (
     f" EXISTS (SELECT 1 FROM {Delivery._meta.db_table} d WHERE d.newsletter_id = %s AND d.user_id = u.id)"
     f" FROM {User._meta.db_table} u WHERE u.id = %s"
 )
-DELIVERED = (
-    f"INSERT INTO {Delivery._meta.db_table} (newsletter_id, user_id, sent_at) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING"
-)
+DELIVERED = f"INSERT INTO {Delivery._meta.db_table} (newsletter_id, user_id, sent_at) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING"
 
 
 def send_newsletter(newsletter_id: int, user_id: int, test: bool = False) -> str:
@@ -43,7 +41,9 @@ def send_newsletter(newsletter_id: int, user_id: int, test: bool = False) -> str
         newsletter_id, user_id = int(newsletter_id), int(user_id)
     except (TypeError, ValueError):
         raise PermanentJobError(f"malformed payload: newsletter_id={newsletter_id!r}, user_id={user_id!r}") from None
-    newsletter = Newsletter.objects.filter(pk=newsletter_id).values("state", "subject", "body_text", "body_html").first()
+    newsletter = (
+        Newsletter.objects.filter(pk=newsletter_id).values("state", "subject", "body_text", "body_html").first()
+    )
     if newsletter is None:
         raise PermanentJobError(f"newsletter {newsletter_id} does not exist")
     if not test and newsletter["state"] != Newsletter.State.SENDING:
@@ -70,13 +70,13 @@ def _send(newsletter_id: int, newsletter: dict, user_id: int, email: str, first_
     context = Context({"name": display_name(first_name), "unsubscribe_url": url})
     key = get_current_job().id if test else f"newsletter-{newsletter_id}-{user_id}"  # a test copy: one per click
     message = EmailMultiAlternatives(
-        subject=("[Prueba] " if test else "") + newsletter["subject"],
+        subject=_("[Test] %(subject)s") % {"subject": newsletter["subject"]} if test else newsletter["subject"],
         body=_template(newsletter_id, newsletter["body_text"], False).render(context),
         to=[email],
         headers={
             "List-Unsubscribe": f"<{url}>",
             "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",  # RFC 8058
-            "Message-ID": smtp.message_id(key),
+            "Message-ID": messages.message_id(key),
         },
     )
     if newsletter["body_html"]:

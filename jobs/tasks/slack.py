@@ -16,11 +16,11 @@ import threading
 
 import requests
 from django.conf import settings
+from django.utils.translation import gettext as _
 
 from jobs.enqueue import clients
-
-from jobs.observability import metrics
 from jobs.failures.attempts import PermanentJobError
+from jobs.observability import metrics
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def post_to_slack(text: str) -> str:
     url = settings.SLACK_WEBHOOK_URL
     if not url:
         log.error("Slack webhook not configured (SLACK_WEBHOOK_URL); alert not sent: %s", text)
-        return "skipped: no webhook configured"
+        return _("skipped: no webhook configured")
     try:
         response = _session().post(url, json={"text": text}, timeout=(3.05, settings.SLACK_TIMEOUT))
     except requests.Timeout:
@@ -53,7 +53,7 @@ def post_to_slack(text: str) -> str:
     body = response.text[:200]
     if response.status_code == 200:
         metrics.count(clients.redis(), "slack_messages_sent", "slack")
-        return "sent"
+        return _("sent to Slack")
     if response.status_code == 429:
         raise SlackRateLimited(_retry_after(response))
     if response.status_code >= 500:
@@ -73,5 +73,3 @@ def _session() -> requests.Session:
     if getattr(_local, "pid", None) != os.getpid():
         _local.session, _local.pid = requests.Session(), os.getpid()
     return _local.session
-
-

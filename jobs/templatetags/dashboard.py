@@ -19,7 +19,10 @@ def when(moment: datetime | None):
     utc = moment.astimezone(ZoneInfo("UTC"))
     local = moment.astimezone(ZoneInfo(ZONE))
     return format_html(
-        '<time datetime="{}" title="{} UTC">{}</time>', utc.isoformat(), f"{utc:%Y-%m-%d %H:%M:%S}", f"{local:%d/%m/%Y %H:%M:%S}"
+        '<time datetime="{}" title="{} UTC">{}</time>',
+        utc.isoformat(),
+        f"{utc:%Y-%m-%d %H:%M:%S}",
+        f"{local:%d/%m/%Y %H:%M:%S}",
     )
 
 

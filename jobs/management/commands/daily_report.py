@@ -2,10 +2,11 @@ import argparse
 from datetime import date, timedelta
 
 from django.core.management.base import BaseCommand
+from django.utils.translation import gettext as _
 
+from ceres_site.accounts.reports import report_daily, report_text
 from jobs.config import crons
 from jobs.enqueue.producers import enqueue_slack_alert
-from ceres_site.accounts.reports import report_daily, report_text
 from jobs.management.base import OneLineErrors
 
 
@@ -22,7 +23,7 @@ class Command(OneLineErrors, BaseCommand):
         self.stdout.write(text)
         if not dry_run:
             enqueue_slack_alert(text=text, dedupe_key=f"daily-report-{day.isoformat()}")
-            self.stdout.write("(enqueued for Slack)")
+            self.stdout.write(_("(enqueued for Slack)"))
 
 
 def _day(value: str) -> date:

@@ -14,7 +14,11 @@ class Command(OneLineErrors, BaseCommand):
     def handle(self, *args, users, **options):
         missing = 0
         for ref in users:
-            user = User.objects.filter(pk=int(ref)).first() if ref.isdigit() else User.objects.filter(email__iexact=ref).first()
+            user = (
+                User.objects.filter(pk=int(ref)).first()
+                if ref.isdigit()
+                else User.objects.filter(email__iexact=ref).first()
+            )
             if user is None:
                 self.stderr.write(f"{ref}: no such user")
                 missing += 1

@@ -2,12 +2,10 @@ import getpass
 
 from django.core.management.base import BaseCommand, CommandError
 
-from jobs.enqueue import clients
-
-from jobs.staff import operations
-
 from jobs.config import pauses, policies
+from jobs.enqueue import clients
 from jobs.management.base import OneLineErrors
+from jobs.staff import operations
 
 
 class Command(OneLineErrors, BaseCommand):
@@ -22,7 +20,11 @@ class Command(OneLineErrors, BaseCommand):
         if action == "status":
             paused = pauses.paused(clients.redis())
             for name in policies.QUEUES:
-                state = f"paused since {paused[name].since.isoformat(timespec='seconds')} by {paused[name].by}" if name in paused else "running"
+                state = (
+                    f"paused since {paused[name].since.isoformat(timespec='seconds')} by {paused[name].by}"
+                    if name in paused
+                    else "running"
+                )
                 self.stdout.write(f"{name}: {state}")
             return
         if queue is None:
@@ -31,4 +33,6 @@ class Command(OneLineErrors, BaseCommand):
         change = operations.queue_pause if action == "pause" else operations.queue_resume
         done = change(queue_name=queue, by=by, reason=reason)
         word = "paused" if action == "pause" else "resumed"
-        self.stdout.write(f"{queue}: {word}" if done else f"{queue}: already {'paused' if action == 'pause' else 'running'}")
+        self.stdout.write(
+            f"{queue}: {word}" if done else f"{queue}: already {'paused' if action == 'pause' else 'running'}"
+        )

@@ -2,8 +2,8 @@ import json as json_module
 
 from django.core.management.base import BaseCommand, CommandError
 
-from jobs.observability.health import health_report
 from jobs.management.base import OneLineErrors
+from jobs.observability.health import health_report
 
 MARKS = {"ok": "✔", "warn": "!", "fail": "✘"}
 

@@ -14,5 +14,9 @@ class Command(OneLineErrors, BaseCommand):
         for verb in ("added", "changed", "unchanged", "removed"):
             for name in done[verb]:
                 spec = crons.SPECS.get(name)
-                when = f" — `{spec.schedule}` {spec.zone}, next {scheduler.next_run(name):%Y-%m-%d %H:%M} UTC" if spec else ""
+                when = (
+                    f" — `{spec.schedule}` {spec.zone}, next {scheduler.next_run(name):%Y-%m-%d %H:%M} UTC"
+                    if spec
+                    else ""
+                )
                 self.stdout.write(f"{verb}: {name}{when}")

@@ -1,8 +1,8 @@
 from django.core.management.base import BaseCommand
 
-from jobs.management.commands.queues import Command as Queues
 from jobs.config.policies import QUEUES
 from jobs.management.base import OneLineErrors
+from jobs.management.commands.queues import Command as Queues
 
 
 class Command(OneLineErrors, BaseCommand):

@@ -4,8 +4,8 @@ runs the crons' scheduler exactly as the process set does (queue `maintenance`, 
 from django.core.management.base import CommandError
 from django_rq.management.commands import rqscheduler
 
-from jobs.config.processes import SCHEDULER_INTERVAL
 from jobs.config.policies import MAINTENANCE, QUEUES
+from jobs.config.processes import SCHEDULER_INTERVAL
 from jobs.management.base import OneLineErrors
 
 

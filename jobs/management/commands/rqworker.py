@@ -9,11 +9,11 @@ from functools import partial
 from django.core.management.base import CommandError
 from django_rq.management.commands import rqworker
 
-from jobs.runtime.family import Family
 from jobs.config.policies import QUEUES
+from jobs.management.base import OneLineErrors
+from jobs.runtime.family import Family
 from jobs.runtime.slots import worker_class_for
 from jobs.runtime.worker import CeresWorker
-from jobs.management.base import OneLineErrors
 
 
 class Command(OneLineErrors, rqworker.Command):
@@ -21,7 +21,9 @@ class Command(OneLineErrors, rqworker.Command):
         if not args:
             in_process = " ".join(name for name, policy in QUEUES.items() if policy.in_process)
             forking = " ".join(name for name, policy in QUEUES.items() if not policy.in_process)
-            raise CommandError(f"name the queues to work on: `rqworker {in_process}` (in-process) or `rqworker {forking}`")
+            raise CommandError(
+                f"name the queues to work on: `rqworker {in_process}` (in-process) or `rqworker {forking}`"
+            )
         unknown = [name for name in args if name not in QUEUES]
         if unknown:
             raise CommandError(f"unknown queue {', '.join(unknown)}; the queues are {', '.join(QUEUES)}")

@@ -58,7 +58,10 @@ def _line(points: list[tuple[float, float]], kind: str) -> str:
 def legend() -> str:
     return format_html(
         '<span class="dash-legend"><i class="done"></i>{} <i class="failed"></i>{} <i class="p50"></i>{} <i class="p95"></i>{}</span>',
-        _("finished"), _("failed"), _("wait p50"), _("wait p95"),
+        _("finished"),
+        _("failed"),
+        _("wait p50"),
+        _("wait p95"),
     )
 
 
@@ -75,7 +78,10 @@ def _tooltip(point: Point, hourly: bool) -> str:
         ngettext("%(n)d failed", "%(n)d failed", point.failed) % {"n": point.failed},
     ]
     if point.wait(0.5) is not None:
-        parts.append(_("wait p50 ≤ %(p50)s, p95 ≤ %(p95)s") % {"p50": _seconds(point.wait(0.5)), "p95": _seconds(point.wait(0.95))})
+        parts.append(
+            _("wait p50 ≤ %(p50)s, p95 ≤ %(p95)s")
+            % {"p50": _seconds(point.wait(0.5)), "p95": _seconds(point.wait(0.95))}
+        )
     return " · ".join(parts)
 
 

@@ -1,0 +1,265 @@
+"""The one door to RQ's insides: every name of rq, rq-scheduler and django-rq that is not their
+public API, and every Redis key layout, hash field and message string of theirs we rely on.
+
+Checked against the versions in `CHECKED`; the system check `jobs.E010` (`jobs.config.checks`)
+fails on any other installed version until this module has been read again against it. Nothing
+else in the project imports rq's internal modules (`rq.scripts`, `rq.worker_registration`,
+`rq.executions`, `rq.results`, `rq.timeouts`, `rq.rate_limit`, `rq.scheduler`, `rq.utils`,
+`rq.defaults`, `rq_scheduler.utils`, `django_rq.queues`) or touches an underscore name of theirs.
+
+What it holds:
+- re-exports of internal classes and helpers the runtime builds on (`Execution`, `Result`,
+  `RQScheduler`, `BaseDeathPenalty`, `JobTimeoutException`, `DjangoScheduler`, rq's timestamp
+  format `now`/`utcformat`/`utcparse`, `import_attribute`, rq-scheduler's `to_unix`), and the
+  types of a job's callbacks that the runtime's overrides declare (`SuccessCallbackType`, ...);
+- key layouts and hash fields: worker lists and hashes, executions, started registry, scheduler
+  locks and hashes, job hash (`data`, `status`, `ended_at`), the scheduler's keys under rq's prefix;
+- writes rq does only on its own round trip, here queued on a caller's pipeline
+  (`push_unique`, `register_worker`, `unlist_worker`, `save_success_result`, `forget_deleted_job`);
+- underscore attributes read or set (`callback_name`, `listen_to`, `forget_scheduler_lock`);
+- rq's message strings that stored failures are parsed with (`WORK_HORSE_KILLED`, `ABANDONED`),
+  that a log filter matches (`REDIS_DOWN_LOG`), or that a copied timeout keeps (`TIMEOUT_MESSAGE`).
+
+The lowest layer: it imports only the standard library, redis, rq, rq-scheduler, django-rq and
+django.conf / django.core, never another `jobs` module.
+"""
+
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from importlib import metadata
+from typing import TYPE_CHECKING, Any
+
+from redis import Redis
+from redis.client import Pipeline
+from rq import Worker, defaults
+from rq.exceptions import AbandonedJobError
+from rq.executions import WORKER_EXECUTIONS_KEY_TEMPLATE, Execution  # noqa: F401 (Execution re-exported)
+from rq.job import Job, JobStatus, validate_job_id
+from rq.queue import Queue
+from rq.rate_limit import release_slot
+from rq.registry import StartedJobRegistry
+from rq.results import Result
+from rq.scheduler import SCHEDULER_KEY_TEMPLATE, RQScheduler
+from rq.scripts import UNIQUE_ENQUEUE_SCRIPT, _build_hset_args, release_lock
+from rq.timeouts import BaseDeathPenalty, JobTimeoutException  # noqa: F401 (re-exported)
+from rq.types import FailureCallbackType, SuccessCallbackType  # noqa: F401 (re-exported)
+from rq.utils import import_attribute, now, utcformat, utcparse  # noqa: F401 (re-exported)
+from rq.worker import BaseWorker
+from rq.worker_registration import REDIS_WORKER_KEYS, WORKERS_BY_QUEUE_KEY, register, unregister
+from rq_scheduler import Scheduler
+from rq_scheduler.utils import to_unix  # noqa: F401 (re-exported)
+
+StoppedCallbackType = Callable[[Job, Redis], Any]  # the type of `Job.stopped_callback`, spelt out there
+
+if TYPE_CHECKING:  # mypy reads the class here; at run time `__getattr__` imports it when first asked
+    from django_rq.queues import DjangoScheduler
+
+
+def __getattr__(name: str) -> "type[DjangoScheduler]":
+    # django-rq reads the settings when imported: only when asked, so this module imports without them.
+    if name == "DjangoScheduler":  # the base of `RQ["SCHEDULER_CLASS"]`
+        from django_rq.queues import DjangoScheduler
+
+        return DjangoScheduler
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+CHECKED = {"rq": "3.0.0", "rq-scheduler": "0.14.0", "django-rq": "4.2.0"}
+
+
+def installed_versions() -> dict[str, str]:
+    return {package: metadata.version(package) for package in CHECKED}
+
+
+def versions_differing(installed: dict[str, str] | None = None) -> dict[str, tuple[str, str]]:
+    """Each package whose installed version is not the one this module was checked against:
+    name -> (checked, installed)."""
+    installed = installed_versions() if installed is None else installed
+    return {name: (checked, installed.get(name, "missing")) for name, checked in CHECKED.items()
+            if installed.get(name) != checked}  # fmt: skip
+
+
+# --- keys and hash fields -----------------------------------------------------------------------
+
+KEY_PREFIX = defaults.RQ_KEY_PREFIX  # "rq" unless the env var RQ_KEY_PREFIX was set before rq's import
+
+
+def key_prefix() -> str:
+    """rq's key prefix as rq holds it now (settings set it through the environment before rq's import)."""
+    return defaults.RQ_KEY_PREFIX
+
+
+WORKERS_KEY = REDIS_WORKER_KEYS  # set of every worker's key
+WORKER_KEY_PREFIX = Worker.redis_worker_namespace_prefix
+HEARTBEAT_FIELD, STATE_FIELD = "last_heartbeat", "state"  # worker hash fields rq writes
+JOB_DATA_FIELD = "data"  # a job hash without it is no job (a stub that a late write left)
+
+# rq-scheduler hard-codes `rq:scheduler*`: class attributes that put its keys under rq's prefix.
+SCHEDULER_KEYS = {
+    "redis_scheduler_namespace_prefix": f"{KEY_PREFIX}:scheduler_instance:",
+    "scheduler_key": f"{KEY_PREFIX}:scheduler",
+    "scheduler_lock_key": f"{KEY_PREFIX}:scheduler_lock",
+    "scheduled_jobs_key": f"{KEY_PREFIX}:scheduler:scheduled_jobs",
+}
+
+
+def workers_of_queue_key(queue_name: str) -> str:
+    return WORKERS_BY_QUEUE_KEY % queue_name
+
+
+def worker_key(name: str) -> str:
+    return WORKER_KEY_PREFIX + name
+
+
+def worker_name_from_key(key: bytes | str) -> str:
+    key = key.decode() if isinstance(key, bytes) else key
+    return key.rsplit(":", 1)[-1]
+
+
+def worker_executions_key(worker_name: str) -> str:
+    return WORKER_EXECUTIONS_KEY_TEMPLATE.format(worker_name)  # as `Execution.worker_executions_key`
+
+
+def worker_process_fields(pipe: Pipeline, key: str) -> None:
+    """Queue on `pipe` the read of the pid and hostname a worker (or scheduler) hash holds."""
+    pipe.hmget(key, "pid", "hostname")
+
+
+def scheduler_lock_key(queue_name: str) -> str:
+    key: str = RQScheduler.get_locking_key(queue_name)  # rq leaves its return type out
+    return key
+
+
+def scheduler_hash_key(name: str) -> str:
+    """The hash a scheduler process (rq's, forked by a worker) writes about itself."""
+    return SCHEDULER_KEY_TEMPLATE % name
+
+
+def release_scheduler_lock(connection: Redis, lock_key: str, owner: str) -> bool:
+    """Delete a scheduler lock still held by `owner` (rq's `release_locks` frees only its own)."""
+    return release_lock(connection, lock_key, owner)
+
+
+def valid_job_id(job_id: str) -> bool:
+    """Whether rq accepts `job_id` (letters, digits, `_` and `-`)."""
+    try:
+        validate_job_id(job_id)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def hash_holds_job(raw: dict[bytes, bytes]) -> bool:
+    """Whether a job hash read with HGETALL (bytes keys) holds a job."""
+    return JOB_DATA_FIELD.encode() in raw
+
+
+# --- registration -------------------------------------------------------------------------------
+
+
+def register_worker(pipe: Pipeline, worker: BaseWorker) -> None:
+    """List the worker (all workers, and per queue), as rq's `register_birth` does."""
+    register(worker, pipe)
+
+
+def unregister_worker(pipe: Pipeline, worker: BaseWorker) -> None:
+    unregister(worker, pipe)
+
+
+def unlist_worker(pipe: Pipeline, name: str, queue_names: Iterable[str]) -> None:
+    """Take a worker known only by name (a dead one) off the worker lists."""
+    key = worker_key(name)
+    for queue_name in queue_names:
+        pipe.srem(workers_of_queue_key(queue_name), key)
+    pipe.srem(WORKERS_KEY, key)
+
+
+def abandon_execution(pipe: Pipeline, queue_name: str, composite_key: str) -> None:
+    """Expire a started-registry entry (`<job id>:<execution id>`) now, if it is there: rq's
+    clean-up then handles its job as abandoned (a retry, or a final failure)."""
+    pipe.zadd(StartedJobRegistry.key_template.format(queue_name), {composite_key: 0}, xx=True)
+
+
+def listen_to(worker: BaseWorker, queues: list[Queue]) -> None:
+    """The queues a forking worker waits on at its next dequeue (rq's `_ordered_queues`)."""
+    worker._ordered_queues = queues
+
+
+def forget_scheduler_lock(scheduler: Scheduler) -> None:
+    """rq-scheduler believes it holds its lock until told otherwise; after an outage it may not."""
+    scheduler._lock_acquired = False
+
+
+# --- enqueue ------------------------------------------------------------------------------------
+
+
+def push_unique(pipe: Pipeline, queue: Queue, job: Job) -> None:
+    """What `queue.enqueue(..., unique=True)` does to save and push `job`, queued on `pipe`: rq's
+    check-save-push Lua script, which answers 1 (enqueued) or 0 (the id exists). rq runs it on its
+    own round trip; to run it in a pipeline this repeats `Queue._enqueue_async_job` and
+    `rq.scripts.save_unique_job`. EVAL, not a registered script: a pipeline checks SCRIPT EXISTS
+    first, one more round trip per call. The caller lists the queue (`SADD redis_queues_keys`)."""
+    queue._prepare_for_queue(job)
+    ttl = job.ttl if job.ttl is not None else -1
+    pipe.eval(UNIQUE_ENQUEUE_SCRIPT, 2, job.key, queue.key, job.id, "R", ttl, *_build_hset_args(job))
+
+
+# --- a job's run --------------------------------------------------------------------------------
+
+
+def callback_name(job: Job, kind: str) -> str | None:
+    """The stored name of a job's `success`, `failure` or `stopped` callback, unresolved."""
+    name: str | None = getattr(job, f"_{kind}_callback_name")  # rq's `Job.__init__` types the three so
+    return name
+
+
+def remaining_retry_intervals(intervals: list[int], retries_left: int) -> list[int]:
+    """The delays before each retry left, in order: rq picks `intervals[len - retries_left]` for the
+    next one (`Job.get_retry_interval`), the first interval while more retries are left than intervals."""
+    return [intervals[max(len(intervals) - left, 0)] for left in range(retries_left, 0, -1)]
+
+
+def write_finished(pipe: Pipeline, job: Job, ended_at: datetime) -> None:
+    """Of the job hash rq saves again at a success, the two fields that changed since the start, in
+    one HSET (it answers 2, both fields created, when the hash was gone: the job was deleted while it
+    ran). Sets the status rq caches on the job, as `set_status` does with an HSET of its own."""
+    job._status = JobStatus.FINISHED
+    pipe.hset(job.key, mapping={"status": JobStatus.FINISHED.value, "ended_at": utcformat(ended_at)})
+
+
+def save_success_result(
+    pipe: Pipeline, job: Job, return_value: object, *, ttl: int, worker_name: str, execution: Execution
+) -> None:
+    """rq's `Result.create` for a successful run, as `Job._handle_success` calls it, on `pipe`."""
+    Result.create(job, Result.Type.SUCCESSFUL, return_value=return_value, ttl=ttl, worker_name=worker_name,
+                  pipeline=pipe, execution_id=execution.id, execution_started_at=execution.created_at,
+                  execution_ended_at=job.ended_at)  # fmt: skip
+
+
+# Takes back what a deleted job's end wrote (hash, finished entry, result), unless a new job of the
+# same id (with its `data`) took the hash meanwhile.
+_FORGET_DELETED = f"""
+if redis.call('HEXISTS', KEYS[1], '{JOB_DATA_FIELD}') == 1 then return 0 end
+redis.call('DEL', KEYS[1], KEYS[3])
+redis.call('ZREM', KEYS[2], ARGV[1])
+return 1
+"""
+
+
+def forget_deleted_job(connection: Redis, job: Job) -> None:
+    keys = (job.key, job.finished_job_registry.key, Result.get_key(job.id))
+    connection.eval(_FORGET_DELETED, len(keys), *keys, job.id)
+
+
+def release_rate_slot(job: Job) -> None:
+    """rq's end-of-job rate-limit bookkeeping (a no-op for unique jobs, which refuse rate limits)."""
+    release_slot(job)
+
+
+# --- rq's strings -------------------------------------------------------------------------------
+
+WORK_HORSE_KILLED = "Work-horse terminated unexpectedly"  # start of the exc_string rq stores (worker_classes.py)
+ABANDONED = AbandonedJobError.__name__  # in "Moved to FailedJobRegistry, due to AbandonedJobError, at ..."
+REDIS_DOWN_LOG = "could not connect to Redis instance"  # rq's worker logs it at every try while Redis is away
+TIMEOUT_MESSAGE = "Task exceeded maximum timeout value ({seconds} seconds)"  # rq's death penalties' message
+RQ_WORKER_LOGGER = "rq.worker"  # rq's worker logs here; a child logger inherits its handler

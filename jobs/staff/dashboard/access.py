@@ -1,0 +1,47 @@
+"""What every dashboard page shares: its permission check, the queue it names, its template context.
+Pages are wrapped by `admin_site.admin_view` (staff login, CSRF, never cached); each checks its own
+permission, and only POSTs change anything.
+"""
+
+from functools import wraps
+
+from django.core.exceptions import PermissionDenied
+from django.http import Http404
+from django.utils.translation import gettext_lazy as _
+
+from jobs.config import policies
+
+
+def permission(codename: str):
+    def decorator(view):
+        @wraps(view)
+        def wrapper(request, *args, **kwargs):
+            if not request.user.has_perm(f"jobs.{codename}"):
+                raise PermissionDenied
+            return view(request, *args, **kwargs)
+
+        return wrapper
+
+    return decorator
+
+
+def known_queue(name: str) -> str:
+    if name not in policies.QUEUES:
+        raise Http404
+    return name
+
+
+def context(request, admin_site, title, **extra):
+    return {
+        **admin_site.each_context(request),
+        "title": title,
+        "opts": {"app_label": "jobs", "app_config": {"verbose_name": _("Queues and jobs")}},
+        "can_operate": request.user.has_perm("jobs.operate_jobs"),
+        "can_destroy": request.user.has_perm("jobs.destroy_jobs"),
+        "can_view_payloads": may_see_payloads(request),
+        **extra,
+    }
+
+
+def may_see_payloads(request) -> bool:
+    return request.user.has_perm("jobs.view_payloads")
