@@ -634,7 +634,13 @@ def test_cleaning_deletes_old_ended_jobs_after_showing_how_many(jobs, redis_conn
     old = (timezone.now() - timezone.timedelta(days=2)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     redis_conn.hset(Job.key_for("email-done-1"), "ended_at", old)
     destroyer = logged_in(staff(perms=("view_dashboard", "destroy_jobs")))
-    form = {"states": ["finished", "failed"], "age": "1d"}
+    page = destroyer.get(url("list", "email", "finished")).content.decode()
+    ages = re.findall(r'<option value="(\w+)"[^>]*>([^<]+)</option>', page[page.index('name="age"') :])
+    assert [key for key, _ in ages[:5]] == ["10m", "30m", "1h", "6h", "12h"]  # all shorter than what is kept
+    assert "Los jobs completados quedan 1\xa0hora y los fallidos 1\xa0día: los más viejos ya no están." in page
+    bulk = destroyer.get(url("list", "bulk", "finished")).content.decode()
+    assert "Los jobs completados no se guardan; los fallidos quedan 1\xa0día." in bulk
+    form = {"states": ["finished", "failed"], "age": "12h"}
 
     confirm = destroyer.post(url("queue_action", "email", "clean"), form).content.decode()
     assert "1 job de email (completados, fallidos) terminó antes del" in confirm

@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -104,6 +105,24 @@ def test_honcho_runs_the_procfile_and_stops_gracefully(smtp, tmp_path):
             os.killpg(honcho.pid, signal.SIGKILL)
 
 
+@pytest.mark.slow
+def test_bin_run_refuses_a_busy_web_port_in_one_line_before_starting_anything(smtp):
+    redis_port = free_port()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        env = process_env(smtp, REDIS_URL=f"redis://127.0.0.1:{redis_port}/5", WEB_PORT=str(port))
+        done = subprocess.run(["bin/run"], cwd=BASE_DIR, env=env, capture_output=True, text=True, timeout=600)
+
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"Port {port} is in use (127.0.0.1:{port}): stop what listens there, or choose another port: WEB_PORT=8001 bin/run"
+    ]
+    assert "redis-server" not in done.stdout and "is starting" not in done.stdout  # nothing was started
+    assert not (BASE_DIR / "var" / "redis" / str(redis_port)).exists()
+
+
 def test_bin_run_stops_the_redis_it_started_last(smtp, tmp_path, settings):
     """SIGTERM to `bin/run` (a supervisor, `kill`): every process finishes its jobs, then its Redis stops."""
     web_port, redis_port = free_port(), free_port()
@@ -135,6 +154,7 @@ def test_bin_run_stops_the_redis_it_started_last(smtp, tmp_path, settings):
         stopped = [line for line in output.splitlines() if "system" in line and " stopped (rc=" in line]
         assert len(stopped) == len(procfile_names()) and all(line.endswith("(rc=0)") for line in stopped), stopped
         assert "email-slow-1 finished" in output
+        assert "Emails go out through the SMTP server of EMAIL_URL." in output  # EMAIL_URL is set here
         assert "ConnectionError" not in output and "Traceback" not in output, output[-3000:]
     finally:
         if run.poll() is None:

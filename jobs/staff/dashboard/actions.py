@@ -73,7 +73,14 @@ def triage(request, admin_site, queue_name):
     )
 
 
-CLEAN_AGES = {"1h": timedelta(hours=1), "1d": timedelta(days=1), "7d": timedelta(days=7), "30d": timedelta(days=30)}
+# Shorter than what the queues keep (finished jobs 1 h, failed ones 24 h): a longer age finds nothing.
+CLEAN_AGES = {
+    "10m": (timedelta(minutes=10), _("10 minutes")),
+    "30m": (timedelta(minutes=30), _("30 minutes")),
+    "1h": (timedelta(hours=1), _("1 hour")),
+    "6h": (timedelta(hours=6), _("6 hours")),
+    "12h": (timedelta(hours=12), _("12 hours")),
+}
 
 
 @permission("view_dashboard")
@@ -93,7 +100,7 @@ def queue_action(request, admin_site, queue_name, name):
     if name == "clean" and (not states or age not in CLEAN_AGES):
         messages.warning(request, _("Choose the states and the age of the jobs to clean."))
         return HttpResponseRedirect(back)
-    before = timezone.now() - CLEAN_AGES[age] if name == "clean" else None
+    before = timezone.now() - CLEAN_AGES[age][0] if name == "clean" else None
     reason, by = request.POST.get("reason", ""), request.user.get_username()
     if request.POST.get("confirm") == "yes":
         if name == "pause":

@@ -1,7 +1,7 @@
 """The dashboard's pages that read: the overview of every queue, a queue's jobs by state, one job.
 Their changes are in `actions`."""
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.apps import apps
 from django.contrib.auth import get_user_model
@@ -9,6 +9,7 @@ from django.http import Http404
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.timesince import timesince
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_http_methods
 from rq.job import JobStatus
@@ -23,7 +24,7 @@ from jobs.staff import operations
 from jobs.staff.audit import actions_for_job
 from jobs.staff.dashboard import charts
 from jobs.staff.dashboard.access import context, known_queue, may_see_payloads, permission
-from jobs.staff.dashboard.actions import ACTIONS
+from jobs.staff.dashboard.actions import ACTIONS, CLEAN_AGES
 from jobs.staff.dashboard.labels import state_label
 
 MASK = "•••"
@@ -104,6 +105,8 @@ def job_list(request, admin_site, queue_name, state):
             legend=charts.legend(),
             search=search,
             cleanable=operations.CLEANABLE,
+            clean_ages=[(key, label) for key, (_age, label) in CLEAN_AGES.items()],
+            kept=_kept(queue_name),
             paused=pauses.paused(clients.redis()).get(queue_name),
             func=request.GET.get("func", ""),
             funcs=sorted({_func(job) for job in result.jobs}),
@@ -137,6 +140,19 @@ def job_detail(request, admin_site, queue_name, job_id):
             actions=[(key, action.label) for key, action in ACTIONS.items() if status in action.states],
         ),  # fmt: skip
     )
+
+
+def _kept(queue_name: str) -> str:
+    """How long the queue keeps ended jobs: an older one is not there to clean."""
+    policy, moment = policies.QUEUES[queue_name], timezone.now()
+    failed = timesince(moment - timedelta(seconds=policy.failure_ttl), moment)
+    if not policy.result_ttl:
+        return _("Finished jobs are not kept; failed ones stay %(failed)s.") % {"failed": failed}
+    finished = timesince(moment - timedelta(seconds=policy.result_ttl), moment)
+    return _("Finished jobs stay %(finished)s, failed ones %(failed)s: older ones are gone already.") % {
+        "finished": finished,
+        "failed": failed,
+    }
 
 
 def _users_matching(search: str) -> list[int]:
