@@ -150,3 +150,10 @@ def test_the_suite_refuses_a_redis_database_that_holds_data(redis_conn):
         assert Redis(host=url["host"], port=url["port"], db=6).get("ceres:queue:someone-s-job") == b"keep me"
     finally:
         Redis(host=url["host"], port=url["port"], db=6).flushdb()
+
+
+def test_browsers_get_an_icon_instead_of_a_404(client):
+    icon = client.get("/favicon.ico")
+
+    assert icon.status_code == 200 and icon["Content-Type"] == "image/svg+xml"
+    assert icon.content.decode().startswith("<svg") and "max-age=86400" in icon["Cache-Control"]

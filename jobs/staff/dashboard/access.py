@@ -6,7 +6,8 @@ permission, and only POSTs change anything.
 from functools import wraps
 
 from django.core.exceptions import PermissionDenied
-from django.http import Http404
+from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect
+from django.urls import reverse
 from django.utils.translation import gettext_lazy as _
 
 from jobs.config import policies
@@ -45,3 +46,19 @@ def context(request, admin_site, title, **extra):
 
 def may_see_payloads(request) -> bool:
     return request.user.has_perm("jobs.view_payloads")
+
+
+def post_or_back(view):
+    """A change is a POST. A GET of its address (a reload, a pasted link) goes to the queue's page
+    instead of a bare 405; other methods get the 405."""
+
+    @wraps(view)
+    def wrapper(request, admin_site, queue_name, *args, **kwargs):
+        if request.method == "GET":
+            page = reverse(f"{admin_site.name}:jobs_dashboard_list", args=[known_queue(queue_name), "queued"])
+            return HttpResponseRedirect(page)
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        return view(request, admin_site, queue_name, *args, **kwargs)
+
+    return wrapper

@@ -23,7 +23,7 @@ from rq.job import JobStatus
 from jobs.enqueue import clients
 from jobs.observability import reads
 from jobs.staff import operations
-from jobs.staff.dashboard.access import context, known_queue, permission
+from jobs.staff.dashboard.access import context, known_queue, permission, post_or_back
 from jobs.staff.dashboard.labels import state_label
 
 
@@ -84,7 +84,7 @@ CLEAN_AGES = {
 
 
 @permission("view_dashboard")
-@require_http_methods(["POST"])
+@post_or_back
 def queue_action(request, admin_site, queue_name, name):
     """Pause, resume or clean a queue: a POST shows what will happen (for clean, how many jobs);
     a POST with `confirm=yes` does it. Pause and resume need `operate_jobs`, clean `destroy_jobs`."""
@@ -159,7 +159,7 @@ ACTIONS = {
 
 
 @permission("view_dashboard")
-@require_http_methods(["POST"])
+@post_or_back
 def action(request, admin_site, queue_name, name):
     """POST the selection: a confirmation page lists what will change; POST `confirm=yes` does it."""
     queue_name = known_queue(queue_name)
