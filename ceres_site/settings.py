@@ -78,6 +78,7 @@ SLACK_WEBHOOK_URL = env.str("SLACK_WEBHOOK_URL", default="")
 SLACK_TIMEOUT = env.float("SLACK_TIMEOUT", default=10)  # seconds to wait for Slack's answer
 DEAD_LETTER_RETENTION_DAYS = env.int("DEAD_LETTER_RETENTION_DAYS", default=90)
 QUEUES_UI_PASS = env.str("QUEUES_UI_PASS", default="")
+QUEUES_UI_EMAIL = env.str("QUEUES_UI_EMAIL", default="")  # the bootstrap admin's address: test copies go there
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")  # Prometheus sends it as a Bearer token
 
 # --- Accounts ---------------------------------------------------------------------------------

@@ -249,12 +249,14 @@ def test_enqueue_verify_command_fails_for_unknown_users(capsys):
 
 def test_ensure_admin_creates_the_staff_user_once(settings, client):
     settings.QUEUES_UI_PASS = "clave-del-panel"
+    settings.QUEUES_UI_EMAIL = "panel@example.com"
 
     call_command("ensure_admin", stdout=open("/dev/null", "w"))
     call_command("ensure_admin", stdout=open("/dev/null", "w"))
 
     admin = User.objects.get(username="admin")
     assert admin.is_staff and admin.is_superuser
+    assert admin.email == "panel@example.com"  # a newsletter's test copy reaches it
     assert client.login(username="admin", password="clave-del-panel")
 
 

@@ -257,3 +257,16 @@ def test_past_the_hour_s_cap_jobs_wait_unstarted_and_nothing_fails(smtp, live_wo
         "queued",
     ]  # until the next hour
     assert len(smtp.messages) == 4
+
+
+def test_a_person_without_a_first_name_is_greeted_without_a_stray_space(smtp, work):
+    nameless = User.objects.create(
+        username="sin-nombre@example.com", email="sin-nombre@example.com", email_verified_at=timezone.now()
+    )
+    campaigns.send(newsletter(), None)
+
+    work("bulk")
+
+    [message] = bodies_to(smtp, nameless.email)
+    assert message.get_body(("plain",)).get_content().startswith("Hola: hay novedades en Ceres.")
+    assert "<p>Hola</p>" in message.get_body(("html",)).get_content()

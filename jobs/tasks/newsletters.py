@@ -67,11 +67,12 @@ def send_newsletter(newsletter_id: int, user_id: int, test: bool = False) -> str
 
 def _send(newsletter_id: int, newsletter: dict, user_id: int, email: str, first_name: str, test: bool) -> None:
     url = settings.SITE_URL + reverse("newsletters:unsubscribe", args=[unsubscribe_token(user_id)])
-    context = Context({"name": display_name(first_name), "unsubscribe_url": url})
+    name = display_name(first_name)
+    context = Context({"name": name or NO_NAME, "unsubscribe_url": url})
     key = get_current_job().id if test else f"newsletter-{newsletter_id}-{user_id}"  # a test copy: one per click
     message = EmailMultiAlternatives(
         subject=_("[Test] %(subject)s") % {"subject": newsletter["subject"]} if test else newsletter["subject"],
-        body=_template(newsletter_id, newsletter["body_text"], False).render(context),
+        body=_without_no_name(_template(newsletter_id, newsletter["body_text"], False).render(context)),
         to=[email],
         headers={
             "List-Unsubscribe": f"<{url}>",
@@ -80,7 +81,8 @@ def _send(newsletter_id: int, newsletter: dict, user_id: int, email: str, first_
         },
     )
     if newsletter["body_html"]:
-        message.attach_alternative(_template(newsletter_id, newsletter["body_html"], True).render(context), "text/html")
+        html = _without_no_name(_template(newsletter_id, newsletter["body_html"], True).render(context))
+        message.attach_alternative(html, "text/html")
     try:
         smtp.send(message, answer_by=answer_by())
     except smtplib.SMTPResponseException as error:
@@ -96,6 +98,14 @@ def _send(newsletter_id: int, newsletter: dict, user_id: int, email: str, first_
         if all(code >= 500 for code in codes):
             raise PermanentJobError(f"recipient refused by the mail server ({codes[0]})") from error
         raise
+
+
+NO_NAME = "\x00"  # stands for an empty first name while rendering: it goes, with the space before it
+
+
+def _without_no_name(text: str) -> str:
+    """ "Hola {{ name }}:" reads "Hola:" for a person without a first name, not "Hola :"."""
+    return text.replace(" " + NO_NAME, "").replace(NO_NAME, "")
 
 
 @lru_cache(maxsize=32)
