@@ -177,3 +177,22 @@ def test_the_process_set_rides_out_redis_stopped_and_frozen_and_restarts_what_di
         if redis.process.poll() is None:
             redis.process.send_signal(signal.SIGCONT)
             redis.process.kill()
+
+
+def test_a_redis_still_loading_its_data_is_no_new_outage(caplog):
+    """What a restarted Redis answers while it loads its data (a `-LOADING` reply, which redis-py raises as
+    BusyLoadingError, a ConnectionError) is an answer: no second "unreachable" line in the same outage.
+    Raised by hand: a real server answers LOADING only for a moment, too short to aim at."""
+    from redis.exceptions import BusyLoadingError
+
+    from jobs.enqueue import clients
+
+    def loading():
+        raise BusyLoadingError("Redis is loading the dataset in memory")
+
+    before = clients.LINK.down_since
+    with pytest.raises(BusyLoadingError):
+        clients._watch(loading)
+
+    assert clients.LINK.down_since == before
+    assert "Redis unreachable" not in caplog.text

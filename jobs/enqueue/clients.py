@@ -22,6 +22,7 @@ from django.dispatch import receiver
 from django_rq import get_queue
 from redis import Redis
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import BusyLoadingError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
@@ -95,6 +96,8 @@ def _watched(connection_class: type) -> type:
 def _watch(action, *args, **kwargs):
     try:
         return action(*args, **kwargs)
+    except BusyLoadingError:
+        raise  # Redis answers, still loading its data after a restart: not a new outage (callers retry)
     except UNREACHABLE as error:
         LINK.lost(error)
         raise
