@@ -17,6 +17,7 @@ from jobs.config.policies import QUEUES
 from jobs.enqueue.producers import enqueue_stored_call
 from jobs.models import DeadLetter, JobAction
 from jobs.observability import health
+from jobs.staff import operations
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -680,3 +681,11 @@ def test_a_running_job_shows_its_progress_and_its_last_log_lines(queue_name, liv
     (tmp_path / "go").touch()
     wait_for(lambda: fetch(f"{queue_name}-long-1", queue_name).get_status() == "finished", timeout=60)
     assert fetch(f"{queue_name}-long-1", queue_name).meta["progress"]["percent"] == 100
+
+
+def test_a_paused_queue_is_marked_with_a_drawn_sign_not_a_glyph_fonts_lack(admin_client, admin_user):
+    operations.queue_pause(queue_name="files", user=admin_user, by="admin", reason="")
+
+    for page in (url("overview"), url("list", "files", "queued")):
+        shown = admin_client.get(page).content.decode()
+        assert 'class="dash-pause-mark"' in shown and "⏸" not in shown, page
