@@ -81,12 +81,8 @@ def versions_differing(installed: dict[str, str] | None = None) -> dict[str, tup
 
 # --- keys and hash fields -----------------------------------------------------------------------
 
-KEY_PREFIX = defaults.RQ_KEY_PREFIX  # "rq" unless the env var RQ_KEY_PREFIX was set before rq's import
-
-
-def key_prefix() -> str:
-    """rq's key prefix as rq holds it now (settings set it through the environment before rq's import)."""
-    return defaults.RQ_KEY_PREFIX
+# rq's key prefix: "rq" unless the env var RQ_KEY_PREFIX was set before rq's import (settings set it).
+KEY_PREFIX = defaults.RQ_KEY_PREFIX
 
 
 WORKERS_KEY = REDIS_WORKER_KEYS  # set of every worker's key

@@ -6,12 +6,11 @@ from django.core import checks
 
 @checks.register()
 def rq_key_prefix(app_configs, **kwargs):
-    from jobs.rq_compat import key_prefix
+    from jobs.rq_compat import KEY_PREFIX
 
-    prefix = key_prefix()
     return _error_if(
-        prefix != settings.RQ_KEY_PREFIX,
-        f"rq was imported with RQ_KEY_PREFIX={prefix!r}, expected {settings.RQ_KEY_PREFIX!r}.",
+        KEY_PREFIX != settings.RQ_KEY_PREFIX,
+        f"rq was imported with RQ_KEY_PREFIX={KEY_PREFIX!r}, expected {settings.RQ_KEY_PREFIX!r}.",
         hint="Something imported rq before the settings were loaded; import it after django.setup().",
         id="jobs.E001",
     )

@@ -41,7 +41,7 @@ RENAMED = {
 
 
 def current(name: str | None) -> str | None:
-    return RENAMED.get(name, name)  # type: ignore[arg-type]
+    return RENAMED.get(name, name) if name is not None else None
 
 
 def allowed(name: str | None, registered: frozenset[str]) -> bool:

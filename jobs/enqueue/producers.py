@@ -50,7 +50,9 @@ class Producer:
     def id_for(self, kwargs: dict) -> str:
         if callable(self.job_id):
             return self.job_id(kwargs)
-        return self.job_id.format(**kwargs, random=uuid4().hex)
+        if "{random" in self.job_id:  # a uuid only where the id asks for one: `many` makes thousands of ids
+            return self.job_id.format(**kwargs, random=uuid4().hex)
+        return self.job_id.format(**kwargs)
 
     def _cooldown(self) -> int:
         return settings.VERIFY_RESEND_COOLDOWN_SECONDS if self.cooldown else 0

@@ -16,7 +16,7 @@ from redis.exceptions import RedisError, ResponseError
 from jobs.config import crons, policies
 from jobs.enqueue import clients
 from jobs.observability import reads
-from jobs.rq_compat import key_prefix, now
+from jobs.rq_compat import KEY_PREFIX, now
 
 
 @dataclass(frozen=True)
@@ -105,9 +105,9 @@ def queue_checks(stats: reads.QueueStats) -> list[Check]:
 
 def _redis_identity(connection) -> Check:
     db = connection.connection_pool.connection_kwargs.get("db", 0)
-    if key_prefix() != settings.RQ_KEY_PREFIX:
-        return Check("redis", "fail", f"keys go under {key_prefix()!r}, not {settings.RQ_KEY_PREFIX!r}")
-    return Check("redis", "ok", f"reachable, logical DB {db}, keys under {key_prefix()}:")
+    if KEY_PREFIX != settings.RQ_KEY_PREFIX:
+        return Check("redis", "fail", f"keys go under {KEY_PREFIX!r}, not {settings.RQ_KEY_PREFIX!r}")
+    return Check("redis", "ok", f"reachable, logical DB {db}, keys under {KEY_PREFIX}:")
 
 
 def _redis_durability(connection) -> list[Check]:

@@ -72,7 +72,7 @@ def _send(newsletter_id: int, newsletter: dict, user_id: int, email: str, first_
     key = get_current_job().id if test else f"newsletter-{newsletter_id}-{user_id}"  # a test copy: one per click
     message = EmailMultiAlternatives(
         subject=_("[Test] %(subject)s") % {"subject": newsletter["subject"]} if test else newsletter["subject"],
-        body=_without_no_name(_template(newsletter_id, newsletter["body_text"], False).render(context)),
+        body=_render(_template(newsletter_id, newsletter["body_text"], False), context, named=bool(name)),
         to=[email],
         headers={
             "List-Unsubscribe": f"<{url}>",
@@ -81,7 +81,7 @@ def _send(newsletter_id: int, newsletter: dict, user_id: int, email: str, first_
         },
     )
     if newsletter["body_html"]:
-        html = _without_no_name(_template(newsletter_id, newsletter["body_html"], True).render(context))
+        html = _render(_template(newsletter_id, newsletter["body_html"], True), context, named=bool(name))
         message.attach_alternative(html, "text/html")
     try:
         smtp.send(message, answer_by=answer_by())
@@ -103,9 +103,10 @@ def _send(newsletter_id: int, newsletter: dict, user_id: int, email: str, first_
 NO_NAME = "\x00"  # stands for an empty first name while rendering: it goes, with the space before it
 
 
-def _without_no_name(text: str) -> str:
-    """ "Hola {{ name }}:" reads "Hola:" for a person without a first name, not "Hola :"."""
-    return text.replace(" " + NO_NAME, "").replace(NO_NAME, "")
+def _render(template: Template, context: Context, *, named: bool) -> str:
+    """For a person without a first name "Hola {{ name }}:" reads "Hola:", not "Hola :"."""
+    text = template.render(context)
+    return text if named else text.replace(" " + NO_NAME, "").replace(NO_NAME, "")
 
 
 @lru_cache(maxsize=32)
