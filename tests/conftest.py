@@ -29,6 +29,7 @@ from tests.ports import free_port  # noqa: E402, F401 (the tests import it from 
 
 settings.JOB_EXTRA_TASK_MODULES = ["tests.tasks"]  # and the workers of this process (settings may be loaded)
 
+pytest_plugins = ["tests.browser"]  # the browser tests' `page` fixture
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 

@@ -3,34 +3,15 @@
 Screenshots of every dashboard page, in the light and the dark theme, go to test-artifacts/.
 """
 
-import shutil
-
 import pytest
 from django.urls import reverse
 
 from ceres_site.accounts.models import User
 from jobs.enqueue.producers import enqueue_stored_call
-from tests.conftest import BASE_DIR, wait_for
+from tests.browser import ARTIFACTS, log_in, screenshots
+from tests.conftest import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-ARTIFACTS = BASE_DIR / "test-artifacts"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"]  # fmt: skip
-
-
-@pytest.fixture
-def page(monkeypatch):
-    from playwright.sync_api import sync_playwright
-
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's sync API runs an event loop here
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 900}, locale="es-AR")
-        yield page
-        browser.close()
 
 
 @pytest.mark.slow
@@ -41,10 +22,7 @@ def test_staff_finds_a_failed_job_retries_it_and_sees_it_finish(page, live_serve
                         kwargs={"counter": "browser", "times": 1})  # fmt: skip
     work("email")
 
-    page.goto(live_server.url + reverse("admin:jobs_dashboard_overview"))
-    page.fill("#id_username", "admin")
-    page.fill("#id_password", "clave-del-panel")
-    page.click("input[type=submit]")
+    log_in(page, live_server.url + reverse("admin:jobs_dashboard_overview"), "admin", "clave-del-panel")
     page.wait_for_selector("text=Colas")
     page.screenshot(path=ARTIFACTS / "overview.png", full_page=True)
     failed_link = page.locator(f'a[href="{reverse("admin:jobs_dashboard_list", args=["email", "failed"])}"]')
@@ -95,10 +73,7 @@ def test_a_person_confirms_the_account_from_the_email_link(page, live_server, sm
 @pytest.mark.slow
 def test_staff_click_to_the_dashboard_watch_it_live_pause_and_resume_a_queue(page, live_server, live_worker, tmp_path):
     User.objects.create_superuser(username="admin", password="clave-del-panel")
-    page.goto(live_server.url + reverse("admin:index"))
-    page.fill("#id_username", "admin")
-    page.fill("#id_password", "clave-del-panel")
-    page.click("input[type=submit]")
+    log_in(page, live_server.url + reverse("admin:index"), "admin", "clave-del-panel")
     page.click("#content-main a:has-text('Panel de colas')")  # from the admin index, by clicking
     page.wait_for_selector("text=Última hora, por minuto")
     page.evaluate("window.notReloaded = true")
@@ -141,11 +116,7 @@ def test_staff_click_to_the_dashboard_watch_it_live_pause_and_resume_a_queue(pag
         "dead-letters": reverse("admin:jobs_deadletter_changelist"),
         "audit": reverse("admin:jobs_jobaction_changelist"),
     }
-    for scheme in ("light", "dark"):
-        page.emulate_media(color_scheme=scheme)
-        for name, path in pages.items():
-            page.goto(live_server.url + path)
-            page.screenshot(path=ARTIFACTS / f"{name}-{scheme}.png", full_page=True)
+    screenshots(page, live_server.url, pages)
 
 
 @pytest.mark.slow
