@@ -170,6 +170,7 @@ class DashboardAdmin(ReadOnlyAdmin):
             view(views.overview, "overview", ""),
             # The name admin's index, app page and sidebar link a model by: without it, plain text.
             view(views.overview, "changelist", ""),
+            view(views.health_page, "health", "health/"),
             view(actions.triage, "triage", "<str:queue_name>/triage/"),
             view(views.job_detail, "job", "<str:queue_name>/job/<str:job_id>/"),
             view(actions.action, "action", "<str:queue_name>/action/<str:name>/"),

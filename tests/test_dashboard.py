@@ -1,6 +1,7 @@
 """The queue dashboard in admin, against real Redis with real jobs in every state."""
 
 import re
+from datetime import timedelta
 from zoneinfo import ZoneInfo
 
 import django_rq
@@ -46,11 +47,12 @@ def jobs(policy, work):
     work("email")
     call("sleep", "email-waiting-1", seconds=0)
     queue = django_rq.get_queue("email")
+    queue.enqueue_in(timedelta(hours=1), "tests.tasks.sleep", 0, job_id="email-later-1")
     queue.enqueue("tests.tasks.sleep", 0, job_id="email-deferred-1", depends_on="email-waiting-1")
     call("sleep", "email-canceled-1", seconds=0)
     fetch("email-canceled-1").cancel()
     return {
-        "failed": "email-failed-1", "finished": "email-done-1", "scheduled": "email-retrying-1",
+        "failed": "email-failed-1", "finished": "email-done-1", "retrying": "email-retrying-1", "scheduled": "email-later-1",
         "queued": "email-waiting-1", "deferred": "email-deferred-1", "canceled": "email-canceled-1",
     }  # fmt: skip
 
@@ -79,10 +81,22 @@ def test_overview_counts_every_state_and_warns_about_missing_workers(jobs, admin
     page = admin_client.get(url("overview")).content.decode()
 
     for state in jobs:
-        assert f'href="{url("list", "email", state)}">1</a>' in page, state
+        assert re.search(rf'href="{url("list", "email", state)}"[^>]*>1</a>', page), state
     assert "Ningún worker vivo atiende la cola email." in page
     assert "El scheduler de crons (rqscheduler) no está corriendo." in page
-    assert "clean-verification-tokens" in page and "/health/jobs" in page
+    assert "clean-verification-tokens" in page and url("health") in page
+
+
+def test_the_health_checks_have_a_page_for_people_in_spanish_and_stay_english_for_monitors(admin_client):
+    page = admin_client.get(url("health")).content.decode()
+    report = admin_client.get("/health/jobs").json()
+
+    assert "Chequeos de salud" in page and "ningún proceso rqscheduler dio señales de vida" in page
+    assert page.index("falla") < page.index("bien")  # the worst first
+    assert 'href="/health/jobs"' in page
+    details = {check["name"]: check["detail"] for check in report["checks"]}
+    assert details["scheduler"] == "no rqscheduler process has beaten its heart recently"
+    assert details["email.workers"].endswith("in 0 processes, 0 busy")
 
 
 def test_failures_stay_counted_in_their_hour_after_a_retry(admin_client, policy, work):
@@ -95,7 +109,7 @@ def test_failures_stay_counted_in_their_hour_after_a_retry(admin_client, policy,
     admin_client.post(url("action", "email", "retry"), {"scope": "all", "state": "failed", "confirm": "yes"})
 
     assert django_rq.get_queue("email").failed_job_registry.count == 0  # retried: the registry forgot them
-    assert "<td>1 / 3</td>" in admin_client.get(url("overview")).content.decode()
+    assert "<td>1 / 0 / 3</td>" in admin_client.get(url("overview")).content.decode()
     checks = {check["name"]: check for check in health.health_report()["checks"]}
     assert checks["email.failures"]["detail"].startswith("3 failed, 1 finished in the last hour")
 
@@ -179,13 +193,52 @@ def test_search_finds_parts_of_ids_and_the_related_user_s_email(admin_client):
     assert "email-welcome-" not in masked.get(url("list", "email", "queued"), {"q": "ana@exam"}).content.decode()
 
 
-def test_scheduled_jobs_show_when_they_run_and_their_last_error(jobs, admin_client):
-    page = admin_client.get(url("list", "email", "scheduled")).content.decode()
+def test_retrying_jobs_show_their_next_attempt_and_last_error_apart_from_scheduled_ones(jobs, admin_client):
+    retrying = admin_client.get(url("list", "email", "retrying")).content.decode()
+    scheduled = admin_client.get(url("list", "email", "scheduled")).content.decode()
 
-    runs_at = fetch("email-retrying-1").get_status() and django_rq.get_queue("email").scheduled_job_registry
-    when = runs_at.get_scheduled_time("email-retrying-1").astimezone(ZoneInfo("America/Argentina/Cordoba"))
-    assert f"{when:%d/%m/%Y %H:%M:%S}</time>" in page
-    assert "RuntimeError" in page and "later" in page  # the attempt that failed, before its retry
+    registry = django_rq.get_queue("email").scheduled_job_registry
+    when = registry.get_scheduled_time("email-retrying-1").astimezone(ZoneInfo("America/Argentina/Cordoba"))
+    assert f"{when:%d/%m/%Y %H:%M:%S}</time>" in retrying
+    assert "Próximo intento" in retrying and "RuntimeError" in retrying and "later" in retrying
+    assert "email-retrying-1" in retrying and "email-later-1" not in retrying
+    assert "email-later-1" in scheduled and "email-retrying-1" not in scheduled  # enqueued for later, not a retry
+    assert "Corre el" in scheduled
+
+
+def test_the_overview_warns_about_retrying_jobs_with_the_next_attempt_and_the_last_error(jobs, admin_client):
+    page = admin_client.get(url("overview")).content.decode()
+
+    registry = django_rq.get_queue("email").scheduled_job_registry
+    when = registry.get_scheduled_time("email-retrying-1").astimezone(ZoneInfo("America/Argentina/Cordoba"))
+    warning = f"1 job de email falló y espera otro intento; el próximo a las {when:%H:%M:%S}, último error: RuntimeError: later."
+    assert warning in page
+    assert 'class="dash-retrying">1</a>' in page  # the count, marked
+    assert "<td>1 / 1 / 1</td>" in page  # done / retried / failed in the last hour
+
+
+def test_the_job_page_of_a_retrying_job_says_when_it_runs_again(jobs, admin_client):
+    page = admin_client.get(url("job", "email", "email-retrying-1")).content.decode()
+
+    registry = django_rq.get_queue("email").scheduled_job_registry
+    when = registry.get_scheduled_time("email-retrying-1").astimezone(ZoneInfo("America/Argentina/Cordoba"))
+    assert "<strong>reintentando</strong>" in page
+    assert re.search(rf"Próximo intento</th><td><strong><time[^>]*>{when:%d/%m/%Y %H:%M:%S}</time></strong>", page)
+    assert "último error: RuntimeError: later" in page
+
+
+def test_retrying_is_a_metric_and_a_chart_series(jobs, admin_client):
+    metrics = admin_client.get("/metrics").content.decode()
+
+    assert 'ceres_jobs{queue="email",state="retrying"} 1.0' in metrics
+    assert 'ceres_jobs{queue="email",state="scheduled"} 1.0' in metrics  # the retry is not counted twice
+    assert 'ceres_job_retries_total{queue="email"} 1.0' in metrics
+    chart = admin_client.get(url("list", "email", "retrying")).content.decode().split('<svg class="dash-chart"')[1]
+    assert sum(int(n) for n in re.findall(r"(\d+) reintentados?", chart)) == 1
+    assert "1 min</text>" in chart and "1 ms</text>" in chart  # the wait lines' scale
+
+    operations.jobs_promote(queue_name="email", job_ids=["email-retrying-1"], user=None, reason="")
+    assert 'ceres_jobs{queue="email",state="retrying"} 0.0' in admin_client.get("/metrics").content.decode()
 
 
 def test_list_actions_need_a_selection_and_the_list_has_a_select_all_box(jobs, admin_client):
@@ -439,7 +492,7 @@ def redis_state(connection) -> dict:
 
 
 def test_the_resolver_finds_every_dashboard_page():
-    assert len(dashboard_routes()) == 6
+    assert len(dashboard_routes()) == 7
 
 
 @pytest.mark.parametrize(

@@ -54,3 +54,9 @@ def state(name: str) -> str:
 def job_state(name: str) -> str:
     """One job's state, as staff read it (`failed` → "fallido")."""
     return job_state_label(name)
+
+
+@register.filter
+def attempt_error(attempt: dict, show_message: bool) -> str:
+    """A failed attempt's error: its type alone for staff who may not see payloads (a message can hold one)."""
+    return attempt["error"] if show_message else attempt["error"].split(":", 1)[0]

@@ -149,11 +149,13 @@ class Action:
 
 ACTIONS = {
     "retry": Action(_("Retry"), "operate_jobs", frozenset({"failed", "stopped", "canceled"}), operations.jobs_retry),
-    "promote": Action(_("Run now"), "operate_jobs", frozenset({"scheduled"}), operations.jobs_promote),
+    "promote": Action(_("Run now"), "operate_jobs", frozenset({"scheduled", "retrying"}), operations.jobs_promote),
     "cancel": Action(
-        _("Cancel"), "operate_jobs", frozenset({"queued", "scheduled", "deferred"}), operations.jobs_cancel
+        _("Cancel"), "operate_jobs", frozenset({"queued", "scheduled", "retrying", "deferred"}), operations.jobs_cancel
     ),
-    "delete": Action(_("Delete"), "destroy_jobs", frozenset(s.value for s in JobStatus), operations.jobs_delete),
+    "delete": Action(
+        _("Delete"), "destroy_jobs", frozenset({s.value for s in JobStatus} | {"retrying"}), operations.jobs_delete
+    ),
     "empty": Action(_("Empty the queue"), "destroy_jobs", frozenset(), None),  # the whole queue, never a selection
 }
 

@@ -9,6 +9,7 @@ LIST_LABELS = {
     "scheduled": pgettext_lazy("jobs", "scheduled"),
     "deferred": pgettext_lazy("jobs", "deferred"),
     "finished": pgettext_lazy("jobs", "finished"),
+    "retrying": pgettext_lazy("jobs", "retrying"),
     "failed": pgettext_lazy("jobs", "failed"),
     "canceled": pgettext_lazy("jobs", "canceled"),
 }
@@ -18,6 +19,7 @@ JOB_LABELS = {
     "scheduled": pgettext_lazy("a job", "scheduled"),
     "deferred": pgettext_lazy("a job", "deferred"),
     "finished": pgettext_lazy("a job", "finished"),
+    "retrying": pgettext_lazy("a job", "retrying"),
     "failed": pgettext_lazy("a job", "failed"),
     "canceled": pgettext_lazy("a job", "canceled"),
     "stopped": pgettext_lazy("a job", "stopped"),
