@@ -3,13 +3,15 @@ from datetime import datetime
 from django.apps import apps
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db.models import OuterRef, Subquery
 from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import NoReverseMatch, path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 
 from jobs.failures.dead_letters import UNREADABLE_PAYLOAD, dead_letter_resolve
-from jobs.models import Dashboard, DeadLetter, JobAction
+from jobs.models import Dashboard, DeadLetter, JobAction, JobActionTarget
 from jobs.staff.audit import action_record
 from jobs.staff.dashboard import actions, views
 from jobs.staff.operations import dead_letters_retry
@@ -181,11 +183,31 @@ class DashboardAdmin(ReadOnlyAdmin):
 
 @admin.register(JobAction)
 class JobActionAdmin(ReadOnlyAdmin):
-    list_display = ("moment", "user", "kind", "queue", "count", "reason", "detail")
+    list_display = ("moment", "user", "kind", "queue", "jobs", "reason", "detail")
     list_filter = ("kind", "queue")
     search_fields = ("=targets__job_id", "user__username", "reason")
     date_hierarchy = "at"
+    ON_NO_JOB = {JobAction.Kind.PAUSE, JobAction.Kind.RESUME, JobAction.Kind.SEND}  # a queue or a campaign
+
+    def get_queryset(self, request):
+        first = JobActionTarget.objects.filter(action=OuterRef("pk")).order_by("pk").values("job_id")[:1]
+        return super().get_queryset(request).annotate(first_job=Subquery(first))
 
     @admin.display(description=_("when"), ordering="at")
     def moment(self, obj):
         return when(obj.at)
+
+    @admin.display(description=_("jobs"), ordering="count")
+    def jobs(self, obj):
+        """The job it acted on, linked, and how many others: a row that names what it changed."""
+        if obj.kind in self.ON_NO_JOB:
+            return "—"
+        if not obj.first_job:
+            return obj.count
+        link = format_html(
+            '<a href="{}">{}</a>', reverse("admin:jobs_dashboard_job", args=[obj.queue, obj.first_job]), obj.first_job
+        )
+        if obj.count <= 1:
+            return link
+        more = ngettext("and %(n)d more", "and %(n)d more", obj.count - 1) % {"n": obj.count - 1}
+        return format_html("{} {}", link, more)

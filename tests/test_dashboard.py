@@ -362,6 +362,18 @@ def test_retry_selected_asks_first_then_gives_a_full_retry_budget_and_is_audited
     assert DeadLetter.objects.get(job_id="email-failed-1").retried_at is not None
 
 
+def test_the_audit_trail_names_the_job_it_acted_on_and_no_count_for_queue_actions(jobs, admin_client):
+    confirm(admin_client, "retry", job_ids=["email-failed-1"])
+    confirm(admin_client, "delete", job_ids=["email-done-1", "email-later-1", "email-canceled-1"])
+    operations.queue_pause(queue_name="email", by="admin")
+
+    rows = admin_client.get(reverse("admin:jobs_jobaction_changelist")).content.decode()
+
+    assert f'<a href="{url("job", "email", "email-failed-1")}">email-failed-1</a>' in rows
+    assert re.search(r'">email-(done|later|canceled)-1</a> y 2 más<', rows)  # the first, and how many more
+    assert re.search(r'<td class="field-jobs">—</td>', rows)  # a pause acts on the queue, not on jobs
+
+
 def test_a_crafted_post_cannot_act_on_another_queue_s_job(jobs, admin_client):
     admin_client.post(url("action", "files", "retry"), {"job_ids": ["email-failed-1"], "confirm": "yes", "reason": "x"})
     admin_client.post(
