@@ -14,7 +14,8 @@ from django.utils.translation import ngettext, pgettext
 from jobs.config.crons import ZONE
 from jobs.observability.series import Point
 
-WIDTH, BARS, WAITS = 720, 90, 60  # px: the SVG's width, the bars' height, the wait lines' height
+WIDTH, BARS, WAITS = 720, 90, 90  # px: the plots' width, the bars' height, the wait lines' height
+SCALE = 56  # px right of the plots, for the wait lines' marks
 WAIT_RANGE = (0.001, 3600)  # seconds at the bottom and the top of the wait lines
 WAIT_MARKS = ((0.001, "1 ms"), (1, "1 s"), (60, "1 min"), (3600, "1 h"))
 
@@ -37,22 +38,22 @@ def chart(points: list[Point], hourly: bool) -> str:
     labels = [(0, points[0].at), (WIDTH / 2, points[len(points) // 2].at), (WIDTH, points[-1].at)] if points else []
     return format_html(
         '<svg class="dash-chart" viewBox="0 0 {} {}" role="img" aria-label="{}">'
-        '<text x="0" y="12" class="axis">{}</text>{}'
+        '<text x="0" y="14" class="axis">{}</text>{}'
         '<line x1="0" y1="{}" x2="{}" y2="{}" class="axis"/>'
         '{}{}{}{}</svg>',
-        WIDTH, BARS + WAITS + 24, _("jobs finished, retried and failed, and their wait"), _max_label(top),
+        WIDTH + SCALE, BARS + WAITS + 34, _("jobs finished, retried and failed, and their wait"), _max_label(top),
         format_html_join("", "{}", ((bar,) for bar in bars)), BARS, WIDTH, BARS, _wait_scale(),
         _line(p50, "p50"), _line(p95, "p95"),
         format_html_join("", '<text x="{}" y="{}" class="axis" text-anchor="{}">{}</text>', (
-            (f"{x:.0f}", BARS + WAITS + 22, ("start", "middle", "end")[n], _moment(at, hourly)) for n, (x, at) in enumerate(labels)
+            (f"{x:.0f}", BARS + WAITS + 30, ("start", "middle", "end")[n], _moment(at, hourly)) for n, (x, at) in enumerate(labels)
         )),
     )  # fmt: skip
 
 
 def _wait_scale() -> str:
     """The wait lines' marks: a faint line and its label at 1 ms, 1 s, 1 min and 1 h."""
-    return format_html_join("", '<line x1="0" y1="{0}" x2="{1}" y2="{0}" class="mark"/><text x="{1}" y="{2}" class="mark" text-anchor="end">{3}</text>', (
-        (f"{BARS + 10 + _wait_y(seconds):.1f}", WIDTH, f"{BARS + 10 + _wait_y(seconds) - 2:.1f}", label) for seconds, label in WAIT_MARKS
+    return format_html_join("", '<line x1="0" y1="{0}" x2="{1}" y2="{0}" class="mark"/><text x="{2}" y="{0}" class="mark" dominant-baseline="middle">{3}</text>', (
+        (f"{BARS + 10 + _wait_y(seconds):.1f}", WIDTH, WIDTH + 6, label) for seconds, label in WAIT_MARKS
     ))  # fmt: skip
 
 
