@@ -21,7 +21,7 @@ urlpatterns = [
         views.PasswordResetConfirm.as_view(),
         {"token": views.PasswordResetConfirm.reset_url_token},
         name="password_reset_confirm",
-    ),  # fmt: skip
+    ),
     path(
         "password/reset/complete/",
         PasswordResetCompleteView.as_view(template_name="accounts/password_reset_complete.html"),

@@ -8,6 +8,7 @@ from django.http import FileResponse, Http404
 from django.shortcuts import redirect, render
 from django.urls import reverse_lazy
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods
 from redis.exceptions import RedisError
 
@@ -124,6 +125,7 @@ class PasswordResetConfirm(PasswordResetConfirmView):
     success_url = reverse_lazy("accounts:password_reset_complete")
 
 
+@sensitive_post_parameters("token")  # out of Django's error reports too
 @require_http_methods(["GET", "HEAD", "POST"])
 @limited("reset_link", "uidb64")
 def password_reset_link(request):
@@ -133,7 +135,7 @@ def password_reset_link(request):
     if request.method != "POST":
         return render(request, "accounts/password_reset_link.html")
     uidb64, token = request.POST.get("uidb64", ""), request.POST.get("token", "")
-    user = PasswordResetConfirm().get_user(uidb64)
+    user = PasswordResetConfirm().get_user(uidb64)  # Django's own reading of the uid, bad ones included
     if user is None or not default_token_generator.check_token(user, token):
         return render(request, "accounts/password_reset_confirm.html", {"validlink": False}, status=400)
     request.session[INTERNAL_RESET_SESSION_TOKEN] = token
