@@ -1,4 +1,5 @@
-"""Email queue tasks: the verification, welcome and account-exists emails, and resend requests.
+"""Email queue tasks: the verification, welcome, account-exists and password-reset emails, and the
+requests (resend, password reset) that look for the account an address names.
 
 Each task takes a user id, re-checks the database before acting (user gone or already verified:
 nothing to do, no retry), and records every delivery so a re-run of the same job sends nothing.
@@ -22,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.contrib.auth.tokens import default_token_generator
 from django.core.exceptions import ValidationError
 from django.core.mail import EmailMultiAlternatives
 from django.core.validators import validate_email
@@ -29,12 +31,14 @@ from django.db import InterfaceError, OperationalError, connection
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.encoding import force_bytes
+from django.utils.http import urlsafe_base64_encode
 from django.utils.translation import gettext as _
 from rq import get_current_job
 
 from ceres_site.accounts.models import EmailDelivery, Upload, User
 from ceres_site.accounts.tokens import token_issue
-from jobs.enqueue.producers import enqueue_email_verify
+from jobs.enqueue.producers import enqueue_email_password_reset, enqueue_email_verify
 from jobs.failures.attempts import PermanentJobError
 from jobs.mail import messages, smtp
 from jobs.rq_compat import now
@@ -92,6 +96,31 @@ def send_account_exists_email(user_id: int) -> str:
     )  # fmt: skip
 
 
+def send_password_reset_email(user_id: int) -> str:
+    """The link to choose a new password, made here with Django's token (`default_token_generator`):
+    it dies with the password it resets, with the next login or after `PASSWORD_RESET_TIMEOUT`."""
+    accounts: dict[int, User] = {}
+
+    def cannot_reset(user: Recipient) -> str:
+        account = User.objects.filter(pk=user.pk, is_active=True).first()
+        if account is None or not account.has_usable_password():
+            return _("skipped: user %(user)s does not sign in with a password") % {"user": user.pk}
+        accounts[user.pk] = account
+        return ""
+
+    def context(user: Recipient, key: str) -> dict:
+        token = default_token_generator.make_token(accounts[user.pk])
+        # After "#", as the verification link: the token stays out of every server and proxy log.
+        uid = urlsafe_base64_encode(force_bytes(user.pk))
+        link = f"{settings.SITE_URL}{reverse('accounts:password_reset_link')}#{uid}.{token}"
+        return {"link": link, "hours": settings.PASSWORD_RESET_TIMEOUT // 3600}
+
+    return _send_once(
+        user_id, EmailDelivery.Kind.PASSWORD_RESET, "emails/password_reset", _("Reset your Ceres password"), context,
+        sent=_("sent: password reset email to user %(user)s"), skip=cannot_reset,
+    )  # fmt: skip
+
+
 def send_cv_rejected_email(upload_id: int) -> str:
     """Why a CV was not accepted, with the link to upload another."""
     upload = Upload.objects.filter(pk=upload_id, kind=Upload.Kind.CV).first() if str(upload_id).isdigit() else None
@@ -136,6 +165,17 @@ def resend_verify_email(email: str) -> str:
     User.objects.filter(pk=user_id).update(verify_requested_at=timezone.now())  # the outbox's record
     enqueue_email_verify(user_id=user_id)
     return _("enqueued: verification email for user %(user)s") % {"user": user_id}
+
+
+def request_password_reset(email: str) -> str:
+    """A reset asked on the page: the reset email, if `email` has an active account with a password."""
+    if not isinstance(email, str):
+        raise PermanentJobError(f"malformed payload: email is a {type(email).__name__}, not a string")
+    account = User.objects.filter(email__iexact=email, is_active=True).only("pk", "password").first()
+    if account is None or not account.has_usable_password():
+        return _("skipped: no active account with a password has that address")
+    enqueue_email_password_reset(user_id=account.pk)
+    return _("enqueued: password reset email for user %(user)s") % {"user": account.pk}
 
 
 def display_name(first_name: str) -> str:
