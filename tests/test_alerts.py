@@ -115,7 +115,10 @@ def test_an_alert_storm_becomes_one_summary(slack, policy, work):
 
     assert DeadLetter.objects.count() == 200
     [text] = slack.texts
-    assert "200 jobs fallaron definitivamente en *email* en los últimos 1 min: RuntimeError ×200" in text
+    assert (
+        "200 jobs fallaron definitivamente en *email* en los últimos 1 min: RuntimeError ×200 (p. ej.: SMTP down #"
+        in text
+    )
     assert set(DeadLetter.objects.values_list("alert", flat=True)) == {"summary"}
 
 
