@@ -181,7 +181,7 @@ def test_search_finds_a_person_s_story_by_their_email_in_every_queue_and_the_arc
     dead = DeadLetter.objects.get(job_id=story["cv_email"])
     assert reverse("admin:jobs_deadletter_change", args=[dead.pk]) in page
     assert "email-fine-1" not in page and "files-other-1" not in page
-    assert "2 trabajos encontrados" in page
+    assert "2 jobs encontrados" in page
 
     django_rq.get_queue("email").fetch_job(story["cv_email"]).delete()  # a day later Redis forgot it
     assert "solo en el archivo" in found_ids(admin_client, "ana@exa")
@@ -213,7 +213,7 @@ def test_search_is_bounded_and_says_when_it_cut(admin_client, redis_conn):
     page = found_ids(admin_client, "many")
 
     assert page.count('href="/admin/jobs/dashboard/email/job/email-many-') == search.SEARCH_LIMIT
-    assert "Hay más trabajos que coinciden: se muestran solo los 200 más nuevos." in page
+    assert "Hay más jobs que coinciden: se muestran solo los 200 más nuevos." in page
 
 
 def test_the_overview_has_the_search_box(admin_client):

@@ -38,6 +38,7 @@ class Hit:
     error: str  # the last error's type
     job: Job | None = None
     dead_letter: DeadLetter | None = None
+    outcome: str = ""  # how the archived run's retry ended, as the page that shows the hit words it
 
 
 @dataclass

@@ -11,6 +11,7 @@ from jobs.failures.final import RELATED_ARGS
 from jobs.observability.search import SEARCH_LIMIT, Found, Query
 from jobs.observability.search import search as search_everywhere
 from jobs.staff.dashboard.access import context, may_see_payloads, permission
+from jobs.staff.dashboard.archive import outcome_html
 from jobs.staff.dashboard.views import _users_matching
 
 MAX_TEXT = 200  # longer than any job id or email address
@@ -26,7 +27,7 @@ def search(request, admin_site):
     found = None
     if text:
         user_ids = _users_matching(text) if payloads else []
-        found = search_everywhere(Query(text=text, concerning=concerning(user_ids), payloads=payloads))
+        found = _with_outcomes(search_everywhere(Query(text=text, concerning=concerning(user_ids), payloads=payloads)))
     return TemplateResponse(
         request,
         "admin/jobs/dashboard/search.html",
@@ -55,4 +56,11 @@ def concerning(user_ids) -> dict[str, list]:
 
 def jobs_of_user(user_id: int) -> Found:
     """Every job still in Redis and every archived failure that concerned the user, newest first."""
-    return search_everywhere(Query(concerning=concerning([user_id]), payloads=True))
+    return _with_outcomes(search_everywhere(Query(concerning=concerning([user_id]), payloads=True)))
+
+
+def _with_outcomes(found: Found) -> Found:
+    for hit in found.hits:
+        if hit.dead_letter is not None and hit.dead_letter.retried_at:
+            hit.outcome = outcome_html(hit.dead_letter)
+    return found
