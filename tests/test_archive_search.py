@@ -61,6 +61,7 @@ def test_the_row_s_retry_asks_for_a_reason_first_then_retries_audited(dead, admi
 
     assert "Sí, estoy seguro" in asked and "<code>email-late-1</code>" in asked
     assert 'name="reason" size="60" maxlength="300" required' in asked and "Motivo (opcional)" not in asked
+    assert 'id="live-toggle"' not in asked  # a live refresh would GET this address and swap the question away
     assert "Decí por qué reintentás" in unexplained and "Sí, estoy seguro" in unexplained
     assert fetch("email-late-1").get_status() == "failed" and not JobAction.objects.exists()  # nothing yet
     assert admin_client.get(retry)["Location"] == change  # a reload of the address: back to the row
