@@ -133,6 +133,15 @@ def test_a_retry_redis_forgot_still_tells_the_truth(dead, admin_client, work):
     assert "no volvió a fallar" in archive_page(admin_client) and "esperando" not in archive_page(admin_client)
 
 
+def test_a_retry_from_the_dashboard_shows_its_outcome_in_the_archive_too(dead, admin_client, work):
+    action = reverse("admin:jobs_dashboard_action", args=["email", "retry"])
+    admin_client.post(action, {"job_ids": ["email-late-1"], "confirm": "yes", "reason": "from the job page"})
+
+    assert "dash-outcome-waiting" in archive_page(admin_client)
+    work("email")
+    assert "dash-outcome-sent" in archive_page(admin_client)
+
+
 def test_the_archive_s_retry_needs_its_permission_and_csrf(dead):
     viewer = staff("viewer", "view_deadletter", "view_dashboard", "operate_jobs")
     retry = reverse("admin:jobs_deadletter_retry", args=[dead.pk])
