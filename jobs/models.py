@@ -47,6 +47,8 @@ class DeadLetter(models.Model):
 
     retried_at = models.DateTimeField(_("retried at"), null=True, blank=True)
     retried_by = _staff_member(_("retried by"))
+    # When the retry's run was created: that run's later dead letter or its job in Redis tells how it ended.
+    retry_created_at = models.DateTimeField(_("retry created at"), null=True, blank=True)
     resolved_at = models.DateTimeField(_("resolved at"), null=True, blank=True)
     resolved_by = _staff_member(_("resolved by"))
 

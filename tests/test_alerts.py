@@ -295,8 +295,11 @@ def test_retry_from_the_archive_after_redis_dropped_the_job(slack, policy, work,
     row = DeadLetter.objects.get()
     fetch("email-late-1").delete()  # what failure_ttl does after 24 h
 
+    selection = {"action": "retry", "_selected_action": [row.pk]}
+    asked = admin_client.post(reverse("admin:jobs_deadletter_changelist"), selection)  # asks first
+    assert "Sí, estoy seguro" in asked.content.decode() and fetch("email-late-1") is None
     response = admin_client.post(
-        reverse("admin:jobs_deadletter_changelist"), {"action": "retry", "_selected_action": [row.pk]}, follow=True
+        reverse("admin:jobs_deadletter_changelist"), {**selection, "confirm": "yes", "reason": "SMTP back"}, follow=True
     )
     work("email")
 
@@ -321,12 +324,15 @@ def test_the_archive_s_detail_page_retries_and_reads_well(slack, policy, work, a
     listing = admin_client.get(reverse("admin:jobs_deadletter_changelist")).content.decode()
     assert ">abierta<" in listing and "Reintentado el" not in listing  # one state column: the list fits
 
-    assert admin_client.get(reverse("admin:jobs_deadletter_retry", args=[row.pk])).status_code == 405
+    change = reverse("admin:jobs_deadletter_change", args=[row.pk])
+    assert (
+        admin_client.get(reverse("admin:jobs_deadletter_retry", args=[row.pk]))["Location"] == change
+    )  # a GET changes nothing
     viewer = User.objects.create_user(username="viewer", password="x", is_staff=True)
     viewer.user_permissions.add(Permission.objects.get(codename="view_deadletter"))
     client.force_login(viewer)
     assert client.post(reverse("admin:jobs_deadletter_retry", args=[row.pk])).status_code == 403
-    admin_client.post(reverse("admin:jobs_deadletter_retry", args=[row.pk]))
+    admin_client.post(reverse("admin:jobs_deadletter_retry", args=[row.pk]), {"confirm": "yes", "reason": "once more"})
     work("email")
 
     assert fetch("email-twice-1").get_status() == "finished"
@@ -344,7 +350,10 @@ def test_retry_needs_the_permission(client, policy, work):
     staff.user_permissions.add(Permission.objects.get(codename="view_deadletter"))
     client.force_login(staff)
 
-    client.post(reverse("admin:jobs_deadletter_changelist"), {"action": "retry", "_selected_action": [row.pk]})
+    client.post(
+        reverse("admin:jobs_deadletter_changelist"),
+        {"action": "retry", "_selected_action": [row.pk], "confirm": "yes", "reason": "x"},
+    )
 
     assert fetch("email-perm-1").get_status() == "failed"  # not re-enqueued
     row.refresh_from_db()

@@ -1,14 +1,13 @@
-import django_rq
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+from django.template.loader import render_to_string
 from django.urls import reverse
-from django.utils.html import format_html, format_html_join
+from django.utils.html import format_html_join
 from django.utils.safestring import mark_safe
 from django.utils.translation import gettext_lazy as _
 
 from jobs.enqueue.producers import enqueue_email_verify
-from jobs.models import DeadLetter
-from jobs.staff.dashboard.labels import job_state_label
+from jobs.staff.dashboard.search import jobs_of_user
 
 from .models import EmailDelivery, Upload, User, VerificationToken
 
@@ -23,22 +22,20 @@ class UserAdmin(BaseUserAdmin):
 
     @admin.display(description=_("jobs"))
     def jobs(self, user):
-        """This user's email jobs as Redis holds them, and their final failures as the archive does."""
+        """Every job of any queue and state Redis still holds that concerned this user, and every final
+        failure the archive keeps; the email jobs every user has, also when Redis no longer does."""
         if not user.pk:
             return "—"
-        queue = django_rq.get_queue("email")
-        lines = []
-        for job_id in (f"email-verify-{user.pk}", f"email-welcome-{user.pk}"):
-            job = queue.fetch_job(job_id)
-            state = job_state_label(job.get_status(refresh=False).value) if job else _("not in Redis")
-            url = reverse("admin:jobs_dashboard_job", args=["email", job_id])
-            lines.append(format_html('<a href="{}">{}</a>: {}', url, job_id, state))
-        for row in DeadLetter.objects.filter(related_model="accounts.user", related_id=str(user.pk))[:10]:
-            url = reverse("admin:jobs_deadletter_change", args=[row.pk])
-            lines.append(
-                format_html('<a href="{}">{}</a>: {} ({})', url, row.job_id, row.exc_type, _("failed for good"))
-            )
-        return format_html_join(mark_safe("<br>"), "{}", ((line,) for line in lines))
+        found = jobs_of_user(user.pk)
+        listed = {hit.job_id for hit in found.hits}
+        missing = [job_id for job_id in (f"email-verify-{user.pk}", f"email-welcome-{user.pk}") if job_id not in listed]
+        lines = format_html_join(
+            mark_safe("<br>"), '<a href="{}">{}</a>: {}',
+            ((reverse("admin:jobs_dashboard_job", args=["email", job_id]), job_id, _("not in Redis")) for job_id in missing),
+        )  # fmt: skip
+        return render_to_string(
+            "admin/accounts/user/jobs.html", {"found": found, "missing": lines, "limit": found.limit}
+        )
 
     @admin.action(description=_("Resend the verification email"), permissions=["change"])
     def resend_verification_email(self, request, queryset):
