@@ -503,7 +503,7 @@ def redis_state(connection) -> dict:
 
 
 def test_the_resolver_finds_every_dashboard_page():
-    assert len(dashboard_routes()) == 7
+    assert len(dashboard_routes()) == 8
 
 
 @pytest.mark.parametrize(
