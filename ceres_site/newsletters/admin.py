@@ -309,13 +309,13 @@ def estimate_text(pace: campaigns.Pace, recipients: int) -> str:
     seconds = pace.seconds_for(recipients)
     if seconds is None:
         return _("It depends on the mail server: no limit sets the pace.")
+    if seconds < 60:
+        return _("less than a minute")
     return _("about %(duration)s") % {"duration": duration_text(seconds)}
 
 
 def duration_text(seconds: float) -> str:
-    """ "2 hours and 5 minutes": the two largest units, minutes rounded up."""
-    if seconds < 60:
-        return _("less than a minute")
+    """ "2 hours and 5 minutes": the two largest units, minutes rounded up (a minute at least)."""
     days, minutes = divmod(math.ceil(seconds / 60), 24 * 60)
     hours, minutes = divmod(minutes, 60)
     counts = (
