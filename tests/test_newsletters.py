@@ -490,6 +490,14 @@ def test_an_old_broken_draft_s_preview_and_test_copy_say_the_error_and_send_noth
     assert "va una copia de prueba" not in said
     assert django_rq.get_queue("email").count == 0
 
+    subscribers(2)
+    confirmation = page_of(editor, "send", draft).content.decode()
+    assert "Esta plantilla tiene un error en la línea 2" in confirmation and "Sí, enviarla" not in confirmation
+    refused = post_form(editor, reverse("admin:newsletters_newsletter_send", args=[draft.pk]), follow=True)
+    assert "Rota no se envió. Esta plantilla tiene un error en la línea 2" in refused.content.decode()
+    draft.refresh_from_db()
+    assert draft.state == "draft" and django_rq.get_queue("bulk").count == 0
+
 
 def test_a_template_error_at_send_time_is_a_final_failure_at_once_for_the_test_copy_and_the_sends(smtp, work):
     people = subscribers(2)

@@ -41,6 +41,16 @@ def _checked(source: str, *, html: bool) -> str:
     return source
 
 
+def _broken(newsletter: Newsletter) -> str | None:
+    """What is wrong with its bodies, said for staff; None when both render."""
+    try:
+        for source, html in ((newsletter.body_text, False), (newsletter.body_html, True)):
+            rendering.check(source, html=html)
+    except rendering.BrokenTemplate as error:
+        return _template_error(error)
+    return None
+
+
 def _template_error(error: rendering.BrokenTemplate) -> str:
     """In Spanish, with the engine's own words (in English) as the detail to look for."""
     if error.line is None:
@@ -135,7 +145,12 @@ class NewsletterAdmin(admin.ModelAdmin):
 
     def send_view(self, request, object_id):
         newsletter = self._newsletter(request, object_id, send=True)
+        broken = _broken(newsletter)
         if request.method == "POST":
+            if broken:  # every job would fail: said here, once, rather than by each job
+                self.message_user(request, _("%(subject)s was not sent. %(error)s")
+                                  % {"subject": newsletter.subject, "error": broken}, messages.ERROR)  # fmt: skip
+                return redirect(_url("change", newsletter))
             count = campaigns.send(newsletter, request.user)
             if count:
                 self.message_user(request, SENDING % {"subject": newsletter.subject, "n": count})
@@ -151,6 +166,7 @@ class NewsletterAdmin(admin.ModelAdmin):
             "title": _("Send “%(subject)s” to every subscriber?") % {"subject": newsletter.subject},
             "subtitle": None,
             "draft": newsletter.state == Newsletter.State.DRAFT,
+            "broken": broken,
             "state": newsletter.get_state_display(),
             "recipients": recipients,
             "rate": rate_text(pace),
@@ -240,12 +256,9 @@ class NewsletterAdmin(admin.ModelAdmin):
             self.message_user(request, _("Your user has no email address."), messages.ERROR)
             return
         for newsletter in newsletters:
-            try:
-                for source, html in ((newsletter.body_text, False), (newsletter.body_html, True)):
-                    rendering.check(source, html=html)
-            except rendering.BrokenTemplate as error:
+            if broken := _broken(newsletter):
                 self.message_user(request, _("%(subject)s: no test copy sent. %(error)s")
-                                  % {"subject": newsletter.subject, "error": _template_error(error)}, messages.ERROR)  # fmt: skip
+                                  % {"subject": newsletter.subject, "error": broken}, messages.ERROR)  # fmt: skip
                 continue
             enqueue_newsletter_test(newsletter_id=newsletter.pk, user_id=request.user.pk)
             self.message_user(request, _("%(subject)s: a test copy is on its way to %(email)s.")
