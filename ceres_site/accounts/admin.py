@@ -23,11 +23,12 @@ DEFAULT_PERMISSIONS = {
 
 
 def permission_label(permission: Permission) -> str:
-    """ "Cuentas | usuario | Agregar usuario": Django's own permissions from their action and model, ours
-    (Meta.permissions, English msgids) through the catalog."""
+    """As in "Cuentas | usuario | Agregar usuario": Django's own permissions by their action and model,
+    ours (Meta.permissions, English msgids) through the catalog."""
     action, _sep, model_name = permission.codename.partition("_")
     model = permission.content_type.model_class()
-    if action in DEFAULT_PERMISSIONS and model is not None and model_name == model._meta.model_name:
+    default = model is not None and action in DEFAULT_PERMISSIONS and model_name == model._meta.model_name
+    if model is not None and default and permission.codename not in dict(model._meta.permissions):
         name = DEFAULT_PERMISSIONS[action] % {"model": model._meta.verbose_name}
     else:
         name = gettext(permission.name)
