@@ -241,8 +241,8 @@ def test_the_dead_letter_archive_masks_payloads_and_the_related_id_too(smtp, wor
     masked, shown = viewer.get(archive).content.decode(), reader.get(archive).content.decode()
     job_masked = viewer.get(url("job", "email", dead.job_id)).content.decode()
 
-    assert "invalid email address" in shown and f"{user.pk}" in shown
-    assert "invalid email address" not in masked and "user_id" not in masked and "Traceback" not in masked
+    assert "dirección de email inválida" in shown and f"{user.pk}" in shown
+    assert "dirección de email inválida" not in masked and "user_id" not in masked and "Traceback" not in masked
     assert reverse("admin:accounts_user_change", args=[user.pk]) not in masked + job_masked
 
 
