@@ -198,7 +198,8 @@ DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Ceres <no-reply@cere
 # --- Language and time ------------------------------------------------------------------------
 LANGUAGE_CODE = "es-ar"
 LANGUAGES = [("es-ar", "Español (Argentina)"), ("en", "English")]
-LOCALE_PATHS = [BASE_DIR / "locale"]
+# Ours first; then Django's own texts (admin, auth, forms) in voseo, over Django's usted (README, Translations).
+LOCALE_PATHS = [BASE_DIR / "locale", BASE_DIR / "locale_django"]
 FORMAT_MODULE_PATH = ["ceres_site.formats"]  # es-AR dates as the dashboard writes them
 # The one zone of everything shown to people (pages, emails, Slack) and of the crons, whatever the
 # server's TZ: Django then sets the process's TZ to it.

@@ -134,3 +134,7 @@ class JobAction(models.Model):
 class JobActionTarget(models.Model):
     action = models.ForeignKey(JobAction, verbose_name=_("action"), on_delete=models.CASCADE, related_name="targets")
     job_id = models.CharField(_("job id"), max_length=200, db_index=True)
+
+    class Meta:
+        verbose_name = _("job of an action")  # staff read it in the permission lists
+        verbose_name_plural = _("jobs of actions")

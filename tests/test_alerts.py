@@ -225,7 +225,7 @@ def test_slack_4xx_is_permanent(slack, work, error):
 
     job = fetch("slack-t4xx", "slack")
     assert job.get_status() == "failed" and len(slack.requests) == 1
-    assert "PermanentJobError: Slack refused the message" in job.latest_result().exc_string
+    assert "PermanentJobError: Slack rechazó el mensaje" in job.latest_result().exc_string
     assert error in DeadLetter.objects.get().exc_message
 
 
@@ -303,7 +303,7 @@ def test_retry_from_the_archive_after_redis_dropped_the_job(slack, policy, work,
     )
     work("email")
 
-    assert "email-late-1: encolado de nuevo" in response.content.decode().lower()
+    assert "Se volvió a encolar email-late-1." in response.content.decode()
     assert fetch("email-late-1").get_status() == "finished"
     row.refresh_from_db()
     assert row.retried_at and row.retried_by.username == "admin"

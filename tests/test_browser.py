@@ -36,7 +36,7 @@ def test_staff_finds_a_failed_job_retries_it_and_sees_it_finish(page, live_serve
     page.click("button:has-text('Reintentar')")
     page.fill("input[name=reason]", "probando desde el navegador")
     page.click("input[value='Sí, estoy seguro']")
-    page.wait_for_selector("text=Reintentar: 1 de 1 job.")  # one job: the singular
+    page.wait_for_selector("text=Se volvió a encolar 1 job.")  # one job: the singular
 
     live_worker("email")
     job_page = live_server.url + reverse("admin:jobs_dashboard_job", args=["email", "email-flaky-7"])
@@ -86,10 +86,10 @@ def test_staff_click_to_the_dashboard_watch_it_live_pause_and_resume_a_queue(pag
     page.wait_for_function(f"document.querySelector('{count_link}').innerText === '1'", timeout=30_000)
     assert page.evaluate("window.notReloaded") is True  # the count changed in place
 
-    page.locator("tr", has_text="5 lugares en un proceso").locator("button:has-text('Pausar')").click()
+    page.locator("tr", has_text="hasta 5 jobs a la vez, en un proceso").locator("button:has-text('Pausar')").click()
     page.fill("input[name=reason]", "probando la pausa")
     page.click("input[value='Sí, estoy seguro']")
-    page.wait_for_selector("text=email está pausada (por admin")
+    page.wait_for_selector("text=La cola email está pausada (por admin")
     live_worker("email", "slack")
     enqueue_stored_call(
         queue_name="slack",

@@ -264,7 +264,7 @@ def test_job_detail_shows_why_it_failed_and_the_related_user(admin_client, polic
 
     page = admin_client.get(url("job", "email", f"email-verify-{user.pk}")).content.decode()
 
-    assert "PermanentJobError" in page and f"user {user.pk} has an invalid email address" in page
+    assert "PermanentJobError" in page and f"el usuario {user.pk} tiene una dirección de email inválida" in page
     assert reverse("admin:accounts_user_change", args=[user.pk]) in page
     assert reverse("admin:jobs_deadletter_change", args=[DeadLetter.objects.get().pk]) in page
     assert f"user_id={user.pk}" in page
@@ -294,8 +294,8 @@ def test_the_dead_letter_archive_masks_payloads_and_the_related_id_too(smtp, wor
     masked, shown = viewer.get(archive).content.decode(), reader.get(archive).content.decode()
     job_masked = viewer.get(url("job", "email", dead.job_id)).content.decode()
 
-    assert "invalid email address" in shown and f"{user.pk}" in shown
-    assert "invalid email address" not in masked and "user_id" not in masked and "Traceback" not in masked
+    assert "dirección de email inválida" in shown and f"{user.pk}" in shown
+    assert "dirección de email inválida" not in masked and "user_id" not in masked and "Traceback" not in masked
     assert reverse("admin:accounts_user_change", args=[user.pk]) not in masked + job_masked
 
 
@@ -459,9 +459,10 @@ def test_triage_retries_what_can_run_again_and_names_what_cannot(admin_client, p
     done = admin_client.post(url("triage", "email"), {"confirm": "yes"}, follow=True)  # every open failure
 
     assert done.status_code == 200
-    page = done.content.decode().lower()  # admin messages start with a capital
+    page = done.content.decode()
     assert (
-        "email-secret-1: sus argumentos se ocultaron al archivarlo" in page and "bad:id: el job no se pudo leer" in page
+        "No se puede volver a encolar email-secret-1 porque sus argumentos se ocultaron al archivarlo." in page
+        and "No se puede volver a encolar bad:id porque el job no se pudo leer" in page
     )
     assert django_rq.get_queue("email").job_ids == ["email-args-1"]
     assert fetch("email-args-1").args == ["with a positional argument"]  # kept by the archive, given back
@@ -623,7 +624,7 @@ def test_staff_read_spanish_states_plurals_dates_and_results(jobs, admin_client,
     assert re.search(r'<time datetime="[^"]+" title="[^"]+ UTC">\d\d/\d\d/\d{4} \d\d:\d\d:\d\d</time>', detail)
 
     archive = admin_client.get(reverse("admin:jobs_deadletter_changelist")).content.decode()
-    for column in ("Tipo de error", "Falló el", "Alerta"):
+    for column in ("Tipo de error", "Fecha de la falla", "Alerta"):
         assert f">{column}</a>" in archive, column
     assert "Exc type" not in archive and "Job id" not in archive
     assert re.search(r' UTC">\d\d/\d\d/\d{4} \d\d:\d\d:\d\d</time>', archive)  # as in the dashboard, UTC on hover
@@ -659,7 +660,9 @@ def test_a_paused_queue_keeps_its_jobs_waiting_until_resumed(paused_queue, other
         fetch(f"{paused_queue}-waits-1", paused_queue).get_status() == "queued" and not (tmp_path / "paused").exists()
     )
     overview = client.get(url("overview")).content.decode()
-    assert f"{paused_queue} está pausada (por operator, desde el" in overview and "Reanudar</button>" in overview
+    assert (
+        f"La cola {paused_queue} está pausada (por operator, desde el" in overview and "Reanudar</button>" in overview
+    )
     checks = {check["name"]: check for check in health.health_report()["checks"]}
     assert (
         checks[f"{paused_queue}.paused"]["status"] == "warn"

@@ -1,9 +1,12 @@
 from django.contrib import admin, messages
+from django.contrib.auth.admin import GroupAdmin as BaseGroupAdmin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+from django.contrib.auth.models import Group, Permission
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils.html import format_html_join
 from django.utils.safestring import mark_safe
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from jobs.enqueue.producers import enqueue_email_verify
@@ -11,9 +14,46 @@ from jobs.staff.dashboard.search import jobs_of_user
 
 from .models import EmailDelivery, Upload, User, VerificationToken
 
+# Django writes a permission's name into the database in English, once; staff read it translated.
+DEFAULT_PERMISSIONS = {
+    "add": _("Add %(model)s"), "change": _("Change %(model)s"), "delete": _("Delete %(model)s"),
+    "view": _("View %(model)s"),
+}  # fmt: skip
+
+
+def permission_label(permission: Permission) -> str:
+    """As in "Cuentas | usuario | Agregar usuario": Django's own permissions by their action and model,
+    ours (Meta.permissions, English msgids) through the catalog."""
+    action, _sep, model_name = permission.codename.partition("_")
+    model = permission.content_type.model_class()
+    default = model is not None and action in DEFAULT_PERMISSIONS and model_name == model._meta.model_name
+    if model is not None and default and permission.codename not in dict(model._meta.permissions):
+        name = DEFAULT_PERMISSIONS[action] % {"model": model._meta.verbose_name}
+    else:
+        name = gettext(permission.name)
+    return f"{permission.content_type} | {name}"
+
+
+class TranslatedPermissions:
+    """The permission pickers of the user and group pages list permissions by `permission_label`."""
+
+    def formfield_for_manytomany(self, db_field, request=None, **kwargs):
+        field = super().formfield_for_manytomany(db_field, request, **kwargs)
+        if field is not None and db_field.remote_field.model is Permission:
+            field.label_from_instance = permission_label
+        return field
+
+
+admin.site.unregister(Group)
+
+
+@admin.register(Group)
+class GroupAdmin(TranslatedPermissions, BaseGroupAdmin):
+    pass
+
 
 @admin.register(User)
-class UserAdmin(BaseUserAdmin):
+class UserAdmin(TranslatedPermissions, BaseUserAdmin):
     list_display = ("username", "email", "first_name", "email_verified_at", "is_staff", "date_joined")
     list_filter = ("is_staff", "is_active", ("email_verified_at", admin.EmptyFieldListFilter))
     fieldsets = BaseUserAdmin.fieldsets + ((_("Verification"), {"fields": ("email_verified_at", "jobs")}),)

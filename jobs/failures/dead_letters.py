@@ -23,7 +23,7 @@ def dead_letter_retry(*, dead_letter: DeadLetter, user=None) -> Enqueued:
     """Enqueue the stored call again under its job id (even after Redis dropped the job)."""
     why = _why_not_retryable(dead_letter)
     if why:
-        raise CannotRetry(f"{dead_letter.job_id}: {why}")
+        raise CannotRetry(_("%(job)s cannot run again: %(why)s") % {"job": dead_letter.job_id, "why": why})
     result = enqueue_stored_call(
         queue_name=dead_letter.queue,
         func=dead_letter.func_name,

@@ -211,7 +211,7 @@ def _recipient(user_id, already_sent: str, params: list) -> tuple[Recipient | No
     try:
         validate_email(user.email)
     except ValidationError:
-        raise PermanentJobError(f"user {user_id} has an invalid email address") from None
+        raise PermanentJobError(_("user %(user)s has an invalid email address") % {"user": user_id}) from None
     return user, ""
 
 
@@ -286,9 +286,9 @@ def _send(user: Recipient, template: str, subject: str, context: dict, key: str)
     except smtplib.SMTPRecipientsRefused as exc:
         codes = [code for code, _ in exc.recipients.values()]
         if all(code >= 500 for code in codes):
-            raise PermanentJobError(f"recipient refused by the mail server ({codes[0]})") from exc
+            raise PermanentJobError(_("recipient refused by the mail server (%(code)d)") % {"code": codes[0]}) from exc
         raise
     except smtplib.SMTPResponseException as exc:
         if exc.smtp_code >= 500:
-            raise PermanentJobError(f"mail server refused the message ({exc.smtp_code})") from exc
+            raise PermanentJobError(_("mail server refused the message (%(code)d)") % {"code": exc.smtp_code}) from exc
         raise

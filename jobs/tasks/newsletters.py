@@ -95,12 +95,16 @@ def _send(newsletter_id: int, newsletter: dict, user_id: int, email: str, first_
         if error.smtp_code in (421, 451):
             throttle.slow_down()
         elif error.smtp_code >= 500:
-            raise PermanentJobError(f"mail server refused the newsletter ({error.smtp_code})") from error
+            raise PermanentJobError(
+                _("mail server refused the message (%(code)d)") % {"code": error.smtp_code}
+            ) from error
         raise
     except smtplib.SMTPRecipientsRefused as error:
         codes = [code for code, _ in error.recipients.values()]
         if any(code in (421, 451) for code in codes):
             throttle.slow_down()
         if all(code >= 500 for code in codes):
-            raise PermanentJobError(f"recipient refused by the mail server ({codes[0]})") from error
+            raise PermanentJobError(
+                _("recipient refused by the mail server (%(code)d)") % {"code": codes[0]}
+            ) from error
         raise
