@@ -122,6 +122,22 @@ def test_an_alert_storm_becomes_one_summary(slack, policy, work):
     assert set(DeadLetter.objects.values_list("alert", flat=True)) == {"summary"}
 
 
+def test_a_summary_names_what_the_mail_server_answered_without_the_addresses(slack, smtp, policy, work):
+    policy("email", alert_window=60)
+    smtp.rcpt_reply = "550 5.1.1 <ana@example.com>: Recipient address rejected"
+    for n in range(2):
+        user = User.objects.create_user(username=f"p{n}@example.com", email=f"p{n}@example.com")
+        enqueue_email_verify(user_id=user.pk)
+
+    work("email")
+    flush_now(work)
+
+    [text] = slack.texts
+    said = "el servidor de correo rechazó al destinatario: 550 5.1.1 &lt;…&gt;: Recipient address rejected"
+    assert f"PermanentJobError ×2 (p. ej.: {said})" in text
+    assert "example.com" not in text
+
+
 def test_expected_errors_are_archived_without_an_alert(slack, policy, work):
     policy("email", retry_max=0, alert_window=1, expected_errors=("RuntimeError",))
     run_call("always_fail", "email-expected-1")

@@ -100,7 +100,7 @@ def test_the_list_action_asks_first_and_names_every_queue_in_the_audit(policy, w
 
     done = admin_client.post(changelist, {**selection, "confirm": "yes", "reason": "deploy fixed it"}, follow=True)
 
-    assert "email-a-1: encolado de nuevo" in done.content.decode().lower()
+    assert "Se volvió a encolar email-a-1." in done.content.decode()
     assert fetch("email-a-1").get_status() == fetch("files-b-1", "files").get_status() == "queued"
     audit = {action.queue: action for action in JobAction.objects.all()}
     assert set(audit) == {"email", "files"} and {a.reason for a in audit.values()} == {"deploy fixed it"}
@@ -203,7 +203,7 @@ def test_search_by_id_part_and_by_error_across_queues_and_states(story, admin_cl
     by_type = found_ids(admin_client, "PermanentJobError")
 
     assert story["cv_email"] in by_id and story["check"] in by_id and "email-fine-1" not in by_id
-    assert "files-other-1" in by_error and "programado" in by_error and story["cv_email"] not in by_error
+    assert "files-other-1" in by_error and "reintentando" in by_error and story["cv_email"] not in by_error
     assert story["cv_email"] in by_type and "files-other-1" not in by_type
 
 

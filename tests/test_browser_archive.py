@@ -53,7 +53,7 @@ def test_staff_find_a_person_s_failed_email_retry_it_from_the_archive_and_see_it
     assert page.locator("input[name=reason]:invalid").count() == 1 and not JobAction.objects.exists()
     page.fill("input[name=reason]", "corregimos el email de Ana")
     page.click("input[value='Sí, estoy seguro']")
-    page.wait_for_selector(f"text={job_id}: encolado de nuevo")
+    page.wait_for_selector(f"text=Se volvió a encolar {job_id}.")
 
     live_worker("email")
     archive = live_server.url + reverse("admin:jobs_deadletter_changelist")

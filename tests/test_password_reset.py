@@ -208,7 +208,9 @@ def test_a_reset_email_refused_for_good_is_kept_as_a_dead_letter(smtp, work):
 
     failed = job(f"email-reset-{user.pk}")
     assert failed.get_status() == "failed"
-    assert "PermanentJobError: recipient refused by the mail server (550)" in error_of(failed)
+    assert "PermanentJobError: el servidor de correo rechazó al destinatario: 550 5.1.1 No such user here" in error_of(
+        failed
+    )
     letter = DeadLetter.objects.get(job_id=f"email-reset-{user.pk}")
     assert letter.func_name == "jobs.tasks.email.send_password_reset_email" and letter.kwargs == {"user_id": user.pk}
 

@@ -188,13 +188,15 @@ def test_the_archive_and_its_audit_speak_spanish(admin_client):
     row = dead_letter()
 
     retried = admin_client.post(
-        reverse("admin:jobs_deadletter_changelist"), {"action": "retry", "_selected_action": [row.pk]}, follow=True
+        reverse("admin:jobs_deadletter_changelist"),
+        {"action": "retry", "_selected_action": [row.pk], "confirm": "yes", "reason": "probando"},
+        follow=True,
     )
     audit = get(admin_client, reverse("admin:jobs_jobaction_changelist"))
     detail = get(admin_client, dashboard("job", "email", row.job_id))
 
     assert messages_of(retried) == ["Se volvió a encolar email-verify-9."]
-    assert JobAction.objects.get().detail == "archivo de fallas" and "archivo de fallas" in audit
+    assert JobAction.objects.get().detail == f"archivo de fallas #{row.pk}" and "archivo de fallas" in audit
     assert "Archivo de fallas" in detail and "dead letters" not in detail + audit
     assert ">Fecha de la falla</a>" in retried.content.decode()
 
@@ -206,7 +208,7 @@ def test_the_user_page_names_job_states_in_spanish(admin_client, smtp, work):
 
     page = get(admin_client, reverse("admin:accounts_user_change", args=[user.pk]))
 
-    assert f"email-verify-{user.pk}</a>: completado" in page and ": finished" not in page
+    assert f"email-verify-{user.pk}</a></td>" in page and "<td>completado</td>" in page and "finished<" not in page
 
 
 def test_a_sent_newsletter_s_dates_and_sender_agree(admin_client):

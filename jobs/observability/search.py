@@ -18,7 +18,7 @@ from rq.job import Job, JobStatus
 from jobs.config import policies
 from jobs.enqueue import clients
 from jobs.models import DeadLetter
-from jobs.observability import reads
+from jobs.observability import reads, retries
 
 SEARCH_LIMIT = 200
 ID_WINDOW = 50_000  # newest job ids per queue and state an id search looks through
@@ -142,11 +142,12 @@ def _in_redis(query: Query) -> list[Hit]:
 
 
 def _hit(queue_name: str, job: Job) -> Hit:
-    failures = job.meta.get("failures", [])
+    failures, status = job.meta.get("failures", []), job.get_status(refresh=False)
+    retrying = status == JobStatus.SCHEDULED and retries.is_retrying(clients.queue(queue_name), job.id)
     return Hit(
         queue=queue_name,
         job_id=job.id,
-        state=job.get_status(refresh=False).value if job.get_status(refresh=False) else "created",
+        state="retrying" if retrying else status.value if status else "created",
         func=_func_name(job),
         at=job.ended_at or job.enqueued_at or job.created_at,
         error=failures[-1]["error"].partition(":")[0] if failures else "",

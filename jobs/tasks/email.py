@@ -281,14 +281,44 @@ def _send(user: Recipient, template: str, subject: str, context: dict, key: str)
         headers={"Message-ID": messages.message_id(key)},
     )
     message.attach_alternative(render_to_string(f"{template}.html", context), "text/html")
+    deliver(message)
+
+
+def deliver(message: EmailMultiAlternatives, slow_down: Callable[[], object] | None = None) -> None:
+    """Send `message` in time for the job's end, and say what a refusal was: a 5xx is final
+    (`PermanentJobError`), a 4xx is retried (`MailServerBusy`); both carry the server's answer, which
+    lists and Slack show. `slow_down` is called on a 421 or 451."""
     try:
         smtp.send(message, answer_by=answer_by())
+        return
     except smtplib.SMTPRecipientsRefused as exc:
-        codes = [code for code, _ in exc.recipients.values()]
-        if all(code >= 500 for code in codes):
-            raise PermanentJobError(_("recipient refused by the mail server (%(code)d)") % {"code": codes[0]}) from exc
-        raise
+        refused, answers, final = (
+            exc,
+            list(exc.recipients.values()),
+            _("the mail server refused the recipient: %(reply)s"),
+        )
     except smtplib.SMTPResponseException as exc:
-        if exc.smtp_code >= 500:
-            raise PermanentJobError(_("mail server refused the message (%(code)d)") % {"code": exc.smtp_code}) from exc
-        raise
+        refused, answers, final = (
+            exc,
+            [(exc.smtp_code, exc.smtp_error)],
+            _("the mail server refused the message: %(reply)s"),
+        )
+    if slow_down and any(code in (421, 451) for code, _reply in answers):
+        slow_down()
+    code, reply = answers[0]
+    if all(code >= 500 for code, _reply in answers):
+        raise PermanentJobError(final % _said(code, reply)) from refused
+    raise MailServerBusy(_("the mail server asked to try again later: %(reply)s") % _said(code, reply)) from refused
+
+
+class MailServerBusy(Exception):
+    """A 4xx answer: the server may take the message later, so RQ retries it on the email policy's schedule."""
+
+
+ADDRESS = re.compile(r"<?[^\s<>@]+@[^\s<>]+>?")
+
+
+def _said(code: int, reply: bytes | str) -> dict:
+    """The server's answer as staff read it in lists and Slack: code and first line, without addresses."""
+    text = reply.decode(errors="replace") if isinstance(reply, bytes) else str(reply)
+    return {"reply": ADDRESS.sub("<…>", f"{code} {text.splitlines()[0] if text else ''}".strip())[:200]}

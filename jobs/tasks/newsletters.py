@@ -10,8 +10,6 @@ A body that does not render (saved before bodies were checked, or broken since) 
 good: every attempt would fail the same way.
 """
 
-import smtplib
-
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
 from django.db import connection
@@ -25,8 +23,8 @@ from ceres_site.newsletters import rendering
 from ceres_site.newsletters.models import Delivery, Newsletter
 from ceres_site.newsletters.unsubscribe import unsubscribe_token
 from jobs.failures.attempts import PermanentJobError
-from jobs.mail import messages, smtp, throttle
-from jobs.tasks.email import answer_by, display_name, record
+from jobs.mail import messages, throttle
+from jobs.tasks.email import deliver, display_name, record
 
 RECIPIENT = (
     "SELECT u.email, u.first_name, u.is_active AND u.email_verified_at IS NOT NULL AND u.newsletter_unsubscribed_at IS NULL,"
@@ -89,22 +87,4 @@ def _send(newsletter_id: int, newsletter: dict, user_id: int, email: str, first_
     )
     if html:
         message.attach_alternative(html, "text/html")
-    try:
-        smtp.send(message, answer_by=answer_by())
-    except smtplib.SMTPResponseException as error:
-        if error.smtp_code in (421, 451):
-            throttle.slow_down()
-        elif error.smtp_code >= 500:
-            raise PermanentJobError(
-                _("mail server refused the message (%(code)d)") % {"code": error.smtp_code}
-            ) from error
-        raise
-    except smtplib.SMTPRecipientsRefused as error:
-        codes = [code for code, _ in error.recipients.values()]
-        if any(code in (421, 451) for code in codes):
-            throttle.slow_down()
-        if all(code >= 500 for code in codes):
-            raise PermanentJobError(
-                _("recipient refused by the mail server (%(code)d)") % {"code": codes[0]}
-            ) from error
-        raise
+    deliver(message, slow_down=throttle.slow_down)
