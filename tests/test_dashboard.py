@@ -146,6 +146,7 @@ def test_every_state_lists_its_jobs(jobs, admin_client, live_worker, tmp_path):
         assert f'href="{url("job", queue, job_id)}"' in page, state
     overview = admin_client.get(url("overview")).content.decode()
     assert "Ningún worker vivo atiende la cola files." not in overview
+    assert re.search(r'class="dash-dot on" title="[^"]+ · ocupado"', overview)  # the worker's state, in Spanish
     (tmp_path / "go").touch()  # the job ends, and the worker stops without waiting
     wait_for(lambda: fetch("files-running-1", "files").get_status() == "finished", timeout=30)
 

@@ -27,6 +27,14 @@ JOB_LABELS = {
     "gone": pgettext_lazy("a job", "gone"),
 }
 
+WORKER_LABELS = {
+    "started": pgettext_lazy("a worker", "starting"),
+    "idle": pgettext_lazy("a worker", "idle"),
+    "busy": pgettext_lazy("a worker", "busy"),
+    "suspended": pgettext_lazy("a worker", "suspended"),
+    "gone": pgettext_lazy("a worker", "gone"),
+}
+
 
 def state_label(state: str) -> str:
     return LIST_LABELS.get(state, state)
@@ -34,3 +42,7 @@ def state_label(state: str) -> str:
 
 def job_state_label(state: str) -> str:
     return JOB_LABELS.get(state, state)
+
+
+def worker_state_label(state: str) -> str:
+    return WORKER_LABELS.get(state, state)
