@@ -8,6 +8,7 @@ from django.db.models import OuterRef, Subquery
 from django.http import HttpResponseRedirect
 from django.urls import NoReverseMatch, path, reverse
 from django.utils.html import format_html, format_html_join
+from django.utils.text import Truncator
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
@@ -108,6 +109,17 @@ class DeadLetterAdmin(ReadOnlyAdmin):
         if not rows:
             return HttpResponseRedirect(reverse("admin:jobs_deadletter_changelist"))
         return archive.retry_confirmed(request, self.admin_site, rows, back=change) or HttpResponseRedirect(change)
+
+    def get_list_display(self, request):
+        """With `jobs.view_payloads`, the error's message beside its type (the mail server's answer, say)."""
+        if request.user.has_perm("jobs.view_payloads"):
+            return tuple("error" if name == "exc_type" else name for name in self.list_display)
+        return self.list_display
+
+    @admin.display(description=_("error"), ordering="exc_type")
+    def error(self, obj):
+        message = obj.exc_message.splitlines()[0] if obj.exc_message else ""
+        return format_html("{} — {}", obj.exc_type, Truncator(message).chars(120)) if message else obj.exc_type
 
     def render_change_form(self, request, context, *args, **kwargs):
         context["can_retry"] = self.has_retry_permission(request)

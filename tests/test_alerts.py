@@ -122,7 +122,7 @@ def test_an_alert_storm_becomes_one_summary(slack, policy, work):
     assert set(DeadLetter.objects.values_list("alert", flat=True)) == {"summary"}
 
 
-def test_a_summary_names_what_the_mail_server_answered_without_the_addresses(slack, smtp, policy, work):
+def test_a_summary_names_what_the_mail_server_answered_without_the_addresses(slack, smtp, policy, work, admin_client):
     policy("email", alert_window=60)
     smtp.rcpt_reply = "550 5.1.1 <ana@example.com>: Recipient address rejected"
     for n in range(2):
@@ -136,6 +136,8 @@ def test_a_summary_names_what_the_mail_server_answered_without_the_addresses(sla
     said = "el servidor de correo rechazó al destinatario: 550 5.1.1 &lt;…&gt;: Recipient address rejected"
     assert f"PermanentJobError ×2 (p. ej.: {said})" in text
     assert "example.com" not in text
+    archive = admin_client.get(reverse("admin:jobs_deadletter_changelist")).content.decode()
+    assert archive.count(f"PermanentJobError — {said}") == 2  # the list says it too
 
 
 def test_expected_errors_are_archived_without_an_alert(slack, policy, work):
