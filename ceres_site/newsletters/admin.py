@@ -1,12 +1,10 @@
 import math
 
-from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponseRedirect
 from django.shortcuts import redirect
-from django.template.defaultfilters import floatformat
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
@@ -15,7 +13,7 @@ from django.utils.translation import gettext_lazy, ngettext, ngettext_lazy
 
 from jobs.enqueue.producers import enqueue_newsletter_test
 
-from . import campaigns, rendering
+from . import campaigns, forms, rendering, texts
 from .models import Newsletter
 from .unsubscribe import unsubscribe_token
 
@@ -23,50 +21,12 @@ SENDING = ngettext_lazy("%(subject)s: sending to %(n)d person.", "%(subject)s: s
 LEFT = ngettext_lazy("%(subject)s: %(n)d copy left to send.", "%(subject)s: %(n)d copies left to send.", "n")
 
 
-class NewsletterForm(forms.ModelForm):
-    """Both bodies must render: a broken one is refused here, not found by the first job."""
-
-    def clean_body_text(self):
-        return _checked(self.cleaned_data["body_text"], html=False)
-
-    def clean_body_html(self):
-        return _checked(self.cleaned_data["body_html"], html=True)
-
-
-def _checked(source: str, *, html: bool) -> str:
-    try:
-        rendering.check(source, html=html)
-    except rendering.BrokenTemplate as error:
-        raise forms.ValidationError(_template_error(error), code="template") from None
-    return source
-
-
-def _broken(newsletter: Newsletter) -> str | None:
-    """What is wrong with its bodies, said for staff; None when both render."""
-    try:
-        for source, html in ((newsletter.body_text, False), (newsletter.body_html, True)):
-            rendering.check(source, html=html)
-    except rendering.BrokenTemplate as error:
-        return _template_error(error)
-    return None
-
-
-def _template_error(error: rendering.BrokenTemplate) -> str:
-    """In Spanish, with the engine's own words (in English) as the detail to look for."""
-    if error.line is None:
-        return _("This template has an error. Detail: %(detail)s") % {"detail": error.detail}
-    return _("This template has an error on line %(line)d. Detail: %(detail)s") % {
-        "line": error.line,
-        "detail": error.detail,
-    }
-
-
 @admin.register(Newsletter)
 class NewsletterAdmin(admin.ModelAdmin):
     """Compose a draft, preview it, test-send it to yourself; send (after a confirmation page), pause and
     resume it from its own page or from the list (`send_newsletter`)."""
 
-    form = NewsletterForm
+    form = forms.NewsletterForm
     list_display = ("subject", "state_shown", "recipients", "progress_line", "sent_at")
     list_filter = ("state",)
     readonly_fields = ("state_shown", "recipients", "progress_line", "sent_at", "sent_by")
@@ -101,7 +61,7 @@ class NewsletterAdmin(admin.ModelAdmin):
 
     @admin.display(description=gettext_lazy("progress"))
     def progress_line(self, obj):
-        return format_html('<span class="newsletter-progress">{}</span>', _progress_text(campaigns.progress(obj)))
+        return format_html('<span class="newsletter-progress">{}</span>', texts.progress_text(campaigns.progress(obj)))
 
     # The newsletter's own page: its progress bar and the buttons of what may be done with it now.
 
@@ -122,7 +82,7 @@ class NewsletterAdmin(admin.ModelAdmin):
             "percent": math.floor(100 * done / found.recipients) if found.recipients else 0,
             "done": done,
             "progress": found,
-            "text": _progress_text(found),
+            "text": texts.progress_text(found),
             "can_send": can_send and newsletter.state == Newsletter.State.DRAFT,
             "can_pause": can_send and newsletter.state == Newsletter.State.SENDING and found.pending > 0,
             "can_resume": can_send and newsletter.state == Newsletter.State.PAUSED,
@@ -145,7 +105,7 @@ class NewsletterAdmin(admin.ModelAdmin):
 
     def send_view(self, request, object_id):
         newsletter = self._newsletter(request, object_id, send=True)
-        broken = _broken(newsletter)
+        broken = forms.broken(newsletter)
         if request.method == "POST":
             if broken:  # every job would fail: said here, once, rather than by each job
                 self.message_user(request, _("%(subject)s was not sent. %(error)s")
@@ -169,8 +129,8 @@ class NewsletterAdmin(admin.ModelAdmin):
             "broken": broken,
             "state": newsletter.get_state_display(),
             "recipients": recipients,
-            "rate": rate_text(pace),
-            "estimate": estimate_text(pace, recipients),
+            "rate": texts.rate_text(pace),
+            "estimate": texts.estimate_text(pace, recipients),
             "confirm": ngettext("Yes, send it to %(n)d person", "Yes, send it to %(n)d people", recipients)
             % {"n": recipients},
         }
@@ -223,7 +183,7 @@ class NewsletterAdmin(admin.ModelAdmin):
                 source = newsletter.body_html if html else newsletter.body_text
                 bodies[part] = source and rendering.render(source, html=html, name=name, unsubscribe_url=url)
         except rendering.BrokenTemplate as broken:
-            error = _template_error(broken)
+            error = forms.template_error(broken)
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,
@@ -256,7 +216,7 @@ class NewsletterAdmin(admin.ModelAdmin):
             self.message_user(request, _("Your user has no email address."), messages.ERROR)
             return
         for newsletter in newsletters:
-            if broken := _broken(newsletter):
+            if broken := forms.broken(newsletter):
                 self.message_user(request, _("%(subject)s: no test copy sent. %(error)s")
                                   % {"subject": newsletter.subject, "error": broken}, messages.ERROR)  # fmt: skip
                 continue
@@ -290,51 +250,3 @@ class NewsletterAdmin(admin.ModelAdmin):
 
 def _url(name: str, newsletter: Newsletter) -> str:
     return reverse(f"admin:newsletters_newsletter_{name}", args=[newsletter.pk])
-
-
-def _progress_text(found: campaigns.Progress) -> str:
-    return _("sent %(sent)d · pending %(pending)d · failed %(failed)d · unsubscribed %(unsubscribed)d") % {
-        "sent": found.sent,
-        "pending": found.pending,
-        "failed": found.failed,
-        "unsubscribed": found.unsubscribed,
-    }
-
-
-def rate_text(pace: campaigns.Pace) -> str:
-    if not pace.per_minute and not pace.per_hour:
-        return _("No SMTP rate limit is set: as fast as the mail server takes them.")
-    values = {
-        "per_minute": floatformat(pace.per_minute, "-1g"),
-        "per_hour": floatformat(pace.per_hour, "g"),
-        "share": round(100 * (1 - settings.SMTP_TRANSACTIONAL_SHARE)),
-    }
-    if not pace.per_hour:
-        said = _("%(per_minute)s emails a minute")
-    elif not pace.per_minute:
-        said = _("up to %(per_hour)s emails an hour")
-    else:
-        said = _("%(per_minute)s emails a minute, up to %(per_hour)s an hour")
-    return (said + " " + _("(%(share)d %% of the SMTP limit: the rest is kept for account emails)")) % values
-
-
-def estimate_text(pace: campaigns.Pace, recipients: int) -> str:
-    seconds = pace.seconds_for(recipients)
-    if seconds is None:
-        return _("It depends on the mail server: no limit sets the pace.")
-    if seconds < 60:
-        return _("less than a minute")
-    return _("about %(duration)s") % {"duration": duration_text(seconds)}
-
-
-def duration_text(seconds: float) -> str:
-    """ "2 hours and 5 minutes": the two largest units, minutes rounded up (a minute at least)."""
-    days, minutes = divmod(math.ceil(seconds / 60), 24 * 60)
-    hours, minutes = divmod(minutes, 60)
-    counts = (
-        (days, ngettext("%(n)d day", "%(n)d days", days)),
-        (hours, ngettext("%(n)d hour", "%(n)d hours", hours)),
-        (minutes, ngettext("%(n)d minute", "%(n)d minutes", minutes)),
-    )
-    parts = [text % {"n": n} for n, text in counts if n][:2]
-    return parts[0] if len(parts) == 1 else _("%(first)s and %(second)s") % {"first": parts[0], "second": parts[1]}

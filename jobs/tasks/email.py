@@ -9,15 +9,14 @@ fails the job at once. Messages go out through the worker thread's kept connecti
 
 Once the server accepted a message, nothing may send it again but a crash: every attempt of a job
 names its message with the same Message-ID; the wait for the server's answer ends `RECORD_TIME`
-before the job's timeout; and the delivery's record waits through a database outage for that long
-(`record`), since a job that failed after the send would send again.
+before the job's timeout (`jobs.tasks.sending`); and the delivery's record waits through a database
+outage for that long (`record`), since a job that failed after the send would send again.
 
 Newsletters are the bulk queue's (`jobs.tasks.newsletters`).
 """
 
 import logging
 import re
-import smtplib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,14 +39,12 @@ from ceres_site.accounts.models import EmailDelivery, Upload, User
 from ceres_site.accounts.tokens import token_issue
 from jobs.enqueue.producers import enqueue_email_password_reset, enqueue_email_verify
 from jobs.failures.attempts import PermanentJobError
-from jobs.mail import messages, smtp
-from jobs.rq_compat import now
+from jobs.mail import messages
+from jobs.tasks.sending import END_MARGIN, RECORD_TIME, deliver, job_deadline
 
 log = logging.getLogger(__name__)
 
 NAME_MAX = 60
-RECORD_TIME = 60  # seconds a job keeps, after the server's answer, to record the delivery through a database outage
-END_MARGIN = 5  # seconds left to RQ's own bookkeeping after the task
 RECIPIENT = (
     "SELECT u.id, u.email, u.first_name, u.email_verified_at, {already_sent} AS already_sent"
     " FROM {users} u WHERE u.id = %s"
@@ -252,20 +249,6 @@ def _close_connection() -> None:
         pass  # closing a broken connection may complain; it is dropped all the same
 
 
-def job_deadline() -> float | None:
-    """When this job's timeout stops it, as a `time.monotonic()`; None outside a job or without a timeout."""
-    job = get_current_job()
-    if job is None or not job.timeout or job.timeout < 0 or job.started_at is None:
-        return None
-    return time.monotonic() + job.timeout - (now() - job.started_at).total_seconds()
-
-
-def answer_by() -> float | None:
-    """The latest moment to wait for the server's answer to a message, leaving time for its record."""
-    deadline = job_deadline()
-    return None if deadline is None else deadline - RECORD_TIME - END_MARGIN
-
-
 def _delivery_key() -> str:
     """Same for every attempt of one job, new for a job enqueued again under the same id."""
     job = get_current_job()
@@ -282,43 +265,3 @@ def _send(user: Recipient, template: str, subject: str, context: dict, key: str)
     )
     message.attach_alternative(render_to_string(f"{template}.html", context), "text/html")
     deliver(message)
-
-
-def deliver(message: EmailMultiAlternatives, slow_down: Callable[[], object] | None = None) -> None:
-    """Send `message` in time for the job's end, and say what a refusal was: a 5xx is final
-    (`PermanentJobError`), a 4xx is retried (`MailServerBusy`); both carry the server's answer, which
-    lists and Slack show. `slow_down` is called on a 421 or 451."""
-    try:
-        smtp.send(message, answer_by=answer_by())
-        return
-    except smtplib.SMTPRecipientsRefused as exc:
-        refused, answers, final = (
-            exc,
-            list(exc.recipients.values()),
-            _("the mail server refused the recipient: %(reply)s"),
-        )
-    except smtplib.SMTPResponseException as exc:
-        refused, answers, final = (
-            exc,
-            [(exc.smtp_code, exc.smtp_error)],
-            _("the mail server refused the message: %(reply)s"),
-        )
-    if slow_down and any(code in (421, 451) for code, _reply in answers):
-        slow_down()
-    code, reply = answers[0]
-    if all(code >= 500 for code, _reply in answers):
-        raise PermanentJobError(final % _said(code, reply)) from refused
-    raise MailServerBusy(_("the mail server asked to try again later: %(reply)s") % _said(code, reply)) from refused
-
-
-class MailServerBusy(Exception):
-    """A 4xx answer: the server may take the message later, so RQ retries it on the email policy's schedule."""
-
-
-ADDRESS = re.compile(r"<?[^\s<>@]+@[^\s<>]+>?")
-
-
-def _said(code: int, reply: bytes | str) -> dict:
-    """The server's answer as staff read it in lists and Slack: code and first line, without addresses."""
-    text = reply.decode(errors="replace") if isinstance(reply, bytes) else str(reply)
-    return {"reply": ADDRESS.sub("<…>", f"{code} {text.splitlines()[0] if text else ''}".strip())[:200]}

@@ -24,7 +24,8 @@ from ceres_site.newsletters.models import Delivery, Newsletter
 from ceres_site.newsletters.unsubscribe import unsubscribe_token
 from jobs.failures.attempts import PermanentJobError
 from jobs.mail import messages, throttle
-from jobs.tasks.email import deliver, display_name, record
+from jobs.tasks.email import display_name, record
+from jobs.tasks.sending import deliver
 
 RECIPIENT = (
     "SELECT u.email, u.first_name, u.is_active AND u.email_verified_at IS NOT NULL AND u.newsletter_unsubscribed_at IS NULL,"
