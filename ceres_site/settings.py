@@ -84,6 +84,8 @@ METRICS_TOKEN = env.str("METRICS_TOKEN", default="")  # Prometheus sends it as a
 # --- Accounts ---------------------------------------------------------------------------------
 VERIFICATION_TOKEN_TTL_HOURS = env.int("VERIFICATION_TOKEN_TTL_HOURS", default=24)
 VERIFICATION_TOKEN_RETENTION_HOURS = env.int("VERIFICATION_TOKEN_RETENTION_HOURS", default=24)
+# How long a password reset link works (Django's setting is in seconds).
+PASSWORD_RESET_TIMEOUT = 3600 * env.int("PASSWORD_RESET_HOURS", default=2)
 # A finished verify job younger than this makes a resend a no-op, so the resend button is no spam cannon.
 VERIFY_RESEND_COOLDOWN_SECONDS = env.int("VERIFY_RESEND_COOLDOWN_SECONDS", default=60)
 # A requested verification email that Redis does not hold this long after the request is enqueued
@@ -97,6 +99,8 @@ RATE_LIMITS = {
     "resend-ip": "20/h", "resend-email": "5/h",
     "verify-ip": "30/10m", "verify-selector": "10/h",
     "login-ip": "30/15m", "login-username": "10/15m",
+    "password_reset-ip": "20/h", "password_reset-email": "5/h",
+    "reset_link-ip": "30/10m", "reset_link-uidb64": "10/h",
     "upload-ip": "30/h", "upload-user": "10/h",
 }  # fmt: skip
 # Proxies whose X-Real-IP names the client (nginx sets it, `ecosystem/nginx.conf`).
@@ -194,7 +198,8 @@ DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Ceres <no-reply@cere
 # --- Language and time ------------------------------------------------------------------------
 LANGUAGE_CODE = "es-ar"
 LANGUAGES = [("es-ar", "Español (Argentina)"), ("en", "English")]
-LOCALE_PATHS = [BASE_DIR / "locale"]
+# Ours first; then Django's own texts (admin, auth, forms) in voseo, over Django's usted (README, Translations).
+LOCALE_PATHS = [BASE_DIR / "locale", BASE_DIR / "locale_django"]
 FORMAT_MODULE_PATH = ["ceres_site.formats"]  # es-AR dates as the dashboard writes them
 # The one zone of everything shown to people (pages, emails, Slack) and of the crons, whatever the
 # server's TZ: Django then sets the process's TZ to it.

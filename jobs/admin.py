@@ -2,17 +2,20 @@ from datetime import datetime
 
 from django.apps import apps
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.core.exceptions import PermissionDenied
-from django.http import HttpResponseNotAllowed, HttpResponseRedirect
+from django.db.models import OuterRef, Subquery
+from django.http import HttpResponseRedirect
 from django.urls import NoReverseMatch, path, reverse
 from django.utils.html import format_html, format_html_join
+from django.utils.text import Truncator
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 
 from jobs.failures.dead_letters import UNREADABLE_PAYLOAD, dead_letter_resolve
-from jobs.models import Dashboard, DeadLetter, JobAction
+from jobs.models import Dashboard, DeadLetter, JobAction, JobActionTarget
 from jobs.staff.audit import action_record
-from jobs.staff.dashboard import actions, views
-from jobs.staff.operations import dead_letters_retry
+from jobs.staff.dashboard import actions, archive, search, views
 from jobs.templatetags.dashboard import when
 
 
@@ -46,7 +49,7 @@ class DeadLetterAdmin(ReadOnlyAdmin):
     fields = (
         "job_id", "queue", "task", "args", "kwargs", "related", "exc_type", "exc_message", "attempts_table",
         "failed_at", "job_created_at", "alert", "alert_note", "alerted_at", "retried_at", "retried_by",
-        "resolved_at", "resolved_by", "traceback_text",
+        "retry_result", "resolved_at", "resolved_by", "traceback_text",
     )  # fmt: skip
     readonly_fields = fields
     change_form_template = "admin/jobs/deadletter/change_form.html"
@@ -67,8 +70,14 @@ class DeadLetterAdmin(ReadOnlyAdmin):
         if obj.resolved_at:
             return format_html("{} {}", _("resolved"), when(obj.resolved_at))
         if obj.retried_at:
-            return format_html("{} {}", _("retried"), when(obj.retried_at))
+            outcome = archive.outcome_html(obj)
+            retried = format_html("{} {}", _("retried"), when(obj.retried_at))
+            return format_html("{} · {}", retried, outcome) if outcome else retried
         return _("open")
+
+    @admin.display(description=_("how the retry ended"))
+    def retry_result(self, obj):
+        return archive.outcome_html(obj) or "—"
 
     @admin.display(description=_("attempts"))
     def attempts_table(self, obj):
@@ -89,13 +98,28 @@ class DeadLetterAdmin(ReadOnlyAdmin):
         return [retry, *super().get_urls()]
 
     def retry_one(self, request, pk):
-        """The detail page's Reintentar button: POST only, with `jobs.retry_deadletter`."""
+        """The detail page's Reintentar button: a POST, with `jobs.retry_deadletter`, that asks first
+        (a GET of the address, a reload, goes back to the row)."""
+        change = reverse("admin:jobs_deadletter_change", args=[pk])
         if request.method != "POST":
-            return HttpResponseNotAllowed(["POST"])
+            return HttpResponseRedirect(change)
         if not self.has_retry_permission(request):
             raise PermissionDenied
-        self.retry(request, DeadLetter.objects.filter(pk=pk))
-        return HttpResponseRedirect(reverse("admin:jobs_deadletter_change", args=[pk]))
+        rows = list(DeadLetter.objects.filter(pk=pk))
+        if not rows:
+            return HttpResponseRedirect(reverse("admin:jobs_deadletter_changelist"))
+        return archive.retry_confirmed(request, self.admin_site, rows, back=change) or HttpResponseRedirect(change)
+
+    def get_list_display(self, request):
+        """With `jobs.view_payloads`, the error's message beside its type (the mail server's answer, say)."""
+        if request.user.has_perm("jobs.view_payloads"):
+            return tuple("error" if name == "exc_type" else name for name in self.list_display)
+        return self.list_display
+
+    @admin.display(description=_("error"), ordering="exc_type")
+    def error(self, obj):
+        message = obj.exc_message.splitlines()[0] if obj.exc_message else ""
+        return format_html("{} — {}", obj.exc_type, Truncator(message).chars(120)) if message else obj.exc_type
 
     def render_change_form(self, request, context, *args, **kwargs):
         context["can_retry"] = self.has_retry_permission(request)
@@ -130,13 +154,10 @@ class DeadLetterAdmin(ReadOnlyAdmin):
 
     @admin.action(description=_("Retry the selected jobs"), permissions=["retry"])
     def retry(self, request, queryset):
-        retried, refused = dead_letters_retry(rows=list(queryset), user=request.user, detail=_("dead-letter archive"))
-        for why in refused:
-            self.message_user(request, why, messages.ERROR)
-        for job_id in retried:
-            self.message_user(request, _("%(job)s: enqueued again") % {"job": job_id}, messages.SUCCESS)
-        if len(retried) + len(refused) < queryset.count():
-            self.message_user(request, _("The others were already pending."), messages.WARNING)
+        """Asks first, as the dashboard does; the confirmation posts the selection back here."""
+        rows = list(queryset)
+        carry = [("action", "retry"), *((helpers.ACTION_CHECKBOX_NAME, row.pk) for row in rows)]
+        return archive.retry_confirmed(request, self.admin_site, rows, carry=carry, back=request.get_full_path())
 
     @admin.action(description=_("Mark as resolved"), permissions=["retry"])
     def resolve(self, request, queryset):
@@ -170,21 +191,43 @@ class DashboardAdmin(ReadOnlyAdmin):
             view(views.overview, "overview", ""),
             # The name admin's index, app page and sidebar link a model by: without it, plain text.
             view(views.overview, "changelist", ""),
+            view(views.health_page, "health", "health/"),
             view(actions.triage, "triage", "<str:queue_name>/triage/"),
             view(views.job_detail, "job", "<str:queue_name>/job/<str:job_id>/"),
             view(actions.action, "action", "<str:queue_name>/action/<str:name>/"),
             view(actions.queue_action, "queue_action", "<str:queue_name>/queue/<str:name>/"),
+            view(search.search, "search", "search/"),
             view(views.job_list, "list", "<str:queue_name>/<str:state>/"),
         ]
 
 
 @admin.register(JobAction)
 class JobActionAdmin(ReadOnlyAdmin):
-    list_display = ("moment", "user", "kind", "queue", "count", "reason", "detail")
+    list_display = ("moment", "user", "kind", "queue", "jobs", "reason", "detail")
     list_filter = ("kind", "queue")
     search_fields = ("=targets__job_id", "user__username", "reason")
     date_hierarchy = "at"
+    ON_NO_JOB = {JobAction.Kind.PAUSE, JobAction.Kind.RESUME, JobAction.Kind.SEND}  # a queue or a campaign
+
+    def get_queryset(self, request):
+        first = JobActionTarget.objects.filter(action=OuterRef("pk")).order_by("pk").values("job_id")[:1]
+        return super().get_queryset(request).annotate(first_job=Subquery(first))
 
     @admin.display(description=_("when"), ordering="at")
     def moment(self, obj):
         return when(obj.at)
+
+    @admin.display(description=_("jobs"), ordering="count")
+    def jobs(self, obj):
+        """The job it acted on, linked, and how many others: a row that names what it changed."""
+        if obj.kind in self.ON_NO_JOB:
+            return "—"
+        if not obj.first_job:
+            return obj.count
+        link = format_html(
+            '<a href="{}">{}</a>', reverse("admin:jobs_dashboard_job", args=[obj.queue, obj.first_job]), obj.first_job
+        )
+        if obj.count <= 1:
+            return link
+        more = ngettext("and %(n)d more", "and %(n)d more", obj.count - 1) % {"n": obj.count - 1}
+        return format_html("{} {}", link, more)

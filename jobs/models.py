@@ -47,6 +47,8 @@ class DeadLetter(models.Model):
 
     retried_at = models.DateTimeField(_("retried at"), null=True, blank=True)
     retried_by = _staff_member(_("retried by"))
+    # When the retry's run was created: that run's later dead letter or its job in Redis tells how it ended.
+    retry_created_at = models.DateTimeField(_("retry created at"), null=True, blank=True)
     resolved_at = models.DateTimeField(_("resolved at"), null=True, blank=True)
     resolved_by = _staff_member(_("resolved by"))
 
@@ -132,3 +134,7 @@ class JobAction(models.Model):
 class JobActionTarget(models.Model):
     action = models.ForeignKey(JobAction, verbose_name=_("action"), on_delete=models.CASCADE, related_name="targets")
     job_id = models.CharField(_("job id"), max_length=200, db_index=True)
+
+    class Meta:
+        verbose_name = _("job of an action")  # staff read it in the permission lists
+        verbose_name_plural = _("jobs of actions")

@@ -23,6 +23,7 @@ from aiosmtpd.controller import Controller  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.db import connection, connections  # noqa: E402
 from django.test.utils import override_settings  # noqa: E402
+from django.utils import translation  # noqa: E402
 
 from jobs.runtime.slots import worker_class_for  # noqa: E402
 from tests.ports import free_port  # noqa: E402, F401 (the tests import it from here)
@@ -90,6 +91,7 @@ def fresh_process():
     LimitCache.resume()  # a Redis error in an earlier test paused the rate limits' counting
     unique.forget_lone_master()  # an earlier Sentinel test found a master without replicas
     series.forget_expiring()  # the hour keys got their TTL in an earlier test's Redis, since emptied
+    translation.activate(settings.LANGUAGE_CODE)  # a request in English leaves the thread speaking English
 
 
 class SmtpSink:

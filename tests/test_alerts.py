@@ -115,8 +115,29 @@ def test_an_alert_storm_becomes_one_summary(slack, policy, work):
 
     assert DeadLetter.objects.count() == 200
     [text] = slack.texts
-    assert "200 jobs fallaron definitivamente en *email* en los últimos 1 min: RuntimeError ×200" in text
+    assert (
+        "200 jobs fallaron definitivamente en *email* en los últimos 1 min: RuntimeError ×200 (p. ej.: SMTP down #"
+        in text
+    )
     assert set(DeadLetter.objects.values_list("alert", flat=True)) == {"summary"}
+
+
+def test_a_summary_names_what_the_mail_server_answered_without_the_addresses(slack, smtp, policy, work, admin_client):
+    policy("email", alert_window=60)
+    smtp.rcpt_reply = "550 5.1.1 <ana@example.com>: Recipient address rejected"
+    for n in range(2):
+        user = User.objects.create_user(username=f"p{n}@example.com", email=f"p{n}@example.com")
+        enqueue_email_verify(user_id=user.pk)
+
+    work("email")
+    flush_now(work)
+
+    [text] = slack.texts
+    said = "el servidor de correo rechazó al destinatario: 550 5.1.1 &lt;…&gt;: Recipient address rejected"
+    assert f"PermanentJobError ×2 (p. ej.: {said})" in text
+    assert "example.com" not in text
+    archive = admin_client.get(reverse("admin:jobs_deadletter_changelist")).content.decode()
+    assert archive.count(f"PermanentJobError — {said}") == 2  # the list says it too
 
 
 def test_expected_errors_are_archived_without_an_alert(slack, policy, work):
@@ -222,7 +243,7 @@ def test_slack_4xx_is_permanent(slack, work, error):
 
     job = fetch("slack-t4xx", "slack")
     assert job.get_status() == "failed" and len(slack.requests) == 1
-    assert "PermanentJobError: Slack refused the message" in job.latest_result().exc_string
+    assert "PermanentJobError: Slack rechazó el mensaje" in job.latest_result().exc_string
     assert error in DeadLetter.objects.get().exc_message
 
 
@@ -292,12 +313,15 @@ def test_retry_from_the_archive_after_redis_dropped_the_job(slack, policy, work,
     row = DeadLetter.objects.get()
     fetch("email-late-1").delete()  # what failure_ttl does after 24 h
 
+    selection = {"action": "retry", "_selected_action": [row.pk]}
+    asked = admin_client.post(reverse("admin:jobs_deadletter_changelist"), selection)  # asks first
+    assert "Sí, estoy seguro" in asked.content.decode() and fetch("email-late-1") is None
     response = admin_client.post(
-        reverse("admin:jobs_deadletter_changelist"), {"action": "retry", "_selected_action": [row.pk]}, follow=True
+        reverse("admin:jobs_deadletter_changelist"), {**selection, "confirm": "yes", "reason": "SMTP back"}, follow=True
     )
     work("email")
 
-    assert "email-late-1: encolado de nuevo" in response.content.decode().lower()
+    assert "Se volvió a encolar email-late-1." in response.content.decode()
     assert fetch("email-late-1").get_status() == "finished"
     row.refresh_from_db()
     assert row.retried_at and row.retried_by.username == "admin"
@@ -318,12 +342,15 @@ def test_the_archive_s_detail_page_retries_and_reads_well(slack, policy, work, a
     listing = admin_client.get(reverse("admin:jobs_deadletter_changelist")).content.decode()
     assert ">abierta<" in listing and "Reintentado el" not in listing  # one state column: the list fits
 
-    assert admin_client.get(reverse("admin:jobs_deadletter_retry", args=[row.pk])).status_code == 405
+    change = reverse("admin:jobs_deadletter_change", args=[row.pk])
+    assert (
+        admin_client.get(reverse("admin:jobs_deadletter_retry", args=[row.pk]))["Location"] == change
+    )  # a GET changes nothing
     viewer = User.objects.create_user(username="viewer", password="x", is_staff=True)
     viewer.user_permissions.add(Permission.objects.get(codename="view_deadletter"))
     client.force_login(viewer)
     assert client.post(reverse("admin:jobs_deadletter_retry", args=[row.pk])).status_code == 403
-    admin_client.post(reverse("admin:jobs_deadletter_retry", args=[row.pk]))
+    admin_client.post(reverse("admin:jobs_deadletter_retry", args=[row.pk]), {"confirm": "yes", "reason": "once more"})
     work("email")
 
     assert fetch("email-twice-1").get_status() == "finished"
@@ -341,7 +368,10 @@ def test_retry_needs_the_permission(client, policy, work):
     staff.user_permissions.add(Permission.objects.get(codename="view_deadletter"))
     client.force_login(staff)
 
-    client.post(reverse("admin:jobs_deadletter_changelist"), {"action": "retry", "_selected_action": [row.pk]})
+    client.post(
+        reverse("admin:jobs_deadletter_changelist"),
+        {"action": "retry", "_selected_action": [row.pk], "confirm": "yes", "reason": "x"},
+    )
 
     assert fetch("email-perm-1").get_status() == "failed"  # not re-enqueued
     row.refresh_from_db()

@@ -36,7 +36,7 @@ def test_staff_finds_a_failed_job_retries_it_and_sees_it_finish(page, live_serve
     page.click("button:has-text('Reintentar')")
     page.fill("input[name=reason]", "probando desde el navegador")
     page.click("input[value='Sí, estoy seguro']")
-    page.wait_for_selector("text=Reintentar: 1 de 1 job.")  # one job: the singular
+    page.wait_for_selector("text=Se volvió a encolar 1 job.")  # one job: the singular
 
     live_worker("email")
     job_page = live_server.url + reverse("admin:jobs_dashboard_job", args=["email", "email-flaky-7"])
@@ -86,10 +86,10 @@ def test_staff_click_to_the_dashboard_watch_it_live_pause_and_resume_a_queue(pag
     page.wait_for_function(f"document.querySelector('{count_link}').innerText === '1'", timeout=30_000)
     assert page.evaluate("window.notReloaded") is True  # the count changed in place
 
-    page.locator("tr", has_text="5 lugares en un proceso").locator("button:has-text('Pausar')").click()
+    page.locator("tr", has_text="hasta 5 jobs a la vez, en un proceso").locator("button:has-text('Pausar')").click()
     page.fill("input[name=reason]", "probando la pausa")
     page.click("input[value='Sí, estoy seguro']")
-    page.wait_for_selector("text=email está pausada (por admin")
+    page.wait_for_selector("text=La cola email está pausada (por admin")
     live_worker("email", "slack")
     enqueue_stored_call(
         queue_name="slack",
@@ -144,3 +144,33 @@ def test_a_person_uploads_a_cv_and_a_photo_and_sees_them_checked(page, live_serv
     assert page.locator("text=Aceptado.").count() == 2
     assert page.evaluate("document.querySelector(\"img[alt='Tu foto de perfil']\").naturalWidth") == 512
     page.screenshot(path=ARTIFACTS / "profile.png", full_page=True)
+
+
+def test_staff_see_a_retrying_email_on_the_overview_then_its_next_attempt(page, live_server, settings, policy, work):
+    from tests.conftest import free_port
+
+    policy("email", retry_max=3, retry_intervals=(600,))
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", free_port()  # the SMTP server is down
+    user = User.objects.create_user(username="ana@example.com", email="ana@example.com", first_name="Ana")
+    enqueue_stored_call(queue_name="email", func="jobs.tasks.email.send_verify_email", job_id=f"email-verify-{user.pk}",
+                        kwargs={"user_id": user.pk})  # fmt: skip
+    work("email")
+    User.objects.create_superuser(username="admin", password="clave-del-panel")
+
+    log_in(page, live_server.url + reverse("admin:jobs_dashboard_overview"), "admin", "clave-del-panel")
+    warning = page.locator(".dash-warn", has_text="falló y espera otro intento")
+    assert "1 job de email falló y espera otro intento; el próximo a las" in warning.inner_text()
+    assert "último error: ConnectionRefusedError" in warning.inner_text()
+    page.click(f'a[href="{reverse("admin:jobs_dashboard_list", args=["email", "retrying"])}"]')
+    page.click(f"text=email-verify-{user.pk}")
+    assert page.locator("th", has_text="Próximo intento").count() == 1
+    assert page.locator("strong", has_text="reintentando").count() == 1
+
+    job = reverse("admin:jobs_dashboard_job", args=["email", f"email-verify-{user.pk}"])
+    screenshots(page, live_server.url, {
+        "retrying-overview": reverse("admin:jobs_dashboard_overview"),
+        "retrying-list": reverse("admin:jobs_dashboard_list", args=["email", "retrying"]),
+        "retrying-job": job,
+        "health": reverse("admin:jobs_dashboard_health"),
+    })  # fmt: skip

@@ -188,7 +188,7 @@ def test_the_report_counts_jobs_emails_dead_letters_and_waiting(work, smtp, poli
 
     report = report_daily(day=timezone.localdate())
 
-    assert report.emails_sent == {"verify": 1, "welcome": 0, "exists": 0, "cv_rejected": 0}
+    assert report.emails_sent == {"verify": 1, "welcome": 0, "exists": 0, "cv_rejected": 0, "password_reset": 0}
     assert report.jobs["email"] == (1, 1)
     assert report.dead_letters_open == 1
     assert report.oldest_waiting["files"] is not None and report.oldest_waiting["email"] is None

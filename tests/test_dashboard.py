@@ -1,6 +1,7 @@
 """The queue dashboard in admin, against real Redis with real jobs in every state."""
 
 import re
+from datetime import timedelta
 from zoneinfo import ZoneInfo
 
 import django_rq
@@ -46,11 +47,12 @@ def jobs(policy, work):
     work("email")
     call("sleep", "email-waiting-1", seconds=0)
     queue = django_rq.get_queue("email")
+    queue.enqueue_in(timedelta(hours=1), "tests.tasks.sleep", 0, job_id="email-later-1")
     queue.enqueue("tests.tasks.sleep", 0, job_id="email-deferred-1", depends_on="email-waiting-1")
     call("sleep", "email-canceled-1", seconds=0)
     fetch("email-canceled-1").cancel()
     return {
-        "failed": "email-failed-1", "finished": "email-done-1", "scheduled": "email-retrying-1",
+        "failed": "email-failed-1", "finished": "email-done-1", "retrying": "email-retrying-1", "scheduled": "email-later-1",
         "queued": "email-waiting-1", "deferred": "email-deferred-1", "canceled": "email-canceled-1",
     }  # fmt: skip
 
@@ -79,10 +81,22 @@ def test_overview_counts_every_state_and_warns_about_missing_workers(jobs, admin
     page = admin_client.get(url("overview")).content.decode()
 
     for state in jobs:
-        assert f'href="{url("list", "email", state)}">1</a>' in page, state
+        assert re.search(rf'href="{url("list", "email", state)}"[^>]*>1</a>', page), state
     assert "Ningún worker vivo atiende la cola email." in page
     assert "El scheduler de crons (rqscheduler) no está corriendo." in page
-    assert "clean-verification-tokens" in page and "/health/jobs" in page
+    assert "clean-verification-tokens" in page and url("health") in page
+
+
+def test_the_health_checks_have_a_page_for_people_in_spanish_and_stay_english_for_monitors(admin_client):
+    page = admin_client.get(url("health")).content.decode()
+    report = admin_client.get("/health/jobs").json()
+
+    assert "Chequeos de salud" in page and "ningún proceso rqscheduler dio señales de vida" in page
+    assert page.index("falla") < page.index("bien")  # the worst first
+    assert 'href="/health/jobs"' in page
+    details = {check["name"]: check["detail"] for check in report["checks"]}
+    assert details["scheduler"] == "no rqscheduler process has beaten its heart recently"
+    assert details["email.workers"].endswith("in 0 processes, 0 busy")
 
 
 def test_failures_stay_counted_in_their_hour_after_a_retry(admin_client, policy, work):
@@ -95,7 +109,7 @@ def test_failures_stay_counted_in_their_hour_after_a_retry(admin_client, policy,
     admin_client.post(url("action", "email", "retry"), {"scope": "all", "state": "failed", "confirm": "yes"})
 
     assert django_rq.get_queue("email").failed_job_registry.count == 0  # retried: the registry forgot them
-    assert "<td>1 / 3</td>" in admin_client.get(url("overview")).content.decode()
+    assert "<td>1 / 0 / 3</td>" in admin_client.get(url("overview")).content.decode()
     checks = {check["name"]: check for check in health.health_report()["checks"]}
     assert checks["email.failures"]["detail"].startswith("3 failed, 1 finished in the last hour")
 
@@ -132,6 +146,7 @@ def test_every_state_lists_its_jobs(jobs, admin_client, live_worker, tmp_path):
         assert f'href="{url("job", queue, job_id)}"' in page, state
     overview = admin_client.get(url("overview")).content.decode()
     assert "Ningún worker vivo atiende la cola files." not in overview
+    assert re.search(r'class="dash-dot on" title="[^"]+ · ocupado"', overview)  # the worker's state, in Spanish
     (tmp_path / "go").touch()  # the job ends, and the worker stops without waiting
     wait_for(lambda: fetch("files-running-1", "files").get_status() == "finished", timeout=30)
 
@@ -179,13 +194,52 @@ def test_search_finds_parts_of_ids_and_the_related_user_s_email(admin_client):
     assert "email-welcome-" not in masked.get(url("list", "email", "queued"), {"q": "ana@exam"}).content.decode()
 
 
-def test_scheduled_jobs_show_when_they_run_and_their_last_error(jobs, admin_client):
-    page = admin_client.get(url("list", "email", "scheduled")).content.decode()
+def test_retrying_jobs_show_their_next_attempt_and_last_error_apart_from_scheduled_ones(jobs, admin_client):
+    retrying = admin_client.get(url("list", "email", "retrying")).content.decode()
+    scheduled = admin_client.get(url("list", "email", "scheduled")).content.decode()
 
-    runs_at = fetch("email-retrying-1").get_status() and django_rq.get_queue("email").scheduled_job_registry
-    when = runs_at.get_scheduled_time("email-retrying-1").astimezone(ZoneInfo("America/Argentina/Cordoba"))
-    assert f"{when:%d/%m/%Y %H:%M:%S}</time>" in page
-    assert "RuntimeError" in page and "later" in page  # the attempt that failed, before its retry
+    registry = django_rq.get_queue("email").scheduled_job_registry
+    when = registry.get_scheduled_time("email-retrying-1").astimezone(ZoneInfo("America/Argentina/Cordoba"))
+    assert f"{when:%d/%m/%Y %H:%M:%S}</time>" in retrying
+    assert "Próximo intento" in retrying and "RuntimeError" in retrying and "later" in retrying
+    assert "email-retrying-1" in retrying and "email-later-1" not in retrying
+    assert "email-later-1" in scheduled and "email-retrying-1" not in scheduled  # enqueued for later, not a retry
+    assert "Corre el" in scheduled
+
+
+def test_the_overview_warns_about_retrying_jobs_with_the_next_attempt_and_the_last_error(jobs, admin_client):
+    page = admin_client.get(url("overview")).content.decode()
+
+    registry = django_rq.get_queue("email").scheduled_job_registry
+    when = registry.get_scheduled_time("email-retrying-1").astimezone(ZoneInfo("America/Argentina/Cordoba"))
+    warning = f"1 job de email falló y espera otro intento; el próximo a las {when:%H:%M:%S}, último error: RuntimeError: later."
+    assert warning in page
+    assert 'class="dash-retrying">1</a>' in page  # the count, marked
+    assert "<td>1 / 1 / 1</td>" in page  # done / retried / failed in the last hour
+
+
+def test_the_job_page_of_a_retrying_job_says_when_it_runs_again(jobs, admin_client):
+    page = admin_client.get(url("job", "email", "email-retrying-1")).content.decode()
+
+    registry = django_rq.get_queue("email").scheduled_job_registry
+    when = registry.get_scheduled_time("email-retrying-1").astimezone(ZoneInfo("America/Argentina/Cordoba"))
+    assert "<strong>reintentando</strong>" in page
+    assert re.search(rf"Próximo intento</th><td><strong><time[^>]*>{when:%d/%m/%Y %H:%M:%S}</time></strong>", page)
+    assert "último error: RuntimeError: later" in page
+
+
+def test_retrying_is_a_metric_and_a_chart_series(jobs, admin_client):
+    metrics = admin_client.get("/metrics").content.decode()
+
+    assert 'ceres_jobs{queue="email",state="retrying"} 1.0' in metrics
+    assert 'ceres_jobs{queue="email",state="scheduled"} 1.0' in metrics  # the retry is not counted twice
+    assert 'ceres_job_retries_total{queue="email"} 1.0' in metrics
+    chart = admin_client.get(url("list", "email", "retrying")).content.decode().split('<svg class="dash-chart"')[1]
+    assert sum(int(n) for n in re.findall(r"(\d+) reintentados?", chart)) == 1
+    assert "1 min</text>" in chart and "1 ms</text>" in chart  # the wait lines' scale
+
+    operations.jobs_promote(queue_name="email", job_ids=["email-retrying-1"], user=None, reason="")
+    assert 'ceres_jobs{queue="email",state="retrying"} 0.0' in admin_client.get("/metrics").content.decode()
 
 
 def test_list_actions_need_a_selection_and_the_list_has_a_select_all_box(jobs, admin_client):
@@ -211,7 +265,7 @@ def test_job_detail_shows_why_it_failed_and_the_related_user(admin_client, polic
 
     page = admin_client.get(url("job", "email", f"email-verify-{user.pk}")).content.decode()
 
-    assert "PermanentJobError" in page and f"user {user.pk} has an invalid email address" in page
+    assert "PermanentJobError" in page and f"el usuario {user.pk} tiene una dirección de email inválida" in page
     assert reverse("admin:accounts_user_change", args=[user.pk]) in page
     assert reverse("admin:jobs_deadletter_change", args=[DeadLetter.objects.get().pk]) in page
     assert f"user_id={user.pk}" in page
@@ -241,8 +295,8 @@ def test_the_dead_letter_archive_masks_payloads_and_the_related_id_too(smtp, wor
     masked, shown = viewer.get(archive).content.decode(), reader.get(archive).content.decode()
     job_masked = viewer.get(url("job", "email", dead.job_id)).content.decode()
 
-    assert "invalid email address" in shown and f"{user.pk}" in shown
-    assert "invalid email address" not in masked and "user_id" not in masked and "Traceback" not in masked
+    assert "dirección de email inválida" in shown and f"{user.pk}" in shown
+    assert "dirección de email inválida" not in masked and "user_id" not in masked and "Traceback" not in masked
     assert reverse("admin:accounts_user_change", args=[user.pk]) not in masked + job_masked
 
 
@@ -270,9 +324,8 @@ def test_the_user_page_lists_the_user_s_jobs(admin_client):
 
     body = admin_client.get(reverse("admin:accounts_user_change", args=[user.pk])).content.decode()
 
-    assert (
-        f'href="{url("job", "email", f"email-verify-{user.pk}")}">email-verify-{user.pk}</a>: en cola' in body
-    )  # its state's label
+    assert f'<a href="{url("job", "email", f"email-verify-{user.pk}")}">email-verify-{user.pk}</a></td>' in body
+    assert "<td>en cola</td>" in body  # its state's label
     assert f"email-welcome-{user.pk}</a>: no está en Redis" in body
 
 
@@ -307,6 +360,18 @@ def test_retry_selected_asks_first_then_gives_a_full_retry_budget_and_is_audited
     detail = admin_client.get(url("job", "email", "email-failed-1")).content.decode()
     assert "SMTP fixed" in detail and "reintentar" in detail
     assert DeadLetter.objects.get(job_id="email-failed-1").retried_at is not None
+
+
+def test_the_audit_trail_names_the_job_it_acted_on_and_no_count_for_queue_actions(jobs, admin_client):
+    confirm(admin_client, "retry", job_ids=["email-failed-1"])
+    confirm(admin_client, "delete", job_ids=["email-done-1", "email-later-1", "email-canceled-1"])
+    operations.queue_pause(queue_name="email", by="admin")
+
+    rows = admin_client.get(reverse("admin:jobs_jobaction_changelist")).content.decode()
+
+    assert f'<a href="{url("job", "email", "email-failed-1")}">email-failed-1</a>' in rows
+    assert re.search(r'">email-(done|later|canceled)-1</a> y 2 más<', rows)  # the first, and how many more
+    assert re.search(r'<td class="field-jobs">—</td>', rows)  # a pause acts on the queue, not on jobs
 
 
 def test_a_crafted_post_cannot_act_on_another_queue_s_job(jobs, admin_client):
@@ -395,9 +460,10 @@ def test_triage_retries_what_can_run_again_and_names_what_cannot(admin_client, p
     done = admin_client.post(url("triage", "email"), {"confirm": "yes"}, follow=True)  # every open failure
 
     assert done.status_code == 200
-    page = done.content.decode().lower()  # admin messages start with a capital
+    page = done.content.decode()
     assert (
-        "email-secret-1: sus argumentos se ocultaron al archivarlo" in page and "bad:id: el job no se pudo leer" in page
+        "No se puede volver a encolar email-secret-1 porque sus argumentos se ocultaron al archivarlo." in page
+        and "No se puede volver a encolar bad:id porque el job no se pudo leer" in page
     )
     assert django_rq.get_queue("email").job_ids == ["email-args-1"]
     assert fetch("email-args-1").args == ["with a positional argument"]  # kept by the archive, given back
@@ -439,7 +505,7 @@ def redis_state(connection) -> dict:
 
 
 def test_the_resolver_finds_every_dashboard_page():
-    assert len(dashboard_routes()) == 6
+    assert len(dashboard_routes()) == 8
 
 
 @pytest.mark.parametrize(
@@ -559,7 +625,7 @@ def test_staff_read_spanish_states_plurals_dates_and_results(jobs, admin_client,
     assert re.search(r'<time datetime="[^"]+" title="[^"]+ UTC">\d\d/\d\d/\d{4} \d\d:\d\d:\d\d</time>', detail)
 
     archive = admin_client.get(reverse("admin:jobs_deadletter_changelist")).content.decode()
-    for column in ("Tipo de error", "Falló el", "Alerta"):
+    for column in ("Error", "Fecha de la falla", "Alerta"):  # "Error": type and message, for who may see them
         assert f">{column}</a>" in archive, column
     assert "Exc type" not in archive and "Job id" not in archive
     assert re.search(r' UTC">\d\d/\d\d/\d{4} \d\d:\d\d:\d\d</time>', archive)  # as in the dashboard, UTC on hover
@@ -595,7 +661,9 @@ def test_a_paused_queue_keeps_its_jobs_waiting_until_resumed(paused_queue, other
         fetch(f"{paused_queue}-waits-1", paused_queue).get_status() == "queued" and not (tmp_path / "paused").exists()
     )
     overview = client.get(url("overview")).content.decode()
-    assert f"{paused_queue} está pausada (por operator, desde el" in overview and "Reanudar</button>" in overview
+    assert (
+        f"La cola {paused_queue} está pausada (por operator, desde el" in overview and "Reanudar</button>" in overview
+    )
     checks = {check["name"]: check for check in health.health_report()["checks"]}
     assert (
         checks[f"{paused_queue}.paused"]["status"] == "warn"

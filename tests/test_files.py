@@ -78,7 +78,7 @@ def test_cvs_are_judged_by_their_bytes_and_rejections_are_results_told_by_email(
         )
     queue = django_rq.get_queue("files")
     assert queue.failed_job_registry.count == 0 and DeadLetter.objects.count() == 0  # rejections are results
-    assert queue.fetch_job(f"files-cv-{uploads['21 pages'].pk}").return_value().startswith("rechazado: El CV tiene 21")
+    assert queue.fetch_job(f"files-cv-{uploads['21 pages'].pk}").return_value().startswith("rechazado. El CV tiene 21")
     work("email")
     rejected = sum(state == "rejected" for _, state, _ in CVS.values())
     assert len(smtp.messages) == rejected and all(m["Subject"] == "No pudimos aceptar tu CV" for m in smtp.messages)

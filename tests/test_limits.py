@@ -1,5 +1,5 @@
-"""Rate limits on signup, resend, verify, the admin login and the profile's uploads: per client
-address and per account, counted in the real Redis, answered with a 429 in Spanish."""
+"""Rate limits on signup, resend, verify, the password reset, the admin login and the profile's
+uploads: per client address and per account, counted in the real Redis, answered with a 429 in Spanish."""
 
 import django_rq
 import pytest
@@ -15,12 +15,16 @@ FORMS = {  # view → (POST data for account n, the form field counted per accou
     "accounts:signup": (lambda n: {"email": f"ana{n}@example.com", "first_name": "Ana", "password": "una-clave-bien-larga-42"}, "email"),
     "accounts:resend": (lambda n: {"email": f"ana{n}@example.com"}, "email"),
     "accounts:verify": (lambda n: {"selector": f"selector{n}", "verifier": "x" * 43}, "selector"),
+    "accounts:password_reset": (lambda n: {"email": f"ana{n}@example.com"}, "email"),
+    "accounts:password_reset_link": (lambda n: {"uidb64": f"uid{n}", "token": "x" * 39}, "uidb64"),
     "admin:login": (lambda n: {"username": f"staff{n}", "password": "wrong"}, "username"),
 }  # fmt: skip
 RATE_NAMES = {
     "accounts:signup": "signup",
     "accounts:resend": "resend",
     "accounts:verify": "verify",
+    "accounts:password_reset": "password_reset",
+    "accounts:password_reset_link": "reset_link",
     "admin:login": "login",
 }
 

@@ -369,7 +369,7 @@ def parsed(raw: bytes) -> tuple:
     return message.get_content_type(), headers, parts
 
 
-@pytest.mark.parametrize("subject", ["Confirmá tu cuenta de Ceres", "¡Bienvenido/a a Ceres!", "plain ascii"])
+@pytest.mark.parametrize("subject", ["Confirmá tu cuenta de Ceres", "¡Te damos la bienvenida a Ceres!", "plain ascii"])
 def test_our_emails_are_written_as_django_would_write_them(subject):
     message = alternatives(subject)
     ours, django_s = messages.as_smtp_bytes(message), message.message().as_bytes(linesep="\r\n")

@@ -8,30 +8,35 @@ from jobs.observability import series
 NOW = datetime(2026, 11, 30, 14, 5, 30, tzinfo=UTC)
 
 
-def record(redis_conn, ended, waited=None, failed=False, queue="email"):
+def record(redis_conn, ended, waited=None, failed=False, retried=False, queue="email"):
     with redis_conn.pipeline() as pipe:
         if failed:
             series.job_failed(pipe, queue, ended)
+        elif retried:
+            series.job_retried(pipe, queue, ended)
         else:
             enqueued = ended - timedelta(seconds=waited + 1) if waited is not None else None
             series.job_done(pipe, queue, enqueued, enqueued and enqueued + timedelta(seconds=waited), ended)
         pipe.execute()
 
 
-def test_minutes_count_done_and_failed_and_give_wait_percentiles(redis_conn):
+def test_minutes_count_done_retried_and_failed_and_give_wait_percentiles(redis_conn):
     for n in range(10):
         record(redis_conn, NOW, waited=0.001 if n < 9 else 4)  # nine quick starts, one slow
     record(redis_conn, NOW - timedelta(minutes=1), failed=True)
+    record(redis_conn, NOW - timedelta(minutes=2), retried=True)
+    record(redis_conn, NOW - timedelta(minutes=2), retried=True)
     record(redis_conn, NOW - timedelta(minutes=61))  # outside the hour
 
     points = series.minutes(redis_conn, "email", NOW)
 
     assert len(points) == 60 and points[-1].at == NOW.replace(second=0)
-    assert (points[-1].done, points[-2].failed) == (10, 1)
+    assert (points[-1].done, points[-2].failed, points[-3].retried) == (10, 1, 2)
     assert points[-1].wait(0.5) == 0.002 and points[-1].wait(0.95) == 5  # the bucket bounds
     assert points[0].wait(0.5) is None
-    assert series.last_hour(redis_conn, "email", NOW) == (10, 1)
-    assert series.last_hour(redis_conn, "slack", NOW) == (0, 0)
+    hour = series.last_hour(redis_conn, "email", NOW)
+    assert (hour.done, hour.retried, hour.failed) == (10, 2, 1)
+    assert series.last_hour(redis_conn, "slack", NOW).done == 0
 
 
 def test_hours_span_seven_days_and_keys_expire(redis_conn):

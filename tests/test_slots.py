@@ -56,7 +56,7 @@ def test_one_process_runs_every_slot_of_email_and_slack(live_worker, tmp_path):
     wait_for(lambda: reads.workers("email")[0].busy == 5, timeout=15)  # the next heartbeat says so
     assert reads.queue_stats("email").counts["queued"] == 1  # the sixth waits for a free slot
     [check] = [c for c in health.queue_checks(reads.queue_stats("email")) if c.name == "email.workers"]
-    assert check.detail == "5 of 5 slots in 1 process, 5 busy"
+    assert check.detail == "capacidad para 5 de 5 jobs a la vez en 1 proceso, 5 en curso"  # monitors get English
 
     wait_for(lambda: len(marks(done)) == 12, timeout=60)
     assert sorted(marks(done)) == sorted([f"start {n}" for n in range(6)] + [f"end {n}" for n in range(6)])

@@ -8,10 +8,12 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 from tests.conftest import BASE_DIR
 
 CATALOG = "locale/es_AR/LC_MESSAGES/django"
+OVERRIDES = "locale_django/es_AR/LC_MESSAGES"  # Django's own texts in our voice (README, Translations)
 
 
 def entries(po, *flags) -> list[str]:
@@ -22,11 +24,14 @@ def entries(po, *flags) -> list[str]:
 def test_every_string_has_its_spanish_text_and_the_catalog_is_compiled(tmp_path):
     """`makemessages` on a copy of the project (so new source strings count), then no entry may be
     untranslated or fuzzy; and the committed .mo must be what msgfmt makes of the committed .po."""
-    for name in ("ceres_site", "jobs", "templates", "locale"):
+    for name in ("ceres_site", "jobs", "templates", "locale", "locale_django"):
         shutil.copytree(BASE_DIR / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(BASE_DIR / "manage.py", tmp_path)
-    subprocess.run([sys.executable, "manage.py", "makemessages", "-l", "es_AR"], cwd=tmp_path,
-                   env={**os.environ, "DJANGO_SECRET_KEY": "makemessages"}, capture_output=True, check=True)  # fmt: skip
+    for domain in ("django", "djangojs"):
+        subprocess.run([sys.executable, "manage.py", "makemessages", "-l", "es_AR", "-d", domain], cwd=tmp_path,
+                       env={**os.environ, "DJANGO_SECRET_KEY": "makemessages"}, capture_output=True, check=True)  # fmt: skip
+    for po in sorted((BASE_DIR / OVERRIDES).glob("*.po")):  # kept by hand: makemessages must leave them be
+        assert (tmp_path / OVERRIDES / po.name).read_bytes() == po.read_bytes(), po.name
 
     po = tmp_path / f"{CATALOG}.po"
     assert entries(po, "--untranslated") == []
@@ -43,6 +48,37 @@ def test_both_catalogs_compile_with_their_placeholders():
         fresh = subprocess.run(["msgfmt", "--check-format", "-o", "-", f"{catalog}.po"], capture_output=True)
         assert fresh.returncode == 0, fresh.stderr.decode()
         assert fresh.stdout == catalog.with_suffix(".mo").read_bytes(), f"run make messages ({lang})"
+
+
+DJANGO_CATALOGS = {"django": ("conf", "contrib/admin", "contrib/auth"), "djangojs": ("contrib/admin",)}
+# How Django's Spanish catalogs address the reader (usted); an override in our voice has none of it.
+USTED = re.compile(r"\b(Seleccione|Elija|Escriba|Introduzca|Ingrese|Haga|Empiece|usted|Ud\.|Puede|Asegúrese"
+                   r"|Corrija|Confirme|Mantenga|Desea|Olvidó|su|sus|Su|Sus|le|Le)\b")  # fmt: skip
+
+
+def test_django_s_own_texts_are_overridden_in_voseo_by_a_catalog_kept_by_hand():
+    """locale_django/ holds msgids of Django's catalogs (admin, auth, forms) with our es-AR text: each must
+    still be Django's (an upgrade that rewords one shows here), none may be shadowed by locale/ (read
+    first), all translated, in voseo and compiled."""
+    import django
+
+    ours = set(entries(BASE_DIR / f"{CATALOG}.po"))
+    for domain, packages in DJANGO_CATALOGS.items():
+        po = BASE_DIR / OVERRIDES / f"{domain}.po"
+        assert entries(po, "--untranslated") == [] and entries(po, "--only-fuzzy") == []
+        fresh = subprocess.run(["msgfmt", "--check-format", "-o", "-", str(po)], capture_output=True)
+        assert fresh.returncode == 0, fresh.stderr.decode()
+        assert fresh.stdout == po.with_suffix(".mo").read_bytes(), "run make messages"
+
+        sources = Path(django.__file__).parent
+        djangos = {msgid for package in packages for language in ("es", "es_AR")
+                   for msgid in entries(sources / package / "locale" / language / "LC_MESSAGES" / f"{domain}.po")}  # fmt: skip
+        overridden = set(entries(po))
+        assert overridden - djangos == set(), "not (or no longer) Django's"
+        assert overridden & ours == set(), "locale/ translates these first: keep one of the two"
+        texts = subprocess.run(["msgattrib", "--no-wrap", str(po)], capture_output=True, text=True, check=True).stdout
+        said = [line for line in texts.splitlines() if line.startswith("msgstr")]
+        assert [line for line in said if USTED.search(line)] == []
 
 
 # --- what makemessages cannot see: text a person reads that was never marked ---------------------
@@ -154,7 +190,7 @@ def test_text_people_read_goes_through_gettext():
 
 TEMPLATE_TEXT_ALLOWED = {
     ("base.html", "Ceres"): "the brand, the title when a page sets none",
-    ("admin/jobs/dashboard/overview.html", "/health/jobs"): "a URL path, the same in every language",
+    ("admin/jobs/dashboard/health.html", "/health/jobs"): "a URL path, the same in every language",
 }
 TRANSLATED = re.compile(r"{%\s*blocktrans(?:late)?\b.*?{%\s*endblocktrans(?:late)?\s*%}", re.S)
 NOT_TEXT = re.compile(r"{%\s*comment\s*%}.*?{%\s*endcomment\s*%}|{#.*?#}|<!--.*?-->"

@@ -1,20 +1,59 @@
-import django_rq
 from django.contrib import admin, messages
+from django.contrib.auth.admin import GroupAdmin as BaseGroupAdmin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+from django.contrib.auth.models import Group, Permission
+from django.template.loader import render_to_string
 from django.urls import reverse
-from django.utils.html import format_html, format_html_join
+from django.utils.html import format_html_join
 from django.utils.safestring import mark_safe
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from jobs.enqueue.producers import enqueue_email_verify
-from jobs.models import DeadLetter
-from jobs.staff.dashboard.labels import job_state_label
+from jobs.staff.dashboard.search import jobs_of_user
 
 from .models import EmailDelivery, Upload, User, VerificationToken
 
+# Django writes a permission's name into the database in English, once; staff read it translated.
+DEFAULT_PERMISSIONS = {
+    "add": _("Add %(model)s"), "change": _("Change %(model)s"), "delete": _("Delete %(model)s"),
+    "view": _("View %(model)s"),
+}  # fmt: skip
+
+
+def permission_label(permission: Permission) -> str:
+    """As in "Cuentas | usuario | Agregar usuario": Django's own permissions by their action and model,
+    ours (Meta.permissions, English msgids) through the catalog."""
+    action, _sep, model_name = permission.codename.partition("_")
+    model = permission.content_type.model_class()
+    default = model is not None and action in DEFAULT_PERMISSIONS and model_name == model._meta.model_name
+    if model is not None and default and permission.codename not in dict(model._meta.permissions):
+        name = DEFAULT_PERMISSIONS[action] % {"model": model._meta.verbose_name}
+    else:
+        name = gettext(permission.name)
+    return f"{permission.content_type} | {name}"
+
+
+class TranslatedPermissions:
+    """The permission pickers of the user and group pages list permissions by `permission_label`."""
+
+    def formfield_for_manytomany(self, db_field, request=None, **kwargs):
+        field = super().formfield_for_manytomany(db_field, request, **kwargs)
+        if field is not None and db_field.remote_field.model is Permission:
+            field.label_from_instance = permission_label
+        return field
+
+
+admin.site.unregister(Group)
+
+
+@admin.register(Group)
+class GroupAdmin(TranslatedPermissions, BaseGroupAdmin):
+    pass
+
 
 @admin.register(User)
-class UserAdmin(BaseUserAdmin):
+class UserAdmin(TranslatedPermissions, BaseUserAdmin):
     list_display = ("username", "email", "first_name", "email_verified_at", "is_staff", "date_joined")
     list_filter = ("is_staff", "is_active", ("email_verified_at", admin.EmptyFieldListFilter))
     fieldsets = BaseUserAdmin.fieldsets + ((_("Verification"), {"fields": ("email_verified_at", "jobs")}),)
@@ -23,22 +62,20 @@ class UserAdmin(BaseUserAdmin):
 
     @admin.display(description=_("jobs"))
     def jobs(self, user):
-        """This user's email jobs as Redis holds them, and their final failures as the archive does."""
+        """Every job of any queue and state Redis still holds that concerned this user, and every final
+        failure the archive keeps; the email jobs every user has, also when Redis no longer does."""
         if not user.pk:
             return "—"
-        queue = django_rq.get_queue("email")
-        lines = []
-        for job_id in (f"email-verify-{user.pk}", f"email-welcome-{user.pk}"):
-            job = queue.fetch_job(job_id)
-            state = job_state_label(job.get_status(refresh=False).value) if job else _("not in Redis")
-            url = reverse("admin:jobs_dashboard_job", args=["email", job_id])
-            lines.append(format_html('<a href="{}">{}</a>: {}', url, job_id, state))
-        for row in DeadLetter.objects.filter(related_model="accounts.user", related_id=str(user.pk))[:10]:
-            url = reverse("admin:jobs_deadletter_change", args=[row.pk])
-            lines.append(
-                format_html('<a href="{}">{}</a>: {} ({})', url, row.job_id, row.exc_type, _("failed for good"))
-            )
-        return format_html_join(mark_safe("<br>"), "{}", ((line,) for line in lines))
+        found = jobs_of_user(user.pk)
+        listed = {hit.job_id for hit in found.hits}
+        missing = [job_id for job_id in (f"email-verify-{user.pk}", f"email-welcome-{user.pk}") if job_id not in listed]
+        lines = format_html_join(
+            mark_safe("<br>"), '<a href="{}">{}</a>: {}',
+            ((reverse("admin:jobs_dashboard_job", args=["email", job_id]), job_id, _("not in Redis")) for job_id in missing),
+        )  # fmt: skip
+        return render_to_string(
+            "admin/accounts/user/jobs.html", {"found": found, "missing": lines, "limit": found.limit}
+        )
 
     @admin.action(description=_("Resend the verification email"), permissions=["change"])
     def resend_verification_email(self, request, queryset):

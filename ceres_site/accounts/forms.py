@@ -1,5 +1,6 @@
 from django import forms
 from django.conf import settings
+from django.contrib.auth.forms import SetPasswordForm, SetPasswordMixin
 from django.contrib.auth.password_validation import validate_password
 from django.utils.translation import gettext_lazy as _
 
@@ -43,6 +44,19 @@ class SignupForm(forms.Form):
 
 class ResendForm(forms.Form):
     email = EmailField(label=_("Email"), max_length=254)
+
+
+class PasswordResetForm(ResendForm):
+    """The same one field: the address whose account gets the link."""
+
+
+class NewPasswordForm(SetPasswordForm):
+    """Django's form for the reset's last step, in our words (its help texts are not shown)."""
+
+    error_messages = {"password_mismatch": _("The two passwords do not match.")}
+    new_password1, new_password2 = SetPasswordMixin.create_password_fields(
+        label1=_("New password"), label2=_("Repeat the new password")
+    )
 
 
 class ProfileFilesForm(forms.Form):

@@ -1,5 +1,5 @@
-"""Rate limits on the pages an attacker would hammer: signup, resend, verify, the admin login and
-the profile's uploads (each one a job of the files queue).
+"""Rate limits on the pages an attacker would hammer: signup, resend, verify, the password reset (its
+request and its link), the admin login and the profile's uploads (each one a job of the files queue).
 
 django-ratelimit counts the POSTs of each view per client address and per account (the email,
 token selector or username typed, or the signed-in account), with the rates of `settings.RATE_LIMITS`; past one, the view

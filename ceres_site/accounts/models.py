@@ -59,6 +59,7 @@ class EmailDelivery(models.Model):
         WELCOME = "welcome", _("welcome")
         EXISTS = "exists", _("account exists")  # someone tried to sign up with the address
         CV_REJECTED = "cv_rejected", _("CV rejected")
+        PASSWORD_RESET = "password_reset", _("password reset")
 
     user = models.ForeignKey(
         User, verbose_name=_("user"), on_delete=models.SET_NULL, null=True, related_name="email_deliveries"

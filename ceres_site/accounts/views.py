@@ -1,10 +1,14 @@
 import logging
 
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.tokens import default_token_generator
+from django.contrib.auth.views import INTERNAL_RESET_SESSION_TOKEN, PasswordResetConfirmView
 from django.db import IntegrityError, transaction
 from django.http import FileResponse, Http404
 from django.shortcuts import redirect, render
+from django.urls import reverse_lazy
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods
 from redis.exceptions import RedisError
 
@@ -14,10 +18,11 @@ from jobs.enqueue.producers import (
     enqueue_email_verify,
     enqueue_email_welcome,
     enqueue_optimize_profile_picture,
+    enqueue_password_reset_request,
     enqueue_validate_cv,
 )
 
-from .forms import ProfileFilesForm, ResendForm, SignupForm
+from .forms import NewPasswordForm, PasswordResetForm, ProfileFilesForm, ResendForm, SignupForm
 from .limits import limited
 from .models import Upload, User
 from .tokens import Outcome, token_verify
@@ -92,6 +97,49 @@ def resend(request):
             )
         return render(request, "accounts/resend_done.html")
     return render(request, "accounts/resend.html", {"form": form})
+
+
+@require_http_methods(["GET", "POST"])
+@limited("password_reset", "email")
+def password_reset(request):
+    """Like the resend: one job for any address, which looks for the account (`jobs`); one answer."""
+    form = PasswordResetForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            enqueue_password_reset_request(email=form.cleaned_data["email"])
+        except RedisError as error:  # no record to send it later: the page says to ask again if nothing comes
+            log.error("password reset not enqueued (%s)", type(error).__name__)
+        return redirect("accounts:password_reset_done")
+    return render(request, "accounts/password_reset.html", {"form": form})
+
+
+def password_reset_done(request):
+    return render(request, "accounts/password_reset_done.html")
+
+
+class PasswordResetConfirm(PasswordResetConfirmView):
+    """Django's last step, reached only through `password_reset_link`: the token is in the session."""
+
+    form_class = NewPasswordForm
+    template_name = "accounts/password_reset_confirm.html"
+    success_url = reverse_lazy("accounts:password_reset_complete")
+
+
+@sensitive_post_parameters("token")  # out of Django's error reports too
+@require_http_methods(["GET", "HEAD", "POST"])
+@limited("reset_link", "uidb64")
+def password_reset_link(request):
+    """The emailed link. GET (and HEAD) show a page whose script POSTs what the link carries after "#";
+    a good token goes into the session, where Django's own link would put it, and the person on to
+    choose the password (`PasswordResetConfirm`)."""
+    if request.method != "POST":
+        return render(request, "accounts/password_reset_link.html")
+    uidb64, token = request.POST.get("uidb64", ""), request.POST.get("token", "")
+    user = PasswordResetConfirm().get_user(uidb64)  # Django's own reading of the uid, bad ones included
+    if user is None or not default_token_generator.check_token(user, token):
+        return render(request, "accounts/password_reset_confirm.html", {"validlink": False}, status=400)
+    request.session[INTERNAL_RESET_SESSION_TOKEN] = token
+    return redirect("accounts:password_reset_confirm", uidb64=uidb64)
 
 
 KINDS = (  # form field, upload kind, producer

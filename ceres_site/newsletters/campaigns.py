@@ -1,4 +1,5 @@
-"""Sending, pausing and resuming a newsletter, and its progress. Admin calls these; each is audited."""
+"""Sending, pausing and resuming a newsletter, its progress and how long a send takes. Admin calls
+these; sending, pausing and resuming are audited."""
 
 from dataclasses import dataclass
 
@@ -10,6 +11,7 @@ from django.utils.translation import gettext as _
 from ceres_site.accounts.models import User
 from jobs.config.policies import BULK
 from jobs.enqueue.producers import enqueue_newsletter_many
+from jobs.mail import throttle
 from jobs.models import DeadLetter, JobAction
 from jobs.staff.audit import action_record
 
@@ -30,6 +32,8 @@ def send(newsletter: Newsletter, user) -> int:
         if newsletter.state != Newsletter.State.DRAFT:
             return 0
         ids = list(audience().order_by("pk").values_list("pk", flat=True))
+        if not ids:  # a campaign to nobody would read "sending" for ever
+            return 0
         newsletter.state, newsletter.recipients = Newsletter.State.SENDING, len(ids)
         newsletter.sent_at, newsletter.sent_by = timezone.now(), user
         newsletter.save(update_fields=["state", "recipients", "sent_at", "sent_by"])
@@ -89,6 +93,24 @@ def progress(newsletter: Newsletter) -> Progress:
             .count()
         )
     return Progress(newsletter.recipients, sent, failed, unsubscribed)
+
+
+@dataclass(frozen=True)
+class Pace:
+    """The bulk share of the SMTP rate limit (`jobs.mail.throttle`), the one pace newsletters go at."""
+
+    per_minute: float  # 0: no pacing
+    per_hour: int  # 0: no hourly cap
+
+    def seconds_for(self, count: int) -> float | None:
+        """How long `count` sends take at this pace; None without a limit (then the server sets it)."""
+        rates = [rate for rate in (self.per_minute / 60, self.per_hour / 3600) if rate > 0]
+        return count / min(rates) if rates else None
+
+
+def pace() -> Pace:
+    interval_ms, per_hour = throttle.bulk_limits()
+    return Pace(60_000 / interval_ms if interval_ms else 0, per_hour)
 
 
 def state_label(newsletter: Newsletter, found: Progress) -> str:

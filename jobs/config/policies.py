@@ -48,7 +48,7 @@ class QueuePolicy:
 
 # An attempt that sent a message may wait 10 minutes for the server's answer (RFC 5321 §4.5.3.2.6:
 # `jobs.mail.smtp.DATA_TIMEOUT`; given up sooner, a slow server gets one copy per attempt), then a minute to
-# record the delivery through a database outage (`jobs.tasks.email.RECORD_TIME`); the rest of the SMTP
+# record the delivery through a database outage (`jobs.tasks.sending.RECORD_TIME`); the rest of the SMTP
 # conversation (`EMAIL_TIMEOUT` per command) fits in the last one.
 SMTP_JOB_TIMEOUT = 12 * 60
 

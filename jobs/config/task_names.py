@@ -14,6 +14,8 @@ SEND_WELCOME_EMAIL = "jobs.tasks.email.send_welcome_email"
 SEND_ACCOUNT_EXISTS_EMAIL = "jobs.tasks.email.send_account_exists_email"
 RESEND_VERIFY_EMAIL = "jobs.tasks.email.resend_verify_email"
 SEND_CV_REJECTED_EMAIL = "jobs.tasks.email.send_cv_rejected_email"
+REQUEST_PASSWORD_RESET = "jobs.tasks.email.request_password_reset"
+SEND_PASSWORD_RESET_EMAIL = "jobs.tasks.email.send_password_reset_email"
 SEND_NEWSLETTER = "jobs.tasks.newsletters.send_newsletter"
 POST_TO_SLACK = "jobs.tasks.slack.post_to_slack"
 FLUSH_ALERTS = "jobs.failures.final.flush_alerts"
@@ -22,6 +24,7 @@ VALIDATE_CV = "jobs.tasks.files.validate_cv"
 OPTIMIZE_PROFILE_PICTURE = "jobs.tasks.files.optimize_profile_picture"
 TASKS = frozenset({
     SEND_VERIFY_EMAIL, SEND_WELCOME_EMAIL, SEND_ACCOUNT_EXISTS_EMAIL, RESEND_VERIFY_EMAIL, SEND_CV_REJECTED_EMAIL,
+    REQUEST_PASSWORD_RESET, SEND_PASSWORD_RESET_EMAIL,
     SEND_NEWSLETTER,
     POST_TO_SLACK, FLUSH_ALERTS, RUN_CRON, VALIDATE_CV, OPTIMIZE_PROFILE_PICTURE,
 })  # fmt: skip

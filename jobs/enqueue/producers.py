@@ -60,6 +60,12 @@ class Producer:
 
 EMAIL, FILES, BULK, SLACK = policies.EMAIL, policies.FILES, policies.BULK, policies.SLACK
 
+
+def _digest(email: str) -> str:
+    """An address as a job id may hold it (letters, digits, `-`), and nothing to read in the dashboard."""
+    return hashlib.sha256(email.encode()).hexdigest()[:32]
+
+
 # The account verification email (the worker issues the token); `.many` for the newsletter's many users.
 enqueue_email_verify = Producer(EMAIL, task_names.SEND_VERIFY_EMAIL, "email-verify-{user_id}", cooldown=True)
 # The welcome email, once the user is verified.
@@ -68,12 +74,22 @@ enqueue_email_welcome = Producer(EMAIL, task_names.SEND_WELCOME_EMAIL, "email-we
 # address and, if there is one, enqueues its verification email. The page does this same work for
 # every address, so its answer and its timing tell no one who has an account.
 enqueue_email_resend = Producer(
-    EMAIL, task_names.RESEND_VERIFY_EMAIL, lambda kwargs: f"email-resend-{hashlib.sha256(kwargs['email'].encode()).hexdigest()[:32]}",
+    EMAIL, task_names.RESEND_VERIFY_EMAIL, lambda kwargs: f"email-resend-{_digest(kwargs['email'])}",
     cooldown=True,
 )  # fmt: skip
 # Tell a user that someone tried to sign up with their address (the signup page does not say).
 enqueue_email_account_exists = Producer(
     EMAIL, task_names.SEND_ACCOUNT_EXISTS_EMAIL, "email-exists-{user_id}", cooldown=True
+)
+# A password reset asked for `email`, whatever it is: the worker looks for an account that signs in
+# with a password and, if there is one, enqueues its reset email (the worker makes the link). Like
+# the resend, the same work for every address.
+enqueue_password_reset_request = Producer(
+    EMAIL, task_names.REQUEST_PASSWORD_RESET, lambda kwargs: f"email-reset-ask-{_digest(kwargs['email'])}",
+    cooldown=True,
+)  # fmt: skip
+enqueue_email_password_reset = Producer(
+    EMAIL, task_names.SEND_PASSWORD_RESET_EMAIL, "email-reset-{user_id}", cooldown=True
 )
 # Tell a person why their CV was not accepted.
 enqueue_email_cv_rejected = Producer(EMAIL, task_names.SEND_CV_REJECTED_EMAIL, "email-cv-{upload_id}")

@@ -8,7 +8,6 @@ import django_rq
 from django.conf import settings
 from django.utils import timezone
 from django.utils.translation import gettext as _
-from django.utils.translation import ngettext
 
 from jobs.config import crons, policies
 from jobs.enqueue import clients
@@ -16,7 +15,6 @@ from jobs.enqueue.producers import enqueue_slack_alert
 from jobs.failures.slack_texts import escape, local_time
 from jobs.models import CronRun
 from jobs.observability import health, reads
-from jobs.rq_compat import now
 
 
 def check_crons(*, at: datetime | None = None) -> list[str]:
@@ -54,39 +52,12 @@ def check_slos(*, grace: int = SLO_GRACE) -> list[str]:
     for name in policies.QUEUES:
         stats = reads.queue_stats(name)
         for check in health.queue_checks(stats):
-            said = {"check": escape(check.name), "detail": escape(_slo_detail(check, stats))}
+            said = {"check": escape(check.name), "detail": escape(check.detail)}  # in Spanish: the worker's language
             sent += _alarm(f"slo-alarm:{check.name}", check.status != "ok",
                            _(":warning: *%(check)s* out of bounds: %(detail)s") % said,
                            _(":white_check_mark: *%(check)s* back to normal: %(detail)s") % said,
                            after=grace)  # fmt: skip
     return sent
-
-
-def _slo_detail(check: health.Check, stats: reads.QueueStats) -> str:
-    """What `check` measured, in the reader's language (the check's own detail is English: an API for monitors)."""
-    policy, kind = stats.policy, check.name.rsplit(".", 1)[-1]
-    if kind == "workers" and policy.in_process:
-        processes = ngettext("%(n)d process", "%(n)d processes", stats.live_workers) % {"n": stats.live_workers}
-        return _("%(slots)d of %(max)d slots in %(processes)s, %(busy)d busy") % {
-            "slots": stats.live_slots, "max": policy.concurrency, "processes": processes, "busy": stats.busy_slots
-        }  # fmt: skip
-    if kind == "workers":
-        return _("%(live)d of %(max)d workers alive") % {"live": stats.live_workers, "max": policy.concurrency}
-    if kind == "paused" and stats.paused:
-        paused = {"since": local_time(stats.paused.since), "who": stats.paused.by}
-        return _("paused since %(since)s by %(who)s") % paused
-    if kind == "backlog":
-        waited = (now() - stats.oldest_waiting).total_seconds() if stats.oldest_waiting else 0
-        return _("oldest waiting %(waited)d s (limit %(limit)d s), %(queued)d queued") % {
-            "waited": round(waited), "limit": policy.max_wait, "queued": stats.counts["queued"]
-        }  # fmt: skip
-    if kind == "failures":
-        done, failed = stats.finished_last_hour, stats.failed_last_hour
-        rate = failed / (done + failed) if done + failed else 0.0
-        return _("%(failed)d failed, %(done)d finished in the last hour (%(rate)s; limit %(limit)s)") % {
-            "failed": failed, "done": done, "rate": f"{rate:.0%}", "limit": f"{policy.max_failure_rate:.0%}"
-        }  # fmt: skip
-    return check.detail
 
 
 def _alarm(name: str, breached: bool, on_breach: str, on_recovery: str, after: int = 0) -> list[str]:

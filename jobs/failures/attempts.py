@@ -4,9 +4,13 @@
 attempt, before it decides whether to retry (and also for a job found abandoned by a dead
 worker), so it is where a task's error can change the retry: `PermanentJobError` cuts the
 retries short, an error with `retry_after` (Slack's 429) stretches the next delay. It also logs
-the attempt in the job's meta, which the dead-letter archive keeps.
+the attempt in the job's meta, which the dead-letter archive keeps, and marks a job that will be
+retried later as retrying (`jobs.observability.retries`), for the dashboard and the metrics.
 """
 
+from datetime import timedelta
+
+from jobs.observability import retries
 from jobs.rq_compat import now, remaining_retry_intervals
 
 
@@ -20,6 +24,8 @@ def on_job_failure(job, connection, exc_type, exc_value, traceback) -> None:
     elif getattr(exc_value, "retry_after", None) and job.retries_left:
         job.retry_intervals = _with_next_delay(job.retry_intervals or [0], job.retries_left, exc_value.retry_after)
     record_attempt(job, f"{exc_type.__name__}: {exc_value}")
+    if job.retries_left and job.get_retry_interval():  # RQ schedules the next attempt (else: queued at once)
+        retries.mark(connection, job.origin, job.id, now() + timedelta(seconds=job.get_retry_interval()))
 
 
 def record_attempt(job, error: str) -> None:

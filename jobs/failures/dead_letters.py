@@ -6,6 +6,7 @@ from django.conf import settings
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from jobs.enqueue import clients
 from jobs.enqueue.producers import enqueue_stored_call
 from jobs.enqueue.unique import Enqueued
 from jobs.models import DeadLetter
@@ -22,7 +23,7 @@ def dead_letter_retry(*, dead_letter: DeadLetter, user=None) -> Enqueued:
     """Enqueue the stored call again under its job id (even after Redis dropped the job)."""
     why = _why_not_retryable(dead_letter)
     if why:
-        raise CannotRetry(f"{dead_letter.job_id}: {why}")
+        raise CannotRetry(_("%(job)s cannot run again: %(why)s") % {"job": dead_letter.job_id, "why": why})
     result = enqueue_stored_call(
         queue_name=dead_letter.queue,
         func=dead_letter.func_name,
@@ -32,8 +33,15 @@ def dead_letter_retry(*, dead_letter: DeadLetter, user=None) -> Enqueued:
     )
     if result.created:
         dead_letter.retried_at, dead_letter.retried_by = timezone.now(), user
-        dead_letter.save(update_fields=["retried_at", "retried_by"])
+        dead_letter.retry_created_at = retry_run_created_at(dead_letter.queue, dead_letter.job_id)
+        dead_letter.save(update_fields=["retried_at", "retried_by", "retry_created_at"])
     return result
+
+
+def retry_run_created_at(queue_name: str, job_id: str):
+    """When the run just enqueued under `job_id` was created: the mark of that run (the id is reused)."""
+    job = clients.queue(queue_name).fetch_job(job_id)
+    return job.created_at if job else None
 
 
 def _why_not_retryable(dead_letter: DeadLetter) -> str:

@@ -20,7 +20,7 @@ def escape(text: str) -> str:
 
 def single_alert(row: DeadLetter) -> str:
     attempts = len(row.attempts) or 1
-    message = row.exc_message.splitlines()[0] if row.exc_message else ""
+    message = first_line(row.exc_message)
     return "\n".join(
         [
             _(":rotating_light: A job failed for good in the queue *%(queue)s*") % {"queue": escape(row.queue)},
@@ -35,7 +35,7 @@ def single_alert(row: DeadLetter) -> str:
 
 def summary_alert(queue_name: str, rows: list[DeadLetter]) -> str:
     minutes = max(1, ceil((timezone.now() - rows[0].failed_at).total_seconds() / 60))
-    kinds = ", ".join(f"{escape(kind)} ×{count}" for kind, count in Counter(r.exc_type for r in rows).most_common(5))
+    kinds = ", ".join(_kind(kind, n, rows) for kind, n in Counter(row.exc_type for row in rows).most_common(5))
     url = admin_url("admin:jobs_deadletter_changelist") + f"?queue={queue_name}&alert__exact=summary"
     text = ngettext(
         ":rotating_light: %(n)d job failed for good in *%(queue)s* in the last %(minutes)d min: "
@@ -45,6 +45,17 @@ def summary_alert(queue_name: str, rows: list[DeadLetter]) -> str:
         len(rows),
     )
     return text % {"n": len(rows), "queue": escape(queue_name), "minutes": minutes, "kinds": kinds, "url": url}
+
+
+def _kind(kind: str, n: int, rows: list[DeadLetter]) -> str:
+    """An error type, how many, and its most frequent message (the SMTP server's reply, say)."""
+    said = Counter(first_line(row.exc_message) for row in rows if row.exc_type == kind).most_common(1)[0][0]
+    counted = f"{escape(kind)} ×{n}"
+    return _("%(kind)s (e.g. %(message)s)") % {"kind": counted, "message": escape(said)} if said else counted
+
+
+def first_line(message: str) -> str:
+    return message.splitlines()[0][:200] if message else ""
 
 
 def local_time(moment: datetime) -> str:

@@ -22,7 +22,7 @@ def _key() -> str:
 
 
 def count(connection, name: str, queue_name: str, amount: int = 1) -> None:
-    """Add to a counter: job_retries, alerts or slack_messages_sent."""
+    """Add to a counter: alerts or slack_messages_sent."""
     connection.hincrby(_key(), f"{name}:{queue_name}", amount)
 
 
@@ -41,6 +41,14 @@ def job_failed(connection, queue_name: str, moment: datetime) -> None:
     with connection.pipeline(transaction=False) as pipe:
         pipe.hincrby(_key(), f"jobs_failed:{queue_name}", 1)
         series.job_failed(pipe, queue_name, moment)
+        pipe.execute()
+
+
+def job_retried(connection, queue_name: str, moment: datetime) -> None:
+    """A failed attempt another one follows: the Prometheus counter and its minute in `series`."""
+    with connection.pipeline(transaction=False) as pipe:
+        pipe.hincrby(_key(), f"job_retries:{queue_name}", 1)
+        series.job_retried(pipe, queue_name, moment)
         pipe.execute()
 
 

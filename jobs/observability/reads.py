@@ -20,12 +20,14 @@ from jobs import rq_compat
 from jobs.config import crons, pauses, policies
 from jobs.enqueue import clients
 from jobs.models import CronRun
-from jobs.observability import series
+from jobs.observability import retries, series
 from jobs.rq_compat import now, utcparse
 
 log = logging.getLogger(__name__)
 
-STATES = ("queued", "started", "scheduled", "deferred", "finished", "failed", "canceled")
+# RQ's states, and "retrying": the scheduled jobs waiting for their next attempt (`retries`), which
+# "scheduled" leaves out.
+STATES = ("queued", "started", "scheduled", "deferred", "finished", "retrying", "failed", "canceled")
 PAGE_SIZE = 50
 NAME_FILTER_WINDOW = 5000  # newest jobs a job-name filter looks through
 
@@ -48,6 +50,10 @@ def _registry_key(queue, state: str) -> str | None:
 def count(queue, state: str) -> int:
     if state == "queued":
         return queue.connection.llen(queue.key)
+    if state == "retrying":
+        return retries.count(queue)
+    if state == "scheduled":
+        return queue.connection.zcard(_registry_key(queue, state)) - retries.count(queue)
     return queue.connection.zcard(_registry_key(queue, state))
 
 
@@ -58,6 +64,10 @@ def job_ids(queue, state: str, start: int, stop: int) -> list[str]:
         length = connection.llen(queue.key)
         lo, hi = max(length - stop, 0), length - start - 1
         raw = list(reversed(connection.lrange(queue.key, lo, hi))) if hi >= lo else []
+    elif state == "retrying":
+        return retries.job_ids(queue, start, stop)
+    elif state == "scheduled":
+        return retries.other_scheduled_ids(queue, start, stop)
     else:
         raw = connection.zrevrange(_registry_key(queue, state), start, stop - 1)
     parse = StartedJobRegistry.parse_job_id if state == "started" else (lambda entry: entry.decode())
@@ -154,6 +164,7 @@ class QueueStats:
     workers: list[WorkerInfo]
     oldest_waiting: datetime | None
     finished_last_hour: int
+    retried_last_hour: int  # failed attempts another one followed
     failed_last_hour: int
     paused: pauses.Pause | None = None  # who paused it and since when
 
@@ -180,15 +191,16 @@ def queue_stats(name: str) -> QueueStats:
     if first:
         job = fetch_job(queue, first.decode())
         oldest = job.enqueued_at if job else None
-    done, failed = series.last_hour(connection, name, now())  # failures stay counted when retried
+    hour = series.last_hour(connection, name, now())  # failures stay counted when retried
     return QueueStats(
         name=name,
         policy=policy,
         counts={state: count(queue, state) for state in STATES},
         workers=workers(name),
         oldest_waiting=oldest,
-        finished_last_hour=done,
-        failed_last_hour=failed,
+        finished_last_hour=hour.done,
+        retried_last_hour=hour.retried,
+        failed_last_hour=hour.failed,
         paused=pauses.paused(connection).get(name),
     )
 

@@ -1,8 +1,9 @@
-"""Jobs finished and failed per minute, and how long they waited, per queue: the dashboard's charts,
+"""Jobs finished, retried and failed per minute, and how long they waited, per queue: the dashboard's charts,
 its "last hour" counts and the daily report's totals.
 
 One Redis hash per queue and UTC hour, `<prefix>:series:<queue>:<YYYYmmddHH>`, kept `KEEP` seconds:
-fields `done:<minute>`, `failed:<minute>` and `wait:<minute>:<bucket>`, the last a histogram of the
+fields `done:<minute>`, `retried:<minute>` (failed attempts another one follows), `failed:<minute>`
+(final failures) and `wait:<minute>:<bucket>`, the last a histogram of the
 time from enqueue to start over `WAIT_BOUNDS`. A worker adds to it in the pipeline that ends a job
 (two HINCRBY; an EXPIRE once per process and hour, and again from the minute sweep); readers sum
 fields. A failure counts in the minute it happened, whatever becomes of the job afterwards (a retry
@@ -42,8 +43,16 @@ def job_done(pipe, queue_name: str, enqueued: datetime | None, started: datetime
 
 
 def job_failed(pipe, queue_name: str, moment: datetime) -> None:
+    _add(pipe, "failed", queue_name, moment)
+
+
+def job_retried(pipe, queue_name: str, moment: datetime) -> None:
+    _add(pipe, "retried", queue_name, moment)
+
+
+def _add(pipe, kind: str, queue_name: str, moment: datetime) -> None:
     key = _key(queue_name, moment)
-    pipe.hincrby(key, f"failed:{moment.minute}", 1)
+    pipe.hincrby(key, f"{kind}:{moment.minute}", 1)
     _expire_once(pipe, key)
 
 
@@ -68,6 +77,7 @@ def _expire_once(pipe, key: str) -> None:
 class Point:
     at: datetime  # start of the minute or hour, UTC
     done: int = 0
+    retried: int = 0
     failed: int = 0
     waits: list[int] | None = None  # per WAIT_BOUNDS bucket
 
@@ -100,10 +110,9 @@ def hours(connection, queue_name: str, now: datetime, count: int = 7 * 24) -> li
     return [_sum(moment, read[moment].values()) for moment in moments]
 
 
-def last_hour(connection, queue_name: str, now: datetime) -> tuple[int, int]:
-    """Jobs finished and failed in the 60 minutes up to `now`."""
-    points = minutes(connection, queue_name, now)
-    return sum(point.done for point in points), sum(point.failed for point in points)
+def last_hour(connection, queue_name: str, now: datetime) -> Point:
+    """Jobs finished, retried and failed in the 60 minutes up to `now`, summed."""
+    return _sum(now, minutes(connection, queue_name, now))
 
 
 def done_between(connection, queue_name: str, start: datetime, end: datetime) -> int:
@@ -133,6 +142,8 @@ def _read(connection, queue_name: str, hours: list[datetime]) -> dict[datetime, 
                 point.done += int(value)
             elif kind == "failed":
                 point.failed += int(value)
+            elif kind == "retried":
+                point.retried += int(value)
             elif kind == "wait" and int(bucket[0]) < len(WAIT_BOUNDS):
                 point.waits[int(bucket[0])] += int(value)
         read[hour] = points
@@ -142,7 +153,11 @@ def _read(connection, queue_name: str, hours: list[datetime]) -> dict[datetime, 
 def _sum(at: datetime, points) -> Point:
     total = Point(at, waits=_no_waits())
     for point in points:
-        total.done, total.failed = total.done + point.done, total.failed + point.failed
+        total.done, total.retried, total.failed = (
+            total.done + point.done,
+            total.retried + point.retried,
+            total.failed + point.failed,
+        )
         total.waits = [a + b for a, b in zip(total.waits, point.waits, strict=True)]
     return total
 

@@ -10,7 +10,7 @@ from rq.job import Job, JobStatus
 from jobs.config import pauses
 from jobs.enqueue import clients
 from jobs.enqueue.producers import enqueue_stored_call
-from jobs.failures.dead_letters import CannotRetry, dead_letter_retry
+from jobs.failures.dead_letters import CannotRetry, dead_letter_retry, retry_run_created_at
 from jobs.models import DeadLetter, JobAction
 from jobs.observability import reads
 from jobs.staff.audit import action_record
@@ -40,7 +40,7 @@ def _apply(kind, do, states, *, queue_name: str, job_ids: list[str], user=None, 
 def _retry(job, queue_name, user):
     enqueue_stored_call(queue_name=queue_name, func=job.func_name, job_id=job.id, kwargs=job.kwargs, args=job.args)
     DeadLetter.objects.filter(job_id=job.id, job_created_at=job.created_at).update(
-        retried_at=timezone.now(), retried_by=user
+        retried_at=timezone.now(), retried_by=user, retry_created_at=retry_run_created_at(queue_name, job.id)
     )
 
 
@@ -136,17 +136,23 @@ def dead_letters_matching(*, queue_name: str, exc_type: str = "", since: datetim
     return rows
 
 
-def dead_letters_retry(*, rows, user=None, reason: str = "", detail: str = "") -> tuple[list[str], list[str]]:
-    """Retry each row that can run again; returns the job ids enqueued and why the others could not be."""
+def dead_letters_retry(
+    *, rows, user=None, reason: str = "", detail: str = "", name_rows: bool = False
+) -> tuple[list[str], list[str]]:
+    """Retry each row that can run again; returns the job ids enqueued and why the others could not be.
+    One audit entry per queue, naming its jobs (and with `name_rows`, in `detail`, the rows retried)."""
     retried, refused = [], []
     for row in rows:
         try:
             if dead_letter_retry(dead_letter=row, user=user).created:
-                retried.append(row.job_id)
+                retried.append(row)
         except CannotRetry as error:
             refused.append(str(error))
-    action_record(
-        kind=JobAction.Kind.RETRY, queue_name=rows[0].queue if rows else "", job_ids=retried, user=user,
-        reason=reason, detail=detail,
-    )  # fmt: skip
-    return retried, refused
+    for queue_name in dict.fromkeys(row.queue for row in rows):
+        done = [row for row in retried if row.queue == queue_name]
+        named = " ".join(f"#{row.pk}" for row in done) if name_rows else ""
+        action_record(
+            kind=JobAction.Kind.RETRY, queue_name=queue_name, job_ids=[row.job_id for row in done], user=user,
+            reason=reason, detail=f"{detail} {named}".strip() if named else detail,
+        )  # fmt: skip
+    return [row.job_id for row in retried], refused

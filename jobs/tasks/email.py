@@ -1,4 +1,5 @@
-"""Email queue tasks: the verification, welcome and account-exists emails, and resend requests.
+"""Email queue tasks: the verification, welcome, account-exists and password-reset emails, and the
+requests (resend, password reset) that look for the account an address names.
 
 Each task takes a user id, re-checks the database before acting (user gone or already verified:
 nothing to do, no retry), and records every delivery so a re-run of the same job sends nothing.
@@ -8,20 +9,20 @@ fails the job at once. Messages go out through the worker thread's kept connecti
 
 Once the server accepted a message, nothing may send it again but a crash: every attempt of a job
 names its message with the same Message-ID; the wait for the server's answer ends `RECORD_TIME`
-before the job's timeout; and the delivery's record waits through a database outage for that long
-(`record`), since a job that failed after the send would send again.
+before the job's timeout (`jobs.tasks.sending`); and the delivery's record waits through a database
+outage for that long (`record`), since a job that failed after the send would send again.
 
 Newsletters are the bulk queue's (`jobs.tasks.newsletters`).
 """
 
 import logging
 import re
-import smtplib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.contrib.auth.tokens import default_token_generator
 from django.core.exceptions import ValidationError
 from django.core.mail import EmailMultiAlternatives
 from django.core.validators import validate_email
@@ -29,21 +30,21 @@ from django.db import InterfaceError, OperationalError, connection
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.encoding import force_bytes
+from django.utils.http import urlsafe_base64_encode
 from django.utils.translation import gettext as _
 from rq import get_current_job
 
 from ceres_site.accounts.models import EmailDelivery, Upload, User
 from ceres_site.accounts.tokens import token_issue
-from jobs.enqueue.producers import enqueue_email_verify
+from jobs.enqueue.producers import enqueue_email_password_reset, enqueue_email_verify
 from jobs.failures.attempts import PermanentJobError
-from jobs.mail import messages, smtp
-from jobs.rq_compat import now
+from jobs.mail import messages
+from jobs.tasks.sending import END_MARGIN, RECORD_TIME, deliver, job_deadline
 
 log = logging.getLogger(__name__)
 
 NAME_MAX = 60
-RECORD_TIME = 60  # seconds a job keeps, after the server's answer, to record the delivery through a database outage
-END_MARGIN = 5  # seconds left to RQ's own bookkeeping after the task
 RECIPIENT = (
     "SELECT u.id, u.email, u.first_name, u.email_verified_at, {already_sent} AS already_sent"
     " FROM {users} u WHERE u.id = %s"
@@ -89,6 +90,31 @@ def send_account_exists_email(user_id: int) -> str:
         user_id, EmailDelivery.Kind.EXISTS, "emails/account_exists", _("You already have a Ceres account"),
         lambda user, key: {"resend": "" if user.is_verified else settings.SITE_URL + reverse("accounts:resend")},
         sent=_("sent: account-exists email to user %(user)s"),
+    )  # fmt: skip
+
+
+def send_password_reset_email(user_id: int) -> str:
+    """The link to choose a new password, made here with Django's token (`default_token_generator`):
+    it dies with the password it resets, with the next login or after `PASSWORD_RESET_TIMEOUT`."""
+    accounts: dict[int, User] = {}
+
+    def cannot_reset(user: Recipient) -> str:
+        account = User.objects.filter(pk=user.pk, is_active=True).first()
+        if account is None or not account.has_usable_password():
+            return _("skipped: user %(user)s does not sign in with a password") % {"user": user.pk}
+        accounts[user.pk] = account
+        return ""
+
+    def context(user: Recipient, key: str) -> dict:
+        token = default_token_generator.make_token(accounts[user.pk])
+        # After "#", as the verification link: the token stays out of every server and proxy log.
+        uid = urlsafe_base64_encode(force_bytes(user.pk))
+        link = f"{settings.SITE_URL}{reverse('accounts:password_reset_link')}#{uid}.{token}"
+        return {"link": link, "hours": settings.PASSWORD_RESET_TIMEOUT // 3600}
+
+    return _send_once(
+        user_id, EmailDelivery.Kind.PASSWORD_RESET, "emails/password_reset", _("Reset your Ceres password"), context,
+        sent=_("sent: password reset email to user %(user)s"), skip=cannot_reset,
     )  # fmt: skip
 
 
@@ -138,6 +164,17 @@ def resend_verify_email(email: str) -> str:
     return _("enqueued: verification email for user %(user)s") % {"user": user_id}
 
 
+def request_password_reset(email: str) -> str:
+    """A reset asked on the page: the reset email, if `email` has an active account with a password."""
+    if not isinstance(email, str):
+        raise PermanentJobError(f"malformed payload: email is a {type(email).__name__}, not a string")
+    account = User.objects.filter(email__iexact=email, is_active=True).only("pk", "password").first()
+    if account is None or not account.has_usable_password():
+        return _("skipped: no active account with a password has that address")
+    enqueue_email_password_reset(user_id=account.pk)
+    return _("enqueued: password reset email for user %(user)s") % {"user": account.pk}
+
+
 def display_name(first_name: str) -> str:
     """The first name as it may appear in an email body: one line, no control characters, short."""
     name = " ".join(_CONTROL.sub(" ", first_name).split())
@@ -171,7 +208,7 @@ def _recipient(user_id, already_sent: str, params: list) -> tuple[Recipient | No
     try:
         validate_email(user.email)
     except ValidationError:
-        raise PermanentJobError(f"user {user_id} has an invalid email address") from None
+        raise PermanentJobError(_("user %(user)s has an invalid email address") % {"user": user_id}) from None
     return user, ""
 
 
@@ -212,20 +249,6 @@ def _close_connection() -> None:
         pass  # closing a broken connection may complain; it is dropped all the same
 
 
-def job_deadline() -> float | None:
-    """When this job's timeout stops it, as a `time.monotonic()`; None outside a job or without a timeout."""
-    job = get_current_job()
-    if job is None or not job.timeout or job.timeout < 0 or job.started_at is None:
-        return None
-    return time.monotonic() + job.timeout - (now() - job.started_at).total_seconds()
-
-
-def answer_by() -> float | None:
-    """The latest moment to wait for the server's answer to a message, leaving time for its record."""
-    deadline = job_deadline()
-    return None if deadline is None else deadline - RECORD_TIME - END_MARGIN
-
-
 def _delivery_key() -> str:
     """Same for every attempt of one job, new for a job enqueued again under the same id."""
     job = get_current_job()
@@ -241,14 +264,4 @@ def _send(user: Recipient, template: str, subject: str, context: dict, key: str)
         headers={"Message-ID": messages.message_id(key)},
     )
     message.attach_alternative(render_to_string(f"{template}.html", context), "text/html")
-    try:
-        smtp.send(message, answer_by=answer_by())
-    except smtplib.SMTPRecipientsRefused as exc:
-        codes = [code for code, _ in exc.recipients.values()]
-        if all(code >= 500 for code in codes):
-            raise PermanentJobError(f"recipient refused by the mail server ({codes[0]})") from exc
-        raise
-    except smtplib.SMTPResponseException as exc:
-        if exc.smtp_code >= 500:
-            raise PermanentJobError(f"mail server refused the message ({exc.smtp_code})") from exc
-        raise
+    deliver(message)

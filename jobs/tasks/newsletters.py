@@ -6,26 +6,26 @@ only a crash between the server's answer and that record (a SIGKILL mid-send) se
 under the same Message-ID. Paused campaigns, unsubscribed or unverified people: nothing is sent. The
 job started on its turn under the SMTP rate limit (the bulk queue's slots wait for it,
 `jobs.mail.throttle`); a 421/451 from the server halves the rate for a while and the job retries later.
+A body that does not render (saved before bodies were checked, or broken since) fails at once and for
+good: every attempt would fail the same way.
 """
-
-import smtplib
-from functools import lru_cache
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
 from django.db import connection
-from django.template import Context, Template
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from rq import get_current_job
 
 from ceres_site.accounts.models import User
+from ceres_site.newsletters import rendering
 from ceres_site.newsletters.models import Delivery, Newsletter
 from ceres_site.newsletters.unsubscribe import unsubscribe_token
 from jobs.failures.attempts import PermanentJobError
-from jobs.mail import messages, smtp, throttle
-from jobs.tasks.email import answer_by, display_name, record
+from jobs.mail import messages, throttle
+from jobs.tasks.email import display_name, record
+from jobs.tasks.sending import deliver
 
 RECIPIENT = (
     "SELECT u.email, u.first_name, u.is_active AND u.email_verified_at IS NOT NULL AND u.newsletter_unsubscribed_at IS NULL,"
@@ -68,11 +68,17 @@ def send_newsletter(newsletter_id: int, user_id: int, test: bool = False) -> str
 def _send(newsletter_id: int, newsletter: dict, user_id: int, email: str, first_name: str, test: bool) -> None:
     url = settings.SITE_URL + reverse("newsletters:unsubscribe", args=[unsubscribe_token(user_id)])
     name = display_name(first_name)
-    context = Context({"name": name or NO_NAME, "unsubscribe_url": url})
+    try:
+        body = rendering.render(newsletter["body_text"], html=False, name=name, unsubscribe_url=url)
+        html = newsletter["body_html"] and rendering.render(
+            newsletter["body_html"], html=True, name=name, unsubscribe_url=url
+        )
+    except rendering.BrokenTemplate as error:  # the same for every attempt and every person: no retry
+        raise PermanentJobError(f"newsletter {newsletter_id} has a template error: {error}") from error
     key = get_current_job().id if test else f"newsletter-{newsletter_id}-{user_id}"  # a test copy: one per click
     message = EmailMultiAlternatives(
         subject=_("[Test] %(subject)s") % {"subject": newsletter["subject"]} if test else newsletter["subject"],
-        body=_render(_template(newsletter_id, newsletter["body_text"], False), context, named=bool(name)),
+        body=body,
         to=[email],
         headers={
             "List-Unsubscribe": f"<{url}>",
@@ -80,36 +86,6 @@ def _send(newsletter_id: int, newsletter: dict, user_id: int, email: str, first_
             "Message-ID": messages.message_id(key),
         },
     )
-    if newsletter["body_html"]:
-        html = _render(_template(newsletter_id, newsletter["body_html"], True), context, named=bool(name))
+    if html:
         message.attach_alternative(html, "text/html")
-    try:
-        smtp.send(message, answer_by=answer_by())
-    except smtplib.SMTPResponseException as error:
-        if error.smtp_code in (421, 451):
-            throttle.slow_down()
-        elif error.smtp_code >= 500:
-            raise PermanentJobError(f"mail server refused the newsletter ({error.smtp_code})") from error
-        raise
-    except smtplib.SMTPRecipientsRefused as error:
-        codes = [code for code, _ in error.recipients.values()]
-        if any(code in (421, 451) for code in codes):
-            throttle.slow_down()
-        if all(code >= 500 for code in codes):
-            raise PermanentJobError(f"recipient refused by the mail server ({codes[0]})") from error
-        raise
-
-
-NO_NAME = "\x00"  # stands for an empty first name while rendering: it goes, with the space before it
-
-
-def _render(template: Template, context: Context, *, named: bool) -> str:
-    """For a person without a first name "Hola {{ name }}:" reads "Hola:", not "Hola :"."""
-    text = template.render(context)
-    return text if named else text.replace(" " + NO_NAME, "").replace(NO_NAME, "")
-
-
-@lru_cache(maxsize=32)
-def _template(newsletter_id: int, source: str, html: bool) -> Template:
-    """Compiled once per process and body (a campaign renders the same body for every recipient)."""
-    return Template(source if html else "{% autoescape off %}" + source + "{% endautoescape %}")
+    deliver(message, slow_down=throttle.slow_down)

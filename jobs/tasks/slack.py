@@ -58,7 +58,9 @@ def post_to_slack(text: str) -> str:
         raise SlackRateLimited(_retry_after(response))
     if response.status_code >= 500:
         raise SlackUnavailable(f"Slack answered {response.status_code}: {body}")
-    raise PermanentJobError(f"Slack refused the message ({response.status_code}: {body})")
+    raise PermanentJobError(
+        _("Slack refused the message (%(code)d: %(body)s)") % {"code": response.status_code, "body": body}
+    )
 
 
 def _retry_after(response) -> int:

@@ -6,7 +6,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from jobs.config.crons import ZONE
-from jobs.staff.dashboard.labels import job_state_label, state_label
+from jobs.staff.dashboard.labels import job_state_label, state_label, worker_state_label
 
 register = template.Library()
 
@@ -54,3 +54,15 @@ def state(name: str) -> str:
 def job_state(name: str) -> str:
     """One job's state, as staff read it (`failed` → "fallido")."""
     return job_state_label(name)
+
+
+@register.filter
+def worker_state(name: str) -> str:
+    """A worker's state, as staff read it (`idle` → "libre")."""
+    return worker_state_label(name)
+
+
+@register.filter
+def attempt_error(attempt: dict, show_message: bool) -> str:
+    """A failed attempt's error: its type alone for staff who may not see payloads (a message can hold one)."""
+    return attempt["error"] if show_message else attempt["error"].split(":", 1)[0]

@@ -16,7 +16,7 @@ from django.utils import timezone
 from django.utils.formats import date_format
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext_lazy as _
-from django.utils.translation import ngettext
+from django.utils.translation import ngettext, ngettext_lazy
 from django.views.decorators.http import require_http_methods
 from rq.job import JobStatus
 
@@ -149,13 +149,29 @@ class Action:
 
 ACTIONS = {
     "retry": Action(_("Retry"), "operate_jobs", frozenset({"failed", "stopped", "canceled"}), operations.jobs_retry),
-    "promote": Action(_("Run now"), "operate_jobs", frozenset({"scheduled"}), operations.jobs_promote),
+    "promote": Action(_("Run now"), "operate_jobs", frozenset({"scheduled", "retrying"}), operations.jobs_promote),
     "cancel": Action(
-        _("Cancel"), "operate_jobs", frozenset({"queued", "scheduled", "deferred"}), operations.jobs_cancel
+        _("Cancel"), "operate_jobs", frozenset({"queued", "scheduled", "retrying", "deferred"}), operations.jobs_cancel
     ),
-    "delete": Action(_("Delete"), "destroy_jobs", frozenset(s.value for s in JobStatus), operations.jobs_delete),
+    "delete": Action(
+        _("Delete"), "destroy_jobs", frozenset({s.value for s in JobStatus} | {"retrying"}), operations.jobs_delete
+    ),
     "empty": Action(_("Empty the queue"), "destroy_jobs", frozenset(), None),  # the whole queue, never a selection
 }
+# What each action did, as a sentence: (all of them, plural on `n`; some of them, plural on `done`).
+DONE = {
+    "retry": (ngettext_lazy("%(n)d job enqueued again.", "%(n)d jobs enqueued again.", "n"),
+              ngettext_lazy("%(done)d of %(n)d jobs enqueued again.", "%(done)d of %(n)d jobs enqueued again.", "done")),
+    "promote": (ngettext_lazy("%(n)d job sent to run now.", "%(n)d jobs sent to run now.", "n"),
+                ngettext_lazy("%(done)d of %(n)d jobs sent to run now.", "%(done)d of %(n)d jobs sent to run now.",
+                              "done")),
+    "cancel": (ngettext_lazy("%(n)d job canceled.", "%(n)d jobs canceled.", "n"),
+               ngettext_lazy("%(done)d of %(n)d jobs canceled.", "%(done)d of %(n)d jobs canceled.", "done")),
+    "delete": (ngettext_lazy("%(n)d job deleted.", "%(n)d jobs deleted.", "n"),
+               ngettext_lazy("%(done)d of %(n)d jobs deleted.", "%(done)d of %(n)d jobs deleted.", "done")),
+    "empty": (ngettext_lazy("Queue emptied: %(n)d job deleted.", "Queue emptied: %(n)d jobs deleted.", "n"),
+              ngettext_lazy("Queue emptied: %(done)d job deleted.", "Queue emptied: %(done)d jobs deleted.", "done")),
+}  # fmt: skip
 
 
 @permission("view_dashboard")
@@ -208,8 +224,11 @@ def action(request, admin_site, queue_name, name):
         done = operations.queue_empty(queue_name=queue_name, user=request.user, reason=reason)
     else:
         done = len(chosen.run(queue_name=queue_name, job_ids=job_ids, user=request.user, reason=reason))
-    message = ngettext("%(action)s: %(done)d of %(count)d job.", "%(action)s: %(done)d of %(count)d jobs.", affected)
-    messages.success(request, message % {"action": chosen.label, "done": done, "count": affected})
+    if not done:
+        messages.warning(request, _("No job changed: they were no longer where this action applies."))
+    else:
+        every, some = DONE[name]
+        messages.success(request, (every if done == affected else some) % {"done": done, "n": affected})
     return HttpResponseRedirect(back)
 
 

@@ -1,6 +1,7 @@
 """The dashboard's charts, drawn on the server as SVG (no script, no external service): per minute or
-hour, jobs finished (green) and failed (red) as stacked bars, and the wait from enqueue to start
-(p50 and p95) as two lines on a log scale. Each bar's tooltip gives its numbers."""
+hour, jobs finished (green), failed attempts that are retried (amber) and final failures (red) as
+stacked bars, and the wait from enqueue to start (p50 and p95) as two lines on a log scale, with its
+marks (1 ms, 1 s, 1 min, 1 h). Each bar's tooltip gives its numbers."""
 
 import math
 from zoneinfo import ZoneInfo
@@ -8,28 +9,28 @@ from zoneinfo import ZoneInfo
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 from django.utils.translation import gettext as _
-from django.utils.translation import ngettext
+from django.utils.translation import ngettext, pgettext
 
 from jobs.config.crons import ZONE
 from jobs.observability.series import Point
 
-WIDTH, BARS, WAITS = 720, 90, 60  # px: the SVG's width, the bars' height, the wait lines' height
+WIDTH, BARS, WAITS = 720, 90, 90  # px: the plots' width, the bars' height, the wait lines' height
+SCALE = 56  # px right of the plots, for the wait lines' marks
 WAIT_RANGE = (0.001, 3600)  # seconds at the bottom and the top of the wait lines
+WAIT_MARKS = ((0.001, "1 ms"), (1, "1 s"), (60, "1 min"), (3600, "1 h"))
 
 
 def chart(points: list[Point], hourly: bool) -> str:
     step = WIDTH / max(len(points), 1)
-    top = max((point.done + point.failed for point in points), default=0) or 1
+    top = max((point.done + point.retried + point.failed for point in points), default=0) or 1
     bars, p50, p95 = [], [], []
     for n, point in enumerate(points):
-        x = n * step
-        done_h, failed_h = BARS * point.done / top, BARS * point.failed / top
-        width = max(step - 1, 1)
-        rects = mark_safe(  # numbers only
-            f'<rect x="{x:.1f}" y="{BARS - done_h:.1f}" width="{width:.1f}" height="{done_h:.1f}" class="done"/>'
-            f'<rect x="{x:.1f}" y="{BARS - done_h - failed_h:.1f}" width="{width:.1f}" height="{failed_h:.1f}" class="failed"/>'
-        )
-        bars.append(format_html("<g><title>{}</title>{}</g>", _tooltip(point, hourly), rects))
+        x, width, y, rects = n * step, max(step - 1, 1), BARS, []
+        for kind, value in (("done", point.done), ("retried", point.retried), ("failed", point.failed)):
+            height = BARS * value / top
+            y -= height
+            rects.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="{width:.1f}" height="{height:.1f}" class="{kind}"/>')
+        bars.append(format_html("<g><title>{}</title>{}</g>", _tooltip(point, hourly), mark_safe("".join(rects))))
         for line, share in ((p50, 0.5), (p95, 0.95)):
             wait = point.wait(share)
             if wait is not None:
@@ -37,15 +38,23 @@ def chart(points: list[Point], hourly: bool) -> str:
     labels = [(0, points[0].at), (WIDTH / 2, points[len(points) // 2].at), (WIDTH, points[-1].at)] if points else []
     return format_html(
         '<svg class="dash-chart" viewBox="0 0 {} {}" role="img" aria-label="{}">'
-        '<text x="0" y="12" class="axis">{}</text>{}'
+        '<text x="0" y="14" class="axis">{}</text>{}'
         '<line x1="0" y1="{}" x2="{}" y2="{}" class="axis"/>'
-        '{}{}{}</svg>',
-        WIDTH, BARS + WAITS + 24, _("jobs finished and failed, and their wait"), _max_label(top),
-        format_html_join("", "{}", ((bar,) for bar in bars)), BARS, WIDTH, BARS, _line(p50, "p50"), _line(p95, "p95"),
+        '{}{}{}{}</svg>',
+        WIDTH + SCALE, BARS + WAITS + 34, _("jobs finished, retried and failed, and their wait"), _max_label(top),
+        format_html_join("", "{}", ((bar,) for bar in bars)), BARS, WIDTH, BARS, _wait_scale(),
+        _line(p50, "p50"), _line(p95, "p95"),
         format_html_join("", '<text x="{}" y="{}" class="axis" text-anchor="{}">{}</text>', (
-            (f"{x:.0f}", BARS + WAITS + 22, ("start", "middle", "end")[n], _moment(at, hourly)) for n, (x, at) in enumerate(labels)
+            (f"{x:.0f}", BARS + WAITS + 30, ("start", "middle", "end")[n], _moment(at, hourly)) for n, (x, at) in enumerate(labels)
         )),
     )  # fmt: skip
+
+
+def _wait_scale() -> str:
+    """The wait lines' marks: a faint line and its label at 1 ms, 1 s, 1 min and 1 h."""
+    return format_html_join("", '<line x1="0" y1="{0}" x2="{1}" y2="{0}" class="mark"/><text x="{2}" y="{0}" class="mark" dominant-baseline="middle">{3}</text>', (
+        (f"{BARS + 10 + _wait_y(seconds):.1f}", WIDTH, WIDTH + 6, label) for seconds, label in WAIT_MARKS
+    ))  # fmt: skip
 
 
 def _line(points: list[tuple[float, float]], kind: str) -> str:
@@ -57,8 +66,9 @@ def _line(points: list[tuple[float, float]], kind: str) -> str:
 
 def legend() -> str:
     return format_html(
-        '<span class="dash-legend"><i class="done"></i>{} <i class="failed"></i>{} <i class="p50"></i>{} <i class="p95"></i>{}</span>',
+        '<span class="dash-legend"><i class="done"></i>{} <i class="retried"></i>{} <i class="failed"></i>{} <i class="p50"></i>{} <i class="p95"></i>{}</span>',
         _("finished"),
+        pgettext("chart legend", "retried"),
         _("failed"),
         _("wait p50"),
         _("wait p95"),
@@ -75,6 +85,7 @@ def _tooltip(point: Point, hourly: bool) -> str:
     parts = [
         _moment(point.at, hourly),
         ngettext("%(n)d finished", "%(n)d finished", point.done) % {"n": point.done},
+        ngettext("%(n)d retried", "%(n)d retried", point.retried) % {"n": point.retried},
         ngettext("%(n)d failed", "%(n)d failed", point.failed) % {"n": point.failed},
     ]
     if point.wait(0.5) is not None:

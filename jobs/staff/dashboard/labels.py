@@ -9,6 +9,7 @@ LIST_LABELS = {
     "scheduled": pgettext_lazy("jobs", "scheduled"),
     "deferred": pgettext_lazy("jobs", "deferred"),
     "finished": pgettext_lazy("jobs", "finished"),
+    "retrying": pgettext_lazy("jobs", "retrying"),
     "failed": pgettext_lazy("jobs", "failed"),
     "canceled": pgettext_lazy("jobs", "canceled"),
 }
@@ -18,11 +19,20 @@ JOB_LABELS = {
     "scheduled": pgettext_lazy("a job", "scheduled"),
     "deferred": pgettext_lazy("a job", "deferred"),
     "finished": pgettext_lazy("a job", "finished"),
+    "retrying": pgettext_lazy("a job", "retrying"),
     "failed": pgettext_lazy("a job", "failed"),
     "canceled": pgettext_lazy("a job", "canceled"),
     "stopped": pgettext_lazy("a job", "stopped"),
     "created": pgettext_lazy("a job", "created"),
     "gone": pgettext_lazy("a job", "gone"),
+}
+
+WORKER_LABELS = {
+    "started": pgettext_lazy("a worker", "starting"),
+    "idle": pgettext_lazy("a worker", "idle"),
+    "busy": pgettext_lazy("a worker", "busy"),
+    "suspended": pgettext_lazy("a worker", "suspended"),
+    "gone": pgettext_lazy("a worker", "gone"),
 }
 
 
@@ -32,3 +42,7 @@ def state_label(state: str) -> str:
 
 def job_state_label(state: str) -> str:
     return JOB_LABELS.get(state, state)
+
+
+def worker_state_label(state: str) -> str:
+    return WORKER_LABELS.get(state, state)

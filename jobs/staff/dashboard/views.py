@@ -9,8 +9,10 @@ from django.http import Http404
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.formats import date_format
 from django.utils.timesince import timesince
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 from django.views.decorators.http import require_http_methods
 from rq.job import JobStatus
 
@@ -18,7 +20,7 @@ from jobs.config import pauses, policies
 from jobs.enqueue import clients
 from jobs.failures.final import fingerprint
 from jobs.models import DeadLetter
-from jobs.observability import reads, series
+from jobs.observability import health, reads, retries, series
 from jobs.rq_compat import utcparse
 from jobs.staff import operations
 from jobs.staff.audit import actions_for_job
@@ -39,6 +41,7 @@ def overview(request, admin_site):
         for stats in data.queues
         if not stats.live_workers
     ]
+    warnings += [_retrying_warning(request, stats) for stats in data.queues if stats.counts["retrying"]]
     if not data.scheduler_alive:
         warnings.append(_("The cron scheduler (rqscheduler) is not running."))
     warnings += [
@@ -63,6 +66,43 @@ def overview(request, admin_site):
     )
 
 
+HEALTH_LABELS = {"ok": _("fine"), "warn": _("attention"), "fail": _("failing")}
+
+
+@permission("view_dashboard")
+@require_http_methods(["GET"])
+def health_page(request, admin_site):
+    """The checks monitors read at /health/jobs, for people: in Spanish, worst first."""
+    checks = sorted(health.health_checks(), key=lambda check: ("fail", "warn", "ok").index(check.status))
+    return TemplateResponse(
+        request,
+        "admin/jobs/dashboard/health.html",
+        context(
+            request, admin_site, _("Health checks"), checks=[(check, HEALTH_LABELS[check.status]) for check in checks]
+        ),
+    )
+
+
+def _retrying_warning(request, stats) -> str:
+    """Failures waiting for another attempt are not failures yet, but staff should see them coming."""
+    n, queue = stats.counts["retrying"], clients.queue(stats.name)
+    text = ngettext(
+        "%(n)d job of %(queue)s failed and waits for another attempt",
+        "%(n)d jobs of %(queue)s failed and wait for another attempt",
+        n,
+    ) % {"n": n, "queue": stats.name}
+    first_ids = reads.job_ids(queue, "retrying", 0, 1)
+    first = reads.fetch_job(queue, first_ids[0]) if first_ids else None
+    if first is None:
+        return text + "."
+    row, runs_at = _row(first, may_see_payloads(request)), reads.scheduled_at(queue, first_ids)[first.id]
+    return _("%(text)s; the next one at %(at)s, last error: %(error)s.") % {
+        "text": text,
+        "at": date_format(timezone.localtime(runs_at), "H:i:s"),
+        "error": row["error"],
+    }
+
+
 def _charts(queue_name: str, *, hours: bool = True) -> dict:
     """The queue's chart of the last hour per minute (and of the last 7 days per hour)."""
     connection, moment = clients.redis(), timezone.now()
@@ -83,7 +123,7 @@ def job_list(request, admin_site, queue_name, state):
     result = reads.page(queue_name, state, number, search=search, func=request.GET.get("func", ""),
                         user_ids=_users_matching(search) if may_see_payloads(request) else ())  # fmt: skip
     rows = [_row(job, may_see_payloads(request)) for job in result.jobs]
-    if state == "scheduled":
+    if state in ("scheduled", "retrying"):
         runs_at = reads.scheduled_at(clients.queue(queue_name), [row["job"].id for row in rows])
         for row in rows:
             row["runs_at"] = runs_at.get(row["job"].id)
@@ -123,6 +163,9 @@ def job_detail(request, admin_site, queue_name, job_id):
     if job is None and dead_letter is None:
         raise Http404
     status = job.get_status(refresh=False).value if job else "gone"
+    runs_at = reads.scheduled_at(clients.queue(queue_name), [job_id]).get(job_id) if status == "scheduled" else None
+    if runs_at and retries.is_retrying(clients.queue(queue_name), job_id):
+        status = "retrying"
     return TemplateResponse(
         request,
         "admin/jobs/dashboard/job_detail.html",
@@ -134,6 +177,7 @@ def job_detail(request, admin_site, queue_name, job_id):
             job=job,
             row=_row(job, may_see_payloads(request)) if job else None,
             status=status,
+            runs_at=runs_at,
             dead_letter=dead_letter,
             actions_trail=actions_for_job(job_id)[:50],
             related=_related(job, dead_letter) if may_see_payloads(request) else None,  # the id is a payload
@@ -190,6 +234,7 @@ def _row(job, show_payload: bool) -> dict:
         "kwargs": kwargs,
         "exc_type": exc_type,
         "message": message if show_payload else "",
+        "error": f"{exc_type}: {message}" if show_payload and message else exc_type,
         "traceback": error if show_payload else "",
         "result": result.return_value if result and not error else None,
         "attempts": [
