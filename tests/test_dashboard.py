@@ -225,7 +225,7 @@ def test_the_job_page_of_a_retrying_job_says_when_it_runs_again(jobs, admin_clie
     when = registry.get_scheduled_time("email-retrying-1").astimezone(ZoneInfo("America/Argentina/Cordoba"))
     assert "<strong>reintentando</strong>" in page
     assert re.search(rf"Próximo intento</th><td><strong><time[^>]*>{when:%d/%m/%Y %H:%M:%S}</time></strong>", page)
-    assert "último error: RuntimeError: later" in page
+    assert "último error: RuntimeError: later" in page and re.search(r"</strong> \(en \d+", page)
 
 
 def test_retrying_is_a_metric_and_a_chart_series(jobs, admin_client):
