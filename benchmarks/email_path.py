@@ -21,6 +21,8 @@ deletes its own users, deliveries and tokens at the end; the original's keys in 
     (today's way: a work-horse forked per job);
   - `in-process`: 1 × `python manage.py rqworker email slack --with-scheduler` (the SlotWorker,
     5 email slots as threads), as `ecosystem/Procfile` starts it;
+  - `in-process-2` (not by default): `rqworker email slack --processes 2`, two such workers forked
+    from one parent (`jobs.runtime.family`), to see what the second core gives;
   - `in-process-bulk` (not by default: the workers bound it as they bound `in-process`): the same
     worker, the users enqueued with `enqueue_email_verify_many`;
   - `original`: `/work/shared/bench/original/original_email.mjs` (BullMQ 6.7 + nodemailer,
@@ -64,7 +66,7 @@ from _support import (
 )
 
 ORIGINAL_DIR = Path("/work/shared/bench/original")
-SETUPS = ("forking", "in-process", "in-process-bulk", "original")
+SETUPS = ("forking", "in-process", "in-process-2", "in-process-bulk", "original")
 DEFAULT_SETUPS = ("forking", "in-process", "original")  # in-process-bulk: the workers bound it, as in-process
 FORKING_PROCESSES = 5
 USER_PREFIX = "bench"
@@ -219,6 +221,9 @@ def run_round(setup: str, conn, sink: Sink, user_ids: list[int], original: Origi
         argv = rqworker_argv("email", options=("--worker-class", "jobs.runtime.worker.CeresWorker"))
         procs = [workers.start(argv, "forking") for _ in range(FORKING_PROCESSES)]
         startup = wait_registered(conn, "email", FORKING_PROCESSES, processes=procs)
+    elif setup == "in-process-2":  # `--processes 2`: two in-process workers forked from one parent
+        procs = [workers.start(rqworker_argv("email", "slack", options=("--processes", "2")), setup)]
+        startup = wait_registered(conn, "email", 2, processes=procs)
     elif setup.startswith("in-process"):
         procs = [workers.start(rqworker_argv("email", "slack"), "in-process")]
         startup = wait_registered(conn, "email", 1, processes=procs)
