@@ -16,9 +16,8 @@ from django.utils.crypto import constant_time_compare, salted_hmac
 
 from .models import User, VerificationToken
 
-TOKEN_COLUMNS = "(user_id, selector, verifier_hash, created_at, expires_at)"
 ISSUE = (
-    f"INSERT INTO {VerificationToken._meta.db_table} {TOKEN_COLUMNS}"
+    f"INSERT INTO {VerificationToken._meta.db_table} (user_id, selector, verifier_hash, created_at, expires_at)"
     " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (selector) DO NOTHING"
 )
 
@@ -41,25 +40,19 @@ class RawToken:
 
 
 def token_issue(*, user: User, key: str = "") -> RawToken:
-    """A new token for `user`, in one INSERT. With `key`, the token `token_for(key)`."""
-    token = token_for(key) if key else RawToken(secrets.token_urlsafe(12), secrets.token_urlsafe(32))
-    with connection.cursor() as cursor:
-        cursor.execute(ISSUE, [user.pk, *token_row(token)])
-    return token
-
-
-def token_for(key: str) -> RawToken:
-    """The token of the job whose delivery key is `key`: the same job, run again after a crash or a
-    failed attempt, issues no second token and emails the same link."""
-    digest = salted_hmac("ceres.accounts.tokens.token_issue", key, algorithm="sha512").digest()
-    return RawToken(_b64(digest[:12]), _b64(digest[12:44]))
-
-
-def token_row(token: RawToken) -> list:
-    """The values of the token's row after its user: selector, verifier hash, created and expiry times."""
+    """A new token for `user`. With `key` (the delivery key of the job that emails it) the token is
+    derived from the key: the same job, run again after a crash or a failed attempt, issues no second
+    token and emails the same link. One INSERT: this runs for every verification email."""
+    if key:
+        digest = salted_hmac("ceres.accounts.tokens.token_issue", key, algorithm="sha512").digest()
+        selector, verifier = _b64(digest[:12]), _b64(digest[12:44])
+    else:
+        selector, verifier = secrets.token_urlsafe(12), secrets.token_urlsafe(32)
     moment, adapt = _now(), connection.ops.adapt_datetimefield_value
     expires_at = moment + timedelta(hours=settings.VERIFICATION_TOKEN_TTL_HOURS)
-    return [token.selector, _hash(token.verifier), adapt(moment), adapt(expires_at)]
+    with connection.cursor() as cursor:
+        cursor.execute(ISSUE, [user.pk, selector, _hash(verifier), adapt(moment), adapt(expires_at)])
+    return RawToken(selector, verifier)
 
 
 def _b64(data: bytes) -> str:

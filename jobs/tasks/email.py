@@ -35,8 +35,8 @@ from django.utils.http import urlsafe_base64_encode
 from django.utils.translation import gettext as _
 from rq import get_current_job
 
-from ceres_site.accounts.models import EmailDelivery, Upload, User, VerificationToken
-from ceres_site.accounts.tokens import TOKEN_COLUMNS, RawToken, token_for, token_row
+from ceres_site.accounts.models import EmailDelivery, Upload, User
+from ceres_site.accounts.tokens import token_issue
 from jobs.enqueue.producers import enqueue_email_password_reset, enqueue_email_verify
 from jobs.failures.attempts import PermanentJobError
 from jobs.mail import messages
@@ -49,13 +49,6 @@ RECIPIENT = (
     "SELECT u.id, u.email, u.first_name, u.email_verified_at, {already_sent} AS already_sent"
     " FROM {users} u WHERE u.id = %s"
 )
-# The same read, and the verification token written in the same round trip when the email is owed.
-RECIPIENT_AND_TOKEN = (
-    "WITH r AS (" + RECIPIENT + "), t AS ("
-    f"INSERT INTO {VerificationToken._meta.db_table} {TOKEN_COLUMNS} SELECT r.id, %s, %s, %s, %s FROM r"
-    " WHERE r.email_verified_at IS NULL AND NOT r.already_sent ON CONFLICT (selector) DO NOTHING"
-    ") SELECT * FROM r"
-)
 SENT_BY_THIS_JOB = f"EXISTS (SELECT 1 FROM {EmailDelivery._meta.db_table} WHERE delivery_key = %s)"
 WELCOMED = f"EXISTS (SELECT 1 FROM {EmailDelivery._meta.db_table} d WHERE d.user_id = u.id AND d.kind = %s)"
 DELIVERED = (
@@ -67,7 +60,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 
 def send_verify_email(user_id: int) -> str:
     def context(user: Recipient, key: str) -> dict:
-        token = token_for(key)  # written with the recipient's read (`_recipient`); a re-run emails the same link
+        token = token_issue(user=user, key=key)  # a re-run of this job emails the same link
         # After "#": browsers never send it, so the token stays out of every server and proxy log.
         link = f"{settings.SITE_URL}{reverse('accounts:verify')}#{token.selector}.{token.verifier}"
         return {"link": link, "hours": settings.VERIFICATION_TOKEN_TTL_HOURS}
@@ -77,7 +70,7 @@ def send_verify_email(user_id: int) -> str:
 
     return _send_once(
         user_id, EmailDelivery.Kind.VERIFY, "emails/verify", _("Confirm your Ceres account"), context,
-        sent=_("sent: verification email to user %(user)s"), skip=verified, with_token=True,
+        sent=_("sent: verification email to user %(user)s"), skip=verified,
     )  # fmt: skip
 
 
@@ -139,14 +132,12 @@ def send_cv_rejected_email(upload_id: int) -> str:
 
 def _send_once(
     user_id, kind: EmailDelivery.Kind, template: str, subject: str, context: Callable[["Recipient", str], dict], *,
-    sent: str, skip: Callable[["Recipient"], str] | None = None, once_per_user: bool = False, with_token: bool = False,
+    sent: str, skip: Callable[["Recipient"], str] | None = None, once_per_user: bool = False,
 ) -> str:  # fmt: skip
     """What every email task does: find the recipient, skip what is done already (by this job, or
-    to this user when the email goes `once_per_user`) or what `skip` says, send, record the delivery.
-    `with_token`: the verification token of the job (`token_for`) is written with the recipient's read."""
+    to this user when the email goes `once_per_user`) or what `skip` says, send, record the delivery."""
     key = _delivery_key()
-    already = (WELCOMED, [kind.value]) if once_per_user else (SENT_BY_THIS_JOB, [key])
-    user, reason = _recipient(user_id, *already, token=token_for(key) if with_token else None)
+    user, reason = _recipient(user_id, *((WELCOMED, [kind.value]) if once_per_user else (SENT_BY_THIS_JOB, [key])))
     if reason:
         return reason
     if skip and (reason := skip(user)):
@@ -199,18 +190,16 @@ class Recipient:
     already_sent: bool  # whether the email went out already
 
 
-def _recipient(user_id, already_sent: str, params: list, token: RawToken | None = None) -> tuple[Recipient | None, str]:
-    """The user to write to, with `already_sent` (a SQL condition on user `u`), or a reason to skip;
-    with `token`, written for an unverified user the email is owed to. Bad ids and bad addresses fail
-    for good. One query, read without the ORM: its two queries took six times as long, and building a
-    model instance from a raw query a tenth of a slot's time per email."""
+def _recipient(user_id, already_sent: str, params: list) -> tuple[Recipient | None, str]:
+    """The user to write to, with `already_sent` (a SQL condition on user `u`), or a reason to skip.
+    Bad ids and bad addresses fail for good. One query, read without the ORM: its two queries took six
+    times as long, and building a model instance from a raw query a tenth of a slot's time per email."""
     try:
         user_id = int(user_id)
     except (TypeError, ValueError):
         raise PermanentJobError(f"malformed payload: user_id={user_id!r} is not an integer") from None
-    sql = (RECIPIENT_AND_TOKEN if token else RECIPIENT).format(users=User._meta.db_table, already_sent=already_sent)
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*params, user_id, *(token_row(token) if token else ())])
+        cursor.execute(RECIPIENT.format(users=User._meta.db_table, already_sent=already_sent), [*params, user_id])
         row = cursor.fetchone()
     if row is None:
         log.warning("email job for user %s skipped: no such user", user_id)
