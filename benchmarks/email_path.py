@@ -21,6 +21,8 @@ deletes its own users, deliveries and tokens at the end; the original's keys in 
     (today's way: a work-horse forked per job);
   - `in-process`: 1 × `python manage.py rqworker email slack --with-scheduler` (the SlotWorker,
     5 email slots as threads), as `ecosystem/Procfile` starts it;
+  - `in-process-2` (not by default): `rqworker email slack --processes 2`, two such workers forked
+    from one parent (`jobs.runtime.family`), to see what the second core gives;
   - `in-process-bulk` (not by default: the workers bound it as they bound `in-process`): the same
     worker, the users enqueued with `enqueue_email_verify_many`;
   - `original`: `/work/shared/bench/original/original_email.mjs` (BullMQ 6.7 + nodemailer,
@@ -64,7 +66,7 @@ from _support import (
 )
 
 ORIGINAL_DIR = Path("/work/shared/bench/original")
-SETUPS = ("forking", "in-process", "in-process-bulk", "original")
+SETUPS = ("forking", "in-process", "in-process-2", "in-process-bulk", "original")
 DEFAULT_SETUPS = ("forking", "in-process", "original")  # in-process-bulk: the workers bound it, as in-process
 FORKING_PROCESSES = 5
 USER_PREFIX = "bench"
@@ -82,6 +84,9 @@ def parse_args():
     parser.add_argument("--latency-jobs", type=int, default=2000, help="in all, split over the rounds (0: skip)")
     parser.add_argument("--latency-rate", type=float, default=100, help="jobs/s of the paced producer")
     parser.add_argument("--latency-setups", default="in-process", help="comma-separated: in-process, forking")
+    parser.add_argument("--latency-load", type=float, default=0,
+                        help="during each latency segment, also send verification emails at this share of the "
+                             "in-process worker's measured emails/s (0.8: at 80 %% of its maximum; 0: none)")  # fmt: skip
     parser.add_argument("--round-timeout", type=float, default=600, help="seconds before a round counts as stuck")
     parser.add_argument("--keep-logs", action="store_true", help="keep the workers' logs (their path is printed)")
     return parser.parse_args()
@@ -219,6 +224,9 @@ def run_round(setup: str, conn, sink: Sink, user_ids: list[int], original: Origi
         argv = rqworker_argv("email", options=("--worker-class", "jobs.runtime.worker.CeresWorker"))
         procs = [workers.start(argv, "forking") for _ in range(FORKING_PROCESSES)]
         startup = wait_registered(conn, "email", FORKING_PROCESSES, processes=procs)
+    elif setup == "in-process-2":  # `--processes 2`: two in-process workers forked from one parent
+        procs = [workers.start(rqworker_argv("email", "slack", options=("--processes", "2")), setup)]
+        startup = wait_registered(conn, "email", 2, processes=procs)
     elif setup.startswith("in-process"):
         procs = [workers.start(rqworker_argv("email", "slack"), "in-process")]
         startup = wait_registered(conn, "email", 1, processes=procs)
@@ -310,11 +318,18 @@ def run_round(setup: str, conn, sink: Sink, user_ids: list[int], original: Origi
 # --- latency ---------------------------------------------------------------------------------------
 
 
-def latency(setup: str, conn, sink: Sink, jobs: int, rate: float, log_dir: Path) -> dict:
+def latency(setup: str, conn, sink: Sink, jobs: int, rate: float, log_dir: Path, load_rate: float = 0,
+            user_ids: list[int] = ()) -> dict:  # fmt: skip
+    """Add → start of `jobs` trivial jobs paced at `rate`/s; with `load_rate`, while verification
+    emails are enqueued at that pace too (paced, one by one, from a thread of this process)."""
+    import threading
+
     import django_rq
     from rq.job import Job
 
     conn.flushdb()
+    if load_rate:
+        reset_database()
     queue = django_rq.get_queue("email")
     workers = Workers(log_dir, worker_env(sink.port))
     if setup == "forking":
@@ -334,6 +349,26 @@ def latency(setup: str, conn, sink: Sink, jobs: int, rate: float, log_dir: Path)
         add(f"bench-warm-{i}")
     time.sleep(1.0)
 
+    stop_load, loaded = threading.Event(), []
+
+    def load() -> None:
+        from django.db import connection
+
+        from jobs.enqueue.producers import enqueue_email_verify
+
+        start = time.monotonic()
+        for i, user_id in enumerate(user_ids):
+            pause = start + i / load_rate - time.monotonic()
+            if stop_load.wait(pause) if pause > 0 else stop_load.is_set():
+                break
+            enqueue_email_verify(user_id=user_id)
+            loaded.append(time.monotonic())
+        connection.close()
+
+    loader = threading.Thread(target=load, daemon=True) if load_rate else None
+    if loader:
+        loader.start()
+        time.sleep(2.0)  # the worker at its load before the first probe
     added, calls, ids = [], [], [f"bench-lat-{i}" for i in range(jobs)]
     begin = time.monotonic()
     for i, job_id in enumerate(ids):
@@ -343,9 +378,14 @@ def latency(setup: str, conn, sink: Sink, jobs: int, rate: float, log_dir: Path)
         added.append(time.monotonic())
         add(job_id)
         calls.append((time.monotonic() - added[-1]) * 1000)
-    deadline = time.monotonic() + 120
-    while conn.zcard(queue.finished_job_registry.key) < jobs + 20 and time.monotonic() < deadline:
+    probes_end = time.monotonic()
+    deadline = probes_end + 120
+    while None in conn.zmscore(queue.finished_job_registry.key, ids) and time.monotonic() < deadline:
         time.sleep(0.1)
+    if loader:
+        stop_load.set()
+        loader.join()
+    emails_during = len([moment for moment in loaded if begin <= moment <= probes_end])
     workers.stop()
     errors = workers.errors()
 
@@ -371,6 +411,8 @@ def latency(setup: str, conn, sink: Sink, jobs: int, rate: float, log_dir: Path)
         "p99": percentile(from_stamp, 99),
         "load": loadavg().split()[0],
         "errors": errors,
+        "load_rate": load_rate,
+        "emails_per_s": emails_during / (probes_end - begin) if load_rate else 0.0,
     }
 
 
@@ -467,14 +509,18 @@ def main() -> None:
                     + (f"  {len(result['errors'])} error lines in logs" if result["errors"] else ""),
                     flush=True,
                 )
+            measured = [r["emails_per_s"] for r in results.get("in-process", [])]
+            load_rate = args.latency_load * med(measured) if args.latency_load and measured else 0
             for setup in latency_setups:
-                segment = latency(setup, conn, sink, segment_jobs, args.latency_rate, log_dir)
+                segment = latency(setup, conn, sink, segment_jobs, args.latency_rate, log_dir, load_rate, user_ids)
                 lat[setup].append(segment)
                 print(
                     f"round {round_no + 1} latency {setup:<8} add → start p50 {segment['p50']:.2f} ms  "
-                    f"p99 {segment['p99']:.2f} ms  missing {segment['missing']}  load {segment['load']}",
+                    f"p99 {segment['p99']:.2f} ms  missing {segment['missing']}  load {segment['load']}"
+                    + (f"  while {segment['emails_per_s']:.0f} emails/s were enqueued (aimed at {load_rate:.0f})"
+                       if load_rate else ""),
                     flush=True,
-                )
+                )  # fmt: skip
     finally:
         sink.stop()
         conn.flushdb()
@@ -569,8 +615,11 @@ def report(args, info, alone, results, lat, n) -> None:
         print(f"\n(one call: {', '.join(f'{name.upper()} {calls / n:.1f}' for name, calls in top)})")
 
     if any(lat.values()):
+        rates = ", ".join(f"{segment['emails_per_s']:.0f}" for segments in lat.values() for segment in segments)
+        under = (f", while verification emails were enqueued at {args.latency_load:.0%} of the in-process worker's "
+                 f"measured emails/s ({rates} emails/s in the segments)") if args.latency_load else ""  # fmt: skip
         print(f"\nLatency add → start (the producer's clock before the call → the job's first line; the producers' path, `enqueue_stored_call`), "
-              f"a trivial job paced at {args.latency_rate:g}/s, one segment after each round, in ms:\n")  # fmt: skip
+              f"a trivial job paced at {args.latency_rate:g}/s, one segment after each round, in ms{under}:\n")  # fmt: skip
         rows = []
         for setup, segments in lat.items():
             row = pooled(segments)

@@ -73,6 +73,8 @@ def test_every_readme_command_runs_as_written(command, comment, smtp):
     ("rqcron", "rqcron is not used here"),
     ("rqworker", "name the queues to work on"),
     ("rqworker nada", "unknown queue nada"),
+    ("rqworker email --processes dos", "--processes takes a number of processes or auto, not 'dos'"),
+    ("rqworker files --processes 2", "--processes is for in-process queues"),
     ("rqscheduler --queue nada", "unknown queue nada"),
     ("queues pause", "name the queue to pause"),
     ("queues pause nada", "argument queue: invalid choice: 'nada'"),

@@ -79,3 +79,18 @@ def test_systemd_target_wants_one_unit_per_process():
     for unit in wants:
         text = (BASE_DIR / "ecosystem" / "systemd" / unit).read_text()
         assert "KillMode=mixed" in text and f"TimeoutStopSec={STOP_TIMEOUT}" in text
+
+
+def test_more_in_process_workers_reach_every_format(monkeypatch):
+    from jobs.config import processes as process_set
+
+    monkeypatch.setattr(process_set, "IN_PROCESS_WORKERS", "auto")
+    files = ecosystem_files()
+
+    assert (
+        "worker: exec python manage.py rqworker email slack bulk --with-scheduler --processes auto\n"
+        in files["Procfile"]
+    )
+    assert '"--with-scheduler",\n        "--processes",\n        "auto"\n' in files["ecosystem.config.js"]
+    unit = next(text for name, text in files.items() if name.endswith("ceres-worker.service"))
+    assert "rqworker email slack bulk --with-scheduler --processes auto" in unit

@@ -79,6 +79,7 @@ def test_verify_job_for_a_verified_user_sends_nothing(smtp, work):
 
     assert smtp.messages == []
     assert job(f"email-verify-{user.pk}").return_value() == f"omitido: el usuario {user.pk} ya está verificado"
+    assert not VerificationToken.objects.filter(user=user).exists()  # a token only for an email that goes out
 
 
 def test_a_job_delivered_twice_sends_once(smtp, work):
@@ -93,6 +94,7 @@ def test_a_job_delivered_twice_sends_once(smtp, work):
 
     assert len(smtp.messages) == 1
     assert job(f"email-verify-{user.pk}").return_value().startswith("omitido: este job ya lo envió")
+    assert VerificationToken.objects.filter(user=user).count() == 1
 
 
 def test_a_job_run_again_after_the_email_went_out_sends_the_same_link(smtp, work):

@@ -8,7 +8,7 @@ import django_rq
 import pytest
 
 from jobs.config.policies import QUEUES
-from jobs.observability import reads
+from jobs.observability import health, reads
 from tests.conftest import wait_for
 from tests.test_slots import marks, status
 
@@ -95,3 +95,23 @@ def test_workers_stop_by_themselves_when_their_parent_is_killed(family, tmp_path
     wait_for(lambda: not any(alive(pid) for pid in workers), timeout=60)
     assert marks(tmp_path / "done") == ["start 1", "end 1"]  # the running job finished first
     assert status(job_id, queue="files") == "finished"
+
+
+def test_in_process_workers_run_as_several_processes_of_one_parent(live_worker, tmp_path):
+    process = live_worker("email", "slack", options=("--processes", "2"))
+    wait_for(lambda: registered("email") == 2 and registered("slack") == 2, timeout=60)
+    assert len(children(process.pid)) == 2
+    assert sum(worker.slots for worker in reads.workers("email") if worker.alive) == 2 * QUEUES["email"].concurrency
+    [check] = [c for c in health.health_report()["checks"] if c["name"] == "email.workers"]
+    assert check["detail"] == "10 of 10 slots in 2 processes, 0 busy"
+
+    queue, done = django_rq.get_queue("email"), tmp_path / "done"
+    for n in range(2 * QUEUES["email"].concurrency):  # all at once only with the slots of both processes
+        queue.enqueue("tests.tasks.mark_slowly", n, str(done), 10, job_id=f"email-slow-{n}")
+    wait_for(lambda: len([m for m in marks(done) if m.startswith("start")]) == 10, timeout=60)
+    assert not [m for m in marks(done) if m.startswith("end")]  # all ten ran at once
+
+    process.send_signal(signal.SIGTERM)  # the running jobs finish, then the parent exits
+    assert process.wait(timeout=60) == 0
+    assert len([m for m in marks(done) if m.startswith("end")]) == 10
+    assert registered("email") == 0

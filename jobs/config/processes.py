@@ -15,6 +15,9 @@ SCHEDULER_INTERVAL = 10  # seconds: the latest a cron slot fires
 # A stop waits this long for running jobs to finish before anything is killed.
 STOP_TIMEOUT = max(policy.timeout for policy in QUEUES.values()) + 60
 SYSTEMD_ROOT = "/srv/ceres"  # where the systemd units expect the checkout (with .venv and .env)
+# Processes of the in-process worker (each with every slot of its queues, forked from one parent):
+# a number, or "auto" for one per core. One process is CPU-bound at about one core (BENCHMARKS.md).
+IN_PROCESS_WORKERS = "1"
 
 
 @dataclass(frozen=True)
@@ -32,8 +35,9 @@ def processes() -> list[Process]:
     found = [Process("web", ("gunicorn", "--config", "ecosystem/gunicorn.conf.py", "ceres_site.wsgi"))]
     for in_process, name in ((True, "worker"), (False, "worker-isolated")):
         names = [policy.name for policy in QUEUES.values() if policy.in_process == in_process]
+        more = ("--processes", IN_PROCESS_WORKERS) if in_process and IN_PROCESS_WORKERS != "1" else ()
         # --with-scheduler: retries need RQ's scheduler
-        found.append(Process(name, ("python", "manage.py", "rqworker", *names, "--with-scheduler")))
+        found.append(Process(name, ("python", "manage.py", "rqworker", *names, "--with-scheduler", *more)))
     # Its queue and interval are the command's defaults (`jobs/management/commands/rqscheduler.py`).
     found.append(Process("scheduler", ("python", "manage.py", "rqscheduler")))
     return found

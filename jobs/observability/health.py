@@ -81,7 +81,8 @@ def workers_check(policy: policies.QueuePolicy, workers: list[reads.WorkerInfo])
     if policy.in_process:
         processes = ngettext("%(n)d process", "%(n)d processes", len(live)) % {"n": len(live)}
         detail = _("%(slots)d of %(max)d slots in %(processes)s, %(busy)d busy") % {
-            "slots": sum(worker.slots for worker in live), "max": policy.concurrency, "processes": processes,
+            "slots": sum(worker.slots for worker in live), "processes": processes,
+            "max": policy.concurrency * max(len(live), 1),  # each process (`rqworker --processes`) has all the slots
             "busy": sum(worker.busy for worker in live),
         }  # fmt: skip
     else:
