@@ -7,7 +7,6 @@ Prints the median of several runs per page and the ratio 100,000 : 100 measured 
 """
 
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ import django  # noqa: E402
 django.setup()
 
 import django_rq  # noqa: E402
+from _pages import median_ms, print_sizes  # noqa: E402
 from django.db import connection  # noqa: E402
 from django.test import Client  # noqa: E402
 from django.test.utils import setup_test_environment  # noqa: E402
@@ -57,17 +57,6 @@ def fill_queued(queue, count: int) -> None:
             pipe.execute()
 
 
-def median_ms(client: Client, path: str) -> float:
-    client.get(path)  # warm up
-    times = []
-    for _ in range(RUNS):
-        started = time.perf_counter()
-        response = client.get(path)
-        times.append((time.perf_counter() - started) * 1000)
-        assert response.status_code in (200, 503), response.status_code  # /health/jobs: 503 with no worker
-    return statistics.median(times)
-
-
 def main() -> None:
     setup_test_environment()
     old_name = connection.creation.create_test_db(verbosity=0)
@@ -90,16 +79,13 @@ def main() -> None:
             queue.connection.flushdb()
             fill_failed(queue, size)
             fill_queued(queue, size)
-            results[size] = {name: median_ms(client, path) for name, path in pages.items()}
+            # /health/jobs answers 503: no worker runs here
+            results[size] = {name: median_ms(client, path, RUNS, ok=(200, 503)) for name, path in pages.items()}
         queue.connection.flushdb()
     finally:
         connection.creation.destroy_test_db(old_name, verbosity=0)
 
-    print(f"median server time of {RUNS} runs (ms)")
-    print(f"{'page':<26}" + "".join(f"{size:>12,} jobs" for size in SIZES) + f"{'ratio':>10}")
-    for name in pages:
-        small, large = results[SIZES[0]][name], results[SIZES[-1]][name]
-        print(f"{name:<26}{small:>17.1f}{large:>17.1f}{large / small:>10.2f}")
+    print_sizes(results, RUNS)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ Prints the median of several runs per page, and the ratio 100,000 : 100 measured
 """
 
 import os
-import statistics
 import sys
 import time
 from datetime import timedelta
@@ -21,6 +20,7 @@ import django  # noqa: E402
 django.setup()
 
 import django_rq  # noqa: E402
+from _pages import median_ms, print_sizes  # noqa: E402
 from django.db import connection  # noqa: E402
 from django.test import Client  # noqa: E402
 from django.test.utils import setup_test_environment  # noqa: E402
@@ -51,17 +51,6 @@ def fill(queue_name: str, state: str, count: int, func: str, kwargs) -> None:
                 job.save(pipeline=pipe)
                 pipe.zadd(registry.key, {job.id: now + 86400 + n / 1000})
             pipe.execute()
-
-
-def median_ms(client: Client, path: str) -> float:
-    client.get(path)  # warm up
-    times = []
-    for _ in range(RUNS):
-        started = time.perf_counter()
-        response = client.get(path)
-        times.append((time.perf_counter() - started) * 1000)
-        assert response.status_code == 200, response.status_code
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -98,16 +87,12 @@ def main() -> None:
                  lambda n: {"user_id": first_id + n % USERS})  # fmt: skip
             fill("bulk", "finished", size, "jobs.tasks.newsletters.send_newsletter",
                  lambda n: {"newsletter_id": 1, "user_id": first_id + n % USERS})  # fmt: skip
-            results[size] = {name: median_ms(client, path) for name, path in pages.items()}
+            results[size] = {name: median_ms(client, path, RUNS) for name, path in pages.items()}
         django_rq.get_connection("email").flushdb()
     finally:
         connection.creation.destroy_test_db(old_name, verbosity=0)
 
-    print(f"median server time of {RUNS} runs (ms)")
-    print(f"{'page':<22}" + "".join(f"{size:>12,} jobs" for size in SIZES) + f"{'ratio':>10}")
-    for name in pages:
-        small, large = results[SIZES[0]][name], results[SIZES[-1]][name]
-        print(f"{name:<22}{small:>17.1f}{large:>17.1f}{large / small:>10.2f}")
+    print_sizes(results, RUNS)
 
 
 if __name__ == "__main__":
