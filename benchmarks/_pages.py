@@ -1,7 +1,9 @@
-"""What the page benchmarks share: a page's median server time, and the table of it at each size."""
+"""What the page benchmarks share: a signed-in client on a throwaway database, a page's median server
+time, and the table of it at each size."""
 
 import statistics
 import time
+from contextlib import contextmanager
 
 
 def median_ms(client, path: str, runs: int, ok: tuple[int, ...] = (200,)) -> float:
@@ -28,3 +30,22 @@ def print_sizes(results: dict[int, dict[str, float]], runs: int) -> None:
         print(
             f"{name:<{width}}" + "".join(f"{results[size][name]:>17.1f}" for size in sizes) + f"{large / small:>10.2f}"
         )
+
+
+@contextmanager
+def staff_client():
+    """A throwaway test database, destroyed on the way out, and a client signed in as a superuser."""
+    from django.contrib.auth import get_user_model
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import setup_test_environment
+
+    setup_test_environment()
+    old_name = connection.creation.create_test_db(verbosity=0)
+    try:
+        client = Client()
+        client.force_login(get_user_model().objects.create_superuser(username="bench", password="x",
+                                                                      email="bench@example.com"))  # fmt: skip
+        yield client
+    finally:
+        connection.creation.destroy_test_db(old_name, verbosity=0)

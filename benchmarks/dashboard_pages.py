@@ -19,10 +19,7 @@ import django  # noqa: E402
 django.setup()
 
 import django_rq  # noqa: E402
-from _pages import median_ms, print_sizes  # noqa: E402
-from django.db import connection  # noqa: E402
-from django.test import Client  # noqa: E402
-from django.test.utils import setup_test_environment  # noqa: E402
+from _pages import median_ms, print_sizes, staff_client  # noqa: E402
 from django.urls import reverse  # noqa: E402
 from rq.job import Job, JobStatus  # noqa: E402
 
@@ -58,13 +55,7 @@ def fill_queued(queue, count: int) -> None:
 
 
 def main() -> None:
-    setup_test_environment()
-    old_name = connection.creation.create_test_db(verbosity=0)
-    try:
-        from ceres_site.accounts.models import User
-
-        client = Client()
-        client.force_login(User.objects.create_superuser(username="bench", password="x"))
+    with staff_client() as client:
         queue = django_rq.get_queue("email")
         pages = {
             "overview": reverse("admin:jobs_dashboard_overview"),
@@ -82,9 +73,6 @@ def main() -> None:
             # /health/jobs answers 503: no worker runs here
             results[size] = {name: median_ms(client, path, RUNS, ok=(200, 503)) for name, path in pages.items()}
         queue.connection.flushdb()
-    finally:
-        connection.creation.destroy_test_db(old_name, verbosity=0)
-
     print_sizes(results, RUNS)
 
 

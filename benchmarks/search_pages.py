@@ -20,10 +20,7 @@ import django  # noqa: E402
 django.setup()
 
 import django_rq  # noqa: E402
-from _pages import median_ms, print_sizes  # noqa: E402
-from django.db import connection  # noqa: E402
-from django.test import Client  # noqa: E402
-from django.test.utils import setup_test_environment  # noqa: E402
+from _pages import median_ms, print_sizes, staff_client  # noqa: E402
 from django.urls import reverse  # noqa: E402
 from django.utils import timezone  # noqa: E402
 from rq.job import Job, JobStatus  # noqa: E402
@@ -54,14 +51,10 @@ def fill(queue_name: str, state: str, count: int, func: str, kwargs) -> None:
 
 
 def main() -> None:
-    setup_test_environment()
-    old_name = connection.creation.create_test_db(verbosity=0)
-    try:
+    with staff_client() as client:
         from ceres_site.accounts.models import User
         from jobs.models import DeadLetter
 
-        client = Client()
-        client.force_login(User.objects.create_superuser(username="bench", password="x", email="bench@example.com"))
         User.objects.bulk_create(User(username=f"u{n}", email=f"person{n}@example.com") for n in range(USERS))
         someone = User.objects.get(username="u7")
         moment = timezone.now()
@@ -89,9 +82,6 @@ def main() -> None:
                  lambda n: {"newsletter_id": 1, "user_id": first_id + n % USERS})  # fmt: skip
             results[size] = {name: median_ms(client, path, RUNS) for name, path in pages.items()}
         django_rq.get_connection("email").flushdb()
-    finally:
-        connection.creation.destroy_test_db(old_name, verbosity=0)
-
     print_sizes(results, RUNS)
 
 
