@@ -91,6 +91,8 @@ class SlotLoop:
                     _run(hooks.SLOT_IDLE)
                     continue
                 self._run_job(runner, job_id, group.queue, waited=time.monotonic() - last_job_ended)
+                while (job_id := self._handed_over(runner, group.queue)) is not None:
+                    self._run_job(runner, job_id, group.queue, waited=0.0)
                 last_job_ended = time.monotonic()
         finally:
             _run(hooks.SLOT_END)
@@ -108,6 +110,20 @@ class SlotLoop:
             return None
         job_id = raw.decode() if isinstance(raw, bytes) else raw
         if queue.name in self._pauses.names():
+            pauses.give_back(self.connection, queue, job_id)
+            return None
+        return job_id
+
+    def _may_take_next(self, group: QueueSlots) -> bool:
+        """Whether a job's end may take the next job of its queue in the same round trip (not while
+        stopping or paused, nor where each job waits for its turn under the SMTP limit)."""
+        return not (self._stopping.is_set() or group.throttled or group.queue.name in self._pauses.names())
+
+    def _handed_over(self, runner: SlotRunner, queue: Queue) -> str | None:
+        """The job the last job's end took, unless the worker is stopping or the queue was paused
+        meanwhile: then it goes back to the queue's head."""
+        job_id = runner.take_next_job_id()
+        if job_id is not None and (self._stopping.is_set() or queue.name in self._pauses.names()):
             pauses.give_back(self.connection, queue, job_id)
             return None
         return job_id

@@ -191,12 +191,21 @@ class SlotRunner(CeresWorker):
         queues: WorkerQueues,
         *,
         execution_ttl: int,
+        may_take_next: Callable[[], bool] = lambda: False,
         **kwargs: Any,  # `CeresWorker`'s, each of its own type
     ) -> None:
+        """`may_take_next`: whether a job's end may take its queue's next job (`take_next_job_id`)."""
         super().__init__(queues, prepare_for_work=False, **kwargs)
+        self.may_take_next = may_take_next
         self.job_class = SlotJob
         self.execution_ttl = execution_ttl
         self.log = _quiet_log
+        self.next_job_id: str | None = None
+
+    def take_next_job_id(self) -> str | None:
+        """The id of the job the last job's end moved into the queue's intermediate list, if any."""
+        job_id, self.next_job_id = self.next_job_id, None
+        return job_id
 
     def run_job_id(self, job_id: str, queue: Queue) -> Job | None:
         """Start the job `job_id` (just moved from `queue` to its intermediate list) and run it;
@@ -214,7 +223,7 @@ class SlotRunner(CeresWorker):
             return None, None
         job = self.job_class(job_id, connection=self.connection, serializer=self.serializer)
         job.origin = queue.name  # the started registry's, until the job's own is read
-        with self.connection.pipeline() as pipe:
+        with rq_compat.batch(self.connection) as pipe:
             execution = Execution.create(job, self.execution_ttl, pipeline=pipe, worker_name=self.name)
             # What rq's prepare_job_execution does, less the heartbeats...
             job.prepare_for_execution(self.name, pipeline=pipe)
@@ -256,7 +265,7 @@ class SlotRunner(CeresWorker):
         assert execution is not None
         assert job.ended_at is not None
         result_ttl = job.get_result_ttl(self.default_result_ttl)
-        with self.connection.pipeline() as pipe:
+        with rq_compat.batch(self.connection) as pipe:
             rq_compat.write_finished(pipe, job, job.ended_at)
             if result_ttl != 0:
                 rq_compat.save_success_result(pipe, job, job.returned, ttl=result_ttl, worker_name=self.name,
@@ -268,7 +277,13 @@ class SlotRunner(CeresWorker):
                 pipe.expire(job.key, result_ttl)
             self.cleanup_execution(job, pipeline=pipe, execution=execution)
             metrics.job_finished(pipe, job, queue.name, job.ended_at)
-            created_fields = pipe.execute()[0]
+            take_next = self.may_take_next()
+            if take_next:  # the next job in the same round trip, as RQ's dequeue would move it
+                pipe.lmove(queue.key, queue.intermediate_queue_key)
+            replies = pipe.execute()
+        created_fields = replies[0]
+        if take_next and replies[-1] is not None:
+            self.next_job_id = replies[-1].decode()
         if created_fields == 2:  # `status` was not there: the job was deleted while it ran
             rq_compat.forget_deleted_job(self.connection, job)
         rq_compat.release_rate_slot(job)

@@ -39,7 +39,6 @@ from django.conf import settings
 from django.db import connections
 from redis.client import Pipeline
 from redis.exceptions import RedisError
-from rq.queue import Queue
 
 from jobs.config import pauses, policies
 from jobs.rq_compat import (
@@ -101,7 +100,7 @@ class SlotWorker(SlotLoop, CeresWorker):
         if not burst:  # first the sweep for what died before we started, as RQ's workers do
             self.run_maintenance_tasks()
         for group in self.groups:
-            group.runners = [self._runner(group.queue) for _ in range(group.size)]
+            group.runners = [self._runner(group) for _ in range(group.size)]
         threads = [
             threading.Thread(target=self._run_slot, args=(group, n, burst), name=f"slot-{group.queue.name}-{n}")
             for group in self.groups
@@ -124,9 +123,10 @@ class SlotWorker(SlotLoop, CeresWorker):
     def describe_slots(self) -> str:
         return ", ".join(f"{group.queue.name}: {group.size} slots" for group in self.groups)
 
-    def _runner(self, queue: Queue) -> SlotRunner:
+    def _runner(self, group: QueueSlots) -> SlotRunner:
         return SlotRunner(
-            [queue],
+            [group.queue],
+            may_take_next=lambda: self._may_take_next(group),
             name=self.name,
             connection=self.connection,
             job_class=self.job_class,
