@@ -27,7 +27,6 @@ from django.core.exceptions import ValidationError
 from django.core.mail import EmailMultiAlternatives
 from django.core.validators import validate_email
 from django.db import InterfaceError, OperationalError, connection
-from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.encoding import force_bytes
@@ -39,7 +38,7 @@ from ceres_site.accounts.models import EmailDelivery, Upload, User
 from ceres_site.accounts.tokens import token_issue
 from jobs.enqueue.producers import enqueue_email_password_reset, enqueue_email_verify
 from jobs.failures.attempts import PermanentJobError
-from jobs.mail import messages
+from jobs.mail import bodies, messages
 from jobs.tasks.sending import END_MARGIN, RECORD_TIME, deliver, job_deadline
 
 log = logging.getLogger(__name__)
@@ -55,6 +54,7 @@ DELIVERED = (
     f"INSERT INTO {EmailDelivery._meta.db_table} (user_id, kind, delivery_key, sent_at) VALUES (%s, %s, %s, %s)"
     " ON CONFLICT (delivery_key) DO NOTHING"
 )
+PERSONAL = ("name", "link", "reason", "resend")  # what changes from one email to the next (`jobs.mail.bodies`)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 
 
@@ -259,9 +259,9 @@ def _send(user: Recipient, template: str, subject: str, context: dict, key: str)
     context = {"name": display_name(user.first_name), **context}
     message = EmailMultiAlternatives(
         subject=subject,
-        body=render_to_string(f"{template}.txt", context),
+        body=bodies.render(f"{template}.txt", context, PERSONAL),
         to=[user.email],
         headers={"Message-ID": messages.message_id(key)},
     )
-    message.attach_alternative(render_to_string(f"{template}.html", context), "text/html")
+    message.attach_alternative(bodies.render(f"{template}.html", context, PERSONAL), "text/html")
     deliver(message)
