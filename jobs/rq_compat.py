@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from redis import Redis
 from redis.client import Pipeline
 from redis.exceptions import NoScriptError
+from redis.utils import DEFAULT_RESP_VERSION
 from rq import Worker, defaults
 from rq.exceptions import AbandonedJobError
 from rq.executions import WORKER_EXECUTIONS_KEY_TEMPLATE, Execution  # noqa: F401 (Execution re-exported)
@@ -204,13 +205,13 @@ def push_unique(pipe: Pipeline, queue: Queue, job: Job) -> None:
 
 # --- one round trip: redis-py's pipeline, run as one script ---------------------------------------
 
-# ARGV: each command as its length, then its words. Runs every command, as EXEC does after an error.
-# Each reply comes back in RESP3's shape (a hash as a map, a score as a double), which redis-py's
-# callbacks expect over RESP3 and read as well over RESP2, inside a list of one, or none for a null
-# (a nil would end Lua's list of replies there).
+# ARGV: the protocol the client speaks (each reply must have the shape its callbacks expect; redis-py 8
+# speaks RESP3 unless told otherwise), then each command as its length and its words. Runs every
+# command, as EXEC does after an error. Each reply comes back inside a list of one, or none for a
+# null (a nil would end Lua's list of replies there).
 _BATCH = """
-redis.setresp(3)
-local replies, i = {}, 1
+redis.setresp(tonumber(ARGV[1]))
+local replies, i = {}, 2
 while i <= #ARGV do
   local n = tonumber(ARGV[i])
   replies[#replies + 1] = {redis.pcall(unpack(ARGV, i + 1, i + n))}
@@ -231,7 +232,7 @@ class BatchPipeline(Pipeline):
 
     def execute(self, raise_on_error: bool = True) -> list[Any]:
         stack, client = self.command_stack, self.via
-        argv: list[Any] = []
+        argv: list[Any] = [self.connection_pool.connection_kwargs.get("protocol") or DEFAULT_RESP_VERSION]
         for args, _options in stack:
             argv.append(len(args))
             argv.extend(args)

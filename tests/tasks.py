@@ -96,3 +96,10 @@ def return_at_deadline(jitter: float) -> None:
     until = job.started_at.timestamp() + job.timeout + jitter
     while time.time() < until:
         pass
+
+
+def pause_queue(queue_name: str) -> None:
+    """Pause a queue from inside a job, as staff would while it runs."""
+    from jobs.config import pauses
+
+    pauses.pause(django_rq.get_connection(queue_name), queue_name, "a test job")

@@ -10,6 +10,8 @@ import pytest
 import rq.timeouts
 import rq.worker.base
 import rq.worker.worker_classes
+from redis import Redis
+from redis.exceptions import ResponseError
 from rq import Callback, Retry, Worker
 from rq.job import Job
 from rq.scheduler import RQScheduler
@@ -179,3 +181,53 @@ def test_the_worker_log_drops_rqs_redis_down_lines_and_only_those(redis_conn):
     rqs = record("Worker %s: could not connect to Redis instance: %s retrying in %d seconds...", "w", "refused", 1)
     assert not all(f.filter(rqs) for f in worker.log.filters)
     assert all(f.filter(record("Worker %s: job %s failed", "w", "j")) for f in worker.log.filters)
+
+
+def some_commands(pipe) -> None:
+    """Commands whose replies redis-py shapes in every way: counts, flags, maps, sets, scores, nils."""
+    pipe.hset("batch:hash", mapping={"a": "1", "b": "2"})
+    pipe.hgetall("batch:hash")
+    pipe.sadd("batch:set", "x", "y")
+    pipe.smembers("batch:set")
+    pipe.zadd("batch:zset", {"m": 1.5})
+    pipe.zscore("batch:zset", "m")
+    pipe.zrange("batch:zset", 0, -1, withscores=True)
+    pipe.expire("batch:hash", 60)
+    pipe.get("batch:missing")
+    pipe.lmove("batch:empty", "batch:other")
+    pipe.rpush("batch:list", "j1")
+    pipe.lmove("batch:list", "batch:other")
+    pipe.incr("batch:hash")  # an error: a hash is not a number
+    pipe.incr("batch:count")  # still runs, as after an error inside MULTI/EXEC
+
+
+def outcome(replies: list) -> list:
+    return [(type(r), str(r)) if isinstance(r, Exception) else r for r in replies]
+
+
+@pytest.mark.parametrize("protocol", [None, 2, 3])  # None: what redis-py picks, as our clients
+def test_a_batch_answers_as_a_transaction_does(redis_conn, protocol):
+    kwargs = redis_conn.connection_pool.connection_kwargs
+    client = Redis(host=kwargs["host"], port=kwargs["port"], db=kwargs["db"], protocol=protocol)
+
+    with client.pipeline() as pipe:
+        some_commands(pipe)
+        expected = outcome(pipe.execute(raise_on_error=False))
+    client.flushdb()
+    client.script_flush()  # the first batch loads its script again
+    with rq_compat.batch(client) as pipe:
+        some_commands(pipe)
+        replies = outcome(pipe.execute(raise_on_error=False))
+
+    assert replies == expected
+    assert replies[1] == {b"a": b"1", b"b": b"2"} and replies[5] == 1.5 and replies[8] is None
+    assert replies[-2][0] is ResponseError and replies[-1] == 1
+
+
+def test_a_batch_raises_the_first_error_after_running_every_command(redis_conn):
+    with pytest.raises(ResponseError, match="WRONGTYPE"):
+        with rq_compat.batch(redis_conn) as pipe:
+            some_commands(pipe)
+            pipe.execute()
+    assert redis_conn.get("batch:count") == b"1"
+    assert redis_conn.lrange("batch:other", 0, -1) == [b"j1"]

@@ -15,6 +15,7 @@ from django.db import connection
 from rq import Callback, Retry
 
 from ceres_site.accounts.models import User, VerificationToken
+from jobs.config import pauses
 from jobs.enqueue.producers import enqueue_email_verify
 from jobs.failures.attempts import on_job_failure
 from jobs.observability import health, reads
@@ -273,3 +274,63 @@ def test_the_in_process_worker_schedules_the_forking_queues_too(live_worker, tmp
         lambda: not any(Path(f"/proc/{pid}/task/{pid}/children").read_text().split() for pid in workers), timeout=15
     )
     assert marks(done) == ["1"]
+
+
+def dequeues_counted(monkeypatch) -> list[str]:
+    """The ids the slots took from their queues by themselves (not with a job's end)."""
+    taken, dequeue = [], slot_loop.SlotLoop._dequeue
+
+    def counting(self, queue, burst):
+        taken.append(job_id := dequeue(self, queue, burst))
+        return job_id
+
+    monkeypatch.setattr(slot_loop.SlotLoop, "_dequeue", counting)
+    return taken
+
+
+def test_a_jobs_end_takes_the_next_job_of_its_queue(work, policy, monkeypatch, tmp_path):
+    policy("email", concurrency=1)
+    taken = dequeues_counted(monkeypatch)
+    for n in range(1, 5):
+        enqueue("mark", n, str(tmp_path / "done"), job_id=f"email-chain-{n}")
+
+    work("email")
+
+    assert marks(tmp_path / "done") == ["1", "2", "3", "4"]
+    assert taken == ["email-chain-1", None]  # 2 to 4 came with the end of the job before them
+    assert all(status(f"email-chain-{n}") == "finished" for n in range(1, 5))
+
+
+def test_a_pause_during_a_job_leaves_the_next_job_queued(work, policy, monkeypatch, redis_conn, tmp_path):
+    policy("email", concurrency=1)
+    monkeypatch.setattr(pauses, "REFRESH", 0)  # every look reads Redis
+    enqueue("pause_queue", "email", job_id="email-pauses-1")
+    enqueue("mark", 2, str(tmp_path / "done"), job_id="email-waits-2")
+
+    work("email")
+
+    queue = django_rq.get_queue("email")
+    assert status("email-pauses-1") == "finished"
+    assert status("email-waits-2") == "queued" and not (tmp_path / "done").exists()
+    assert queue.get_job_ids() == ["email-waits-2"] and redis_conn.llen(queue.intermediate_queue_key) == 0
+
+
+@pytest.mark.parametrize("meanwhile", ["paused", "stopping"])
+def test_a_job_taken_with_the_last_ones_end_goes_back_if_the_worker_may_not_run_it(meanwhile, redis_conn):
+    """Paused or stopping between a job's end and the next job's start: the next job goes back."""
+    worker = django_rq.get_worker("email", worker_class=slots.SlotWorker)
+    group = worker.groups[0]
+    queue = group.queue
+    for n in range(1, 3):
+        enqueue("sleep", 0, job_id=f"email-handed-{n}")
+    runner = worker._runner(group)
+    runner.next_job_id = redis_conn.lmove(queue.key, queue.intermediate_queue_key).decode()  # as a job's end does
+    if meanwhile == "paused":
+        pauses.pause(redis_conn, "email", "staff")
+    else:
+        worker._stopping.set()
+
+    assert worker._handed_over(runner, queue) is None
+    assert queue.get_job_ids() == ["email-handed-1", "email-handed-2"]
+    assert redis_conn.llen(queue.intermediate_queue_key) == 0
+    assert runner.take_next_job_id() is None
