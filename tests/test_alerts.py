@@ -264,6 +264,28 @@ def test_slack_timeout_is_retried(slack, settings, work):
     assert "SlackUnavailable: Slack did not answer in time" in job.meta["failures"][0]["error"]
 
 
+@pytest.mark.parametrize("bypassed", [False, True])
+def test_slack_posts_follow_the_environments_proxy_settings(slack, settings, monkeypatch, work, bypassed):
+    """Read once per session, still the environment's: HTTP_PROXY carries the post, NO_PROXY skips it."""
+    proxied = settings.SLACK_WEBHOOK_URL.replace("localhost", "slack.example.invalid")
+    for name in ("HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", slack.server.url_for("/"))  # the sink, answering as a proxy would
+    if bypassed:
+        monkeypatch.setenv("NO_PROXY", "slack.example.invalid")  # straight to a host that does not exist
+    settings.SLACK_WEBHOOK_URL = proxied
+    enqueue_slack_alert(text="por el proxy", dedupe_key="tproxy")
+
+    work("slack")
+
+    job = fetch("slack-tproxy", "slack")
+    if bypassed:
+        assert slack.texts == [] and job.get_status() == "scheduled"
+        assert "cannot reach Slack (ConnectionError)" in job.meta["failures"][0]["error"]
+    else:
+        assert slack.texts == ["por el proxy"] and job.get_status() == "finished"
+
+
 def test_the_webhook_url_appears_in_no_log_line_nor_error(settings, work, worker_log, policy):
     policy("slack", retry_max=0)
     settings.SLACK_WEBHOOK_URL = "http://127.0.0.1:9/services/T0/B0/hush-hush-secret"  # nothing listens

@@ -7,7 +7,9 @@ Slack's answers: 200 is done; 429 retries after its Retry-After (within the queu
 channel_not_found…) is permanent.
 
 Posts go through one `requests.Session` per worker thread, so consecutive posts reuse one kept-alive
-HTTPS connection instead of a TLS handshake each.
+HTTPS connection instead of a TLS handshake each. The session reads the environment's proxy and CA
+settings once: requests reads them, and looks for a ~/.netrc, again for every post otherwise (180 of
+a local post's 780 µs of CPU).
 """
 
 import logging
@@ -45,7 +47,7 @@ def post_to_slack(text: str) -> str:
         log.error("Slack webhook not configured (SLACK_WEBHOOK_URL); alert not sent: %s", text)
         return _("skipped: no webhook configured")
     try:
-        response = _session().post(url, json={"text": text}, timeout=(3.05, settings.SLACK_TIMEOUT))
+        response = _session(url).post(url, json={"text": text}, timeout=(3.05, settings.SLACK_TIMEOUT))
     except requests.Timeout:
         raise SlackUnavailable("Slack did not answer in time") from None
     except requests.RequestException as exc:
@@ -70,8 +72,13 @@ def _retry_after(response) -> int:
         return 1
 
 
-def _session() -> requests.Session:
-    """This thread's session. One made before a fork holds the parent's sockets: never used in the child."""
-    if getattr(_local, "pid", None) != os.getpid():
-        _local.session, _local.pid = requests.Session(), os.getpid()
+def _session(url: str) -> requests.Session:
+    """This thread's session for `url`. One made before a fork holds the parent's sockets: never used
+    in the child."""
+    if getattr(_local, "owner", None) != (os.getpid(), url):
+        session = requests.Session()
+        found = session.merge_environment_settings(url, {}, None, None, None)  # HTTPS_PROXY, NO_PROXY, CA bundle
+        session.trust_env = False
+        session.proxies, session.verify = found["proxies"], found["verify"]
+        _local.session, _local.owner = session, (os.getpid(), url)
     return _local.session
