@@ -16,6 +16,7 @@ from ceres_site.accounts.models import EmailDelivery, User, VerificationToken
 from jobs.enqueue.producers import enqueue_email_verify, enqueue_email_welcome
 from jobs.failures.attempts import on_job_failure
 from jobs.models import DeadLetter
+from jobs.tasks import email as email_tasks
 from tests.conftest import free_port, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -114,6 +115,32 @@ def test_a_job_run_again_after_the_email_went_out_sends_the_same_link(smtp, work
     assert press_confirm(first).status_code == 200
     user.refresh_from_db()
     assert user.is_verified
+
+
+@pytest.mark.parametrize("in_the_read", [True, False], ids=["token-in-the-read", "token-on-its-own"])
+def test_a_token_only_for_an_email_that_goes_out_once_per_job_whichever_statement_issues_it(
+    smtp, work, monkeypatch, in_the_read
+):
+    """PostgreSQL issues the token in the recipient's read; a database without an INSERT inside a read
+    (SQLite) issues it in a statement of its own, before the send: the outcome is the same."""
+    monkeypatch.setattr(email_tasks, "_issues_with_read", lambda: in_the_read)
+    waiting, verified = make_user(), make_user(email="vera@example.com", email_verified_at=timezone.now())
+    enqueue_email_verify(user_id=waiting.pk)
+    enqueue_email_verify(user_id=verified.pk)
+    work("email")
+    EmailDelivery.objects.filter(user=waiting).delete()  # as if the worker died before recording it
+    django_rq.get_queue("email").push_job_id(f"email-verify-{waiting.pk}")
+
+    work("email")
+
+    assert [message["To"] for message in smtp.messages] == ["juan@example.com"] * 2
+    first, second = (LINK.search(text_body(message)) for message in smtp.messages)
+    assert first.group(0) == second.group(0)
+    assert VerificationToken.objects.filter(user=waiting).count() == 1
+    assert not VerificationToken.objects.filter(user=verified).exists()
+    assert press_confirm(first).status_code == 200
+    waiting.refresh_from_db()
+    assert waiting.is_verified
 
 
 def test_every_attempt_of_a_job_names_its_email_the_same_and_another_job_differently(smtp, work):

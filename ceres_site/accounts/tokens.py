@@ -14,12 +14,14 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare, salted_hmac
 
+from ceres_site import db
+
 from .models import User, VerificationToken
 
-ISSUE = (
-    f"INSERT INTO {VerificationToken._meta.db_table} (user_id, selector, verifier_hash, created_at, expires_at)"
-    " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (selector) DO NOTHING"
-)
+_INSERT = f"INSERT INTO {VerificationToken._meta.db_table} (user_id, selector, verifier_hash, created_at, expires_at)"
+ISSUE = f"{_INSERT} VALUES (%s, %s, %s, %s, %s) ON CONFLICT (selector) DO NOTHING"
+# The same row, written only if `{condition}` (SQL) holds: part of a larger statement (`token_values`' parameters).
+ISSUE_IF = f"{_INSERT} SELECT %s, %s, %s, %s, %s WHERE {{condition}} ON CONFLICT (selector) DO NOTHING"
 
 
 TOKEN_PART = re.compile(r"[A-Za-z0-9_-]{1,64}")  # what `token_issue` writes: URL-safe base64
@@ -40,19 +42,25 @@ class RawToken:
 
 
 def token_issue(*, user: User, key: str = "") -> RawToken:
-    """A new token for `user`. With `key` (the delivery key of the job that emails it) the token is
-    derived from the key: the same job, run again after a crash or a failed attempt, issues no second
-    token and emails the same link. One INSERT: this runs for every verification email."""
-    if key:
-        digest = salted_hmac("ceres.accounts.tokens.token_issue", key, algorithm="sha512").digest()
-        selector, verifier = _b64(digest[:12]), _b64(digest[12:44])
-    else:
-        selector, verifier = secrets.token_urlsafe(12), secrets.token_urlsafe(32)
+    """A new token for `user`, in one INSERT. With `key` (the delivery key of the job that emails it)
+    the token is `token_for_key(key)`: the same job, run again after a crash or a failed attempt,
+    issues no second token and emails the same link."""
+    token = token_for_key(key) if key else RawToken(secrets.token_urlsafe(12), secrets.token_urlsafe(32))
+    db.fetch_one(ISSUE, token_values(user.pk, token))
+    return token
+
+
+def token_for_key(key: str) -> RawToken:
+    """The token a job with delivery key `key` emails, derived from the key (and the secret key)."""
+    digest = salted_hmac("ceres.accounts.tokens.token_issue", key, algorithm="sha512").digest()
+    return RawToken(_b64(digest[:12]), _b64(digest[12:44]))
+
+
+def token_values(user_id: int, token: RawToken) -> list:
+    """`ISSUE`'s parameters: `token` for user `user_id`, valid from now (the verifier only hashed)."""
     moment, adapt = _now(), connection.ops.adapt_datetimefield_value
     expires_at = moment + timedelta(hours=settings.VERIFICATION_TOKEN_TTL_HOURS)
-    with connection.cursor() as cursor:
-        cursor.execute(ISSUE, [user.pk, selector, _hash(verifier), adapt(moment), adapt(expires_at)])
-    return RawToken(selector, verifier)
+    return [user_id, token.selector, _hash(token.verifier), adapt(moment), adapt(expires_at)]
 
 
 def _b64(data: bytes) -> str:

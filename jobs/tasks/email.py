@@ -34,8 +34,9 @@ from django.utils.http import urlsafe_base64_encode
 from django.utils.translation import gettext as _
 from rq import get_current_job
 
+from ceres_site import db
 from ceres_site.accounts.models import EmailDelivery, Upload, User
-from ceres_site.accounts.tokens import token_issue
+from ceres_site.accounts.tokens import ISSUE, ISSUE_IF, RawToken, token_for_key, token_values
 from jobs.enqueue.producers import enqueue_email_password_reset, enqueue_email_verify
 from jobs.failures.attempts import PermanentJobError
 from jobs.mail import bodies, messages
@@ -54,13 +55,21 @@ DELIVERED = (
     f"INSERT INTO {EmailDelivery._meta.db_table} (user_id, kind, delivery_key, sent_at) VALUES (%s, %s, %s, %s)"
     " ON CONFLICT (delivery_key) DO NOTHING"
 )
+# The recipient's read that also issues the verification token (`token_values`' parameters) for a user
+# unverified and not sent to: PostgreSQL runs an INSERT inside a read (a data-modifying WITH), SQLite does not.
+_UNVERIFIED_NOT_SENT = "EXISTS (SELECT 1 FROM r WHERE r.email_verified_at IS NULL AND NOT r.already_sent)"
+READ_AND_ISSUE = (
+    "WITH r AS ({recipient}), issued AS (" + ISSUE_IF.format(condition=_UNVERIFIED_NOT_SENT) + ") SELECT * FROM r"
+)
 PERSONAL = ("name", "link", "reason", "resend")  # what changes from one email to the next (`jobs.mail.bodies`)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 
 
 def send_verify_email(user_id: int) -> str:
+    key = _delivery_key()
+    token = token_for_key(key)  # a re-run of this job emails the same link
+
     def context(user: Recipient, key: str) -> dict:
-        token = token_issue(user=user, key=key)  # a re-run of this job emails the same link
         # After "#": browsers never send it, so the token stays out of every server and proxy log.
         link = f"{settings.SITE_URL}{reverse('accounts:verify')}#{token.selector}.{token.verifier}"
         return {"link": link, "hours": settings.VERIFICATION_TOKEN_TTL_HOURS}
@@ -70,7 +79,7 @@ def send_verify_email(user_id: int) -> str:
 
     return _send_once(
         user_id, EmailDelivery.Kind.VERIFY, "emails/verify", _("Confirm your Ceres account"), context,
-        sent=_("sent: verification email to user %(user)s"), skip=verified,
+        sent=_("sent: verification email to user %(user)s"), skip=verified, key=key, token=token,
     )  # fmt: skip
 
 
@@ -133,11 +142,15 @@ def send_cv_rejected_email(upload_id: int) -> str:
 def _send_once(
     user_id, kind: EmailDelivery.Kind, template: str, subject: str, context: Callable[["Recipient", str], dict], *,
     sent: str, skip: Callable[["Recipient"], str] | None = None, once_per_user: bool = False,
+    key: str = "", token: RawToken | None = None,
 ) -> str:  # fmt: skip
     """What every email task does: find the recipient, skip what is done already (by this job, or
-    to this user when the email goes `once_per_user`) or what `skip` says, send, record the delivery."""
-    key = _delivery_key()
-    user, reason = _recipient(user_id, *((WELCOMED, [kind.value]) if once_per_user else (SENT_BY_THIS_JOB, [key])))
+    to this user when the email goes `once_per_user`) or what `skip` says, send, record the delivery.
+    `token`, a verification token the email carries, is issued for an unverified recipient before
+    the send (on PostgreSQL in the recipient's read: one round trip less per verification email)."""
+    key = key or _delivery_key()
+    done = (WELCOMED, [kind.value]) if once_per_user else (SENT_BY_THIS_JOB, [key])
+    user, reason = _recipient(user_id, *done, token=token)
     if reason:
         return reason
     if skip and (reason := skip(user)):
@@ -146,6 +159,8 @@ def _send_once(
         return _("skipped: user %(user)s was already welcomed") % {"user": user.pk}
     if user.already_sent:
         return _("skipped: already sent by this job (%(key)s)") % {"key": key}
+    if token is not None and not _issues_with_read():
+        db.fetch_one(ISSUE, token_values(user.pk, token))
     _send(user, template, subject, context(user, key), key)
     _delivered(user, kind, key)
     return sent % {"user": user.pk}
@@ -190,17 +205,19 @@ class Recipient:
     already_sent: bool  # whether the email went out already
 
 
-def _recipient(user_id, already_sent: str, params: list) -> tuple[Recipient | None, str]:
+def _recipient(user_id, already_sent: str, params: list, token: RawToken | None = None) -> tuple[Recipient | None, str]:
     """The user to write to, with `already_sent` (a SQL condition on user `u`), or a reason to skip.
     Bad ids and bad addresses fail for good. One query, read without the ORM: its two queries took six
-    times as long, and building a model instance from a raw query a tenth of a slot's time per email."""
+    times as long, and building a model instance from a raw query a tenth of a slot's time per email.
+    With `token` on PostgreSQL, the same statement issues it if the user is unverified and not sent to."""
     try:
         user_id = int(user_id)
     except (TypeError, ValueError):
         raise PermanentJobError(f"malformed payload: user_id={user_id!r} is not an integer") from None
-    with connection.cursor() as cursor:
-        cursor.execute(RECIPIENT.format(users=User._meta.db_table, already_sent=already_sent), [*params, user_id])
-        row = cursor.fetchone()
+    sql, params = RECIPIENT.format(users=User._meta.db_table, already_sent=already_sent), [*params, user_id]
+    if token is not None and _issues_with_read():
+        sql, params = READ_AND_ISSUE.format(recipient=sql), [*params, *token_values(user_id, token)]
+    row = db.fetch_one(sql, params)
     if row is None:
         log.warning("email job for user %s skipped: no such user", user_id)
         return None, _("skipped: user %(user)s does not exist") % {"user": user_id}
@@ -210,6 +227,10 @@ def _recipient(user_id, already_sent: str, params: list) -> tuple[Recipient | No
     except ValidationError:
         raise PermanentJobError(_("user %(user)s has an invalid email address") % {"user": user_id}) from None
     return user, ""
+
+
+def _issues_with_read() -> bool:
+    return connection.vendor == "postgresql"
 
 
 def _delivered(user: Recipient, kind: EmailDelivery.Kind, key: str) -> None:
@@ -226,8 +247,7 @@ def record(sql: str, params: list) -> None:
     lost_at, pause = None, 0.25
     while True:
         try:
-            with connection.cursor() as cursor:
-                cursor.execute(sql, params)
+            db.fetch_one(sql, params)
             break
         except (OperationalError, InterfaceError) as error:
             if connection.in_atomic_block or time.monotonic() + pause > give_up:
