@@ -196,3 +196,31 @@ def test_a_redis_still_loading_its_data_is_no_new_outage(caplog):
 
     assert clients.LINK.down_since == before
     assert "Redis unreachable" not in caplog.text
+
+
+def test_a_slot_connection_the_server_closed_while_the_slot_waited_is_replaced_without_an_outage(redis_conn, caplog):
+    """A slot keeps one Redis connection (`clients.own_connection`); Redis restarting while the slot waits
+    for work closes it. The slot's next job connects again quietly, as a pooled client would."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from jobs.enqueue import clients
+
+    def closed(client) -> bool:
+        try:
+            return client.connection.can_read()
+        except RedisConnectionError:
+            return True
+
+    slot, outage_before = clients.own_connection(clients.redis()), clients.LINK.down_since
+    try:
+        slot.set("before", "1")
+        redis_conn.client_kill_filter(_id=slot.client_id())  # what a restart does to it
+        wait_for(lambda: closed(slot))  # the server's close reached this side
+
+        clients.drop_if_closed(slot)
+
+        assert slot.get("before") == b"1"
+        assert clients.LINK.down_since == outage_before
+        assert "Redis unreachable" not in caplog.text
+    finally:
+        slot.close()

@@ -90,6 +90,7 @@ class SlotLoop:
                         break
                     _run(hooks.SLOT_IDLE)
                     continue
+                clients.drop_if_closed(runner.connection)  # Redis may have restarted while the slot waited
                 self._run_job(runner, job_id, group.queue, waited=time.monotonic() - last_job_ended)
                 while (job_id := self._handed_over(runner, group.queue)) is not None:
                     self._run_job(runner, job_id, group.queue, waited=0.0)
@@ -97,6 +98,7 @@ class SlotLoop:
         finally:
             _run(hooks.SLOT_END)
             connections.close_all()
+            runner.connection.close()
 
     def _dequeue(self, queue: Queue, burst: bool) -> str | None:
         """The next job's id, moved into the queue's intermediate list as RQ's `dequeue_any` does

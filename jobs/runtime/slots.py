@@ -41,6 +41,7 @@ from redis.client import Pipeline
 from redis.exceptions import RedisError
 
 from jobs.config import pauses, policies
+from jobs.enqueue import clients
 from jobs.rq_compat import (
     HEARTBEAT_FIELD,
     STATE_FIELD,
@@ -128,7 +129,7 @@ class SlotWorker(SlotLoop, CeresWorker):
             [group.queue],
             may_take_next=lambda: self._may_take_next(group),
             name=self.name,
-            connection=self.connection,
+            connection=clients.own_connection(self.connection),
             job_class=self.job_class,
             queue_class=self.queue_class,
             execution_ttl=PROCESS_TTL,

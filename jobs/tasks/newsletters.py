@@ -18,6 +18,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from rq import get_current_job
 
+from ceres_site import db
 from ceres_site.accounts.models import User
 from ceres_site.newsletters import rendering
 from ceres_site.newsletters.models import Delivery, Newsletter
@@ -48,9 +49,7 @@ def send_newsletter(newsletter_id: int, user_id: int, test: bool = False) -> str
         raise PermanentJobError(f"newsletter {newsletter_id} does not exist")
     if not test and newsletter["state"] != Newsletter.State.SENDING:
         return _("skipped: the newsletter is %(state)s") % {"state": Newsletter.State(newsletter["state"]).label}
-    with connection.cursor() as cursor:
-        cursor.execute(RECIPIENT, [newsletter_id, user_id])
-        row = cursor.fetchone()
+    row = db.fetch_one(RECIPIENT, [newsletter_id, user_id])
     if row is None:
         return _("skipped: user %(user)s does not exist") % {"user": user_id}
     email, first_name, subscribed, delivered = row
