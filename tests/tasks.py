@@ -103,3 +103,12 @@ def pause_queue(queue_name: str) -> None:
     from jobs.config import pauses
 
     pauses.pause(django_rq.get_connection(queue_name), queue_name, "a test job")
+
+
+def count_then_fail(queue_name: str) -> None:
+    """Count an alert (as a task may), then fail: the count stands."""
+    from jobs.enqueue import clients
+    from jobs.observability import metrics
+
+    metrics.count(clients.redis(), "alerts", queue_name)
+    raise RuntimeError("failed after counting")

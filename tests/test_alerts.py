@@ -11,10 +11,12 @@ from django.urls import reverse
 from werkzeug import Response
 
 from ceres_site.accounts.models import User
+from jobs.enqueue import clients
 from jobs.enqueue.producers import enqueue_email_verify, enqueue_slack_alert, enqueue_stored_call
 from jobs.failures.dead_letters import MASKED, CannotRetry, dead_letter_retry
 from jobs.failures.final import fingerprint, sweep_failures
 from jobs.models import DeadLetter
+from jobs.observability import metrics
 from tests.conftest import promote_scheduled, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -218,6 +220,24 @@ def test_slack_500_retries_three_times_then_fails_without_alerting_about_itself(
     enqueue_email_verify(user_id=user.pk)
     work("email")
     assert len(smtp.messages) == 1
+
+
+def test_slack_messages_sent_counts_the_posts_slack_accepted_and_a_failed_job_keeps_its_counts(slack, policy, work):
+    """A slot holds a task's counts for the pipeline that ends its job; a job that fails after counting
+    keeps them all the same."""
+    policy("email", retry_max=0)
+    slack.answers = [Response("ok"), Response("invalid_payload", status=400), Response("ok"), Response("ok")]
+    for n in range(4):
+        enqueue_slack_alert(text=f"hola {n}", dedupe_key=f"count{n}")
+    run_call("count_then_fail", "counted", queue_name="email")
+
+    work("slack", "email")
+
+    counters = clients.redis().hgetall(metrics._key())
+    assert len(slack.requests) == 4
+    assert counters[b"slack_messages_sent:slack"] == b"3"
+    assert counters[b"alerts:email"] == b"1"
+    assert fetch("counted").get_status() == "failed"
 
 
 @pytest.mark.slow

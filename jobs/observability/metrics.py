@@ -2,6 +2,9 @@
 incremented by the workers, so every process adds to the same numbers and a restart loses none.
 """
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from itertools import accumulate
 
@@ -21,9 +24,41 @@ def _key() -> str:
     return f"{settings.RQ_KEY_PREFIX}:metrics"
 
 
+_held = threading.local()  # `held_counts`: this thread's counts that wait for its job's end
+
+
 def count(connection, name: str, queue_name: str, amount: int = 1) -> None:
-    """Add to a counter: alerts or slack_messages_sent."""
-    connection.hincrby(_key(), f"{name}:{queue_name}", amount)
+    """Add to a counter: alerts or slack_messages_sent. Inside `held_counts()` (a job a slot runs) the
+    count waits for the pipeline that ends the job: a Slack post's count took a round trip of its own."""
+    held = getattr(_held, "counts", None)
+    if held is not None:
+        held.append((name, queue_name, amount))
+    else:
+        connection.hincrby(_key(), f"{name}:{queue_name}", amount)
+
+
+@contextmanager
+def held_counts(connection) -> Iterator[None]:
+    """Hold the counts of the job this thread runs for `write_held` (the job's end); what no end wrote
+    (the job failed) is written on leaving."""
+    _held.counts = []
+    try:
+        yield
+    finally:
+        held, _held.counts = _held.counts, None
+        if held:
+            with connection.pipeline(transaction=False) as pipe:
+                for name, queue_name, amount in held:
+                    pipe.hincrby(_key(), f"{name}:{queue_name}", amount)
+                pipe.execute()
+
+
+def write_held(pipe) -> None:
+    """Queue on `pipe` the counts held for this thread's job (`held_counts`)."""
+    held = getattr(_held, "counts", None) or []
+    for name, queue_name, amount in held:
+        pipe.hincrby(_key(), f"{name}:{queue_name}", amount)
+    held.clear()
 
 
 def job_finished(pipe, job, queue_name: str, ended: datetime) -> None:

@@ -12,8 +12,9 @@ callbacks), without what belongs to a process:
 - a job starts in one round trip, which also reads it: RQ reads the job (`Job.fetch`), writes its
   execution (`prepare_execution`) and marks it started (`prepare_job_execution`) in three, with a
   job heartbeat that the start overwrites anyway;
-- a job's success is one pipeline, metrics included: RQ re-saves the whole job hash, watches and
-  reads the job's dependents and counts metrics in more round trips. No job here has dependents
+- a job's success is one pipeline, metrics included (and the counts its task made:
+  `metrics.held_counts`): RQ re-saves the whole job hash, watches and reads the job's dependents
+  and counts metrics in more round trips. No job here has dependents
   (producers enqueue with `unique=True`, which refuses dependencies); a job that repeats takes
   RQ's own path. A job deleted while it ran (staff may) stays deleted: what its end wrote back is
   taken away again, so no hash without a job holds its id;
@@ -212,7 +213,8 @@ class SlotRunner(CeresWorker):
         returns the job, or None if it was deleted meanwhile."""
         job, execution = self.start(job_id, queue)
         if job is not None and execution is not None:  # both or neither
-            self.perform_job(job, queue, execution)
+            with metrics.held_counts(self.connection):  # written by the job's end (`handle_job_success`)
+                self.perform_job(job, queue, execution)
         return job
 
     def start(self, job_id: str, queue: Queue) -> tuple[Job | None, Execution | None]:
@@ -277,6 +279,7 @@ class SlotRunner(CeresWorker):
                 pipe.expire(job.key, result_ttl)
             self.cleanup_execution(job, pipeline=pipe, execution=execution)
             metrics.job_finished(pipe, job, queue.name, job.ended_at)
+            metrics.write_held(pipe)
             take_next = self.may_take_next()
             if take_next:  # the next job in the same round trip, as RQ's dequeue would move it
                 pipe.lmove(queue.key, queue.intermediate_queue_key)
