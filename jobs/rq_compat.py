@@ -25,6 +25,7 @@ django.conf / django.core, never another `jobs` module.
 """
 
 import hashlib
+import re
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from importlib import metadata
@@ -206,20 +207,33 @@ def push_unique(pipe: Pipeline, queue: Queue, job: Job) -> None:
 # --- one round trip: redis-py's pipeline, run as one script ---------------------------------------
 
 # ARGV: the protocol the client speaks (each reply must have the shape its callbacks expect; redis-py 8
-# speaks RESP3 unless told otherwise), then each command as its length and its words. Runs every
-# command, as EXEC does after an error. Each reply comes back inside a list of one, or none for a
-# null (a nil would end Lua's list of replies there).
+# speaks RESP3 unless told otherwise), the placeholder and the position (1-based, 0: none) of the first
+# command for a returned id (`BatchPipeline.for_returned_id`), then each command as its length and its
+# words. Runs every command, as EXEC does after an error. Each reply comes back inside a list of one,
+# or none for a null (a nil would end Lua's list of replies there).
 _BATCH = """
 redis.setresp(tonumber(ARGV[1]))
-local replies, i = {}, 2
+local placeholder, bound_from = ARGV[2], tonumber(ARGV[3])
+local replies, i, id = {}, 4, nil
 while i <= #ARGV do
   local n = tonumber(ARGV[i])
-  replies[#replies + 1] = {redis.pcall(unpack(ARGV, i + 1, i + n))}
+  if #replies + 1 == bound_from then
+    id = replies[#replies][1]
+    if type(id) ~= "string" or not string.match(id, "^[%w_-]+$") then break end
+  end
+  if id then
+    local words = {}
+    for k = 1, n do words[k] = (string.gsub(ARGV[i + k], placeholder, id)) end
+    replies[#replies + 1] = {redis.pcall(unpack(words))}
+  else
+    replies[#replies + 1] = {redis.pcall(unpack(ARGV, i + 1, i + n))}
+  end
   i = i + n + 1
 end
 return replies
 """
 _BATCH_SHA = hashlib.sha1(_BATCH.encode()).hexdigest()
+_PLACEHOLDER = re.compile(r"[A-Za-z0-9]+")  # no character Lua's patterns treat as magic
 
 
 class BatchPipeline(Pipeline):
@@ -229,10 +243,25 @@ class BatchPipeline(Pipeline):
     response callbacks, as its `_execute_transaction` applies them); no WATCH, no pipelined scripts."""
 
     via: Redis  # the client that runs the script (`batch` sets it)
+    placeholder = ""
+    bound_from = 0  # the first command for a returned id, counted from 1 (0: none)
+
+    def __enter__(self) -> "BatchPipeline":
+        return self
+
+    def for_returned_id(self, placeholder: str) -> None:
+        """The commands queued from now on run only if the command queued last returns an id (letters,
+        digits, `_` and `-`, as RQ's), with `placeholder` in their keys and values replaced by it:
+        a job's end takes the next job and starts it in one round trip. Otherwise they do not run,
+        and `execute` answers None for each."""
+        if not _PLACEHOLDER.fullmatch(placeholder) or not self.command_stack:
+            raise ValueError(f"a placeholder of letters and digits, after a command: {placeholder!r}")
+        self.placeholder, self.bound_from = placeholder, len(self.command_stack) + 1
 
     def execute(self, raise_on_error: bool = True) -> list[Any]:
         stack, client = self.command_stack, self.via
-        argv: list[Any] = [self.connection_pool.connection_kwargs.get("protocol") or DEFAULT_RESP_VERSION]
+        protocol = self.connection_pool.connection_kwargs.get("protocol") or DEFAULT_RESP_VERSION
+        argv: list[Any] = [protocol, self.placeholder, self.bound_from]
         for args, _options in stack:
             argv.append(len(args))
             argv.extend(args)
@@ -243,8 +272,14 @@ class BatchPipeline(Pipeline):
                 replies = client.eval(_BATCH, 0, *argv)
         finally:
             self.reset()
-        results = []
+            self.placeholder, self.bound_from = "", 0
+        if len(replies) != len(stack):  # the commands for a returned id did not run
+            replies = replies + [None] * (len(stack) - len(replies))
+        results: list[Any] = []
         for (args, options), boxed in zip(stack, replies, strict=True):
+            if boxed is None:
+                results.append(None)
+                continue
             reply = boxed[0] if boxed else None
             if isinstance(reply, Exception):
                 if raise_on_error:

@@ -231,3 +231,40 @@ def test_a_batch_raises_the_first_error_after_running_every_command(redis_conn):
             pipe.execute()
     assert redis_conn.get("batch:count") == b"1"
     assert redis_conn.lrange("batch:other", 0, -1) == [b"j1"]
+
+
+@pytest.mark.parametrize("protocol", [None, 2, 3])
+@pytest.mark.parametrize("pushed", ["job-7_b", None, "bad:id", "100%"], ids=["an-id", "none", "colon", "percent"])
+def test_commands_for_a_returned_id_run_with_it_or_not_at_all(redis_conn, protocol, pushed):
+    """What a job's end does to start the next job: the commands after `for_returned_id` name the id
+    the command before them returned, and run only if it is an id of RQ's alphabet."""
+    kwargs = redis_conn.connection_pool.connection_kwargs
+    client = Redis(host=kwargs["host"], port=kwargs["port"], db=kwargs["db"], protocol=protocol)
+    if pushed is not None:
+        client.rpush("ids", pushed)
+
+    with rq_compat.batch(client) as pipe:
+        pipe.set("before", "1")
+        pipe.lmove("ids", "taken")
+        pipe.for_returned_id("NextId0")
+        pipe.hset("job:NextId0", mapping={"id": "NextId0", "n": 1})
+        pipe.sadd("started", "NextId0:exec")
+        pipe.hgetall("job:NextId0")
+        replies = pipe.execute()
+
+    started = pushed == "job-7_b"
+    assert replies[0] is True and replies[1] == (pushed.encode() if pushed else None)
+    assert replies[2:] == ([2, 1, {b"id": b"job-7_b", b"n": b"1"}] if started else [None, None, None])
+    assert client.smembers("started") == ({b"job-7_b:exec"} if started else set())
+    assert client.keys("job:*") == ([b"job:job-7_b"] if started else [])
+    assert client.get("before") == b"1"
+
+
+@pytest.mark.parametrize("placeholder", ["", "next.id", "a-b"])
+def test_a_placeholder_is_letters_and_digits_after_a_command(redis_conn, placeholder):
+    with rq_compat.batch(redis_conn) as pipe:
+        pipe.lmove("ids", "taken")
+        with pytest.raises(ValueError, match="placeholder"):
+            pipe.for_returned_id(placeholder)
+    with rq_compat.batch(redis_conn) as pipe, pytest.raises(ValueError, match="after a command"):
+        pipe.for_returned_id("NextId0")

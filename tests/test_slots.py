@@ -231,11 +231,14 @@ def test_database_connections_broken_while_idle_are_replaced_before_the_next_job
 def test_recycling_after_n_jobs_loses_nothing(live_worker, tmp_path):
     process = live_worker("email", options=("--max-jobs", "3"))
     done = tmp_path / "done"
-    for n in range(10):
+    # A generation runs its 3 jobs, the others its 5 slots had started by then, and the next one each
+    # of those ends had started with it (`SlotRunner.handle_job_success`): 3 + 5 + 5 at most.
+    jobs = 2 * (3 + 5 + 5) + 1
+    for n in range(jobs):
         enqueue("mark", n, str(done), job_id=f"email-recycle-{n}")
 
-    wait_for(lambda: all(status(f"email-recycle-{n}") == "finished" for n in range(10)), timeout=90)
-    assert sorted(marks(done), key=int) == [str(n) for n in range(10)]
+    wait_for(lambda: all(status(f"email-recycle-{n}") == "finished" for n in range(jobs)), timeout=90)
+    assert sorted(marks(done), key=int) == [str(n) for n in range(jobs)]
     wait_for(lambda: (tmp_path / "worker-0.log").read_text().count("starting again") >= 2, timeout=30)
     assert process.poll() is None
     wait_for(lambda: len(reads.workers("email")) == 1, timeout=30)  # each generation left the registry
@@ -288,16 +291,21 @@ def dequeues_counted(monkeypatch) -> list[str]:
     return taken
 
 
-def test_a_jobs_end_takes_the_next_job_of_its_queue(work, policy, monkeypatch, tmp_path):
+def test_a_jobs_end_takes_and_starts_the_next_job_of_its_queue(work, policy, monkeypatch, tmp_path):
     policy("email", concurrency=1)
     taken = dequeues_counted(monkeypatch)
+    starts, start = [], slot_runner.SlotRunner.start
+    monkeypatch.setattr(
+        slot_runner.SlotRunner, "start", lambda self, job_id, queue: starts.append(job_id) or start(self, job_id, queue)
+    )
     for n in range(1, 5):
         enqueue("mark", n, str(tmp_path / "done"), job_id=f"email-chain-{n}")
 
     work("email")
 
     assert marks(tmp_path / "done") == ["1", "2", "3", "4"]
-    assert taken == ["email-chain-1", None]  # 2 to 4 came with the end of the job before them
+    assert taken == ["email-chain-1", None]  # 2 to 4 came with the end of the job before them...
+    assert starts == ["email-chain-1"]  # ...started by it, in the same round trip
     assert all(status(f"email-chain-{n}") == "finished" for n in range(1, 5))
 
 

@@ -100,3 +100,22 @@ def test_an_unreadable_id_in_a_registry_breaks_no_reader_and_no_worker(
         [dead] = DeadLetter.objects.filter(exc_type="UnreadableJob")
         assert dead.queue == queue_name and f"unreadable in the {state} registry" in dead.exc_message
     assert admin_client.get(list_page).status_code == 200
+
+
+@pytest.mark.parametrize("job_id,changes", [CASES[0][1:], CASES[1][1:]], ids=["an-id-rq-refuses", "unrestorable"])
+def test_an_unreadable_job_taken_with_the_end_of_the_one_before_is_set_aside_too(job_id, changes, work, policy):
+    """A job's end takes and starts the next job (`SlotRunner.handle_job_success`): one RQ cannot
+    read, or whose id the start cannot name, is set aside all the same."""
+    policy("email", concurrency=1)
+    fine = {"queue_name": "email", "func": "tests.tasks.sleep", "kwargs": {"seconds": 0}}
+    enqueue_stored_call(job_id="email-before-1", **fine)
+    push_unreadable("email", job_id, **changes)
+    enqueue_stored_call(job_id="email-after-1", **fine)
+
+    work("email")
+
+    queue = django_rq.get_queue("email")
+    assert [queue.fetch_job(f"email-{when}-1").get_status() for when in ("before", "after")] == ["finished"] * 2
+    assert queue.connection.llen(queue.key) == queue.connection.llen(queue.intermediate_queue_key) == 0
+    [dead] = DeadLetter.objects.filter(exc_type="UnreadableJob")
+    assert dead.job_id == job_id and not queue.connection.exists(Job.key_for(job_id))

@@ -117,15 +117,18 @@ class SlotLoop:
         return job_id
 
     def _may_take_next(self, group: QueueSlots) -> bool:
-        """Whether a job's end may take the next job of its queue in the same round trip (not while
-        stopping or paused, nor where each job waits for its turn under the SMTP limit)."""
-        return not (self._stopping.is_set() or group.throttled or group.queue.name in self._pauses.names())
+        """Whether a job's end may take and start the next job of its queue in the same round trip (not
+        while stopping or paused, nor where each job waits for its turn under the SMTP limit, nor at
+        the job that ends the process's share before it starts again: `WORKER_MAX_JOBS`)."""
+        last = self._jobs_done + 1 >= self._max_jobs
+        return not (last or self._stopping.is_set() or group.throttled or group.queue.name in self._pauses.names())
 
     def _handed_over(self, runner: SlotRunner, queue: Queue) -> str | None:
-        """The job the last job's end took, unless the worker is stopping or the queue was paused
-        meanwhile: then it goes back to the queue's head."""
-        job_id = runner.take_next_job_id()
-        if job_id is not None and (self._stopping.is_set() or queue.name in self._pauses.names()):
+        """The job the last job's end took. One it started runs, as any job started before a pause or
+        a stop; one it only moved goes back to the queue's head if the worker is stopping or the queue
+        was paused meanwhile."""
+        started, job_id = runner.started_next, runner.take_next_job_id()
+        if job_id is not None and not started and (self._stopping.is_set() or queue.name in self._pauses.names()):
             pauses.give_back(self.connection, queue, job_id)
             return None
         return job_id

@@ -11,7 +11,10 @@ callbacks), without what belongs to a process:
 - the counters RQ keeps in the worker hash (`jobs.observability.metrics` counts finished and failed jobs);
 - a job starts in one round trip, which also reads it: RQ reads the job (`Job.fetch`), writes its
   execution (`prepare_execution`) and marks it started (`prepare_job_execution`) in three, with a
-  job heartbeat that the start overwrites anyway;
+  job heartbeat that the start overwrites anyway. Under load there is not even that one: a job's
+  end takes its queue's next job and starts it in the same script (as BullMQ's `moveToFinished`),
+  the start's commands naming it by a placeholder (`BatchPipeline.for_returned_id`). A job started
+  so runs even if a pause or a stop came meanwhile, as any job started before them;
 - a job's success is one pipeline, metrics included (and the counts its task made:
   `metrics.held_counts`): RQ re-saves the whole job hash, watches and reads the job's dependents
   and counts metrics in more round trips. No job here has dependents
@@ -60,6 +63,7 @@ from jobs.runtime.job import CeresJob
 from jobs.runtime.worker import CeresWorker, WorkerQueues
 
 WATCHDOG_TICK = 0.2  # seconds: how late past its timeout a job may be stopped
+NEXT_JOB = "CeresNextJob0placeholder"  # the next job's id in the commands a job's end queues to start it
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -202,16 +206,29 @@ class SlotRunner(CeresWorker):
         self.execution_ttl = execution_ttl
         self.log = _quiet_log
         self.next_job_id: str | None = None
+        self._next_started: tuple[Job, Execution] | None = None
 
     def take_next_job_id(self) -> str | None:
-        """The id of the job the last job's end moved into the queue's intermediate list, if any."""
+        """The id of the job the last job's end took from its queue, if any: started already
+        (`started_next`), or only moved to the queue's intermediate list."""
         job_id, self.next_job_id = self.next_job_id, None
         return job_id
 
+    @property
+    def started_next(self) -> bool:
+        """Whether the last job's end also started the job it took (see `handle_job_success`)."""
+        return self._next_started is not None
+
     def run_job_id(self, job_id: str, queue: Queue) -> Job | None:
-        """Start the job `job_id` (just moved from `queue` to its intermediate list) and run it;
-        returns the job, or None if it was deleted meanwhile."""
-        job, execution = self.start(job_id, queue)
+        """Run the job `job_id`: started by the last job's end, or just moved from `queue` to its
+        intermediate list (then started here). Returns the job, or None if it was deleted meanwhile."""
+        job: Job | None
+        execution: Execution | None
+        started, self._next_started = self._next_started, None
+        if started is not None and started[0].id == job_id:
+            job, execution = started
+        else:
+            job, execution = self.start(job_id, queue)
         if job is not None and execution is not None:  # both or neither
             with metrics.held_counts(self.connection):  # written by the job's end (`handle_job_success`)
                 self.perform_job(job, queue, execution)
@@ -223,24 +240,36 @@ class SlotRunner(CeresWorker):
         if not reads.valid_id(job_id):
             unreadable.set_aside(self.connection, job_id, "its id has characters RQ does not allow")
             return None, None
+        with rq_compat.batch(self.connection) as pipe:
+            job, execution = self._queue_start(pipe, job_id, queue)
+            raw = pipe.execute()[-1]
+        return self._started(job, execution, queue, raw)
+
+    def _queue_start(self, pipe: Pipeline, job_id: str, queue: Queue) -> tuple[Job, Execution]:
+        """Queue on `pipe` the start of the job `job_id`, and its read last."""
         job = self.job_class(job_id, connection=self.connection, serializer=self.serializer)
         job.origin = queue.name  # the started registry's, until the job's own is read
-        with rq_compat.batch(self.connection) as pipe:
-            execution = Execution.create(job, self.execution_ttl, pipeline=pipe, worker_name=self.name)
-            # What rq's prepare_job_execution does, less the heartbeats...
-            job.prepare_for_execution(self.name, pipeline=pipe)
-            pipe.persist(job.key)
-            pipe.lrem(queue.intermediate_queue_key, 1, job_id)
-            # ...and the job as it is now, started.
-            pipe.hgetall(job.key)
-            raw = pipe.execute()[-1]
+        execution = Execution.create(job, self.execution_ttl, pipeline=pipe, worker_name=self.name)
+        # What rq's prepare_job_execution does, less the heartbeats...
+        job.prepare_for_execution(self.name, pipeline=pipe)
+        pipe.persist(job.key)
+        pipe.lrem(queue.intermediate_queue_key, 1, job_id)
+        # ...and the job as it is now, started.
+        pipe.hgetall(job.key)
+        return job, execution
+
+    def _started(
+        self, job: Job, execution: Execution, queue: Queue, raw: dict[bytes, bytes]
+    ) -> tuple[Job | None, Execution | None]:
+        """The job `_queue_start` started, read from `raw`; None if it was deleted while queued or
+        cannot be read (then it is set aside)."""
         if not rq_compat.hash_holds_job(raw):  # deleted while queued: what we just wrote is all there is
             self._undo_start(job, execution, delete_stub=True)
             return None, None
         try:
             job.restore(raw)
         except Exception as error:
-            unreadable.set_aside(self.connection, job_id, f"{type(error).__name__}: {error}", queue_name=queue.name)
+            unreadable.set_aside(self.connection, job.id, f"{type(error).__name__}: {error}", queue_name=queue.name)
             self._undo_start(job, execution, delete_stub=False)
             return None, None
         self.executions[execution.id] = execution
@@ -281,12 +310,23 @@ class SlotRunner(CeresWorker):
             metrics.job_finished(pipe, job, queue.name, job.ended_at)
             metrics.write_held(pipe)
             take_next = self.may_take_next()
-            if take_next:  # the next job in the same round trip, as RQ's dequeue would move it
+            if take_next:  # the next job in the same round trip, moved as RQ's dequeue does, and started
+                took = len(pipe.command_stack)
                 pipe.lmove(queue.key, queue.intermediate_queue_key)
+                pipe.for_returned_id(NEXT_JOB)
+                next_job, next_execution = self._queue_start(pipe, NEXT_JOB, queue)
             replies = pipe.execute()
         created_fields = replies[0]
-        if take_next and replies[-1] is not None:
-            self.next_job_id = replies[-1].decode()
+        if take_next and replies[took] is not None:
+            self.next_job_id = replies[took].decode()
+            if replies[-1] is not None:  # started too (not if its id has characters RQ does not allow)
+                next_job.id = self.next_job_id
+                next_execution.job_id = self.next_job_id
+                started_job, started_execution = self._started(next_job, next_execution, queue, replies[-1])
+                if started_job is not None and started_execution is not None:
+                    self._next_started = (started_job, started_execution)
+                else:
+                    self.next_job_id = None  # deleted while queued, or set aside
         if created_fields == 2:  # `status` was not there: the job was deleted while it ran
             rq_compat.forget_deleted_job(self.connection, job)
         rq_compat.release_rate_slot(job)
