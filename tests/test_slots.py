@@ -323,6 +323,34 @@ def test_a_pause_during_a_job_leaves_the_next_job_queued(work, policy, monkeypat
     assert queue.get_job_ids() == ["email-waits-2"] and redis_conn.llen(queue.intermediate_queue_key) == 0
 
 
+def test_a_job_started_with_the_last_ones_end_runs_through_a_pause_that_came_meanwhile(
+    work, policy, monkeypatch, redis_conn, tmp_path
+):
+    """Started is started: as a job running when staff pause its queue, it runs to its end."""
+    policy("email", concurrency=1)
+    monkeypatch.setattr(pauses, "REFRESH", 0)  # every look reads Redis
+    end = slot_runner.SlotRunner.handle_job_success
+
+    def end_then_pause(self, job, *args, **kwargs):
+        end(self, job, *args, **kwargs)
+        if job.id == "email-first-1":
+            pauses.pause(redis_conn, "email", "staff")
+
+    monkeypatch.setattr(slot_runner.SlotRunner, "handle_job_success", end_then_pause)
+    for n, name in enumerate(["first", "second", "third"], 1):
+        enqueue("mark", n, str(tmp_path / "done"), job_id=f"email-{name}-{n}")
+
+    work("email")
+
+    queue = django_rq.get_queue("email")
+    assert marks(tmp_path / "done") == ["1", "2"]
+    assert [status(f"email-{name}-{n}") for n, name in enumerate(["first", "second", "third"], 1)] == [
+        "finished", "finished", "queued"
+    ]  # fmt: skip
+    assert queue.get_job_ids() == ["email-third-3"] and redis_conn.llen(queue.intermediate_queue_key) == 0
+    assert queue.started_job_registry.get_job_ids() == []
+
+
 @pytest.mark.parametrize("meanwhile", ["paused", "stopping"])
 def test_a_job_taken_with_the_last_ones_end_goes_back_if_the_worker_may_not_run_it(meanwhile, redis_conn):
     """Paused or stopping between a job's end and the next job's start: the next job goes back."""
