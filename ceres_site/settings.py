@@ -127,6 +127,7 @@ INSTALLED_APPS = [
     "django_rq",
     "django_ratelimit",
     "anymail",
+    "ceres_site.municipalities",
     "ceres_site.accounts",
     "ceres_site.newsletters",
 ]

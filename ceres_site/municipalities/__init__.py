@@ -1,0 +1,1 @@
+"""The municipalities one installation serves: each its own site address, sender, branding and alerts."""

@@ -1,0 +1,132 @@
+"""A municipality served by this installation: its site address and host names, the sender and
+branding of its emails, its own mail server and Slack channel if it has them.
+
+What a municipality leaves blank falls back to the installation's settings (`SITE_URL`,
+`DEFAULT_FROM_EMAIL`, `EMAIL_*`, `SLACK_WEBHOOK_URL`): the default municipality, created by the first
+migration with nothing else filled in, is the single-tenant install as it was. Secrets (its SMTP
+password, its Slack webhook) are not stored: a field names the environment variable that holds each,
+so neither the database, admin nor a job's payload ever carries them.
+"""
+
+import os
+import re
+from email.utils import formataddr, parseaddr
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import RegexValidator
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+DEFAULT_SLUG = "default"
+ENV_NAME = RegexValidator(r"^[A-Z_][A-Z0-9_]*$", _("An environment variable's name: capital letters, digits and _."))
+HOST_NAME = re.compile(r"^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
+COLOUR = RegexValidator(r"^#[0-9a-fA-F]{6}$", _("A colour as #rrggbb."))
+
+
+class MunicipalityQuerySet(models.QuerySet):
+    def default(self) -> "Municipality":
+        return self.get(is_default=True)
+
+    def for_host(self, host: str) -> "Municipality | None":
+        """The active municipality whose host names include `host` (no port), else None."""
+        host = host.lower().rstrip(".")
+        for municipality in self.filter(active=True).exclude(hosts=""):
+            if host in municipality.host_names:
+                return municipality
+        return None
+
+
+class Municipality(models.Model):
+    name = models.CharField(_("name"), max_length=100)
+    slug = models.SlugField(_("slug"), max_length=50, unique=True)
+    active = models.BooleanField(
+        _("active"), default=True, help_text=_("An inactive municipality's jobs fail instead of being sent.")
+    )
+    is_default = models.BooleanField(_("default"), default=False, editable=False)
+    base_url = models.URLField(
+        _("site address"), blank=True, help_text=_("As https://example.gob.ar; blank: the installation's SITE_URL.")
+    )
+    hosts = models.CharField(
+        _("host names"), max_length=500, blank=True,
+        help_text=_("The host names its pages answer on, separated by commas; each also in ALLOWED_HOSTS."),
+    )  # fmt: skip
+    sender_name = models.CharField(_("sender name"), max_length=100, blank=True)
+    sender_email = models.EmailField(
+        _("sender address"), blank=True, help_text=_("Blank: the installation's DEFAULT_FROM_EMAIL.")
+    )
+    smtp_host = models.CharField(
+        _("SMTP server"), max_length=200, blank=True, help_text=_("Its own mail server; blank: the installation's.")
+    )
+    smtp_port = models.PositiveIntegerField(_("SMTP port"), null=True, blank=True)
+    smtp_username = models.CharField(_("SMTP user"), max_length=200, blank=True)
+    smtp_password_env = models.CharField(
+        _("SMTP password variable"), max_length=100, blank=True, validators=[ENV_NAME],
+        help_text=_("The name of the environment variable that holds the password, never the password."),
+    )  # fmt: skip
+    smtp_use_tls = models.BooleanField(_("SMTP with STARTTLS"), default=True)
+    slack_webhook_env = models.CharField(
+        _("Slack webhook variable"), max_length=100, blank=True, validators=[ENV_NAME],
+        help_text=_("The name of the environment variable that holds its alerts' webhook; blank: the platform's."),
+    )  # fmt: skip
+    logo_url = models.URLField(_("logo address"), blank=True)
+    colour = models.CharField(_("colour"), max_length=7, default="#1f5f8b", validators=[COLOUR])
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+
+    objects = MunicipalityQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("municipality")
+        verbose_name_plural = _("municipalities")
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["is_default"], condition=models.Q(is_default=True), name="municipalities_one_default"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def host_names(self) -> list[str]:
+        return [host.strip().lower().rstrip(".") for host in self.hosts.split(",") if host.strip()]
+
+    @property
+    def site_url(self) -> str:
+        return (self.base_url or settings.SITE_URL).rstrip("/")
+
+    @property
+    def sender(self) -> str:
+        """The From of its emails: its name and address, each falling back to DEFAULT_FROM_EMAIL's."""
+        default_name, default_address = parseaddr(settings.DEFAULT_FROM_EMAIL)
+        return formataddr((self.sender_name or default_name, self.sender_email or default_address))
+
+    @property
+    def slack_webhook_url(self) -> str:
+        """Its alerts' webhook, read from the environment now; blank: the platform's."""
+        own = os.environ.get(self.slack_webhook_env, "") if self.slack_webhook_env else ""
+        return own or settings.SLACK_WEBHOOK_URL
+
+    @property
+    def smtp_password(self) -> str:
+        return os.environ.get(self.smtp_password_env, "") if self.smtp_password_env else ""
+
+    def clean(self) -> None:
+        errors: dict[str, list] = {}
+        for host in self.host_names:
+            if not HOST_NAME.match(host):
+                errors.setdefault("hosts", []).append(_("%(host)s is not a host name.") % {"host": host})
+        taken = set(self.host_names) & {
+            host for other in Municipality.objects.exclude(pk=self.pk) for host in other.host_names
+        }
+        if taken:
+            errors.setdefault("hosts", []).append(
+                _("Another municipality answers on %(hosts)s.") % {"hosts": ", ".join(sorted(taken))}
+            )
+        if self.is_default and not self.active:
+            errors["active"] = [_("The default municipality stays active: the installation's own jobs are its.")]
+        if self.smtp_password_env and not self.smtp_host:
+            errors["smtp_host"] = [_("A password variable without a server: name the server too.")]
+        if errors:
+            raise ValidationError(errors)
