@@ -138,6 +138,7 @@ MIDDLEWARE = [
     "ceres_site.middleware.UploadSizeLimit",  # before anything reads a body (the CSRF check does)
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
+    "ceres_site.municipalities.current.CurrentMunicipality",  # after the language: its 404 is in Spanish
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",

@@ -4,8 +4,13 @@ municipality leaves blank falling back to the settings, its checks, and its admi
 import pytest
 from django.contrib.auth.models import Permission
 from django.core.exceptions import ValidationError
+from django.db import connection
+from django.http import Http404, HttpResponse
+from django.test import RequestFactory
+from django.test.utils import CaptureQueriesContext
 
 from ceres_site.accounts.models import User
+from ceres_site.municipalities import current
 from ceres_site.municipalities.models import DEFAULT_SLUG, Municipality
 
 pytestmark = pytest.mark.django_db
@@ -52,9 +57,31 @@ def test_a_municipality_s_own_address_sender_hosts_and_secrets_from_the_environm
     assert municipality.sender == "Ceres <avisos@villasur.example.test>"  # the name falls back alone
 
 
-def test_an_inactive_municipality_answers_on_no_host():
+def test_a_request_acts_for_the_municipality_its_host_names(rf, settings):
+    settings.ALLOWED_HOSTS = ["villasur.example.test", "ceres.example.test"]
+    villa_sur = make(hosts="villasur.example.test")
+    seen = []
+
+    def view(request):
+        seen.append((request.municipality.pk, current.current().pk))
+        return HttpResponse("ok")
+
+    middleware = current.CurrentMunicipality(view)
+    middleware(rf.get("/", HTTP_HOST="villasur.example.test:8000"))
+    middleware(rf.get("/", HTTP_HOST="ceres.example.test"))  # allowed, named by no municipality: the default
+    default = Municipality.objects.default()
+    assert seen == [(villa_sur.pk, villa_sur.pk), (default.pk, default.pk)]
+    assert current.current() == default  # outside a request
+
+
+def test_an_inactive_municipality_s_site_is_not_found_and_pages_that_do_not_ask_need_no_database(client, settings):
+    settings.ALLOWED_HOSTS = ["villasur.example.test"]
     make(hosts="villasur.example.test", active=False)
-    assert Municipality.objects.for_host("villasur.example.test") is None
+    with pytest.raises(Http404):
+        current.for_request(RequestFactory().get("/", HTTP_HOST="villasur.example.test"))
+    with CaptureQueriesContext(connection) as queries:
+        client.get("/health", HTTP_HOST="villasur.example.test")
+    assert not [query for query in queries if "municipalities" in query["sql"]]
 
 
 @pytest.mark.parametrize(

@@ -29,9 +29,9 @@ class MunicipalityQuerySet(models.QuerySet):
         return self.get(is_default=True)
 
     def for_host(self, host: str) -> "Municipality | None":
-        """The active municipality whose host names include `host` (no port), else None."""
+        """The municipality whose host names include `host` (no port), active or not, else None."""
         host = host.lower().rstrip(".")
-        for municipality in self.filter(active=True).exclude(hosts=""):
+        for municipality in self.exclude(hosts=""):
             if host in municipality.host_names:
                 return municipality
         return None
