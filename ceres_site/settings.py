@@ -132,6 +132,8 @@ INSTALLED_APPS = [
     "ceres_site.newsletters",
 ]
 
+AUTHENTICATION_BACKENDS = ["ceres_site.accounts.backends.MunicipalityBackend"]
+
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",  # admin's static files from gunicorn, no extra server

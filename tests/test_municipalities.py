@@ -49,7 +49,7 @@ def test_a_municipality_s_own_address_sender_hosts_and_secrets_from_the_environm
     assert municipality.sender == "Municipalidad de Villa Sur <avisos@villasur.example.test>"
     assert municipality.host_names == ["villasur.example.test", "www.villasur.example.test"]
     assert Municipality.objects.for_host("WWW.villasur.example.test") == municipality
-    assert Municipality.objects.for_host("otra.example.test") is None
+    assert Municipality.objects.for_host("otra.example.test") == Municipality.objects.default()
     monkeypatch.setenv("VILLA_SUR_SMTP", "s3cret")
     monkeypatch.setenv("VILLA_SUR_SLACK", "http://127.0.0.1:9/villa-sur")
     assert (municipality.smtp_password, municipality.slack_webhook_url) == ("s3cret", "http://127.0.0.1:9/villa-sur")

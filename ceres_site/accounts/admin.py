@@ -54,9 +54,11 @@ class GroupAdmin(TranslatedPermissions, BaseGroupAdmin):
 
 @admin.register(User)
 class UserAdmin(TranslatedPermissions, BaseUserAdmin):
-    list_display = ("username", "email", "first_name", "email_verified_at", "is_staff", "date_joined")
-    list_filter = ("is_staff", "is_active", ("email_verified_at", admin.EmptyFieldListFilter))
-    fieldsets = BaseUserAdmin.fieldsets + ((_("Verification"), {"fields": ("email_verified_at", "jobs")}),)
+    list_display = ("username", "email", "first_name", "municipality", "email_verified_at", "is_staff", "date_joined")
+    list_filter = ("municipality", "is_staff", "is_active", ("email_verified_at", admin.EmptyFieldListFilter))
+    fieldsets = BaseUserAdmin.fieldsets + (
+        (_("Verification"), {"fields": ("municipality", "email_verified_at", "jobs")}),
+    )
     readonly_fields = ("jobs",)
     actions = ["resend_verification_email"]
 

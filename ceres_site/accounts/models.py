@@ -1,14 +1,34 @@
 import uuid
 
 from django.contrib.auth.models import AbstractUser
+from django.contrib.auth.models import UserManager as DjangoUserManager
 from django.db import models
 from django.db.models.functions import Lower
 from django.utils.translation import gettext_lazy as _
 
+from ceres_site.municipalities.models import Municipality, default_pk
+
+
+class UserManager(DjangoUserManager):
+    def bulk_create(self, objs, *args, **kwargs):
+        """Users made without a municipality are the default one's, as `User.save` makes them."""
+        objs = list(objs)
+        if any(user.municipality_id is None for user in objs):
+            default = default_pk()
+            for user in objs:
+                user.municipality_id = user.municipality_id or default
+        return super().bulk_create(objs, *args, **kwargs)
+
 
 class User(AbstractUser):
-    """A person of the platform; signups use their email as username, staff keep short usernames."""
+    """A person of one municipality; signups use their email as username (`username_for`), staff keep
+    short usernames. One address may hold one account per municipality."""
 
+    # No `default`: Django calls it for every User() it builds (its own system check does), and this
+    # one reads the database. `save` and the manager's `bulk_create` fill it.
+    municipality = models.ForeignKey(
+        Municipality, verbose_name=_("municipality"), on_delete=models.PROTECT, related_name="users"
+    )
     email = models.EmailField(_("email"), blank=True)
     email_verified_at = models.DateTimeField(_("email verified at"), null=True, blank=True)
     # Set with the signup or resend, in the same transaction: the durable intent to send the
@@ -18,15 +38,31 @@ class User(AbstractUser):
     )
     newsletter_unsubscribed_at = models.DateTimeField(_("unsubscribed from newsletters at"), null=True, blank=True)
 
+    objects = UserManager()
+
     class Meta(AbstractUser.Meta):
         swappable = "AUTH_USER_MODEL"
         constraints = [
-            models.UniqueConstraint(Lower("email"), condition=~models.Q(email=""), name="accounts_user_email_unique"),
+            models.UniqueConstraint(
+                "municipality", Lower("email"), condition=~models.Q(email=""), name="accounts_user_email_unique"
+            ),
         ]
+
+    def save(self, *args, **kwargs) -> None:
+        if self.municipality_id is None:
+            self.municipality_id = default_pk()
+        super().save(*args, **kwargs)
 
     @property
     def is_verified(self) -> bool:
         return self.email_verified_at is not None
+
+    @staticmethod
+    def username_for(email: str, municipality: Municipality) -> str:
+        """A citizen's username: the address, and in any municipality but the default one its slug
+        after a second "@" (no valid unquoted address has two), so two municipalities' accounts of
+        one address never share a username."""
+        return email if municipality.is_default else f"{email}@{municipality.slug}"
 
 
 class VerificationToken(models.Model):

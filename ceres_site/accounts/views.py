@@ -37,22 +37,24 @@ def signup(request):
     its owner is told by email instead. Both ways hash the password and try one INSERT."""
     form = SignupForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        data = form.cleaned_data
+        data, municipality = form.cleaned_data, request.municipality
         try:
             with transaction.atomic():
                 user = User.objects.create_user(
-                    username=data["email"], email=data["email"], first_name=data["first_name"],
-                    password=data["password"], verify_requested_at=timezone.now(),
+                    username=User.username_for(data["email"], municipality), email=data["email"],
+                    first_name=data["first_name"], password=data["password"], municipality=municipality,
+                    verify_requested_at=timezone.now(),
                 )  # fmt: skip
                 enqueue_email_verify(user_id=user.pk)  # runs when this transaction commits
         except IntegrityError:
-            _tell_the_owner(data["email"])
+            _tell_the_owner(data["email"], municipality.pk)
         return redirect("accounts:signup_done")
     return render(request, "accounts/signup.html", {"form": form})
 
 
-def _tell_the_owner(email: str) -> None:
-    owner = User.objects.filter(email__iexact=email).values_list("pk", flat=True).first()
+def _tell_the_owner(email: str, municipality: int) -> None:
+    owners = User.objects.filter(municipality=municipality, email__iexact=email)
+    owner = owners.values_list("pk", flat=True).first()
     if owner is None:  # the username was taken, not the address (a staff user named like it)
         log.warning("signup refused: the username of a new address is taken")
         return
@@ -85,16 +87,15 @@ def resend(request):
     """The same work and answer for any address: one job, which looks for the account (`jobs`)."""
     form = ResendForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        email = form.cleaned_data["email"]
+        email, municipality = form.cleaned_data["email"], request.municipality.pk
         try:
-            enqueue_email_resend(email=email)
-        except (
-            RedisError
-        ) as error:  # recorded for the outbox (`ceres_site.accounts.outbox`), which sends once Redis is back
+            enqueue_email_resend(email=email, municipality=municipality)
+        except RedisError as error:  # recorded for the outbox (`ceres_site.accounts.outbox`): sent once Redis is back
             log.error("resend not enqueued (%s); recorded for the outbox", type(error).__name__)
-            User.objects.filter(email__iexact=email, email_verified_at__isnull=True).update(
-                verify_requested_at=timezone.now()
+            waiting = User.objects.filter(
+                municipality=municipality, email__iexact=email, email_verified_at__isnull=True
             )
+            waiting.update(verify_requested_at=timezone.now())
         return render(request, "accounts/resend_done.html")
     return render(request, "accounts/resend.html", {"form": form})
 
@@ -106,7 +107,7 @@ def password_reset(request):
     form = PasswordResetForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            enqueue_password_reset_request(email=form.cleaned_data["email"])
+            enqueue_password_reset_request(email=form.cleaned_data["email"], municipality=request.municipality.pk)
         except RedisError as error:  # no record to send it later: the page says to ask again if nothing comes
             log.error("password reset not enqueued (%s)", type(error).__name__)
         return redirect("accounts:password_reset_done")

@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
 from django.utils.translation import gettext_lazy as _
 
 
@@ -6,3 +7,12 @@ class MunicipalitiesConfig(AppConfig):
     name = "ceres_site.municipalities"
     label = "municipalities"
     verbose_name = _("Municipalities")
+
+    def ready(self) -> None:
+        post_migrate.connect(_ensure_default, sender=self)
+
+
+def _ensure_default(sender, using: str = "default", **kwargs) -> None:
+    from .models import ensure_default
+
+    ensure_default(using)

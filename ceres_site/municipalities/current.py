@@ -21,12 +21,10 @@ def current() -> Municipality:
 
 
 def for_request(request: HttpRequest) -> Municipality:
-    """The municipality whose host names include the request's host; the default one for a host
-    (in ALLOWED_HOSTS) that no municipality names. Http404 for an inactive municipality's host."""
+    """The municipality whose host names include the request's host (one query); the default one
+    for a host (in ALLOWED_HOSTS) that no municipality names. Http404 for an inactive one's host."""
     host, _port = split_domain_port(request.get_host())
     found = Municipality.objects.for_host(host)
-    if found is None:
-        return Municipality.objects.default()
     if not found.active:
         raise Http404(_("This municipality's site is not available."))
     return found

@@ -19,6 +19,7 @@ from django.db import models
 from django.utils.translation import gettext_lazy as _
 
 DEFAULT_SLUG = "default"
+DEFAULT_FIELDS = {"name": "Ceres", "slug": DEFAULT_SLUG}  # the rest blank: the settings'
 ENV_NAME = RegexValidator(r"^[A-Z_][A-Z0-9_]*$", _("An environment variable's name: capital letters, digits and _."))
 HOST_NAME = re.compile(r"^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
 COLOUR = RegexValidator(r"^#[0-9a-fA-F]{6}$", _("A colour as #rrggbb."))
@@ -28,13 +29,24 @@ class MunicipalityQuerySet(models.QuerySet):
     def default(self) -> "Municipality":
         return self.get(is_default=True)
 
-    def for_host(self, host: str) -> "Municipality | None":
-        """The municipality whose host names include `host` (no port), active or not, else None."""
+    def for_host(self, host: str) -> "Municipality":
+        """The municipality whose host names include `host` (no port), active or not, else the
+        default one: one query."""
         host = host.lower().rstrip(".")
-        for municipality in self.exclude(hosts=""):
-            if host in municipality.host_names:
-                return municipality
-        return None
+        candidates = list(self.filter(models.Q(is_default=True) | ~models.Q(hosts="")))
+        named = [municipality for municipality in candidates if host in municipality.host_names]
+        return named[0] if named else next(municipality for municipality in candidates if municipality.is_default)
+
+
+def default_pk() -> int:
+    """The default municipality's id: what a user or job made without naming one belongs to."""
+    return Municipality.objects.values_list("pk", flat=True).get(is_default=True)
+
+
+def ensure_default(using: str = "default") -> None:
+    """Create the default municipality if it is missing: the first migration does, and a flush (a
+    test that commits) empties the table again, then emits `post_migrate`, which calls this."""
+    Municipality.objects.using(using).get_or_create(is_default=True, defaults=DEFAULT_FIELDS)
 
 
 class Municipality(models.Model):

@@ -61,31 +61,33 @@ class Producer:
 EMAIL, FILES, BULK, SLACK = policies.EMAIL, policies.FILES, policies.BULK, policies.SLACK
 
 
-def _digest(email: str) -> str:
-    """An address as a job id may hold it (letters, digits, `-`), and nothing to read in the dashboard."""
-    return hashlib.sha256(email.encode()).hexdigest()[:32]
+def _digest(kwargs: dict) -> str:
+    """A municipality's address as a job id may hold it (letters, digits, `-`), and nothing to read in
+    the dashboard. The municipality is required: the job looks for the account in it alone."""
+    return hashlib.sha256(f"{kwargs['municipality']}:{kwargs['email']}".encode()).hexdigest()[:32]
 
 
 # The account verification email (the worker issues the token); `.many` for the newsletter's many users.
 enqueue_email_verify = Producer(EMAIL, task_names.SEND_VERIFY_EMAIL, "email-verify-{user_id}", cooldown=True)
 # The welcome email, once the user is verified.
 enqueue_email_welcome = Producer(EMAIL, task_names.SEND_WELCOME_EMAIL, "email-welcome-{user_id}")
-# A resend asked for `email`, whatever it is: the worker looks for an unverified account with that
-# address and, if there is one, enqueues its verification email. The page does this same work for
-# every address, so its answer and its timing tell no one who has an account.
+# A resend asked for `email` on the site of `municipality` (an id), whatever it is: the worker looks
+# for an unverified account with that address there and, if there is one, enqueues its verification
+# email. The page does this same work for every address, so its answer and its timing tell no one
+# who has an account.
 enqueue_email_resend = Producer(
-    EMAIL, task_names.RESEND_VERIFY_EMAIL, lambda kwargs: f"email-resend-{_digest(kwargs['email'])}",
+    EMAIL, task_names.RESEND_VERIFY_EMAIL, lambda kwargs: f"email-resend-{_digest(kwargs)}",
     cooldown=True,
 )  # fmt: skip
 # Tell a user that someone tried to sign up with their address (the signup page does not say).
 enqueue_email_account_exists = Producer(
     EMAIL, task_names.SEND_ACCOUNT_EXISTS_EMAIL, "email-exists-{user_id}", cooldown=True
 )
-# A password reset asked for `email`, whatever it is: the worker looks for an account that signs in
-# with a password and, if there is one, enqueues its reset email (the worker makes the link). Like
-# the resend, the same work for every address.
+# A password reset asked for `email` on the site of `municipality`, whatever it is: the worker looks
+# for an account there that signs in with a password and, if there is one, enqueues its reset email
+# (the worker makes the link). Like the resend, the same work for every address.
 enqueue_password_reset_request = Producer(
-    EMAIL, task_names.REQUEST_PASSWORD_RESET, lambda kwargs: f"email-reset-ask-{_digest(kwargs['email'])}",
+    EMAIL, task_names.REQUEST_PASSWORD_RESET, lambda kwargs: f"email-reset-ask-{_digest(kwargs)}",
     cooldown=True,
 )  # fmt: skip
 enqueue_email_password_reset = Producer(

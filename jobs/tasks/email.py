@@ -37,6 +37,7 @@ from rq import get_current_job
 from ceres_site import db
 from ceres_site.accounts.models import EmailDelivery, Upload, User
 from ceres_site.accounts.tokens import ISSUE, ISSUE_IF, RawToken, token_for_key, token_values
+from ceres_site.municipalities.models import Municipality, default_pk
 from jobs.enqueue.producers import enqueue_email_password_reset, enqueue_email_verify
 from jobs.failures.attempts import PermanentJobError
 from jobs.mail import bodies, messages
@@ -166,11 +167,14 @@ def _send_once(
     return sent % {"user": user.pk}
 
 
-def resend_verify_email(email: str) -> str:
-    """A resend asked on the page: the verification email again, if `email` has an unverified account."""
+def resend_verify_email(email: str, municipality: int | None = None) -> str:
+    """A resend asked on a municipality's page: the verification email again, if `email` has an
+    unverified account there."""
     if not isinstance(email, str):
         raise PermanentJobError(f"malformed payload: email is a {type(email).__name__}, not a string")
-    waiting = User.objects.filter(email__iexact=email, email_verified_at__isnull=True)
+    waiting = User.objects.filter(
+        municipality=_active_municipality(municipality), email__iexact=email, email_verified_at__isnull=True
+    )
     user_id = waiting.values_list("pk", flat=True).first()
     if user_id is None:
         return _("skipped: no unverified account has that address")
@@ -179,15 +183,30 @@ def resend_verify_email(email: str) -> str:
     return _("enqueued: verification email for user %(user)s") % {"user": user_id}
 
 
-def request_password_reset(email: str) -> str:
-    """A reset asked on the page: the reset email, if `email` has an active account with a password."""
+def request_password_reset(email: str, municipality: int | None = None) -> str:
+    """A reset asked on a municipality's page: the reset email, if `email` has an active account with
+    a password there."""
     if not isinstance(email, str):
         raise PermanentJobError(f"malformed payload: email is a {type(email).__name__}, not a string")
-    account = User.objects.filter(email__iexact=email, is_active=True).only("pk", "password").first()
+    accounts = User.objects.filter(municipality=_active_municipality(municipality), email__iexact=email, is_active=True)
+    account = accounts.only("pk", "password").first()
     if account is None or not account.has_usable_password():
         return _("skipped: no active account with a password has that address")
     enqueue_email_password_reset(user_id=account.pk)
     return _("enqueued: password reset email for user %(user)s") % {"user": account.pk}
+
+
+def _active_municipality(municipality) -> int:
+    """The id of the municipality a job acts for, if it is active; a job enqueued before there were
+    municipalities (None) acts for the default one. Fails for good otherwise: nothing is sent under
+    another municipality's name."""
+    if municipality is None:
+        return default_pk()
+    if isinstance(municipality, bool) or not isinstance(municipality, int):
+        raise PermanentJobError(f"malformed payload: municipality={municipality!r} is not an id")
+    if not Municipality.objects.filter(pk=municipality, active=True).exists():
+        raise PermanentJobError(_("municipality %(id)s is inactive or gone: nothing sent") % {"id": municipality})
+    return municipality
 
 
 def display_name(first_name: str) -> str:

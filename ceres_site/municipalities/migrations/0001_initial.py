@@ -7,7 +7,7 @@ from django.db import migrations, models
 def create_default(apps, schema_editor):
     """The single-tenant install as it was: everything blank falls back to the settings."""
     Municipality = apps.get_model("municipalities", "Municipality")
-    Municipality.objects.get_or_create(is_default=True, defaults={"name": "Ceres", "slug": "default"})
+    Municipality.objects.get_or_create(is_default=True, defaults={"name": "Ceres", "slug": "default"})  # DEFAULT_FIELDS
 
 
 class Migration(migrations.Migration):

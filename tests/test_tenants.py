@@ -1,0 +1,107 @@
+"""Citizens belong to a municipality (issue 23): signup, sign-in, resend and password reset on a
+municipality's site act on that municipality's account alone; one address, one account per municipality."""
+
+import django_rq
+import pytest
+from django.urls import reverse
+
+from ceres_site.accounts.models import User
+from ceres_site.municipalities.models import Municipality
+from jobs.failures.attempts import PermanentJobError
+from jobs.tasks.email import request_password_reset, resend_verify_email
+
+pytestmark = pytest.mark.django_db(transaction=True)  # producers enqueue on commit
+
+NORTE, SUR = "norte.example.test", "sur.example.test"
+
+
+@pytest.fixture
+def towns(settings):
+    settings.ALLOWED_HOSTS = [NORTE, SUR, "testserver"]
+    norte = Municipality.objects.create(name="Villa Norte", slug="norte", hosts=NORTE)
+    sur = Municipality.objects.create(name="Villa Sur", slug="sur", hosts=SUR)
+    return norte, sur
+
+
+def email_job_ids() -> set[str]:
+    return set(django_rq.get_queue("email").job_ids)
+
+
+def signup(client, host: str, password: str = "una-clave-bien-larga-42"):
+    data = {"email": "Ana@Example.com", "first_name": "Ana", "password": password}
+    return client.post(reverse("accounts:signup"), data, HTTP_HOST=host)
+
+
+def sign_in(client, host: str, username: str, password: str) -> int | None:
+    """The id of the account signed in, or None."""
+    client.logout()
+    client.post(reverse("accounts:login"), {"username": username, "password": password}, HTTP_HOST=host)
+    user_id = client.session.get("_auth_user_id")
+    return int(user_id) if user_id else None
+
+
+def test_one_address_signs_up_in_two_municipalities_as_two_accounts(client, towns):
+    norte, sur = towns
+    assert signup(client, NORTE).status_code == 302
+    assert signup(client, SUR).status_code == 302
+
+    accounts = {user.municipality_id: user for user in User.objects.filter(email="ana@example.com")}
+    assert set(accounts) == {norte.pk, sur.pk}
+    assert accounts[norte.pk].username == "ana@example.com@norte" and accounts[sur.pk].username == "ana@example.com@sur"
+    assert {f"email-verify-{accounts[norte.pk].pk}", f"email-verify-{accounts[sur.pk].pk}"} <= email_job_ids()
+
+    before = email_job_ids()
+    assert signup(client, NORTE, password="otra-clave-bien-larga-43").status_code == 302  # taken in Norte only
+    assert email_job_ids() - before == {f"email-exists-{accounts[norte.pk].pk}"}
+    assert User.objects.filter(email="ana@example.com").count() == 2
+
+
+def test_each_account_signs_in_on_its_own_municipality_s_site_only(client, towns):
+    norte, sur = towns
+    signup(client, NORTE, password="clave-de-norte-bien-larga")
+    signup(client, SUR, password="clave-de-sur-bien-larga")
+    in_norte = User.objects.get(municipality=norte).pk
+    in_sur = User.objects.get(municipality=sur).pk
+    staff = User.objects.create_user(username="operadora", password="clave-del-panel-larga", is_staff=True)
+
+    assert sign_in(client, NORTE, "ana@example.com", "clave-de-norte-bien-larga") == in_norte
+    assert sign_in(client, SUR, "ana@example.com", "clave-de-sur-bien-larga") == in_sur
+    assert sign_in(client, SUR, "ana@example.com", "clave-de-norte-bien-larga") is None
+    assert sign_in(client, SUR, "ana@example.com@norte", "clave-de-norte-bien-larga") is None  # Norte's, typed whole
+    assert sign_in(client, "testserver", "ana@example.com@norte", "clave-de-norte-bien-larga") is None
+    assert sign_in(client, NORTE, "operadora", "clave-del-panel-larga") == staff.pk
+
+
+def test_a_resend_and_a_password_reset_on_one_site_look_in_that_municipality_only(client, towns, work):
+    norte, sur = towns
+    signup(client, NORTE)
+    signup(client, SUR)
+    in_norte, in_sur = User.objects.get(municipality=norte), User.objects.get(municipality=sur)
+    work()  # both verification emails go out
+
+    before = email_job_ids()
+    client.post(reverse("accounts:resend"), {"email": "ana@example.com"}, HTTP_HOST=SUR)
+    client.post(reverse("accounts:password_reset"), {"email": "ana@example.com"}, HTTP_HOST=SUR)
+    asked = [django_rq.get_queue("email").fetch_job(job_id) for job_id in email_job_ids() - before]
+    assert sorted(job.kwargs["municipality"] for job in asked) == [sur.pk, sur.pk]
+    work()
+    in_norte.refresh_from_db()
+    in_sur.refresh_from_db()
+    assert in_sur.verify_requested_at > in_norte.verify_requested_at  # the resend found Sur's account
+    queue = django_rq.get_queue("email")
+    assert (
+        queue.fetch_job(f"email-reset-{in_sur.pk}") is not None
+        and queue.fetch_job(f"email-reset-{in_norte.pk}") is None
+    )
+
+
+@pytest.mark.parametrize("task", [resend_verify_email, request_password_reset])
+def test_a_job_of_an_inactive_gone_or_malformed_municipality_fails_for_good(towns, task):
+    norte, _sur = towns
+    Municipality.objects.filter(pk=norte.pk).update(active=False)
+    with pytest.raises(PermanentJobError, match="el municipio .* está inactivo o ya no existe"):
+        task("ana@example.com", municipality=norte.pk)
+    with pytest.raises(PermanentJobError, match="está inactivo o ya no existe"):
+        task("ana@example.com", municipality=10**9)
+    with pytest.raises(PermanentJobError, match="malformed payload"):
+        task("ana@example.com", municipality="norte")
