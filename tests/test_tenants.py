@@ -7,7 +7,9 @@ from django.urls import reverse
 
 from ceres_site.accounts.models import User
 from ceres_site.municipalities.models import Municipality
+from jobs.enqueue.producers import enqueue_email_verify
 from jobs.failures.attempts import PermanentJobError
+from jobs.models import DeadLetter
 from jobs.tasks.email import request_password_reset, resend_verify_email
 
 pytestmark = pytest.mark.django_db(transaction=True)  # producers enqueue on commit
@@ -105,3 +107,57 @@ def test_a_job_of_an_inactive_gone_or_malformed_municipality_fails_for_good(town
         task("ana@example.com", municipality=10**9)
     with pytest.raises(PermanentJobError, match="malformed payload"):
         task("ana@example.com", municipality="norte")
+
+
+def bodies(message) -> tuple[str, str]:
+    return message.get_body(("plain",)).get_content(), message.get_body(("html",)).get_content()
+
+
+def test_an_email_goes_out_under_its_recipient_s_municipality(client, towns, smtp, work, settings):
+    norte, _sur = towns
+    Municipality.objects.filter(pk=norte.pk).update(
+        base_url="https://norte.example.test", sender_name="Municipalidad de Villa Norte",
+        sender_email="avisos@norte.example.test", logo_url="https://norte.example.test/escudo.png", colour="#aa3300",
+    )  # fmt: skip
+    settings.DEFAULT_FROM_EMAIL = "Ceres <no-reply@ceres.example.test>"
+    signup(client, NORTE)
+    client.post(
+        reverse("accounts:signup"),
+        {"email": "beto@example.com", "first_name": "Beto", "password": "una-clave-bien-larga-42"},
+        HTTP_HOST="testserver",  # a host no municipality names: the default one's site
+    )
+    assert User.objects.get(email="beto@example.com").municipality == Municipality.objects.default()
+    work()
+
+    sent = {message["To"]: message for message in smtp.messages}
+    text, html = bodies(sent["ana@example.com"])
+    assert sent["ana@example.com"]["From"] == "Municipalidad de Villa Norte <avisos@norte.example.test>"
+    assert "https://norte.example.test/accounts/verify/#" in text and text.rstrip().endswith("— Villa Norte")
+    assert '<img src="https://norte.example.test/escudo.png" alt="Villa Norte"' in html and "#aa3300" in html
+    text, html = bodies(sent["beto@example.com"])
+    assert sent["beto@example.com"]["From"] == "Ceres <no-reply@ceres.example.test>"
+    assert f"{settings.SITE_URL}/accounts/verify/#" in text and "Villa Norte" not in text
+    assert "<img" not in html and "#1d6fa5" in html
+
+
+def test_an_inactive_municipality_s_emails_fail_for_good_and_are_archived(client, towns, smtp, work):
+    _norte, sur = towns
+    signup(client, SUR)
+    user = User.objects.get(municipality=sur)
+    Municipality.objects.filter(pk=sur.pk).update(active=False)
+    work()
+
+    assert smtp.messages == []
+    failed = django_rq.get_queue("email").fetch_job(f"email-verify-{user.pk}")
+    assert failed.get_status() == "failed" and not user.verification_tokens.exists()  # no token issued either
+    archived = DeadLetter.objects.get(job_id=f"email-verify-{user.pk}")
+    assert "está inactivo o ya no existe" in archived.exc_message
+
+
+def test_a_job_naming_another_municipality_than_its_recipient_s_sends_nothing(towns, smtp, work):
+    norte, sur = towns
+    user = User.objects.create_user(username="ana@example.com@norte", email="ana@example.com", municipality=norte)
+    enqueue_email_verify(user_id=user.pk, municipality=sur.pk)
+    work()
+    assert smtp.messages == []
+    assert "malformed payload: municipality=" in DeadLetter.objects.get(job_id=f"email-verify-{user.pk}").exc_message

@@ -45,7 +45,7 @@ def signup(request):
                     first_name=data["first_name"], password=data["password"], municipality=municipality,
                     verify_requested_at=timezone.now(),
                 )  # fmt: skip
-                enqueue_email_verify(user_id=user.pk)  # runs when this transaction commits
+                enqueue_email_verify(user_id=user.pk, municipality=municipality.pk)  # when this transaction commits
         except IntegrityError:
             _tell_the_owner(data["email"], municipality.pk)
         return redirect("accounts:signup_done")
@@ -59,7 +59,7 @@ def _tell_the_owner(email: str, municipality: int) -> None:
         log.warning("signup refused: the username of a new address is taken")
         return
     try:
-        enqueue_email_account_exists(user_id=owner)
+        enqueue_email_account_exists(user_id=owner, municipality=municipality)
     except RedisError as error:  # a notice, not a promise: the owner's account is unchanged
         log.error("account-exists email for user %s not enqueued (%s)", owner, type(error).__name__)
 
@@ -76,7 +76,7 @@ def verify(request):
         return render(request, "accounts/verify_confirm.html")
     result = token_verify(selector=request.POST.get("selector", ""), verifier=request.POST.get("verifier", ""))
     if result.outcome is Outcome.VERIFIED:
-        enqueue_email_welcome(user_id=result.user.pk)
+        enqueue_email_welcome(user_id=result.user.pk, municipality=result.user.municipality_id)
     status = 200 if result.outcome in (Outcome.VERIFIED, Outcome.ALREADY_VERIFIED) else 400
     return render(request, "accounts/verify.html", {"outcome": result.outcome.value}, status=status)
 

@@ -82,7 +82,7 @@ class Municipality(models.Model):
         help_text=_("The name of the environment variable that holds its alerts' webhook; blank: the platform's."),
     )  # fmt: skip
     logo_url = models.URLField(_("logo address"), blank=True)
-    colour = models.CharField(_("colour"), max_length=7, default="#1f5f8b", validators=[COLOUR])
+    colour = models.CharField(_("colour"), max_length=7, default="#1d6fa5", validators=[COLOUR])
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
 
     objects = MunicipalityQuerySet.as_manager()

@@ -46,9 +46,22 @@ from jobs.tasks.sending import END_MARGIN, RECORD_TIME, deliver, job_deadline
 log = logging.getLogger(__name__)
 
 NAME_MAX = 60
+# The recipient and their municipality, whose identity the email goes out under (`MUNICIPALITY_FIELDS`).
+MUNICIPALITY_FIELDS = (
+    "id",
+    "active",
+    "is_default",
+    "name",
+    "base_url",
+    "sender_name",
+    "sender_email",
+    "logo_url",
+    "colour",
+)
 RECIPIENT = (
-    "SELECT u.id, u.email, u.first_name, u.email_verified_at, {already_sent} AS already_sent"
-    " FROM {users} u WHERE u.id = %s"
+    "SELECT u.id, u.email, u.first_name, u.email_verified_at, {already_sent} AS already_sent, "
+    + ", ".join(f"m.{field} AS municipality_{field}" for field in MUNICIPALITY_FIELDS)
+    + f" FROM {{users}} u JOIN {Municipality._meta.db_table} m ON m.id = u.municipality_id WHERE u.id = %s"
 )
 SENT_BY_THIS_JOB = f"EXISTS (SELECT 1 FROM {EmailDelivery._meta.db_table} WHERE delivery_key = %s)"
 WELCOMED = f"EXISTS (SELECT 1 FROM {EmailDelivery._meta.db_table} d WHERE d.user_id = u.id AND d.kind = %s)"
@@ -58,7 +71,9 @@ DELIVERED = (
 )
 # The recipient's read that also issues the verification token (`token_values`' parameters) for a user
 # unverified and not sent to: PostgreSQL runs an INSERT inside a read (a data-modifying WITH), SQLite does not.
-_UNVERIFIED_NOT_SENT = "EXISTS (SELECT 1 FROM r WHERE r.email_verified_at IS NULL AND NOT r.already_sent)"
+_UNVERIFIED_NOT_SENT = (
+    "EXISTS (SELECT 1 FROM r WHERE r.email_verified_at IS NULL AND NOT r.already_sent AND r.municipality_active)"
+)
 READ_AND_ISSUE = (
     "WITH r AS ({recipient}), issued AS (" + ISSUE_IF.format(condition=_UNVERIFIED_NOT_SENT) + ") SELECT * FROM r"
 )
@@ -66,13 +81,13 @@ PERSONAL = ("name", "link", "reason", "resend")  # what changes from one email t
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 
 
-def send_verify_email(user_id: int) -> str:
+def send_verify_email(user_id: int, municipality: int | None = None) -> str:
     key = _delivery_key()
     token = token_for_key(key)  # a re-run of this job emails the same link
 
     def context(user: Recipient, key: str) -> dict:
         # After "#": browsers never send it, so the token stays out of every server and proxy log.
-        link = f"{settings.SITE_URL}{reverse('accounts:verify')}#{token.selector}.{token.verifier}"
+        link = f"{user.municipality.site_url}{reverse('accounts:verify')}#{token.selector}.{token.verifier}"
         return {"link": link, "hours": settings.VERIFICATION_TOKEN_TTL_HOURS}
 
     def verified(user: Recipient) -> str:
@@ -81,29 +96,30 @@ def send_verify_email(user_id: int) -> str:
     return _send_once(
         user_id, EmailDelivery.Kind.VERIFY, "emails/verify", _("Confirm your Ceres account"), context,
         sent=_("sent: verification email to user %(user)s"), skip=verified, key=key, token=token,
+        municipality=municipality,
     )  # fmt: skip
 
 
-def send_welcome_email(user_id: int) -> str:
+def send_welcome_email(user_id: int, municipality: int | None = None) -> str:
     def unverified(user: Recipient) -> str:
         return "" if user.is_verified else _("skipped: user %(user)s is not verified") % {"user": user.pk}
 
     return _send_once(
         user_id, EmailDelivery.Kind.WELCOME, "emails/welcome", _("Welcome to Ceres!"),
-        lambda user, key: {"link": settings.SITE_URL + reverse("home")},
-        sent=_("sent: welcome email to user %(user)s"), skip=unverified, once_per_user=True,
+        lambda user, key: {"link": user.municipality.site_url + reverse("home")},
+        sent=_("sent: welcome email to user %(user)s"), skip=unverified, once_per_user=True, municipality=municipality,
     )  # fmt: skip
 
 
-def send_account_exists_email(user_id: int) -> str:
+def send_account_exists_email(user_id: int, municipality: int | None = None) -> str:
     return _send_once(
         user_id, EmailDelivery.Kind.EXISTS, "emails/account_exists", _("You already have a Ceres account"),
-        lambda user, key: {"resend": "" if user.is_verified else settings.SITE_URL + reverse("accounts:resend")},
-        sent=_("sent: account-exists email to user %(user)s"),
+        lambda user, key: {"resend": "" if user.is_verified else user.municipality.site_url + reverse("accounts:resend")},
+        sent=_("sent: account-exists email to user %(user)s"), municipality=municipality,
     )  # fmt: skip
 
 
-def send_password_reset_email(user_id: int) -> str:
+def send_password_reset_email(user_id: int, municipality: int | None = None) -> str:
     """The link to choose a new password, made here with Django's token (`default_token_generator`):
     it dies with the password it resets, with the next login or after `PASSWORD_RESET_TIMEOUT`."""
     accounts: dict[int, User] = {}
@@ -119,41 +135,43 @@ def send_password_reset_email(user_id: int) -> str:
         token = default_token_generator.make_token(accounts[user.pk])
         # After "#", as the verification link: the token stays out of every server and proxy log.
         uid = urlsafe_base64_encode(force_bytes(user.pk))
-        link = f"{settings.SITE_URL}{reverse('accounts:password_reset_link')}#{uid}.{token}"
+        link = f"{user.municipality.site_url}{reverse('accounts:password_reset_link')}#{uid}.{token}"
         return {"link": link, "hours": settings.PASSWORD_RESET_TIMEOUT // 3600}
 
     return _send_once(
         user_id, EmailDelivery.Kind.PASSWORD_RESET, "emails/password_reset", _("Reset your Ceres password"), context,
-        sent=_("sent: password reset email to user %(user)s"), skip=cannot_reset,
+        sent=_("sent: password reset email to user %(user)s"), skip=cannot_reset, municipality=municipality,
     )  # fmt: skip
 
 
-def send_cv_rejected_email(upload_id: int) -> str:
+def send_cv_rejected_email(upload_id: int, municipality: int | None = None) -> str:
     """Why a CV was not accepted, with the link to upload another."""
     upload = Upload.objects.filter(pk=upload_id, kind=Upload.Kind.CV).first() if str(upload_id).isdigit() else None
     if upload is None:
         raise PermanentJobError(f"malformed payload or no such CV upload: upload_id={upload_id!r}")
     return _send_once(
         upload.user_id, EmailDelivery.Kind.CV_REJECTED, "emails/cv_rejected", _("We could not accept your CV"),
-        lambda user, key: {"reason": upload.reason, "link": settings.SITE_URL + reverse("accounts:profile")},
-        sent=_("sent: CV-rejected email to user %(user)s"),
+        lambda user, key: {"reason": upload.reason, "link": user.municipality.site_url + reverse("accounts:profile")},
+        sent=_("sent: CV-rejected email to user %(user)s"), municipality=municipality,
     )  # fmt: skip
 
 
 def _send_once(
     user_id, kind: EmailDelivery.Kind, template: str, subject: str, context: Callable[["Recipient", str], dict], *,
     sent: str, skip: Callable[["Recipient"], str] | None = None, once_per_user: bool = False,
-    key: str = "", token: RawToken | None = None,
+    key: str = "", token: RawToken | None = None, municipality: int | None = None,
 ) -> str:  # fmt: skip
     """What every email task does: find the recipient, skip what is done already (by this job, or
-    to this user when the email goes `once_per_user`) or what `skip` says, send, record the delivery.
-    `token`, a verification token the email carries, is issued for an unverified recipient before
-    the send (on PostgreSQL in the recipient's read: one round trip less per verification email)."""
+    to this user when the email goes `once_per_user`) or what `skip` says, send under the recipient's
+    municipality's identity, record the delivery. `token`, a verification token the email carries,
+    is issued for an unverified recipient before the send (on PostgreSQL in the recipient's read:
+    one round trip less per verification email). `municipality`, the job's, must be the recipient's."""
     key = key or _delivery_key()
     done = (WELCOMED, [kind.value]) if once_per_user else (SENT_BY_THIS_JOB, [key])
     user, reason = _recipient(user_id, *done, token=token)
     if reason:
         return reason
+    _check_municipality(user, municipality)
     if skip and (reason := skip(user)):
         return reason
     if user.already_sent and once_per_user:
@@ -172,14 +190,13 @@ def resend_verify_email(email: str, municipality: int | None = None) -> str:
     unverified account there."""
     if not isinstance(email, str):
         raise PermanentJobError(f"malformed payload: email is a {type(email).__name__}, not a string")
-    waiting = User.objects.filter(
-        municipality=_active_municipality(municipality), email__iexact=email, email_verified_at__isnull=True
-    )
+    municipality = _active_municipality(municipality)
+    waiting = User.objects.filter(municipality=municipality, email__iexact=email, email_verified_at__isnull=True)
     user_id = waiting.values_list("pk", flat=True).first()
     if user_id is None:
         return _("skipped: no unverified account has that address")
     User.objects.filter(pk=user_id).update(verify_requested_at=timezone.now())  # the outbox's record
-    enqueue_email_verify(user_id=user_id)
+    enqueue_email_verify(user_id=user_id, municipality=municipality)
     return _("enqueued: verification email for user %(user)s") % {"user": user_id}
 
 
@@ -188,11 +205,12 @@ def request_password_reset(email: str, municipality: int | None = None) -> str:
     a password there."""
     if not isinstance(email, str):
         raise PermanentJobError(f"malformed payload: email is a {type(email).__name__}, not a string")
-    accounts = User.objects.filter(municipality=_active_municipality(municipality), email__iexact=email, is_active=True)
+    municipality = _active_municipality(municipality)
+    accounts = User.objects.filter(municipality=municipality, email__iexact=email, is_active=True)
     account = accounts.only("pk", "password").first()
     if account is None or not account.has_usable_password():
         return _("skipped: no active account with a password has that address")
-    enqueue_email_password_reset(user_id=account.pk)
+    enqueue_email_password_reset(user_id=account.pk, municipality=municipality)
     return _("enqueued: password reset email for user %(user)s") % {"user": account.pk}
 
 
@@ -222,6 +240,7 @@ class Recipient:
     first_name: str
     is_verified: bool
     already_sent: bool  # whether the email went out already
+    municipality: Municipality  # read with the recipient (`MUNICIPALITY_FIELDS` only)
 
 
 def _recipient(user_id, already_sent: str, params: list, token: RawToken | None = None) -> tuple[Recipient | None, str]:
@@ -240,12 +259,25 @@ def _recipient(user_id, already_sent: str, params: list, token: RawToken | None 
     if row is None:
         log.warning("email job for user %s skipped: no such user", user_id)
         return None, _("skipped: user %(user)s does not exist") % {"user": user_id}
-    user = Recipient(row[0], row[1], row[2], row[3] is not None, bool(row[4]))
+    municipality = Municipality(**dict(zip(MUNICIPALITY_FIELDS, row[5:], strict=True)))
+    user = Recipient(row[0], row[1], row[2], row[3] is not None, bool(row[4]), municipality)
     try:
         validate_email(user.email)
     except ValidationError:
         raise PermanentJobError(_("user %(user)s has an invalid email address") % {"user": user_id}) from None
     return user, ""
+
+
+def _check_municipality(user: Recipient, municipality) -> None:
+    """An email goes out only under its recipient's municipality, and only while it is active."""
+    if not user.municipality.active:
+        raise PermanentJobError(
+            _("municipality %(id)s is inactive or gone: nothing sent") % {"id": user.municipality.pk}
+        )
+    if municipality is not None and municipality != user.municipality.pk:
+        raise PermanentJobError(
+            f"malformed payload: municipality={municipality!r} is not user {user.pk}'s ({user.municipality.pk})"
+        )
 
 
 def _issues_with_read() -> bool:
@@ -295,12 +327,22 @@ def _delivery_key() -> str:
 
 
 def _send(user: Recipient, template: str, subject: str, context: dict, key: str) -> None:
-    context = {"name": display_name(user.first_name), **context}
+    context = {"name": display_name(user.first_name), **_identity(user.municipality), **context}
     message = EmailMultiAlternatives(
         subject=subject,
         body=bodies.render(f"{template}.txt", context, PERSONAL),
+        from_email=user.municipality.sender,
         to=[user.email],
         headers={"Message-ID": messages.message_id(key)},
     )
     message.attach_alternative(bodies.render(f"{template}.html", context, PERSONAL), "text/html")
     deliver(message)
+
+
+def _identity(municipality: Municipality) -> dict:
+    """What an email's templates show of its municipality: the default one signs as the platform."""
+    return {
+        "municipality": "" if municipality.is_default else municipality.name,
+        "logo_url": municipality.logo_url,
+        "colour": municipality.colour,
+    }

@@ -37,7 +37,7 @@ class Migration(migrations.Migration):
                 ('smtp_use_tls', models.BooleanField(default=True, verbose_name='SMTP with STARTTLS')),
                 ('slack_webhook_env', models.CharField(blank=True, help_text="The name of the environment variable that holds its alerts' webhook; blank: the platform's.", max_length=100, validators=[django.core.validators.RegexValidator('^[A-Z_][A-Z0-9_]*$', "An environment variable's name: capital letters, digits and _.")], verbose_name='Slack webhook variable')),
                 ('logo_url', models.URLField(blank=True, verbose_name='logo address')),
-                ('colour', models.CharField(default='#1f5f8b', max_length=7, validators=[django.core.validators.RegexValidator('^#[0-9a-fA-F]{6}$', 'A colour as #rrggbb.')], verbose_name='colour')),
+                ('colour', models.CharField(default='#1d6fa5', max_length=7, validators=[django.core.validators.RegexValidator('^#[0-9a-fA-F]{6}$', 'A colour as #rrggbb.')], verbose_name='colour')),
                 ('created_at', models.DateTimeField(auto_now_add=True, verbose_name='created at')),
             ],
             options={
