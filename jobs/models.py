@@ -40,6 +40,9 @@ class DeadLetter(models.Model):
     failed_at = models.DateTimeField(_("failed at"), db_index=True)
     related_model = models.CharField(_("related model"), max_length=100, blank=True)  # e.g. "accounts.user"
     related_id = models.CharField(_("related id"), max_length=64, blank=True)
+    # The id a job's kwargs named (`jobs.config.tenancy`): a number, not a key, since the machinery
+    # does not import the domain; its alert went to that municipality's webhook.
+    municipality = models.PositiveBigIntegerField(_("municipality"), null=True, blank=True, db_index=True)
 
     alert = models.CharField(_("alert"), max_length=10, choices=Alert.choices)
     alert_note = models.CharField(_("alert note"), max_length=200, blank=True)

@@ -4,13 +4,15 @@ municipality's site act on that municipality's account alone; one address, one a
 import django_rq
 import pytest
 from django.urls import reverse
+from werkzeug import Response
 
 from ceres_site.accounts.models import User
 from ceres_site.municipalities.models import Municipality
-from jobs.enqueue.producers import enqueue_email_verify
+from jobs.enqueue.producers import enqueue_email_verify, enqueue_stored_call
 from jobs.failures.attempts import PermanentJobError
 from jobs.models import DeadLetter
 from jobs.tasks.email import request_password_reset, resend_verify_email
+from tests.conftest import promote_scheduled
 
 pytestmark = pytest.mark.django_db(transaction=True)  # producers enqueue on commit
 
@@ -161,3 +163,32 @@ def test_a_job_naming_another_municipality_than_its_recipient_s_sends_nothing(to
     work()
     assert smtp.messages == []
     assert "malformed payload: municipality=" in DeadLetter.objects.get(job_id=f"email-verify-{user.pk}").exc_message
+
+
+def test_a_municipality_s_failures_alert_its_own_webhook_and_the_rest_the_platform_s(
+    towns, slack, httpserver, smtp, policy, work, monkeypatch
+):
+    norte, _sur = towns
+    norte_texts = []
+
+    def norte_hook(request):
+        norte_texts.append(request.get_json()["text"])
+        return Response("ok")
+
+    httpserver.expect_request("/norte-hook", method="POST").respond_with_handler(norte_hook)
+    monkeypatch.setenv("NORTE_SLACK", httpserver.url_for("/norte-hook"))
+    Municipality.objects.filter(pk=norte.pk).update(slack_webhook_env="NORTE_SLACK")
+    policy("email", retry_max=0, alert_window=1)
+    smtp.rcpt_reply = "550 5.1.1 No such user here"
+    in_norte = User.objects.create_user(username="ana@example.com@norte", email="ana@example.com", municipality=norte)
+    enqueue_email_verify(user_id=in_norte.pk, municipality=norte.pk)
+    enqueue_stored_call(queue_name="email", func="tests.tasks.always_fail", job_id="email-platform-1", kwargs={})
+
+    work("email")
+    promote_scheduled("slack")  # the alert window, passed
+    work("slack")
+
+    assert len(norte_texts) == 1 and f"email-verify-{in_norte.pk}" in norte_texts[0]
+    assert len(slack.texts) == 1 and "email-platform-1" in slack.texts[0]
+    assert DeadLetter.objects.get(job_id=f"email-verify-{in_norte.pk}").municipality == norte.pk
+    assert DeadLetter.objects.get(job_id="email-platform-1").municipality is None

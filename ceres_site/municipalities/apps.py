@@ -9,7 +9,12 @@ class MunicipalitiesConfig(AppConfig):
     verbose_name = _("Municipalities")
 
     def ready(self) -> None:
+        from jobs.config import tenancy
+
+        from .models import webhook_for
+
         post_migrate.connect(_ensure_default, sender=self)
+        tenancy.register_webhooks(webhook_for)
 
 
 def _ensure_default(sender, using: str = "default", **kwargs) -> None:

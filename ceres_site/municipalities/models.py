@@ -43,6 +43,13 @@ def default_pk() -> int:
     return Municipality.objects.values_list("pk", flat=True).get(is_default=True)
 
 
+def webhook_for(municipality: int | None) -> str:
+    """Where alerts about `municipality`'s jobs go: its own webhook if it has one, else the platform's
+    (also for a municipality deleted since, and for jobs of none)."""
+    found = Municipality.objects.filter(pk=municipality).first() if municipality is not None else None
+    return found.slack_webhook_url if found is not None else settings.SLACK_WEBHOOK_URL
+
+
 def ensure_default(using: str = "default") -> None:
     """Create the default municipality if it is missing: the first migration does, and a flush (a
     test that commits) empties the table again, then emits `post_migrate`, which calls this."""

@@ -155,8 +155,12 @@ def enqueue_newsletter_test(*, newsletter_id: int, user_id: int) -> Enqueued | N
     return _NEWSLETTER_TEST(newsletter_id=newsletter_id, user_id=user_id, test=True)
 
 
-def enqueue_slack_alert(*, text: str, dedupe_key: str | None = None) -> Enqueued | None:
-    return _SLACK_ALERT(text=text, job_id=f"slack-{dedupe_key}" if dedupe_key else None)
+def enqueue_slack_alert(
+    *, text: str, dedupe_key: str | None = None, municipality: int | None = None
+) -> Enqueued | None:
+    """`municipality`: post to its webhook (`jobs.config.tenancy.webhook_for`) instead of the platform's."""
+    tenant = {} if municipality is None else {"municipality": municipality}
+    return _SLACK_ALERT(text=text, job_id=f"slack-{dedupe_key}" if dedupe_key else None, **tenant)
 
 
 def schedule_alert_flush(*, queue_name: str, delay: int) -> Enqueued | None:

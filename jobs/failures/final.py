@@ -33,7 +33,7 @@ from rq.exceptions import DeserializationError
 from rq.job import Job, JobStatus
 
 from jobs import rq_compat
-from jobs.config import policies, task_names
+from jobs.config import policies, task_names, tenancy
 from jobs.enqueue import clients
 from jobs.enqueue.producers import enqueue_slack_alert, schedule_alert_flush
 from jobs.failures.dead_letters import MASKED, TRUNCATED, UNREADABLE_PAYLOAD
@@ -54,15 +54,16 @@ def archive(job: Job, exc_string: str) -> DeadLetter | None:
     """Archive the final failure of `job`; returns the row if this call created it (and owns the alert)."""
     policy = policies.QUEUES.get(job.origin)
     exc_type, message = fingerprint(exc_string)
+    func_name, args, kwargs = _call(job)
+    municipality = tenancy.municipality_of(kwargs)
     if policy is None or not policy.alert_on_final_failure:
         alert, note = DeadLetter.Alert.SKIPPED, _("queue %(queue)s does not alert about itself") % {"queue": job.origin}
     elif exc_type in policy.expected_errors:
         alert, note = DeadLetter.Alert.SKIPPED, _("expected error (%(error)s)") % {"error": exc_type}
-    elif not settings.SLACK_WEBHOOK_URL:  # the check jobs.W001 says so at every start
+    elif not tenancy.webhook_for(municipality):  # the check jobs.W001 says so at every start
         alert, note = DeadLetter.Alert.SKIPPED, _("no Slack webhook is configured (SLACK_WEBHOOK_URL)")
     else:
         alert, note = DeadLetter.Alert.PENDING, ""
-    func_name, args, kwargs = _call(job)
     related_model, related_id = next(
         ((model, str(kwargs[arg])) for arg, model in RELATED_ARGS.items() if arg in kwargs), ("", "")
     )
@@ -82,6 +83,7 @@ def archive(job: Job, exc_string: str) -> DeadLetter | None:
                 failed_at=job.ended_at or timezone.now(),
                 related_model=related_model,
                 related_id=related_id,
+                municipality=municipality,
                 alert=alert,
                 alert_note=note,
             )
@@ -114,7 +116,8 @@ def fingerprint(exc_string: str) -> tuple[str, str]:
 
 
 def flush_alerts(queue_name: str) -> str:
-    """Slack-queue job: send what failed in `queue_name` since the last flush, as one message."""
+    """Slack-queue job: send what failed in `queue_name` since the last flush, one message per
+    municipality (to its webhook: `post_to_slack`), failures of no municipality in the platform's."""
     with transaction.atomic():
         rows = list(
             DeadLetter.objects.select_for_update(skip_locked=True)
@@ -123,10 +126,14 @@ def flush_alerts(queue_name: str) -> str:
         )
         if not rows:
             return _("nothing to alert")
-        text = single_alert(rows[0]) if len(rows) == 1 else summary_alert(queue_name, rows)
-        kind = DeadLetter.Alert.SENT if len(rows) == 1 else DeadLetter.Alert.SUMMARY
-        DeadLetter.objects.filter(pk__in=[row.pk for row in rows]).update(alert=kind, alerted_at=timezone.now())
-        enqueue_slack_alert(text=text, dedupe_key=f"deadletter-{rows[0].pk}")
+        groups: dict[int | None, list[DeadLetter]] = {}
+        for row in rows:
+            groups.setdefault(row.municipality, []).append(row)
+        for municipality, group in groups.items():
+            text = single_alert(group[0]) if len(group) == 1 else summary_alert(queue_name, group)
+            kind = DeadLetter.Alert.SENT if len(group) == 1 else DeadLetter.Alert.SUMMARY
+            DeadLetter.objects.filter(pk__in=[row.pk for row in group]).update(alert=kind, alerted_at=timezone.now())
+            enqueue_slack_alert(text=text, dedupe_key=f"deadletter-{group[0].pk}", municipality=municipality)
     metrics.count(clients.redis(), "alerts", queue_name)
     alerted = ngettext("alerted %(n)d failure in %(queue)s", "alerted %(n)d failures in %(queue)s", len(rows))
     return alerted % {"n": len(rows), "queue": queue_name}

@@ -1,7 +1,8 @@
 """Slack queue task: post one message to the incoming webhook.
 
-The webhook URL is a secret: the job carries only the text, the worker reads the URL from settings,
-and no exception raised here mentions it (requests puts URLs in its messages, so they are replaced).
+The webhook URL is a secret: the job carries only the text (and its municipality's id), the worker
+reads the URL from settings or the municipality's environment variable, and no exception raised
+here mentions it (requests puts URLs in its messages, so they are replaced).
 Slack's answers: 200 is done; 429 retries after its Retry-After (within the queue's retry budget);
 5xx, timeouts and network errors retry; any other 4xx (invalid_payload, no_service,
 channel_not_found…) is permanent.
@@ -20,6 +21,7 @@ import requests
 from django.conf import settings
 from django.utils.translation import gettext as _
 
+from jobs.config import tenancy
 from jobs.enqueue import clients
 from jobs.failures.attempts import PermanentJobError
 from jobs.observability import metrics
@@ -41,8 +43,9 @@ class SlackRateLimited(SlackUnavailable):
         self.retry_after = retry_after
 
 
-def post_to_slack(text: str) -> str:
-    url = settings.SLACK_WEBHOOK_URL
+def post_to_slack(text: str, municipality: int | None = None) -> str:
+    """Post `text` to `municipality`'s webhook, or the platform's (`jobs.config.tenancy.webhook_for`)."""
+    url = tenancy.webhook_for(municipality)
     if not url:
         log.error("Slack webhook not configured (SLACK_WEBHOOK_URL); alert not sent: %s", text)
         return _("skipped: no webhook configured")
