@@ -192,3 +192,33 @@ def test_a_municipality_s_failures_alert_its_own_webhook_and_the_rest_the_platfo
     assert len(slack.texts) == 1 and "email-platform-1" in slack.texts[0]
     assert DeadLetter.objects.get(job_id=f"email-verify-{in_norte.pk}").municipality == norte.pk
     assert DeadLetter.objects.get(job_id="email-platform-1").municipality is None
+
+
+def test_the_daily_report_goes_to_the_platform_and_each_municipality_gets_its_own(
+    towns, slack, httpserver, monkeypatch, work
+):
+    from datetime import UTC, datetime
+
+    from jobs.tasks.maintenance import daily_report
+
+    norte, sur = towns
+    norte_texts = []
+    httpserver.expect_request("/norte-hook", method="POST").respond_with_handler(
+        lambda request: norte_texts.append(request.get_json()["text"]) or Response("ok")
+    )
+    monkeypatch.setenv("NORTE_SLACK", httpserver.url_for("/norte-hook"))
+    Municipality.objects.filter(pk=norte.pk).update(slack_webhook_env="NORTE_SLACK")
+    at = datetime(2026, 11, 28, 15, tzinfo=UTC)  # noon of the 28th in Córdoba
+    for n, municipality in enumerate([norte, norte, sur, Municipality.objects.default()]):
+        User.objects.create_user(username=f"u{n}", email=f"u{n}@example.com", municipality=municipality, date_joined=at)
+
+    daily_report(slot=datetime(2026, 11, 29, 12, tzinfo=UTC))
+    work("slack")
+
+    [own] = norte_texts
+    assert own.startswith(":bar_chart: Reporte diario de Villa Norte — 28/11/2026 (Córdoba)")
+    assert "• Usuarios registrados: 2 ·" in own and "Jobs fallidos definitivamente por cola: email 0" in own
+    platform, of_sur = sorted(slack.texts, key=lambda text: "Villa Sur" in text)
+    assert platform.startswith(":bar_chart: Reporte diario de Ceres") and "• Usuarios registrados: 4 ·" in platform
+    assert of_sur.startswith(":bar_chart: Reporte diario de Villa Sur") and "• Usuarios registrados: 1 ·" in of_sur
+    assert "Job en espera más antiguo" not in of_sur  # the queues' waits are the platform's

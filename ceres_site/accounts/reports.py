@@ -1,4 +1,6 @@
-"""The daily report: the platform's numbers for one Córdoba day (midnight to midnight), for Slack."""
+"""The daily report: the numbers of one Córdoba day (midnight to midnight), for Slack: the platform's,
+and each municipality's own (its users, emails and final failures; the queues' totals and waits
+are the platform's alone, since the workers count jobs per queue, not per municipality)."""
 
 from dataclasses import dataclass
 from datetime import date
@@ -7,6 +9,7 @@ from django.db.models import Count
 from django.utils.translation import gettext as _
 
 from ceres_site.accounts.models import EmailDelivery, User
+from ceres_site.municipalities.models import Municipality
 from jobs.config import crons, policies
 from jobs.enqueue import clients
 from jobs.models import DeadLetter
@@ -16,51 +19,66 @@ from jobs.observability import series
 @dataclass(frozen=True)
 class DailyReport:
     day: date
+    municipality: str  # "" for the platform's report
     users_registered: int
     users_verified: int
     emails_sent: dict[str, int]  # kind -> count
-    jobs: dict[str, tuple[int, int]]  # queue -> (completed, failed for good)
+    jobs: dict[str, tuple[int | None, int]]  # queue -> (completed, failed for good); completed: platform only
     dead_letters_open: int
     oldest_waiting: dict[str, float | None]  # queue -> age in seconds of its oldest queued job
 
 
-def report_daily(*, day: date) -> DailyReport:
+def report_daily(*, day: date, municipality: Municipality | None = None) -> DailyReport:
+    """The platform's report, or `municipality`'s alone."""
     start, end = crons.day_bounds(day)
-    connection = clients.redis()
-    sent = dict(
-        EmailDelivery.objects.filter(sent_at__gte=start, sent_at__lt=end).values_list("kind").annotate(Count("id"))
-    )
+    users, deliveries, dead_letters = User.objects.all(), EmailDelivery.objects.all(), DeadLetter.objects.all()
+    if municipality is not None:
+        users, deliveries = users.filter(municipality=municipality), deliveries.filter(user__municipality=municipality)
+        dead_letters = dead_letters.filter(municipality=municipality.pk)
+    sent = dict(deliveries.filter(sent_at__gte=start, sent_at__lt=end).values_list("kind").annotate(Count("id")))
     failed = dict(
-        DeadLetter.objects.filter(failed_at__gte=start, failed_at__lt=end).values_list("queue").annotate(Count("id"))
+        dead_letters.filter(failed_at__gte=start, failed_at__lt=end).values_list("queue").annotate(Count("id"))
     )
+    connection = clients.redis()
     return DailyReport(
         day=day,
-        users_registered=User.objects.filter(date_joined__gte=start, date_joined__lt=end).count(),
-        users_verified=User.objects.filter(email_verified_at__gte=start, email_verified_at__lt=end).count(),
+        municipality=municipality.name if municipality is not None else "",
+        users_registered=users.filter(date_joined__gte=start, date_joined__lt=end).count(),
+        users_verified=users.filter(email_verified_at__gte=start, email_verified_at__lt=end).count(),
         emails_sent={kind: sent.get(kind, 0) for kind in EmailDelivery.Kind.values},
         jobs={
-            name: (series.done_between(connection, name, start, end), failed.get(name, 0)) for name in policies.QUEUES
+            name: (None if municipality else series.done_between(connection, name, start, end), failed.get(name, 0))
+            for name in policies.QUEUES
         },
-        dead_letters_open=DeadLetter.objects.filter(resolved_at=None, retried_at=None).count(),
-        oldest_waiting={name: _oldest_waiting(name) for name in policies.QUEUES},
+        dead_letters_open=dead_letters.filter(resolved_at=None, retried_at=None).count(),
+        oldest_waiting={} if municipality else {name: _oldest_waiting(name) for name in policies.QUEUES},
     )
 
 
 def report_text(report: DailyReport) -> str:
-    jobs = " · ".join(f"{name} {done}/{failed}" for name, (done, failed) in report.jobs.items())
-    waiting = " · ".join(f"{name} {_age(age)}" for name, age in report.oldest_waiting.items())
-    return "\n".join(
-        [
-            _(":bar_chart: Ceres daily report — %(day)s (Córdoba)") % {"day": f"{report.day:%d/%m/%Y}"},
-            _("• Registered users: %(registered)d · verified: %(verified)d")
-            % {"registered": report.users_registered, "verified": report.users_verified},
-            _("• Emails sent: verification %(verify)d · welcome %(welcome)d · existing account %(exists)d")
-            % report.emails_sent,
-            _("• Jobs completed/failed per queue: %(jobs)s") % {"jobs": jobs},
-            _("• Open dead letters: %(n)d") % {"n": report.dead_letters_open},
-            _("• Oldest waiting job: %(waiting)s") % {"waiting": waiting},
-        ]
-    )
+    day = f"{report.day:%d/%m/%Y}"
+    if report.municipality:
+        title = _(":bar_chart: Daily report of %(municipality)s — %(day)s (Córdoba)")
+        title %= {"municipality": report.municipality, "day": day}
+        failed = " · ".join(f"{name} {failed}" for name, (_done, failed) in report.jobs.items())
+        jobs = _("• Jobs failed for good per queue: %(jobs)s") % {"jobs": failed}
+    else:
+        title = _(":bar_chart: Ceres daily report — %(day)s (Córdoba)") % {"day": day}
+        both = " · ".join(f"{name} {done}/{failed}" for name, (done, failed) in report.jobs.items())
+        jobs = _("• Jobs completed/failed per queue: %(jobs)s") % {"jobs": both}
+    lines = [
+        title,
+        _("• Registered users: %(registered)d · verified: %(verified)d")
+        % {"registered": report.users_registered, "verified": report.users_verified},
+        _("• Emails sent: verification %(verify)d · welcome %(welcome)d · existing account %(exists)d")
+        % report.emails_sent,
+        jobs,
+        _("• Open dead letters: %(n)d") % {"n": report.dead_letters_open},
+    ]
+    if report.oldest_waiting:
+        waiting = " · ".join(f"{name} {_age(age)}" for name, age in report.oldest_waiting.items())
+        lines.append(_("• Oldest waiting job: %(waiting)s") % {"waiting": waiting})
+    return "\n".join(lines)
 
 
 def _oldest_waiting(queue_name: str) -> float | None:

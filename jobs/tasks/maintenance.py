@@ -10,6 +10,7 @@ from django.utils.translation import ngettext
 
 from ceres_site.accounts.reports import report_daily, report_text
 from ceres_site.accounts.tokens import tokens_clean
+from ceres_site.municipalities.models import Municipality
 from jobs.config import crons
 from jobs.enqueue.producers import enqueue_slack_alert
 from jobs.failures.attempts import PermanentJobError
@@ -37,9 +38,16 @@ def clean_verification_tokens(slot: datetime | None = None) -> str:
 
 
 def daily_report(slot: datetime) -> str:
-    """Post the report of the Córdoba day before the slot's."""
+    """Post the report of the Córdoba day before the slot's: the platform's to its webhook, and each
+    other active municipality's own to that municipality's."""
     day = crons.local_day(slot) - timedelta(days=1)
     enqueue_slack_alert(text=report_text(report_daily(day=day)), dedupe_key=f"daily-report-{day.isoformat()}")
+    for municipality in Municipality.objects.filter(active=True, is_default=False):
+        enqueue_slack_alert(
+            text=report_text(report_daily(day=day, municipality=municipality)),
+            dedupe_key=f"daily-report-{day.isoformat()}-{municipality.slug}",
+            municipality=municipality.pk,
+        )
     return _("posted the report of %(day)s") % {"day": day.isoformat()}
 
 
