@@ -222,3 +222,47 @@ def test_the_daily_report_goes_to_the_platform_and_each_municipality_gets_its_ow
     assert platform.startswith(":bar_chart: Reporte diario de Ceres") and "• Usuarios registrados: 4 ·" in platform
     assert of_sur.startswith(":bar_chart: Reporte diario de Villa Sur") and "• Usuarios registrados: 1 ·" in of_sur
     assert "Job en espera más antiguo" not in of_sur  # the queues' waits are the platform's
+
+
+def test_a_newsletter_goes_to_its_municipality_s_subscribers_under_its_name(towns, smtp, work, settings):
+    from django.utils import timezone
+
+    from ceres_site.newsletters import campaigns
+    from ceres_site.newsletters.models import Newsletter
+
+    norte, sur = towns
+    Municipality.objects.filter(pk=norte.pk).update(
+        base_url="https://norte.example.test", sender_name="Villa Norte", sender_email="avisos@norte.example.test"
+    )
+    now = timezone.now()
+    for municipality in (norte, sur):
+        User.objects.create_user(username=f"vecina@example.com@{municipality.slug}", email="vecina@example.com",
+                                 municipality=municipality, email_verified_at=now)  # fmt: skip
+    editor = User.objects.create_user(username="editora", is_staff=True)
+    newsletter = Newsletter.objects.create(subject="Novedades", body_text="Hola {{ name }}: {{ unsubscribe_url }}",
+                                           municipality=norte)  # fmt: skip
+
+    assert campaigns.send(newsletter, editor) == 1
+    work("bulk")
+
+    [message] = smtp.messages
+    assert message["From"] == "Villa Norte <avisos@norte.example.test>"
+    assert message["List-Unsubscribe"].strip().startswith("<https://norte.example.test/newsletters/unsubscribe/")
+    assert Newsletter.objects.create(subject="Otra", body_text="Hola").municipality == Municipality.objects.default()
+
+
+def test_a_newsletter_job_for_a_user_of_another_municipality_sends_nothing(towns, smtp, work):
+    from django.utils import timezone
+
+    from ceres_site.newsletters.models import Newsletter
+    from jobs.enqueue.producers import enqueue_newsletter_many
+
+    norte, sur = towns
+    in_sur = User.objects.create_user(username="vecina@example.com@sur", email="vecina@example.com",
+                                      municipality=sur, email_verified_at=timezone.now())  # fmt: skip
+    newsletter = Newsletter.objects.create(subject="Novedades", body_text="Hola", municipality=norte,
+                                           state=Newsletter.State.SENDING)  # fmt: skip
+    enqueue_newsletter_many(newsletter_id=newsletter.pk, user_ids=[in_sur.pk])
+    work("bulk")
+    assert smtp.messages == []
+    assert "is not of newsletter" in DeadLetter.objects.get(queue="bulk").exc_message

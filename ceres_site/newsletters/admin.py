@@ -27,10 +27,10 @@ class NewsletterAdmin(admin.ModelAdmin):
     resume it from its own page or from the list (`send_newsletter`)."""
 
     form = forms.NewsletterForm
-    list_display = ("subject", "state_shown", "recipients", "progress_line", "sent_at")
-    list_filter = ("state",)
+    list_display = ("subject", "municipality", "state_shown", "recipients", "progress_line", "sent_at")
+    list_filter = ("state", "municipality")
     readonly_fields = ("state_shown", "recipients", "progress_line", "sent_at", "sent_by")
-    fields = ("subject", "body_text", "body_html", *readonly_fields)
+    fields = ("municipality", "subject", "body_text", "body_html", *readonly_fields)
     actions = ["test_send", "send", "pause", "resume"]
     change_form_template = "admin/newsletters/newsletter/change_form.html"
 
@@ -117,7 +117,7 @@ class NewsletterAdmin(admin.ModelAdmin):
             else:
                 self._not_sent(request, newsletter)
             return redirect(_url("change", newsletter))
-        recipients = campaigns.audience().count()
+        recipients = campaigns.audience(newsletter.municipality_id).count()
         pace = campaigns.pace()
         context = {
             **self.admin_site.each_context(request),

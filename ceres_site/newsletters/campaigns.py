@@ -18,11 +18,12 @@ from jobs.staff.audit import action_record
 from .models import Delivery, Newsletter
 
 
-def audience():
-    """Verified, active users who have not unsubscribed."""
+def audience(municipality: int):
+    """The municipality's verified, active users who have not unsubscribed."""
     return User.objects.filter(
-        is_active=True, email_verified_at__isnull=False, newsletter_unsubscribed_at__isnull=True
-    ).exclude(email="")
+        municipality=municipality, is_active=True, email_verified_at__isnull=False,
+        newsletter_unsubscribed_at__isnull=True,
+    ).exclude(email="")  # fmt: skip
 
 
 def send(newsletter: Newsletter, user) -> int:
@@ -31,7 +32,7 @@ def send(newsletter: Newsletter, user) -> int:
         newsletter = Newsletter.objects.select_for_update().get(pk=newsletter.pk)
         if newsletter.state != Newsletter.State.DRAFT:
             return 0
-        ids = list(audience().order_by("pk").values_list("pk", flat=True))
+        ids = list(audience(newsletter.municipality_id).order_by("pk").values_list("pk", flat=True))
         if not ids:  # a campaign to nobody would read "sending" for ever
             return 0
         newsletter.state, newsletter.recipients = Newsletter.State.SENDING, len(ids)
@@ -59,7 +60,7 @@ def resume(newsletter: Newsletter, user) -> int:
             state=Newsletter.State.SENDING
         ):
             return 0
-        waiting = list(audience().exclude(pk__in=Delivery.objects.filter(newsletter=newsletter).values("user_id"))
+        waiting = list(audience(newsletter.municipality_id).exclude(pk__in=Delivery.objects.filter(newsletter=newsletter).values("user_id"))
                        .filter(date_joined__lte=newsletter.sent_at).order_by("pk").values_list("pk", flat=True))  # fmt: skip
         enqueue_newsletter_many(newsletter_id=newsletter.pk, user_ids=waiting)
         _audit(JobAction.Kind.RESUME, newsletter, user, len(waiting))

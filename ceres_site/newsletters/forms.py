@@ -8,7 +8,14 @@ from .models import Newsletter
 
 
 class NewsletterForm(forms.ModelForm):
-    """Both bodies must render: a broken one is refused here, not found by the first job."""
+    """Both bodies must render: a broken one is refused here, not found by the first job. A draft
+    left without a municipality is the default one's (`Newsletter.save`)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if "municipality" in self.fields:
+            self.fields["municipality"].required = False
+            self.fields["municipality"].help_text = _("Blank: the default municipality.")
 
     def clean_body_text(self):
         return _checked(self.cleaned_data["body_text"], html=False)

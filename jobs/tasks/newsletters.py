@@ -10,7 +10,6 @@ A body that does not render (saved before bodies were checked, or broken since) 
 good: every attempt would fail the same way.
 """
 
-from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
 from django.db import connection
 from django.urls import reverse
@@ -20,16 +19,18 @@ from rq import get_current_job
 
 from ceres_site import db
 from ceres_site.accounts.models import User
+from ceres_site.municipalities.models import Municipality
 from ceres_site.newsletters import rendering
 from ceres_site.newsletters.models import Delivery, Newsletter
 from ceres_site.newsletters.unsubscribe import unsubscribe_token
 from jobs.failures.attempts import PermanentJobError
 from jobs.mail import messages, throttle
-from jobs.tasks.email import display_name, record
+from jobs.tasks.email import MUNICIPALITY_FIELDS, display_name, record
 from jobs.tasks.sending import deliver
 
 RECIPIENT = (
-    "SELECT u.email, u.first_name, u.is_active AND u.email_verified_at IS NOT NULL AND u.newsletter_unsubscribed_at IS NULL,"
+    "SELECT u.email, u.first_name, u.municipality_id,"
+    " u.is_active AND u.email_verified_at IS NOT NULL AND u.newsletter_unsubscribed_at IS NULL,"
     f" EXISTS (SELECT 1 FROM {Delivery._meta.db_table} d WHERE d.newsletter_id = %s AND d.user_id = u.id)"
     f" FROM {User._meta.db_table} u WHERE u.id = %s"
 )
@@ -42,30 +43,43 @@ def send_newsletter(newsletter_id: int, user_id: int, test: bool = False) -> str
         newsletter_id, user_id = int(newsletter_id), int(user_id)
     except (TypeError, ValueError):
         raise PermanentJobError(f"malformed payload: newsletter_id={newsletter_id!r}, user_id={user_id!r}") from None
+    fields = [f"municipality__{field}" for field in MUNICIPALITY_FIELDS]
     newsletter = (
-        Newsletter.objects.filter(pk=newsletter_id).values("state", "subject", "body_text", "body_html").first()
+        Newsletter.objects.filter(pk=newsletter_id)
+        .values("state", "subject", "body_text", "body_html", *fields)
+        .first()
     )
     if newsletter is None:
         raise PermanentJobError(f"newsletter {newsletter_id} does not exist")
+    municipality = Municipality(**{field: newsletter[f"municipality__{field}"] for field in MUNICIPALITY_FIELDS})
+    if not municipality.active:
+        raise PermanentJobError(_("municipality %(id)s is inactive or gone: nothing sent") % {"id": municipality.pk})
     if not test and newsletter["state"] != Newsletter.State.SENDING:
         return _("skipped: the newsletter is %(state)s") % {"state": Newsletter.State(newsletter["state"]).label}
     row = db.fetch_one(RECIPIENT, [newsletter_id, user_id])
     if row is None:
         return _("skipped: user %(user)s does not exist") % {"user": user_id}
-    email, first_name, subscribed, delivered = row
+    email, first_name, users_municipality, subscribed, delivered = row
+    if not test and users_municipality != municipality.pk:
+        raise PermanentJobError(
+            f"malformed payload: user {user_id} is not of newsletter {newsletter_id}'s municipality ({municipality.pk})"
+        )
     if not test and delivered:
         return _("skipped: already sent to user %(user)s") % {"user": user_id}
     if not test and not subscribed:
         return _("skipped: user %(user)s is unsubscribed or not verified") % {"user": user_id}
-    _send(newsletter_id, newsletter, user_id, email, first_name, test)
+    _send(newsletter_id, newsletter, municipality, user_id, email, first_name, test)
     if test:
         return _("sent: test copy to user %(user)s") % {"user": user_id}
     record(DELIVERED, [newsletter_id, user_id, connection.ops.adapt_datetimefield_value(timezone.now())])
     return _("sent: newsletter %(newsletter)s to user %(user)s") % {"newsletter": newsletter_id, "user": user_id}
 
 
-def _send(newsletter_id: int, newsletter: dict, user_id: int, email: str, first_name: str, test: bool) -> None:
-    url = settings.SITE_URL + reverse("newsletters:unsubscribe", args=[unsubscribe_token(user_id)])
+def _send(
+    newsletter_id: int, newsletter: dict, municipality: Municipality, user_id: int, email: str, first_name: str,
+    test: bool,
+) -> None:  # fmt: skip
+    url = municipality.site_url + reverse("newsletters:unsubscribe", args=[unsubscribe_token(user_id)])
     name = display_name(first_name)
     try:
         body = rendering.render(newsletter["body_text"], html=False, name=name, unsubscribe_url=url)
@@ -78,6 +92,7 @@ def _send(newsletter_id: int, newsletter: dict, user_id: int, email: str, first_
     message = EmailMultiAlternatives(
         subject=_("[Test] %(subject)s") % {"subject": newsletter["subject"]} if test else newsletter["subject"],
         body=body,
+        from_email=municipality.sender,
         to=[email],
         headers={
             "List-Unsubscribe": f"<{url}>",
