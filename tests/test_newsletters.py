@@ -107,7 +107,7 @@ def test_a_copy_sent_again_has_the_same_message_id_and_each_test_copy_its_own(sm
     campaigns.send(draft, None)
     work("bulk")
     Delivery.objects.all().delete()  # as if the worker died between the server's answer and the record
-    enqueue_newsletter_many(newsletter_id=draft.pk, user_ids=[ana.pk])
+    enqueue_newsletter_many(newsletter_id=draft.pk, user_ids=[ana.pk], municipality=draft.municipality_id)
     work("bulk")
     for _ in range(2):
         enqueue_newsletter_test(newsletter_id=draft.pk, user_id=ana.pk)

@@ -262,7 +262,22 @@ def test_a_newsletter_job_for_a_user_of_another_municipality_sends_nothing(towns
                                       municipality=sur, email_verified_at=timezone.now())  # fmt: skip
     newsletter = Newsletter.objects.create(subject="Novedades", body_text="Hola", municipality=norte,
                                            state=Newsletter.State.SENDING)  # fmt: skip
-    enqueue_newsletter_many(newsletter_id=newsletter.pk, user_ids=[in_sur.pk])
+    enqueue_newsletter_many(newsletter_id=newsletter.pk, user_ids=[in_sur.pk], municipality=norte.pk)
     work("bulk")
     assert smtp.messages == []
     assert "is not of newsletter" in DeadLetter.objects.get(queue="bulk").exc_message
+
+
+def test_metrics_count_each_configured_municipality_s_jobs_and_no_other_label(towns, smtp, work, admin_client):
+    norte, _sur = towns
+    ana = User.objects.create_user(username="ana@example.com@norte", email="ana@example.com", municipality=norte)
+    beto = User.objects.create_user(username="beto@example.com@norte", email="beto@example.com", municipality=norte)
+    enqueue_email_verify(user_id=ana.pk, municipality=norte.pk)
+    enqueue_email_verify(user_id=beto.pk, municipality=10**9)  # fails for good: no such municipality's user
+    work()
+
+    exposed = admin_client.get("/metrics").content.decode()
+    assert 'ceres_jobs_finished_by_municipality_total{municipality="norte",queue="email"} 1.0' in exposed
+    assert 'ceres_jobs_failed_by_municipality_total{municipality="norte",queue="email"} 0.0' in exposed
+    assert 'ceres_jobs_finished_by_municipality_total{municipality="sur",queue="email"} 0.0' in exposed
+    assert str(10**9) not in exposed  # only configured municipalities are label values

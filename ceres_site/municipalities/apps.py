@@ -11,10 +11,10 @@ class MunicipalitiesConfig(AppConfig):
     def ready(self) -> None:
         from jobs.config import tenancy
 
-        from .models import webhook_for
+        from .models import slugs, webhook_for
 
         post_migrate.connect(_ensure_default, sender=self)
-        tenancy.register_webhooks(webhook_for)
+        tenancy.register(webhook_for=webhook_for, names=slugs)
 
 
 def _ensure_default(sender, using: str = "default", **kwargs) -> None:

@@ -50,6 +50,10 @@ def webhook_for(municipality: int | None) -> str:
     return found.slack_webhook_url if found is not None else settings.SLACK_WEBHOOK_URL
 
 
+def slugs() -> dict[int, str]:
+    return dict(Municipality.objects.values_list("pk", "slug"))
+
+
 def ensure_default(using: str = "default") -> None:
     """Create the default municipality if it is missing: the first migration does, and a flush (a
     test that commits) empties the table again, then emits `post_migrate`, which calls this."""

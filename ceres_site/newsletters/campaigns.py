@@ -38,7 +38,7 @@ def send(newsletter: Newsletter, user) -> int:
         newsletter.state, newsletter.recipients = Newsletter.State.SENDING, len(ids)
         newsletter.sent_at, newsletter.sent_by = timezone.now(), user
         newsletter.save(update_fields=["state", "recipients", "sent_at", "sent_by"])
-        enqueue_newsletter_many(newsletter_id=newsletter.pk, user_ids=ids)  # when this commits
+        enqueue_newsletter_many(newsletter_id=newsletter.pk, user_ids=ids, municipality=newsletter.municipality_id)
         _audit(JobAction.Kind.SEND, newsletter, user, len(ids))
     return len(ids)
 
@@ -62,7 +62,7 @@ def resume(newsletter: Newsletter, user) -> int:
             return 0
         waiting = list(audience(newsletter.municipality_id).exclude(pk__in=Delivery.objects.filter(newsletter=newsletter).values("user_id"))
                        .filter(date_joined__lte=newsletter.sent_at).order_by("pk").values_list("pk", flat=True))  # fmt: skip
-        enqueue_newsletter_many(newsletter_id=newsletter.pk, user_ids=waiting)
+        enqueue_newsletter_many(newsletter_id=newsletter.pk, user_ids=waiting, municipality=newsletter.municipality_id)
         _audit(JobAction.Kind.RESUME, newsletter, user, len(waiting))
     return len(waiting)
 

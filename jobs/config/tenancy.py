@@ -1,7 +1,8 @@
 """What the job machinery knows of municipalities: a job's municipality is the id in its kwargs
-(`municipality_of`), and where alerts about it go is asked of `webhook_for`, which the domain
+(`municipality_of`); where alerts about it go (`webhook_for`) and which municipalities exist (`names`,
+the only values of the metrics' `municipality` label) are asked of functions the domain
 (`ceres_site.municipalities`) registers at start-up: the machinery never imports it. Until then, and
-for jobs of no municipality, alerts go to the platform's webhook."""
+for jobs of no municipality, alerts go to the platform's webhook and no municipality is known."""
 
 from collections.abc import Callable
 
@@ -16,11 +17,20 @@ def municipality_of(kwargs: dict) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+def municipality_of_job(job) -> int | None:
+    """`municipality_of` a job's kwargs; None for a payload that cannot be read."""
+    try:
+        return municipality_of(job.kwargs)
+    except Exception:  # rq's DeserializationError, or anything a broken payload raises
+        return None
+
+
 def platform_webhook(municipality: int | None) -> str:
     return settings.SLACK_WEBHOOK_URL
 
 
 _webhook_for: Callable[[int | None], str] = platform_webhook
+_names: Callable[[], dict[int, str]] = dict
 
 
 def webhook_for(municipality: int | None) -> str:
@@ -28,6 +38,11 @@ def webhook_for(municipality: int | None) -> str:
     return _webhook_for(municipality)
 
 
-def register_webhooks(function: Callable[[int | None], str]) -> None:
-    global _webhook_for
-    _webhook_for = function
+def names() -> dict[int, str]:
+    """Every configured municipality's id and slug."""
+    return _names()
+
+
+def register(*, webhook_for: Callable[[int | None], str], names: Callable[[], dict[int, str]]) -> None:
+    global _webhook_for, _names
+    _webhook_for, _names = webhook_for, names

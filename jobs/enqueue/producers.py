@@ -147,8 +147,9 @@ def _drop_if_waiting(queue_name: str, job_id: str) -> None:
         job.delete()
 
 
-def enqueue_newsletter_many(*, newsletter_id: int, user_ids: Iterable[int]) -> list[Enqueued] | None:
-    return _NEWSLETTER.many({"newsletter_id": newsletter_id, "user_id": user_id} for user_id in user_ids)
+def enqueue_newsletter_many(*, newsletter_id: int, user_ids: Iterable[int], municipality: int) -> list[Enqueued] | None:
+    calls = ({"newsletter_id": newsletter_id, "user_id": user_id, "municipality": municipality} for user_id in user_ids)
+    return _NEWSLETTER.many(calls)
 
 
 def enqueue_newsletter_test(*, newsletter_id: int, user_id: int) -> Enqueued | None:

@@ -12,7 +12,7 @@ from django.conf import settings
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import CollectorRegistry
 
-from jobs.config import policies
+from jobs.config import policies, tenancy
 from jobs.enqueue import clients
 from jobs.observability import reads, series
 from jobs.rq_compat import now
@@ -67,14 +67,18 @@ def job_finished(pipe, job, queue_name: str, ended: datetime) -> None:
     in and the duration sum. Totals and cumulative buckets are summed when Prometheus scrapes."""
     seconds = (ended - (job.started_at or ended)).total_seconds()
     series.job_done(pipe, queue_name, job.enqueued_at, job.started_at, ended)
+    if (municipality := tenancy.municipality_of_job(job)) is not None:
+        pipe.hincrby(_key(), f"jobs_finished:{queue_name}:{municipality}", 1)
     pipe.hincrby(_key(), f"duration_bucket:{queue_name}:{next(b for b in BUCKETS if seconds <= b)}", 1)
     pipe.hincrbyfloat(_key(), f"duration_sum:{queue_name}", seconds)
 
 
-def job_failed(connection, queue_name: str, moment: datetime) -> None:
-    """A final failure: the Prometheus counter and its minute in `jobs.observability.series`."""
+def job_failed(connection, job, queue_name: str, moment: datetime) -> None:
+    """A final failure: the Prometheus counters and its minute in `jobs.observability.series`."""
     with connection.pipeline(transaction=False) as pipe:
         pipe.hincrby(_key(), f"jobs_failed:{queue_name}", 1)
+        if (municipality := tenancy.municipality_of_job(job)) is not None:
+            pipe.hincrby(_key(), f"jobs_failed:{queue_name}:{municipality}", 1)
         series.job_failed(pipe, queue_name, moment)
         pipe.execute()
 
@@ -107,7 +111,18 @@ class QueueCollector:
             )
         }
         durations = HistogramMetricFamily("ceres_job_duration_seconds", "How long finished jobs ran", labels=["queue"])
+        by_municipality = {
+            name: CounterMetricFamily(f"ceres_{name}_by_municipality", text, labels=["queue", "municipality"])
+            for name, text in (
+                ("jobs_finished", "Jobs that finished, of each municipality's (jobs naming one)"),
+                ("jobs_failed", "Jobs that failed for good, of each municipality's (jobs naming one)"),
+            )
+        }
+        municipalities = tenancy.names()  # the label's only values: an id no municipality has is left out
         for name in policies.QUEUES:
+            for municipality, slug in municipalities.items():
+                for counter_name, family in by_municipality.items():
+                    family.add_metric([name, slug], float(stored.get(f"{counter_name}:{name}:{municipality}", 0)))
             stats = reads.queue_stats(name)
             for state, value in stats.counts.items():
                 jobs.add_metric([name, state], value)
@@ -123,7 +138,7 @@ class QueueCollector:
                 family.add_metric([name], float(value))
             bounds = ["+Inf" if bound == float("inf") else str(bound) for bound in BUCKETS]
             durations.add_metric([name], list(zip(bounds, cumulative)), float(stored.get(f"duration_sum:{name}", 0)))
-        yield from (jobs, waiting, workers, slots, busy, *counters.values(), durations)
+        yield from (jobs, waiting, workers, slots, busy, *counters.values(), durations, *by_municipality.values())
 
 
 def registry() -> CollectorRegistry:

@@ -222,7 +222,7 @@ class CeresWorker(Worker):
         super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
         status = job.get_status(refresh=False)
         if status == JobStatus.FAILED:
-            self._safely(metrics.job_failed, self.connection, queue.name, job.ended_at or rq_now())
+            self._safely(metrics.job_failed, self.connection, job, queue.name, job.ended_at or rq_now())
             self._safely(archive, job, exc_string)
         elif status in (JobStatus.SCHEDULED, JobStatus.QUEUED):  # another attempt comes; a stopped job does not
             self._safely(metrics.job_retried, self.connection, queue.name, job.ended_at or rq_now())

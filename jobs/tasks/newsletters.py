@@ -37,8 +37,9 @@ RECIPIENT = (
 DELIVERED = f"INSERT INTO {Delivery._meta.db_table} (newsletter_id, user_id, sent_at) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING"
 
 
-def send_newsletter(newsletter_id: int, user_id: int, test: bool = False) -> str:
-    """`test`: the staff member's own test copy, whatever the campaign's state, recorded nowhere."""
+def send_newsletter(newsletter_id: int, user_id: int, test: bool = False, municipality: int | None = None) -> str:
+    """`test`: the staff member's own test copy, whatever the campaign's state, recorded nowhere.
+    `municipality`, the newsletter's (None in jobs enqueued before there were municipalities)."""
     try:
         newsletter_id, user_id = int(newsletter_id), int(user_id)
     except (TypeError, ValueError):
@@ -51,24 +52,26 @@ def send_newsletter(newsletter_id: int, user_id: int, test: bool = False) -> str
     )
     if newsletter is None:
         raise PermanentJobError(f"newsletter {newsletter_id} does not exist")
-    municipality = Municipality(**{field: newsletter[f"municipality__{field}"] for field in MUNICIPALITY_FIELDS})
-    if not municipality.active:
-        raise PermanentJobError(_("municipality %(id)s is inactive or gone: nothing sent") % {"id": municipality.pk})
+    owner = Municipality(**{field: newsletter[f"municipality__{field}"] for field in MUNICIPALITY_FIELDS})
+    if not owner.active:
+        raise PermanentJobError(_("municipality %(id)s is inactive or gone: nothing sent") % {"id": owner.pk})
+    if municipality is not None and municipality != owner.pk:
+        raise PermanentJobError(f"malformed payload: municipality={municipality!r} is not newsletter {newsletter_id}'s")
     if not test and newsletter["state"] != Newsletter.State.SENDING:
         return _("skipped: the newsletter is %(state)s") % {"state": Newsletter.State(newsletter["state"]).label}
     row = db.fetch_one(RECIPIENT, [newsletter_id, user_id])
     if row is None:
         return _("skipped: user %(user)s does not exist") % {"user": user_id}
     email, first_name, users_municipality, subscribed, delivered = row
-    if not test and users_municipality != municipality.pk:
+    if not test and users_municipality != owner.pk:
         raise PermanentJobError(
-            f"malformed payload: user {user_id} is not of newsletter {newsletter_id}'s municipality ({municipality.pk})"
+            f"malformed payload: user {user_id} is not of newsletter {newsletter_id}'s municipality ({owner.pk})"
         )
     if not test and delivered:
         return _("skipped: already sent to user %(user)s") % {"user": user_id}
     if not test and not subscribed:
         return _("skipped: user %(user)s is unsubscribed or not verified") % {"user": user_id}
-    _send(newsletter_id, newsletter, municipality, user_id, email, first_name, test)
+    _send(newsletter_id, newsletter, owner, user_id, email, first_name, test)
     if test:
         return _("sent: test copy to user %(user)s") % {"user": user_id}
     record(DELIVERED, [newsletter_id, user_id, connection.ops.adapt_datetimefield_value(timezone.now())])
