@@ -82,11 +82,11 @@ class UserAdmin(TranslatedPermissions, BaseUserAdmin):
     @admin.action(description=_("Resend the verification email"), permissions=["change"])
     def resend_verification_email(self, request, queryset):
         enqueued = pending = verified = 0
-        for user in queryset.only("pk", "email_verified_at"):
+        for user in queryset.only("pk", "email_verified_at", "municipality"):
             if user.is_verified:
                 verified += 1
                 continue
-            result = enqueue_email_verify(user_id=user.pk)
+            result = enqueue_email_verify(user_id=user.pk, municipality=user.municipality_id)
             if result is None or result.created:
                 enqueued += 1
             else:

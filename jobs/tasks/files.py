@@ -28,7 +28,7 @@ def validate_cv(upload_id: int) -> str:
         verdict = cv.judge(_read(upload, settings.CV_MAX_BYTES), settings.CV_MAX_BYTES)
     except cv.Rejected as rejection:
         if _finish(upload, Upload.State.REJECTED, reason=str(rejection)):
-            enqueue_email_cv_rejected(upload_id=upload.pk)
+            enqueue_email_cv_rejected(upload_id=upload.pk, municipality=upload.user.municipality_id)
         return _("rejected: %(reason)s") % {"reason": rejection}
     _finish(upload, Upload.State.ACCEPTED, warning=" ".join(verdict.warnings))
     if verdict.pages:
@@ -80,7 +80,7 @@ def _pending(upload_id, kind) -> tuple[Upload | None, str]:
         upload_id = int(upload_id)
     except (TypeError, ValueError):
         raise PermanentJobError(f"malformed payload: upload_id={upload_id!r} is not an integer") from None
-    upload = Upload.objects.filter(pk=upload_id, kind=kind).first()
+    upload = Upload.objects.filter(pk=upload_id, kind=kind).select_related("user").first()
     if upload is None:
         return None, _("skipped: upload %(upload)s does not exist") % {"upload": upload_id}
     if upload.state not in UNFINISHED:

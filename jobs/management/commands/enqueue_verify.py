@@ -25,7 +25,7 @@ class Command(OneLineErrors, BaseCommand):
             elif user.is_verified:
                 self.stdout.write(f"{ref}: already verified, nothing to send")
             else:
-                result = enqueue_email_verify(user_id=user.pk)
+                result = enqueue_email_verify(user_id=user.pk, municipality=user.municipality_id)
                 state = "enqueued" if result.created else f"already pending ({result.status})"
                 self.stdout.write(f"{ref}: {state} as {result.job_id}")
         if missing:
