@@ -12,6 +12,7 @@ from django.utils.text import Truncator
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
+from jobs.config import tenancy
 from jobs.failures.dead_letters import UNREADABLE_PAYLOAD, dead_letter_resolve
 from jobs.models import Dashboard, DeadLetter, JobAction, JobActionTarget
 from jobs.staff.audit import action_record
@@ -105,10 +106,16 @@ class DeadLetterAdmin(ReadOnlyAdmin):
             return HttpResponseRedirect(change)
         if not self.has_retry_permission(request):
             raise PermissionDenied
-        rows = list(DeadLetter.objects.filter(pk=pk))
+        rows = list(self.get_queryset(request).filter(pk=pk))
         if not rows:
             return HttpResponseRedirect(reverse("admin:jobs_deadletter_changelist"))
         return archive.retry_confirmed(request, self.admin_site, rows, back=change) or HttpResponseRedirect(change)
+
+    def get_queryset(self, request):
+        """Staff limited to one municipality see its jobs' dead letters alone (`jobs.config.tenancy`)."""
+        rows = super().get_queryset(request)
+        limited = tenancy.scope_of(request.user)
+        return rows if limited is None else rows.filter(municipality=limited)
 
     def get_list_display(self, request):
         """With `jobs.view_payloads`, the error's message beside its type (the mail server's answer, say)."""
@@ -174,8 +181,8 @@ class DeadLetterAdmin(ReadOnlyAdmin):
 class DashboardAdmin(ReadOnlyAdmin):
     """The queue dashboard: its pages live under /admin/jobs/dashboard/, behind admin login."""
 
-    def has_module_permission(self, request):
-        return request.user.has_perm("jobs.view_dashboard")
+    def has_module_permission(self, request):  # its pages cover every municipality (`whole_platform`)
+        return request.user.has_perm("jobs.view_dashboard") and tenancy.scope_of(request.user) is None
 
     def has_view_permission(self, request, obj=None):
         return request.user.has_perm("jobs.view_dashboard")
@@ -205,6 +212,13 @@ class DashboardAdmin(ReadOnlyAdmin):
 class JobActionAdmin(ReadOnlyAdmin):
     list_display = ("moment", "user", "kind", "queue", "jobs", "reason", "detail")
     list_filter = ("kind", "queue")
+
+    def has_module_permission(self, request):  # the audit of every municipality's jobs
+        return super().has_module_permission(request) and tenancy.scope_of(request.user) is None
+
+    def has_view_permission(self, request, obj=None):
+        return super().has_view_permission(request, obj) and tenancy.scope_of(request.user) is None
+
     search_fields = ("=targets__job_id", "user__username", "reason")
     date_hierarchy = "at"
     ON_NO_JOB = {JobAction.Kind.PAUSE, JobAction.Kind.RESUME, JobAction.Kind.SEND}  # a queue or a campaign

@@ -114,6 +114,7 @@ class JobAction(models.Model):
         RESUME = "resume", _("resume queue")
         CLEAN = "clean", _("clean old jobs")
         SEND = "send", _("send newsletter")
+        REFUSED = "refused", _("refused: another municipality's jobs")
 
     at = models.DateTimeField(_("when"), auto_now_add=True, db_index=True)
     user = models.ForeignKey(

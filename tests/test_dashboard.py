@@ -14,6 +14,7 @@ from django.utils import timezone
 from rq.job import Job
 
 from ceres_site.accounts.models import User
+from ceres_site.municipalities.models import Municipality
 from jobs.config.policies import QUEUES
 from jobs.enqueue.producers import enqueue_stored_call
 from jobs.models import DeadLetter, JobAction
@@ -509,14 +510,20 @@ def test_the_resolver_finds_every_dashboard_page():
 
 
 @pytest.mark.parametrize(
-    "who", ["anonymous", "not staff", "staff without permission", "staff with permission", "superuser"]
-)
+    "who",
+    ["anonymous", "not staff", "staff without permission", "staff with permission", "staff of one municipality",
+     "superuser"],
+)  # fmt: skip
 def test_permission_matrix(jobs, redis_conn, who):
     user = {
         "anonymous": lambda: None,
         "not staff": lambda: User.objects.create_user(username="citizen", password="x"),
         "staff without permission": lambda: staff(perms=()),
         "staff with permission": lambda: staff(),
+        # Every permission, but of a municipality other than the default: these jobs name none.
+        "staff of one municipality": lambda: staff(
+            municipality=Municipality.objects.create(name="Norte", slug="norte")
+        ),
         "superuser": lambda: User.objects.create_superuser(username="root", password="x"),
     }[who]()
     client = logged_in(user)
@@ -528,6 +535,10 @@ def test_permission_matrix(jobs, redis_conn, who):
         get, post = client.get(path), client.post(path, {"job_ids": ["email-failed-1"]})
         if who in ("anonymous", "not staff"):
             assert get.status_code == post.status_code == 302 and "/admin/login/" in get["Location"], path
+        elif who == "staff of one municipality":  # another municipality's job: not found, and no action
+            detail = "/job/" in route
+            assert get.status_code == (404 if detail else 302 if "/action/" in route else 403), path
+            assert post.status_code == (405 if detail else 403), path
         elif not allowed:
             assert get.status_code == post.status_code == 403, path
         else:
@@ -537,7 +548,10 @@ def test_permission_matrix(jobs, redis_conn, who):
             assert post.status_code == (200 if post_only or "/triage/" in route else 405), path
 
     assert redis_state(redis_conn) == before  # nothing changed: GETs never do, POSTs stop at a confirmation
-    assert JobAction.objects.count() == actions_before
+    refused = JobAction.objects.filter(kind=JobAction.Kind.REFUSED)
+    if who == "staff of one municipality":  # the crafted POST is audited, with the job it named
+        assert [target.job_id for action in refused for target in action.targets.all()] == ["email-failed-1"]
+    assert JobAction.objects.count() - refused.count() == actions_before
 
 
 def test_staff_without_operate_permission_gets_403_on_the_action_itself(jobs):

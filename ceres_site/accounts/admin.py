@@ -9,6 +9,7 @@ from django.utils.safestring import mark_safe
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
+from ceres_site.municipalities.scoping import ScopedToMunicipality
 from jobs.enqueue.producers import enqueue_email_verify
 from jobs.staff.dashboard.search import jobs_of_user
 
@@ -53,7 +54,7 @@ class GroupAdmin(TranslatedPermissions, BaseGroupAdmin):
 
 
 @admin.register(User)
-class UserAdmin(TranslatedPermissions, BaseUserAdmin):
+class UserAdmin(ScopedToMunicipality, TranslatedPermissions, BaseUserAdmin):
     list_display = ("username", "email", "first_name", "municipality", "email_verified_at", "is_staff", "date_joined")
     list_filter = ("municipality", "is_staff", "is_active", ("email_verified_at", admin.EmptyFieldListFilter))
     fieldsets = BaseUserAdmin.fieldsets + (
@@ -100,7 +101,9 @@ class UserAdmin(TranslatedPermissions, BaseUserAdmin):
 
 
 @admin.register(VerificationToken)
-class VerificationTokenAdmin(admin.ModelAdmin):
+class VerificationTokenAdmin(ScopedToMunicipality, admin.ModelAdmin):
+    municipality_path = "user__municipality"
+
     list_display = ("user", "created_at", "expires_at", "used_at")
     list_select_related = ("user",)
     fields = ("user", "created_at", "expires_at", "used_at")  # the hash stays out of view
@@ -111,7 +114,9 @@ class VerificationTokenAdmin(admin.ModelAdmin):
 
 
 @admin.register(EmailDelivery)
-class EmailDeliveryAdmin(admin.ModelAdmin):
+class EmailDeliveryAdmin(ScopedToMunicipality, admin.ModelAdmin):
+    municipality_path = "user__municipality"
+
     list_display = ("kind", "user", "sent_at", "delivery_key")
     list_filter = ("kind",)
     list_select_related = ("user",)
@@ -122,7 +127,9 @@ class EmailDeliveryAdmin(admin.ModelAdmin):
 
 
 @admin.register(Upload)
-class UploadAdmin(admin.ModelAdmin):
+class UploadAdmin(ScopedToMunicipality, admin.ModelAdmin):
+    municipality_path = "user__municipality"
+
     """What people uploaded and what the files queue made of it (the files themselves stay private)."""
 
     list_display = ("user", "kind", "state", "reason", "warning", "size", "uploaded_at", "processed_at")

@@ -11,10 +11,10 @@ class MunicipalitiesConfig(AppConfig):
     def ready(self) -> None:
         from jobs.config import tenancy
 
-        from .models import slugs, webhook_for
+        from .models import slugs, staff_scope, webhook_for
 
         post_migrate.connect(_ensure_default, sender=self)
-        tenancy.register(webhook_for=webhook_for, names=slugs)
+        tenancy.register(webhook_for=webhook_for, names=slugs, scope_of=staff_scope)
 
 
 def _ensure_default(sender, using: str = "default", **kwargs) -> None:

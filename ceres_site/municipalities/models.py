@@ -50,6 +50,15 @@ def webhook_for(municipality: int | None) -> str:
     return found.slack_webhook_url if found is not None else settings.SLACK_WEBHOOK_URL
 
 
+def staff_scope(user) -> int | None:
+    """The municipality a staff member is limited to: their own, unless they are a superuser or
+    belong to the default municipality (the platform's staff), who see every municipality."""
+    if not user.is_authenticated or user.is_superuser:
+        return None
+    municipality = getattr(user, "municipality_id", None)
+    return None if municipality is None or municipality == default_pk() else municipality
+
+
 def slugs() -> dict[int, str]:
     return dict(Municipality.objects.values_list("pk", "slug"))
 

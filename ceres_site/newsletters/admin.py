@@ -11,6 +11,7 @@ from django.utils.html import format_html
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext, ngettext_lazy
 
+from ceres_site.municipalities.scoping import ScopedToMunicipality
 from jobs.enqueue.producers import enqueue_newsletter_test
 
 from . import campaigns, forms, rendering, texts
@@ -22,7 +23,7 @@ LEFT = ngettext_lazy("%(subject)s: %(n)d copy left to send.", "%(subject)s: %(n)
 
 
 @admin.register(Newsletter)
-class NewsletterAdmin(admin.ModelAdmin):
+class NewsletterAdmin(ScopedToMunicipality, admin.ModelAdmin):
     """Compose a draft, preview it, test-send it to yourself; send (after a confirmation page), pause and
     resume it from its own page or from the list (`send_newsletter`)."""
 

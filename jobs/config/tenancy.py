@@ -1,8 +1,10 @@
 """What the job machinery knows of municipalities: a job's municipality is the id in its kwargs
 (`municipality_of`); where alerts about it go (`webhook_for`) and which municipalities exist (`names`,
-the only values of the metrics' `municipality` label) are asked of functions the domain
+the only values of the metrics' `municipality` label) and which one a staff member is limited to
+(`scope_of`) are asked of functions the domain
 (`ceres_site.municipalities`) registers at start-up: the machinery never imports it. Until then, and
-for jobs of no municipality, alerts go to the platform's webhook and no municipality is known."""
+for jobs of no municipality, alerts go to the platform's webhook, no municipality is known and no
+staff member is limited."""
 
 from collections.abc import Callable
 
@@ -31,6 +33,7 @@ def platform_webhook(municipality: int | None) -> str:
 
 _webhook_for: Callable[[int | None], str] = platform_webhook
 _names: Callable[[], dict[int, str]] = dict
+_scope_of: Callable[[object], int | None] = lambda user: None  # noqa: E731
 
 
 def webhook_for(municipality: int | None) -> str:
@@ -43,6 +46,17 @@ def names() -> dict[int, str]:
     return _names()
 
 
-def register(*, webhook_for: Callable[[int | None], str], names: Callable[[], dict[int, str]]) -> None:
-    global _webhook_for, _names
-    _webhook_for, _names = webhook_for, names
+def scope_of(user) -> int | None:
+    """The municipality a staff member sees and acts on alone; None: every one (superusers, the
+    default municipality's staff)."""
+    return _scope_of(user)
+
+
+def register(
+    *,
+    webhook_for: Callable[[int | None], str],
+    names: Callable[[], dict[int, str]],
+    scope_of: Callable[[object], int | None],
+) -> None:
+    global _webhook_for, _names, _scope_of
+    _webhook_for, _names, _scope_of = webhook_for, names, scope_of

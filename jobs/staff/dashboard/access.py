@@ -10,7 +10,7 @@ from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import reverse
 from django.utils.translation import gettext_lazy as _
 
-from jobs.config import policies
+from jobs.config import policies, tenancy
 
 
 def permission(codename: str):
@@ -24,6 +24,24 @@ def permission(codename: str):
         return wrapper
 
     return decorator
+
+
+def limited_to(request) -> int | None:
+    """The municipality this staff member sees and acts on alone (`jobs.config.tenancy.scope_of`)."""
+    return tenancy.scope_of(request.user)
+
+
+def whole_platform(view):
+    """A page or action over every municipality's jobs (counts, lists, queues, triage): refused to
+    staff limited to one municipality, who reach their jobs one by one (`job_detail`, `action`)."""
+
+    @wraps(view)
+    def wrapper(request, *args, **kwargs):
+        if limited_to(request) is not None:
+            raise PermissionDenied
+        return view(request, *args, **kwargs)
+
+    return wrapper
 
 
 def known_queue(name: str) -> str:

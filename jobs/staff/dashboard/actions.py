@@ -2,6 +2,7 @@
 letters by error (`triage`), pause, resume and clean a queue, and actions on selected jobs.
 """
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -20,14 +21,20 @@ from django.utils.translation import ngettext, ngettext_lazy
 from django.views.decorators.http import require_http_methods
 from rq.job import JobStatus
 
+from jobs.config import tenancy
 from jobs.enqueue import clients
+from jobs.models import JobAction
 from jobs.observability import reads
 from jobs.staff import operations
-from jobs.staff.dashboard.access import context, known_queue, permission, post_or_back
+from jobs.staff.audit import action_record
+from jobs.staff.dashboard.access import context, known_queue, limited_to, permission, post_or_back, whole_platform
 from jobs.staff.dashboard.labels import state_label
+
+log = logging.getLogger(__name__)
 
 
 @permission("view_dashboard")
+@whole_platform
 @require_http_methods(["GET", "POST"])
 def triage(request, admin_site, queue_name):
     """Open dead letters of a queue grouped by error, and a filtered bulk retry with a count first."""
@@ -84,6 +91,7 @@ CLEAN_AGES = {
 
 
 @permission("view_dashboard")
+@whole_platform
 @post_or_back
 def queue_action(request, admin_site, queue_name, name):
     """Pause, resume or clean a queue: a POST shows what will happen (for clean, how many jobs);
@@ -195,6 +203,7 @@ def action(request, admin_site, queue_name, name):
     else:
         job_ids = request.POST.getlist("job_ids")
         affected = len(job_ids)
+    _refuse_other_municipalities(request, queue, name, scope, job_ids)
     back = request.POST.get("next", "")
     if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}):
         back = reverse(f"{admin_site.name}:jobs_dashboard_overview")
@@ -230,6 +239,24 @@ def action(request, admin_site, queue_name, name):
         every, some = DONE[name]
         messages.success(request, (every if done == affected else some) % {"done": done, "n": affected})
     return HttpResponseRedirect(back)
+
+
+def _refuse_other_municipalities(request, queue, name: str, scope: str, job_ids: list[str]) -> None:
+    """Staff limited to one municipality act on its jobs alone, named one by one: a whole queue, a
+    whole state, or any job of another municipality (a crafted POST) is refused, and the refusal
+    audited with the jobs it named."""
+    limited = limited_to(request)
+    if limited is None:
+        return
+    if name == "empty" or scope == "all":
+        raise PermissionDenied
+    jobs = {job_id: reads.fetch_job(queue, job_id) for job_id in job_ids}
+    foreign = [job_id for job_id, job in jobs.items() if job is None or tenancy.municipality_of_job(job) != limited]
+    if foreign:
+        action_record(kind=JobAction.Kind.REFUSED, queue_name=queue.name, job_ids=foreign, user=request.user,
+                      detail=f"{name}: not jobs of municipality {limited}")  # fmt: skip
+        log.warning("user %s refused %s on %d job(s) of another municipality", request.user.pk, name, len(foreign))
+        raise PermissionDenied
 
 
 def _parse_since(value: str) -> datetime | None:

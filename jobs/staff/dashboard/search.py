@@ -10,7 +10,7 @@ from django.views.decorators.http import require_http_methods
 from jobs.failures.final import RELATED_ARGS
 from jobs.observability.search import SEARCH_LIMIT, Found, Query
 from jobs.observability.search import search as search_everywhere
-from jobs.staff.dashboard.access import context, may_see_payloads, permission
+from jobs.staff.dashboard.access import context, may_see_payloads, permission, whole_platform
 from jobs.staff.dashboard.archive import outcome_html
 from jobs.staff.dashboard.views import _users_matching
 
@@ -18,6 +18,7 @@ MAX_TEXT = 200  # longer than any job id or email address
 
 
 @permission("view_dashboard")
+@whole_platform
 @require_http_methods(["GET"])
 def search(request, admin_site):
     """By a part of a job id, an error, or a user's email (the last two only with `view_payloads`:

@@ -16,7 +16,7 @@ from django.utils.translation import ngettext
 from django.views.decorators.http import require_http_methods
 from rq.job import JobStatus
 
-from jobs.config import pauses, policies
+from jobs.config import pauses, policies, tenancy
 from jobs.enqueue import clients
 from jobs.failures.final import fingerprint
 from jobs.models import DeadLetter
@@ -25,7 +25,7 @@ from jobs.rq_compat import utcparse
 from jobs.staff import operations
 from jobs.staff.audit import actions_for_job
 from jobs.staff.dashboard import charts
-from jobs.staff.dashboard.access import context, known_queue, may_see_payloads, permission
+from jobs.staff.dashboard.access import context, known_queue, limited_to, may_see_payloads, permission, whole_platform
 from jobs.staff.dashboard.actions import ACTIONS, CLEAN_AGES
 from jobs.staff.dashboard.labels import state_label
 
@@ -33,6 +33,7 @@ MASK = "•••"
 
 
 @permission("view_dashboard")
+@whole_platform
 @require_http_methods(["GET"])
 def overview(request, admin_site):
     data = reads.overview()
@@ -70,6 +71,7 @@ HEALTH_LABELS = {"ok": _("fine"), "warn": _("attention"), "fail": _("failing")}
 
 
 @permission("view_dashboard")
+@whole_platform
 @require_http_methods(["GET"])
 def health_page(request, admin_site):
     """The checks monitors read at /health/jobs, for people: in Spanish, worst first."""
@@ -113,6 +115,7 @@ def _charts(queue_name: str, *, hours: bool = True) -> dict:
 
 
 @permission("view_dashboard")
+@whole_platform
 @require_http_methods(["GET"])
 def job_list(request, admin_site, queue_name, state):
     queue_name = known_queue(queue_name)
@@ -162,6 +165,9 @@ def job_detail(request, admin_site, queue_name, job_id):
     dead_letter = DeadLetter.objects.filter(job_id=job_id).order_by("-failed_at").first()
     if job is None and dead_letter is None:
         raise Http404
+    limited = limited_to(request)
+    if limited is not None and limited != (tenancy.municipality_of_job(job) if job else dead_letter.municipality):
+        raise Http404  # another municipality's job: not even its existence is told
     status = job.get_status(refresh=False).value if job else "gone"
     runs_at = reads.scheduled_at(clients.queue(queue_name), [job_id]).get(job_id) if status == "scheduled" else None
     if runs_at and retries.is_retrying(clients.queue(queue_name), job_id):
