@@ -10,6 +10,7 @@ so neither the database, admin nor a job's payload ever carries them.
 
 import os
 import re
+import time
 from email.utils import formataddr, parseaddr
 
 from django.conf import settings
@@ -41,6 +42,21 @@ class MunicipalityQuerySet(models.QuerySet):
 def default_pk() -> int:
     """The default municipality's id: what a user or job made without naming one belongs to."""
     return Municipality.objects.values_list("pk", flat=True).get(is_default=True)
+
+
+FRESH_FOR = 5  # seconds a worker sends under a municipality as it read it (a deactivation's delay)
+_read: dict[int, tuple[float, "Municipality | None"]] = {}  # id -> (when read, as read: None if gone)
+
+
+def fresh(pk: int) -> "Municipality | None":
+    """Municipality `pk` as read at most `FRESH_FOR` seconds ago (None: there is none): what every
+    email of a worker goes out under, without a read (or a join) per email; a deactivated one stops
+    sending within that time."""
+    moment = time.monotonic()
+    found = _read.get(pk)
+    if found is None or moment - found[0] > FRESH_FOR:
+        found = _read[pk] = (moment, Municipality.objects.filter(pk=pk).first())
+    return found[1]
 
 
 def webhook_for(municipality: int | None) -> str:

@@ -19,13 +19,13 @@ from rq import get_current_job
 
 from ceres_site import db
 from ceres_site.accounts.models import User
-from ceres_site.municipalities.models import Municipality
+from ceres_site.municipalities.models import Municipality, fresh
 from ceres_site.newsletters import rendering
 from ceres_site.newsletters.models import Delivery, Newsletter
 from ceres_site.newsletters.unsubscribe import unsubscribe_token
 from jobs.failures.attempts import PermanentJobError
 from jobs.mail import messages, throttle
-from jobs.tasks.email import MUNICIPALITY_FIELDS, display_name, record
+from jobs.tasks.email import display_name, record
 from jobs.tasks.sending import deliver
 
 RECIPIENT = (
@@ -44,17 +44,18 @@ def send_newsletter(newsletter_id: int, user_id: int, test: bool = False, munici
         newsletter_id, user_id = int(newsletter_id), int(user_id)
     except (TypeError, ValueError):
         raise PermanentJobError(f"malformed payload: newsletter_id={newsletter_id!r}, user_id={user_id!r}") from None
-    fields = [f"municipality__{field}" for field in MUNICIPALITY_FIELDS]
     newsletter = (
         Newsletter.objects.filter(pk=newsletter_id)
-        .values("state", "subject", "body_text", "body_html", *fields)
+        .values("state", "subject", "body_text", "body_html", "municipality")
         .first()
     )
     if newsletter is None:
         raise PermanentJobError(f"newsletter {newsletter_id} does not exist")
-    owner = Municipality(**{field: newsletter[f"municipality__{field}"] for field in MUNICIPALITY_FIELDS})
-    if not owner.active:
-        raise PermanentJobError(_("municipality %(id)s is inactive or gone: nothing sent") % {"id": owner.pk})
+    owner = fresh(newsletter["municipality"])
+    if owner is None or not owner.active:
+        raise PermanentJobError(
+            _("municipality %(id)s is inactive or gone: nothing sent") % {"id": newsletter["municipality"]}
+        )
     if municipality is not None and municipality != owner.pk:
         raise PermanentJobError(f"malformed payload: municipality={municipality!r} is not newsletter {newsletter_id}'s")
     if not test and newsletter["state"] != Newsletter.State.SENDING:
