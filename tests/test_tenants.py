@@ -281,3 +281,20 @@ def test_metrics_count_each_configured_municipality_s_jobs_and_no_other_label(to
     assert 'ceres_jobs_failed_by_municipality_total{municipality="norte",queue="email"} 0.0' in exposed
     assert 'ceres_jobs_finished_by_municipality_total{municipality="sur",queue="email"} 0.0' in exposed
     assert str(10**9) not in exposed  # only configured municipalities are label values
+
+
+def test_the_outbox_enqueues_a_lost_verification_email_with_its_user_s_municipality(towns, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from ceres_site.accounts.outbox import reconcile_verify_emails
+
+    norte, _sur = towns
+    asked = timezone.now() - timedelta(seconds=settings.VERIFY_OUTBOX_AFTER_SECONDS + 60)
+    user = User.objects.create_user(username="ana@example.com@norte", email="ana@example.com", municipality=norte,
+                                    verify_requested_at=asked)  # fmt: skip
+
+    assert reconcile_verify_emails() == 1
+    job = django_rq.get_queue("email").fetch_job(f"email-verify-{user.pk}")
+    assert job.kwargs == {"user_id": user.pk, "municipality": norte.pk}

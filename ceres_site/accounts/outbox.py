@@ -40,7 +40,8 @@ def reconcile_verify_emails() -> int:
     ).exclude(Exists(delivered))
     connection = clients.queue(policies.EMAIL.name).connection
     enqueued = 0
-    ids = list(waiting.order_by("verify_requested_at").values_list("pk", flat=True)[: BATCH * 10])
+    municipalities = dict(waiting.order_by("verify_requested_at").values_list("pk", "municipality")[: BATCH * 10])
+    ids = list(municipalities)
     for start in range(0, len(ids), BATCH):
         batch = ids[start : start + BATCH]
         with connection.pipeline(transaction=False) as pipe:
@@ -49,7 +50,7 @@ def reconcile_verify_emails() -> int:
             held = pipe.execute()
         lost = [user_id for user_id, exists in zip(batch, held, strict=True) if not exists]
         if lost:
-            enqueue_email_verify_many(user_ids=lost)
+            enqueue_email_verify_many(user_ids=lost, municipalities=municipalities)
             enqueued += len(lost)
     if enqueued:
         log.warning("enqueued %d verification email(s) that Redis did not hold", enqueued)

@@ -195,4 +195,4 @@ def _replace_upload(user, kind, file, enqueue) -> None:
         Upload.objects.filter(pk=previous.pk).update(state=Upload.State.SUPERSEDED)
         stored = [name for name in (previous.file.name, previous.thumbnail.name) if name]
         transaction.on_commit(lambda: [previous.file.storage.delete(name) for name in stored])
-    enqueue(upload_id=upload.pk, replaces=previous.pk if previous else None)
+    enqueue(upload_id=upload.pk, replaces=previous.pk if previous else None, municipality=user.municipality_id)

@@ -6,7 +6,7 @@ Inside a transaction a producer enqueues only once it commits, and returns None.
 """
 
 import hashlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from uuid import uuid4
@@ -109,28 +109,41 @@ _SLACK_ALERT = Producer(SLACK, task_names.POST_TO_SLACK, "slack-{random}")
 _ALERT_FLUSH = Producer(SLACK, task_names.FLUSH_ALERTS, "slack-flush-{queue_name}", result_ttl=0)
 
 
-def enqueue_email_verify_many(*, user_ids: Iterable[int]) -> list[Enqueued] | None:
-    return enqueue_email_verify.many({"user_id": user_id} for user_id in user_ids)
+def enqueue_email_verify_many(
+    *, user_ids: Iterable[int], municipalities: Mapping[int, int] | None = None
+) -> list[Enqueued] | None:
+    """`municipalities`: user id -> the id of their municipality, which their job carries."""
+    known = municipalities or {}
+    return enqueue_email_verify.many(
+        {"user_id": user_id, **({"municipality": known[user_id]} if user_id in known else {})} for user_id in user_ids
+    )
 
 
 def email_verify_job_id(user_id: int) -> str:
     return enqueue_email_verify.id_for({"user_id": user_id})
 
 
-def enqueue_validate_cv(*, upload_id: int, replaces: int | None = None) -> Enqueued | None:
-    """`replaces`: the upload this one supersedes, whose job is dropped if it has not started."""
-    return _file_job(_VALIDATE_CV, upload_id, replaces)
+def enqueue_validate_cv(
+    *, upload_id: int, replaces: int | None = None, municipality: int | None = None
+) -> Enqueued | None:
+    """`replaces`: the upload this one supersedes, whose job is dropped if it has not started;
+    `municipality`: its owner's, which the job carries."""
+    return _file_job(_VALIDATE_CV, upload_id, replaces, municipality)
 
 
-def enqueue_optimize_profile_picture(*, upload_id: int, replaces: int | None = None) -> Enqueued | None:
-    return _file_job(_OPTIMIZE_PICTURE, upload_id, replaces)
+def enqueue_optimize_profile_picture(
+    *, upload_id: int, replaces: int | None = None, municipality: int | None = None
+) -> Enqueued | None:
+    return _file_job(_OPTIMIZE_PICTURE, upload_id, replaces, municipality)
 
 
-def _file_job(producer: Producer, upload_id: int, replaces: int | None) -> Enqueued | None:
+def _file_job(producer: Producer, upload_id: int, replaces: int | None, municipality: int | None) -> Enqueued | None:
+    tenant = {} if municipality is None else {"municipality": municipality}
+
     def enqueue() -> Enqueued:
         if replaces is not None:
             _drop_if_waiting(producer.queue.name, producer.id_for({"upload_id": replaces}))
-        return producer.now(upload_id=upload_id)
+        return producer.now(upload_id=upload_id, **tenant)
 
     return after_commit(enqueue)
 

@@ -20,7 +20,8 @@ from jobs.enqueue.producers import enqueue_email_cv_rejected
 from jobs.failures.attempts import PermanentJobError
 
 
-def validate_cv(upload_id: int) -> str:
+def validate_cv(upload_id: int, municipality: int | None = None) -> str:
+    """`municipality`: its owner's, for its alerts and metrics."""
     upload, skip = _pending(upload_id, Upload.Kind.CV)
     if skip:
         return skip
@@ -36,7 +37,7 @@ def validate_cv(upload_id: int) -> str:
     return _("accepted: %(kind)s CV") % {"kind": verdict.kind.upper()}
 
 
-def optimize_profile_picture(upload_id: int) -> str:
+def optimize_profile_picture(upload_id: int, municipality: int | None = None) -> str:
     upload, skip = _pending(upload_id, Upload.Kind.PICTURE)
     if skip:
         return skip
