@@ -1,10 +1,9 @@
 """What the job machinery knows of municipalities: a job's municipality is the id in its kwargs
-(`municipality_of`); where alerts about it go (`webhook_for`) and which municipalities exist (`names`,
+(`municipality_of`). Where alerts about it go (`webhook_for`), which municipalities exist (`names`,
 the only values of the metrics' `municipality` label) and which one a staff member is limited to
-(`scope_of`) are asked of functions the domain
-(`ceres_site.municipalities`) registers at start-up: the machinery never imports it. Until then, and
-for jobs of no municipality, alerts go to the platform's webhook, no municipality is known and no
-staff member is limited."""
+(`scope_of`) are asked of functions the domain (`ceres_site.municipalities`) registers at start-up:
+the machinery never imports it. Until then, and for jobs of no municipality, alerts go to the
+platform's webhook, no municipality is known and no staff member is limited."""
 
 from collections.abc import Callable
 
