@@ -9,6 +9,7 @@ import hashlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 from uuid import uuid4
 
 from django.conf import settings
@@ -138,7 +139,7 @@ def enqueue_optimize_profile_picture(
 
 
 def _file_job(producer: Producer, upload_id: int, replaces: int | None, municipality: int | None) -> Enqueued | None:
-    tenant = {} if municipality is None else {"municipality": municipality}
+    tenant: dict[str, Any] = {} if municipality is None else {"municipality": municipality}
 
     def enqueue() -> Enqueued:
         if replaces is not None:
@@ -173,7 +174,7 @@ def enqueue_slack_alert(
     *, text: str, dedupe_key: str | None = None, municipality: int | None = None
 ) -> Enqueued | None:
     """`municipality`: post to its webhook (`jobs.config.tenancy.webhook_for`) instead of the platform's."""
-    tenant = {} if municipality is None else {"municipality": municipality}
+    tenant: dict[str, Any] = {} if municipality is None else {"municipality": municipality}
     return _SLACK_ALERT(text=text, job_id=f"slack-{dedupe_key}" if dedupe_key else None, **tenant)
 
 
