@@ -52,7 +52,11 @@ def test_staff_of_one_municipality_act_on_its_jobs_alone(two_towns):
 
     assert client.get(dashboard("job", "email", ours)).status_code == 200
     assert client.get(dashboard("job", "email", theirs)).status_code == 404
-    for page in (dashboard("overview"), dashboard("list", "email", "failed"), dashboard("search")):
+    listed = client.get(dashboard("list", "email", "failed")).content.decode()
+    assert ours in listed and theirs not in listed
+    assert "Reintentar todos los fallidos" not in listed and "(1)" not in listed  # no queue-wide action nor count
+    assert client.get(dashboard("overview"))["Location"] == dashboard("list", "email", "failed")
+    for page in (dashboard("health"), dashboard("search"), dashboard("triage", "email")):
         assert client.get(page).status_code == 403, page
     assert client.post(dashboard("queue_action", "email", "pause"), {"confirm": "yes"}).status_code == 403
     retry = dashboard("action", "email", "retry")

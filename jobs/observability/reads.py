@@ -17,7 +17,7 @@ from rq.job import Job
 from rq.registry import StartedJobRegistry
 
 from jobs import rq_compat
-from jobs.config import crons, pauses, policies
+from jobs.config import crons, pauses, policies, tenancy
 from jobs.enqueue import clients
 from jobs.models import CronRun
 from jobs.observability import retries, series
@@ -84,19 +84,27 @@ class Page:
     unreadable: list[str] = field(default_factory=list)  # ids on this page no job can be read from, printable
 
 
-def page(queue_name: str, state: str, number: int = 1, search: str = "", func: str = "", user_ids=()) -> Page:
+def page(
+    queue_name: str, state: str, number: int = 1, search: str = "", func: str = "", user_ids=(),
+    municipality: int | None = None,
+) -> Page:  # fmt: skip
     """A page of a state's jobs, newest first. `search` is a job id (found in any state), or a part
-    of ids, or matches the jobs of `user_ids` (the users whose email holds it); `func` a job name.
-    Filters look through the newest `NAME_FILTER_WINDOW` jobs of the state."""
+    of ids, or matches the jobs of `user_ids` (the users whose email holds it); `func` a job name;
+    `municipality` the jobs that name it (`jobs.config.tenancy`). Filters look through the newest
+    `NAME_FILTER_WINDOW` jobs of the state."""
     queue = _queue(queue_name)
     search = search.strip()
-    if search and not func:
+    if search and not func and municipality is None:
         job = fetch_job(queue, search)
         if job is not None and job.origin == queue_name:
             return Page([job], 1, 1, 1)
-    if search or func:
+    if search or func or municipality is not None:
         window = fetch_jobs(queue, job_ids(queue, state, 0, NAME_FILTER_WINDOW))
-        matching = [job for job in window if _matches(job, search.lower(), func, set(user_ids))]
+        matching = [
+            job for job in window
+            if _matches(job, search.lower(), func, set(user_ids))
+            and (municipality is None or tenancy.municipality_of_job(job) == municipality)
+        ]  # fmt: skip
         pages = max(1, -(-len(matching) // PAGE_SIZE))
         number = min(max(number, 1), pages)
         start = (number - 1) * PAGE_SIZE

@@ -5,7 +5,7 @@ from datetime import datetime, timedelta
 
 from django.apps import apps
 from django.contrib.auth import get_user_model
-from django.http import Http404
+from django.http import Http404, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
@@ -33,9 +33,10 @@ MASK = "•••"
 
 
 @permission("view_dashboard")
-@whole_platform
 @require_http_methods(["GET"])
 def overview(request, admin_site):
+    if limited_to(request) is not None:  # counts over every municipality: their jobs' list instead
+        return HttpResponseRedirect(reverse(f"{admin_site.name}:jobs_dashboard_list", args=["email", "failed"]))
     data = reads.overview()
     warnings = [
         _("No live worker listens on %(queue)s.") % {"queue": stats.name}
@@ -115,16 +116,19 @@ def _charts(queue_name: str, *, hours: bool = True) -> dict:
 
 
 @permission("view_dashboard")
-@whole_platform
 @require_http_methods(["GET"])
 def job_list(request, admin_site, queue_name, state):
+    """A state's jobs; to staff limited to one municipality, that municipality's alone, without the
+    counts, charts and queue-wide actions, which are every municipality's."""
     queue_name = known_queue(queue_name)
     if state not in reads.STATES:
         raise Http404
     number = int(request.GET.get("page", "1")) if request.GET.get("page", "1").isdigit() else 1
     search = request.GET.get("q", "").strip()
+    limited = limited_to(request)
     result = reads.page(queue_name, state, number, search=search, func=request.GET.get("func", ""),
-                        user_ids=_users_matching(search) if may_see_payloads(request) else ())  # fmt: skip
+                        user_ids=_users_matching(search) if may_see_payloads(request) else (),
+                        municipality=limited)  # fmt: skip
     rows = [_row(job, may_see_payloads(request)) for job in result.jobs]
     if state in ("scheduled", "retrying"):
         runs_at = reads.scheduled_at(clients.queue(queue_name), [row["job"].id for row in rows])
@@ -141,10 +145,11 @@ def job_list(request, admin_site, queue_name, state):
             state=state,
             page=result,
             states=reads.STATES,
-            counts={s: reads.count(clients.queue(queue_name), s) for s in reads.STATES},
+            limited=limited,
+            counts={} if limited else {s: reads.count(clients.queue(queue_name), s) for s in reads.STATES},
             actions=[(key, action.label) for key, action in ACTIONS.items() if state in action.states],
             rows=rows,
-            charts=_charts(queue_name),
+            charts=None if limited else _charts(queue_name),
             legend=charts.legend(),
             search=search,
             cleanable=operations.CLEANABLE,
