@@ -7,6 +7,7 @@ from pathlib import Path
 
 import django_rq
 import pytest
+from django.conf import settings
 
 from jobs import rq_compat
 from jobs.enqueue.producers import enqueue_stored_call
@@ -37,6 +38,8 @@ def test_a_dead_host_s_jobs_come_back_after_its_heartbeat_expires(
 
     os.killpg(process.pid, signal.SIGKILL)  # host B goes away: no signal handler, no goodbye in Redis
     process.wait()
+    # It may have died reaping: its reap lock then lasts its TTL (10 s), well within its registration's.
+    wait_for(lambda: not redis_conn.exists(f"{settings.RQ_KEY_PREFIX}:reap-lock"), timeout=30)
     assert reaper.reap_dead_workers(redis_conn) == []  # its pid is not ours to judge: it still counts as alive
     assert queue.fetch_job("email-on-host-b").get_status() == "started"
 
