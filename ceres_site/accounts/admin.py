@@ -128,9 +128,9 @@ class EmailDeliveryAdmin(ScopedToMunicipality, admin.ModelAdmin):
 
 @admin.register(Upload)
 class UploadAdmin(ScopedToMunicipality, admin.ModelAdmin):
-    municipality_path = "user__municipality"
-
     """What people uploaded and what the files queue made of it (the files themselves stay private)."""
+
+    municipality_path = "user__municipality"
 
     list_display = ("user", "kind", "state", "reason", "warning", "size", "uploaded_at", "processed_at")
     list_filter = ("kind", "state")

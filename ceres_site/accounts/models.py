@@ -6,7 +6,7 @@ from django.db import models
 from django.db.models.functions import Lower
 from django.utils.translation import gettext_lazy as _
 
-from ceres_site.municipalities.models import Municipality, default_pk
+from ceres_site.municipalities.models import Municipality, OfDefaultMunicipality, default_pk
 
 
 class UserManager(DjangoUserManager):
@@ -20,12 +20,11 @@ class UserManager(DjangoUserManager):
         return super().bulk_create(objs, *args, **kwargs)
 
 
-class User(AbstractUser):
+class User(OfDefaultMunicipality, AbstractUser):
     """A person of one municipality; signups use their email as username (`username_for`), staff keep
     short usernames. One address may hold one account per municipality."""
 
-    # No `default`: Django calls it for every User() it builds (its own system check does), and this
-    # one reads the database. `save` and the manager's `bulk_create` fill it.
+    # Filled by `save` (`OfDefaultMunicipality`) and the manager's `bulk_create`.
     municipality = models.ForeignKey(
         Municipality, verbose_name=_("municipality"), on_delete=models.PROTECT, related_name="users"
     )
@@ -47,11 +46,6 @@ class User(AbstractUser):
                 "municipality", Lower("email"), condition=~models.Q(email=""), name="accounts_user_email_unique"
             ),
         ]
-
-    def save(self, *args, **kwargs) -> None:
-        if self.municipality_id is None:
-            self.municipality_id = default_pk()
-        super().save(*args, **kwargs)
 
     @property
     def is_verified(self) -> bool:

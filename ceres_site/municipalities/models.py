@@ -59,6 +59,19 @@ def fresh(pk: int) -> "Municipality | None":
     return found[1]
 
 
+class OfDefaultMunicipality:
+    """A model mixin: a row saved without a municipality is the default one's. Not a field `default`:
+    Django evaluates that for every instance it builds (its own system checks build a `User()`), and
+    this one reads the database."""
+
+    municipality_id: int | None
+
+    def save(self, *args, **kwargs) -> None:
+        if self.municipality_id is None:
+            self.municipality_id = default_pk()
+        super().save(*args, **kwargs)
+
+
 def webhook_for(municipality: int | None) -> str:
     """Where alerts about `municipality`'s jobs go: its own webhook if it has one, else the platform's
     (also for a municipality deleted since, and for jobs of none)."""

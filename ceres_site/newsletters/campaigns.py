@@ -60,7 +60,8 @@ def resume(newsletter: Newsletter, user) -> int:
             state=Newsletter.State.SENDING
         ):
             return 0
-        waiting = list(audience(newsletter.municipality_id).exclude(pk__in=Delivery.objects.filter(newsletter=newsletter).values("user_id"))
+        delivered = Delivery.objects.filter(newsletter=newsletter).values("user_id")
+        waiting = list(audience(newsletter.municipality_id).exclude(pk__in=delivered)
                        .filter(date_joined__lte=newsletter.sent_at).order_by("pk").values_list("pk", flat=True))  # fmt: skip
         enqueue_newsletter_many(newsletter_id=newsletter.pk, user_ids=waiting, municipality=newsletter.municipality_id)
         _audit(JobAction.Kind.RESUME, newsletter, user, len(waiting))

@@ -2,10 +2,10 @@ from django.conf import settings
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
-from ceres_site.municipalities.models import Municipality, default_pk
+from ceres_site.municipalities.models import Municipality, OfDefaultMunicipality
 
 
-class Newsletter(models.Model):
+class Newsletter(OfDefaultMunicipality, models.Model):
     """A mass mailing composed by staff. Its bodies are Django templates: `{{ name }}` and
     `{{ unsubscribe_url }}` are filled in per recipient. Audience: its municipality's verified users
     who have not unsubscribed, as they are when it is sent; it goes out under that municipality's name."""
@@ -18,7 +18,7 @@ class Newsletter(models.Model):
 
     municipality = models.ForeignKey(
         Municipality, verbose_name=_("municipality"), on_delete=models.PROTECT, related_name="newsletters"
-    )  # no `default`, as `User.municipality`: `save` fills it
+    )  # filled by `save` (`OfDefaultMunicipality`)
     subject = models.CharField(_("subject"), max_length=200)
     body_text = models.TextField(_("text body"), help_text=_("Template: {{ name }}, {{ unsubscribe_url }}."))
     body_html = models.TextField(_("HTML body"), blank=True, help_text=_("Optional; the same variables."))
@@ -37,11 +37,6 @@ class Newsletter(models.Model):
 
     def __str__(self) -> str:
         return self.subject
-
-    def save(self, *args, **kwargs) -> None:
-        if self.municipality_id is None:
-            self.municipality_id = default_pk()
-        super().save(*args, **kwargs)
 
 
 class Delivery(models.Model):

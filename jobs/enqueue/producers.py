@@ -16,7 +16,7 @@ from django.conf import settings
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
-from jobs.config import policies, task_names
+from jobs.config import policies, task_names, tenancy
 from jobs.enqueue import clients, unique
 from jobs.enqueue.unique import Enqueued, after_commit
 
@@ -110,14 +110,17 @@ _SLACK_ALERT = Producer(SLACK, task_names.POST_TO_SLACK, "slack-{random}")
 _ALERT_FLUSH = Producer(SLACK, task_names.FLUSH_ALERTS, "slack-flush-{queue_name}", result_ttl=0)
 
 
+def _naming(municipality: int | None) -> dict[str, Any]:
+    """The kwarg a job names its municipality by, if it has one (`jobs.config.tenancy`)."""
+    return {} if municipality is None else {tenancy.KWARG: municipality}
+
+
 def enqueue_email_verify_many(
     *, user_ids: Iterable[int], municipalities: Mapping[int, int] | None = None
 ) -> list[Enqueued] | None:
     """`municipalities`: user id -> the id of their municipality, which their job carries."""
     known = municipalities or {}
-    return enqueue_email_verify.many(
-        {"user_id": user_id, **({"municipality": known[user_id]} if user_id in known else {})} for user_id in user_ids
-    )
+    return enqueue_email_verify.many({"user_id": user_id, **_naming(known.get(user_id))} for user_id in user_ids)
 
 
 def email_verify_job_id(user_id: int) -> str:
@@ -139,12 +142,10 @@ def enqueue_optimize_profile_picture(
 
 
 def _file_job(producer: Producer, upload_id: int, replaces: int | None, municipality: int | None) -> Enqueued | None:
-    tenant: dict[str, Any] = {} if municipality is None else {"municipality": municipality}
-
     def enqueue() -> Enqueued:
         if replaces is not None:
             _drop_if_waiting(producer.queue.name, producer.id_for({"upload_id": replaces}))
-        return producer.now(upload_id=upload_id, **tenant)
+        return producer.now(upload_id=upload_id, **_naming(municipality))
 
     return after_commit(enqueue)
 
@@ -174,8 +175,7 @@ def enqueue_slack_alert(
     *, text: str, dedupe_key: str | None = None, municipality: int | None = None
 ) -> Enqueued | None:
     """`municipality`: post to its webhook (`jobs.config.tenancy.webhook_for`) instead of the platform's."""
-    tenant: dict[str, Any] = {} if municipality is None else {"municipality": municipality}
-    return _SLACK_ALERT(text=text, job_id=f"slack-{dedupe_key}" if dedupe_key else None, **tenant)
+    return _SLACK_ALERT(text=text, job_id=f"slack-{dedupe_key}" if dedupe_key else None, **_naming(municipality))
 
 
 def schedule_alert_flush(*, queue_name: str, delay: int) -> Enqueued | None:

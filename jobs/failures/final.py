@@ -134,7 +134,7 @@ def flush_alerts(queue_name: str) -> str:
             kind = DeadLetter.Alert.SENT if len(group) == 1 else DeadLetter.Alert.SUMMARY
             DeadLetter.objects.filter(pk__in=[row.pk for row in group]).update(alert=kind, alerted_at=timezone.now())
             enqueue_slack_alert(text=text, dedupe_key=f"deadletter-{group[0].pk}", municipality=municipality)
-    metrics.count(clients.redis(), "alerts", queue_name)
+    metrics.count(clients.redis(), "alerts", queue_name, len(groups))  # one message per municipality
     alerted = ngettext("alerted %(n)d failure in %(queue)s", "alerted %(n)d failures in %(queue)s", len(rows))
     return alerted % {"n": len(rows), "queue": queue_name}
 
