@@ -13,9 +13,10 @@ What it holds:
   format `now`/`utcformat`/`utcparse`, `import_attribute`, rq-scheduler's `to_unix`), and the
   types of a job's callbacks that the runtime's overrides declare (`SuccessCallbackType`, ...);
 - key layouts and hash fields: worker lists and hashes, executions, started registry, scheduler
-  locks and hashes, job hash (`data`, `status`, `ended_at`), the scheduler's keys under rq's prefix;
+  locks and hashes, job hash (`data`, `status`, `ended_at`), the scheduler's keys under rq's prefix,
+  a rate limit's hash and sets;
 - writes rq does only on its own round trip, here queued on a caller's pipeline
-  (`push_unique`, `register_worker`, `unlist_worker`, `save_success_result`, `forget_deleted_job`);
+  (`push_unique`, `push_unique_rate_limited`, `register_worker`, `unlist_worker`, `save_success_result`, `forget_deleted_job`);
 - underscore attributes read or set (`callback_name`, `listen_to`, `forget_scheduler_lock`);
 - rq's message strings that stored failures are parsed with (`WORK_HORSE_KILLED`, `ABANDONED`),
   that a log filter matches (`REDIS_DOWN_LOG`), or that a copied timeout keeps (`TIMEOUT_MESSAGE`).
@@ -40,7 +41,7 @@ from rq.exceptions import AbandonedJobError
 from rq.executions import WORKER_EXECUTIONS_KEY_TEMPLATE, Execution  # noqa: F401 (Execution re-exported)
 from rq.job import Job, JobStatus, validate_job_id
 from rq.queue import Queue
-from rq.rate_limit import release_slot
+from rq.rate_limit import ACQUIRE_AND_ENQUEUE_SCRIPT, RateLimit, RateLimitRegistry, release_slot
 from rq.registry import StartedJobRegistry
 from rq.results import Result
 from rq.scheduler import SCHEDULER_KEY_TEMPLATE, RQScheduler
@@ -204,6 +205,66 @@ def push_unique(pipe: Pipeline, queue: Queue, job: Job) -> None:
     pipe.eval(UNIQUE_ENQUEUE_SCRIPT, 2, job.key, queue.key, job.id, "R", ttl, *_build_hset_args(job))
 
 
+# rq refuses `unique=True` for rate-limited jobs (`Queue.enqueue_job`); every producer enqueues uniquely. This is
+# rq's unique check, then what `Queue._enqueue_rate_limited_job` writes (the job saved as `rate_limited`, its
+# limit registered, the job added to the limit's waiting set), then rq's own acquire script, which moves the
+# oldest waiting jobs to the queue while the limit has room: one script, so a job is never half enqueued.
+# KEYS: the limit's allowed and waiting sets (the acquire script's KEYS[1], KEYS[2]), the job, the limit's
+# config hash, rq's set of limits. ARGV: the acquire script's five, then the job id, its TTL, the limit's key
+# and the job hash's fields. Answers 0 if the id exists, else the ids the acquire moved to their queue.
+_UNIQUE_RATE_LIMITED = (
+    """
+if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
+redis.call('HSET', KEYS[3], unpack(ARGV, 9))
+if tonumber(ARGV[7]) > 0 then redis.call('EXPIRE', KEYS[3], ARGV[7]) end
+redis.call('SADD', KEYS[5], ARGV[8])
+redis.call('HSET', KEYS[4], 'concurrency', ARGV[1])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[6])
+"""
+    + ACQUIRE_AND_ENQUEUE_SCRIPT
+)
+
+
+def rate_limit(job: Job, key: str, concurrency: int) -> None:
+    """Put `job` under rq's concurrency limit `key` (`RateLimit`: at most `concurrency` of its jobs
+    queued or running; the rest wait in the limit's set, oldest first), as `Queue.create_job` does."""
+    limit = RateLimit(key, concurrency)
+    job.rate_limit_key, job.rate_limit_concurrency = limit.key, limit.concurrency
+
+
+def push_unique_rate_limited(pipe: Pipeline, queue: Queue, job: Job) -> None:
+    """`push_unique` for a job under a rate limit (`rate_limit`): its reply is 0 if the id exists,
+    else the list of job ids moved to their queue (the job's own among them if its limit had room)."""
+    assert job.rate_limit_key and job.rate_limit_concurrency
+    queue._prepare_for_queue(job)
+    job._status = JobStatus.RATE_LIMITED
+    key = job.rate_limit_key
+    keys = (f"{limit_key(key)}:allowed", rate_limited_key(key), job.key, limit_key(key), RateLimitRegistry.rl_keys_key)
+    ttl = job.ttl if job.ttl is not None else -1
+    enqueued_at = job.enqueued_at
+    assert enqueued_at is not None  # set by `_prepare_for_queue`
+    acquire = (job.rate_limit_concurrency, enqueued_at.timestamp(), utcformat(enqueued_at),
+               Queue.redis_queue_namespace_prefix, Job.redis_job_namespace_prefix)  # fmt: skip
+    pipe.eval(_UNIQUE_RATE_LIMITED, len(keys), *keys, *acquire, job.id, ttl, key, *_build_hset_args(job))
+
+
+def rate_limit_keys(connection: Redis) -> list[str]:
+    """The key of every rq rate limit that has jobs (rq's maintenance drops the empty ones)."""
+    return [
+        key.decode() if isinstance(key, bytes) else key for key in connection.smembers(RateLimitRegistry.rl_keys_key)
+    ]
+
+
+def limit_key(key: str) -> str:
+    """The config hash of rq's limit `key` (`RateLimitRegistry.config_key`); its sets share its start."""
+    return f"{KEY_PREFIX}:rl:{key}"
+
+
+def rate_limited_key(key: str) -> str:
+    """The sorted set of the jobs waiting under rq's limit `key`, scored by when they came."""
+    return f"{limit_key(key)}:rate_limited"
+
+
 # --- one round trip: redis-py's pipeline, run as one script ---------------------------------------
 
 # ARGV: the protocol the client speaks (each reply must have the shape its callbacks expect; redis-py 8
@@ -346,7 +407,8 @@ def forget_deleted_job(connection: Redis, job: Job) -> None:
 
 
 def release_rate_slot(job: Job) -> None:
-    """rq's end-of-job rate-limit bookkeeping (a no-op for unique jobs, which refuse rate limits)."""
+    """rq's end-of-job rate-limit bookkeeping: frees the job's place under its limit and moves the
+    next waiting job to its queue (a no-op for a job under no limit)."""
     release_slot(job)
 
 

@@ -37,6 +37,10 @@ class QueuePolicy:
     min_volume: int = 20  # ...once there were at least this many
     memory_limit_mb: int = 0  # forking workers: memory a job may add to its work-horse (0: no limit)
     smtp_throttled: bool = False  # in-process slots: a job is taken only on its turn under the SMTP limit
+    # Fairness between municipalities: while several share the installation, at most this many jobs of one
+    # municipality are queued or running at once; the rest wait their turn aside (rq's rate limit), so
+    # another municipality's job is queued behind this many at most, however big a burst (0: no cap).
+    tenant_cap: int = 0
 
     def __post_init__(self):
         if self.retry_max and len(self.retry_intervals) not in (1, self.retry_max):
@@ -54,7 +58,7 @@ SMTP_JOB_TIMEOUT = 12 * 60
 
 EMAIL = QueuePolicy(
     name="email", concurrency=5, timeout=SMTP_JOB_TIMEOUT, retry_max=5, retry_intervals=(1, 5, 15, 60, 300),
-    in_process=True,
+    in_process=True, tenant_cap=10,
 )  # fmt: skip
 SLACK = QueuePolicy(
     name="slack", concurrency=10, timeout=30, retry_max=3, retry_intervals=(2,), alert_on_final_failure=False,

@@ -5,11 +5,13 @@ the only values of the metrics' `municipality` label) and which one a staff memb
 the machinery never imports it. Until then, and for jobs of no municipality, alerts go to the
 platform's webhook, no municipality is known and no staff member is limited."""
 
+import time
 from collections.abc import Callable
 
 from django.conf import settings
 
 KWARG = "municipality"
+SHARED_FOR = 5  # seconds a process goes by its last count of municipalities (`shared`)
 
 
 def municipality_of(kwargs: dict) -> int | None:
@@ -43,6 +45,36 @@ def webhook_for(municipality: int | None) -> str:
 def names() -> dict[int, str]:
     """Every configured municipality's id and slug."""
     return _names()
+
+
+_shared: tuple[float, bool] | None = None  # (when counted, whether several)
+
+
+def shared() -> bool:
+    """Whether several municipalities share the installation: then each one's jobs are capped on the
+    queues that say so (`QueuePolicy.tenant_cap`). Asked at every enqueue, so counted at most every
+    `SHARED_FOR` seconds, and at once after a change made in this process (`forget`)."""
+    global _shared
+    moment = time.monotonic()
+    if _shared is None or moment - _shared[0] > SHARED_FOR:
+        _shared = (moment, len(names()) > 1)
+    return _shared[1]
+
+
+def forget() -> None:
+    """Count the municipalities again at the next `shared` (one was added or deleted)."""
+    global _shared
+    _shared = None
+
+
+def cap_key(queue_name: str, municipality: int) -> str:
+    """The name of the cap on `municipality`'s jobs in `queue_name` (rq's rate-limit key)."""
+    return f"{queue_name}:{municipality}"
+
+
+def queue_of_cap(key: str) -> str:
+    """The queue a `cap_key` caps."""
+    return key.rpartition(":")[0]
 
 
 def scope_of(user) -> int | None:

@@ -35,7 +35,7 @@ from rq.exceptions import DuplicateJobError
 from rq.job import Job, JobStatus
 
 from jobs import rq_compat
-from jobs.config import policies, task_names
+from jobs.config import policies, task_names, tenancy
 from jobs.enqueue import clients
 
 log = logging.getLogger(__name__)
@@ -79,9 +79,12 @@ def enqueue(
     queue = clients.queue(queue_name)
     for _ in range(ENQUEUE_TRIES):
         job = _new_job(queue, func, job_id=job_id, kwargs=kwargs, args=args, result_ttl=result_ttl)
-        created = _schedule_unique(queue, job, delay) if delay else _push_unique(queue, [job])[0]
-        if created:
-            return Enqueued(job_id=job_id, created=True, status=job.get_status(refresh=False).value)
+        if delay:
+            status = job.get_status(refresh=False).value if _schedule_unique(queue, job, delay) else None
+        else:
+            status = _push_unique(queue, [job])[0]
+        if status:
+            return Enqueued(job_id=job_id, created=True, status=status)
         if not _delete_if_done(queue.connection, job_id, queue.serializer, cooldown):
             return Enqueued(job_id=job_id, created=False, status=_status(queue, job_id))
     raise JobIdTaken(f"{job_id}: its id is still taken after {ENQUEUE_TRIES} tries; not enqueued")
@@ -96,9 +99,9 @@ def enqueue_many(queue_name: str, func: str, *, calls: Iterable[tuple[str, dict]
     for start in range(0, len(calls), BULK_BATCH):
         batch = calls[start : start + BULK_BATCH]
         jobs = [_new_job(queue, func, job_id=job_id, kwargs=kwargs) for job_id, kwargs in batch]
-        for (job_id, kwargs), created in zip(batch, _push_unique(queue, jobs)):
-            if created:
-                results.append(Enqueued(job_id=job_id, created=True, status=JobStatus.QUEUED.value))
+        for (job_id, kwargs), status in zip(batch, _push_unique(queue, jobs)):
+            if status:
+                results.append(Enqueued(job_id=job_id, created=True, status=status))
             else:
                 results.append(enqueue(queue_name, func, job_id=job_id, kwargs=kwargs, cooldown=cooldown))
     return results
@@ -107,11 +110,17 @@ def enqueue_many(queue_name: str, func: str, *, calls: Iterable[tuple[str, dict]
 def _new_job(
     queue: Queue, func: str, *, job_id: str, kwargs: dict, args: list | None = None, result_ttl: int | None = None
 ) -> Job:
-    """A job (not saved yet) with its queue's policy, read now: tests change policies."""
-    options = _policy_options(policies.QUEUES[queue.name])
+    """A job (not saved yet) with its queue's policy, read now: tests change policies. On a queue
+    that caps each municipality, a job naming one is put under its cap while several share the
+    installation (`tenancy.shared`); alone, a municipality's jobs never wait for one another."""
+    policy = policies.QUEUES[queue.name]
+    options = _policy_options(policy)
     if result_ttl is not None:
         options = {**options, "result_ttl": result_ttl}
-    return queue.create_job(func, args=args or [], kwargs=kwargs, job_id=job_id, **options)
+    job = queue.create_job(func, args=args or [], kwargs=kwargs, job_id=job_id, **options)
+    if policy.tenant_cap and (municipality := tenancy.municipality_of(kwargs)) is not None and tenancy.shared():
+        rq_compat.rate_limit(job, tenancy.cap_key(queue.name, municipality), policy.tenant_cap)
+    return job
 
 
 @functools.cache
@@ -126,22 +135,35 @@ def _policy_options(policy: policies.QueuePolicy) -> dict:
     )
 
 
-def _push_unique(queue: Queue, jobs: list[Job]) -> list[bool]:
-    """Enqueue `jobs` with RQ's atomic unique enqueue, in one pipeline on one connection: whether
-    each was enqueued (False: its id exists). With Sentinel the WAIT for replicas goes in the same
+def _push_unique(queue: Queue, jobs: list[Job]) -> list[str | None]:
+    """Enqueue `jobs` with RQ's atomic unique enqueue, in one pipeline on one connection: each one's
+    state once enqueued (None: its id exists). With Sentinel the WAIT for replicas goes in the same
     pipeline, since WAIT only covers the writes of the connection it runs on."""
     wanted = _replicas_to_wait_for()
     with queue.connection.pipeline(transaction=False) as pipe:
         pipe.sadd(queue.redis_queues_keys, queue.key)  # as queue.enqueue does: lists the queue
         for job in jobs:
-            rq_compat.push_unique(pipe, queue, job)
+            if job.has_rate_limit:
+                rq_compat.push_unique_rate_limited(pipe, queue, job)
+            else:
+                rq_compat.push_unique(pipe, queue, job)
         if wanted:
             pipe.wait(wanted, 1000)
         replies = pipe.execute()
     if wanted:
         what = jobs[0].id if len(jobs) == 1 else f"{jobs[0].id} and {len(jobs) - 1} more jobs"
         _check_replicas(queue.connection, wanted, replies.pop(), what)
-    return [reply == 1 for reply in replies[1:]]
+    return [_pushed(job, reply) for job, reply in zip(jobs, replies[1:])]
+
+
+def _pushed(job: Job, reply) -> str | None:
+    """A push's state from its reply: 0 if the id exists; 1, or for a job under a cap the ids its
+    push moved to the queue (its own if its cap had room: else it waits aside)."""
+    if reply == 0:
+        return None
+    if job.has_rate_limit and job.id.encode() not in reply:
+        return JobStatus.RATE_LIMITED.value
+    return JobStatus.QUEUED.value
 
 
 def _schedule_unique(queue: Queue, job: Job, delay: int) -> bool:

@@ -26,8 +26,9 @@ from jobs.rq_compat import now, utcparse
 log = logging.getLogger(__name__)
 
 # RQ's states, and "retrying": the scheduled jobs waiting for their next attempt (`retries`), which
-# "scheduled" leaves out.
-STATES = ("queued", "started", "scheduled", "deferred", "finished", "retrying", "failed", "canceled")
+# "scheduled" leaves out. "rate_limited": jobs of a municipality over its cap, waiting aside for their turn
+# (`QueuePolicy.tenant_cap`), in one sorted set per municipality.
+STATES = ("rate_limited", "queued", "started", "scheduled", "deferred", "finished", "retrying", "failed", "canceled")
 PAGE_SIZE = 50
 NAME_FILTER_WINDOW = 5000  # newest jobs a job-name filter looks through
 
@@ -47,7 +48,18 @@ def _registry_key(queue, state: str) -> str | None:
     }.get(state)
 
 
+def _waiting_keys(queue) -> list[str]:
+    """The sets of the jobs of `queue` waiting under a municipality's cap."""
+    keys = rq_compat.rate_limit_keys(queue.connection)
+    return [rq_compat.rate_limited_key(key) for key in keys if tenancy.queue_of_cap(key) == queue.name]
+
+
 def count(queue, state: str) -> int:
+    if state == "rate_limited":
+        with queue.connection.pipeline(transaction=False) as pipe:
+            for key in _waiting_keys(queue):
+                pipe.zcard(key)
+            return sum(pipe.execute())
     if state == "queued":
         return queue.connection.llen(queue.key)
     if state == "retrying":
@@ -64,6 +76,12 @@ def job_ids(queue, state: str, start: int, stop: int) -> list[str]:
         length = connection.llen(queue.key)
         lo, hi = max(length - stop, 0), length - start - 1
         raw = list(reversed(connection.lrange(queue.key, lo, hi))) if hi >= lo else []
+    elif state == "rate_limited":  # newest first across the municipalities' sets
+        with connection.pipeline(transaction=False) as pipe:
+            for key in _waiting_keys(queue):
+                pipe.zrevrange(key, 0, stop - 1, withscores=True)
+            newest = sorted((entry for entries in pipe.execute() for entry in entries), key=lambda e: -e[1])
+        raw = [job_id for job_id, _ in newest[start:stop]]
     elif state == "retrying":
         return retries.job_ids(queue, start, stop)
     elif state == "scheduled":

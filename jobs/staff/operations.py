@@ -17,7 +17,7 @@ from jobs.staff.audit import action_record
 
 RETRYABLE = {JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED}
 CLEAN_BATCH = 1000  # jobs read or deleted per Redis round trip when cleaning
-CANCELABLE = {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
+CANCELABLE = {JobStatus.RATE_LIMITED, JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
 
 
 def _jobs(queue_name: str, job_ids: list[str]) -> list[Job]:
@@ -69,9 +69,13 @@ def jobs_delete(**selection) -> list[str]:
 
 
 def queue_empty(*, queue_name: str, user=None, reason: str = "") -> int:
-    """Delete every job waiting in the queue (running, scheduled and failed jobs stay); returns how many."""
+    """Delete every job waiting in the queue, or aside for its municipality's turn (running, scheduled
+    and failed jobs stay); returns how many. The ones aside first: a job's end moves them to the queue."""
     queue = clients.queue(queue_name)
-    count = queue.empty()
+    aside = reads.fetch_jobs(queue, reads.job_ids(queue, "rate_limited", 0, reads.count(queue, "rate_limited")))
+    for job in aside:
+        job.delete()
+    count = len(aside) + queue.empty()
     action = action_record(kind=JobAction.Kind.EMPTY, queue_name=queue_name, job_ids=[], user=user, reason=reason)
     JobAction.objects.filter(pk=action.pk).update(count=count)
     return count

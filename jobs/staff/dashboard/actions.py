@@ -159,7 +159,10 @@ ACTIONS = {
     "retry": Action(_("Retry"), "operate_jobs", frozenset({"failed", "stopped", "canceled"}), operations.jobs_retry),
     "promote": Action(_("Run now"), "operate_jobs", frozenset({"scheduled", "retrying"}), operations.jobs_promote),
     "cancel": Action(
-        _("Cancel"), "operate_jobs", frozenset({"queued", "scheduled", "retrying", "deferred"}), operations.jobs_cancel
+        _("Cancel"),
+        "operate_jobs",
+        frozenset({"rate_limited", "queued", "scheduled", "retrying", "deferred"}),
+        operations.jobs_cancel,
     ),
     "delete": Action(
         _("Delete"), "destroy_jobs", frozenset({s.value for s in JobStatus} | {"retrying"}), operations.jobs_delete
@@ -196,7 +199,7 @@ def action(request, admin_site, queue_name, name):
     scope, state = request.POST.get("scope", "selected"), request.POST.get("state", "")
     if name == "empty":
         job_ids = []
-        affected = reads.count(queue, "queued")
+        affected = reads.count(queue, "queued") + reads.count(queue, "rate_limited")
     elif scope == "all" and state in reads.STATES:
         job_ids = reads.job_ids(queue, state, 0, reads.count(queue, state))
         affected = len(job_ids)

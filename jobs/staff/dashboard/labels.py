@@ -4,6 +4,7 @@ state ("fallidos") and one job's state ("fallido")."""
 from django.utils.translation import pgettext_lazy
 
 LIST_LABELS = {
+    "rate_limited": pgettext_lazy("jobs", "waiting their turn"),
     "queued": pgettext_lazy("jobs", "queued"),
     "started": pgettext_lazy("jobs", "running"),
     "scheduled": pgettext_lazy("jobs", "scheduled"),
@@ -14,6 +15,7 @@ LIST_LABELS = {
     "canceled": pgettext_lazy("jobs", "canceled"),
 }
 JOB_LABELS = {
+    "rate_limited": pgettext_lazy("a job", "waiting its turn"),
     "queued": pgettext_lazy("a job", "queued"),
     "started": pgettext_lazy("a job", "running"),
     "scheduled": pgettext_lazy("a job", "scheduled"),
