@@ -41,14 +41,14 @@ from rq.exceptions import AbandonedJobError
 from rq.executions import WORKER_EXECUTIONS_KEY_TEMPLATE, Execution  # noqa: F401 (Execution re-exported)
 from rq.job import Job, JobStatus, validate_job_id
 from rq.queue import Queue
-from rq.rate_limit import ACQUIRE_AND_ENQUEUE_SCRIPT, RateLimit, RateLimitRegistry, release_slot
+from rq.rate_limit import ACQUIRE_AND_ENQUEUE_SCRIPT, RELEASE_AND_ENQUEUE_SCRIPT, RateLimit, RateLimitRegistry
 from rq.registry import StartedJobRegistry
 from rq.results import Result
 from rq.scheduler import SCHEDULER_KEY_TEMPLATE, RQScheduler
 from rq.scripts import UNIQUE_ENQUEUE_SCRIPT, _build_hset_args, release_lock
 from rq.timeouts import BaseDeathPenalty, JobTimeoutException  # noqa: F401 (re-exported)
 from rq.types import FailureCallbackType, SuccessCallbackType  # noqa: F401 (re-exported)
-from rq.utils import import_attribute, now, utcformat, utcparse  # noqa: F401 (re-exported)
+from rq.utils import current_timestamp, import_attribute, now, utcformat, utcparse  # noqa: F401 (re-exported)
 from rq.worker import BaseWorker
 from rq.worker_registration import REDIS_WORKER_KEYS, WORKERS_BY_QUEUE_KEY, register, unregister
 from rq_scheduler import Scheduler
@@ -237,14 +237,13 @@ def push_unique_rate_limited(pipe: Pipeline, queue: Queue, job: Job) -> None:
     else the list of job ids moved to their queue (the job's own among them if its limit had room)."""
     assert job.rate_limit_key and job.rate_limit_concurrency
     queue._prepare_for_queue(job)
-    job._status = JobStatus.RATE_LIMITED
+    job._status, job.enqueued_at = JobStatus.RATE_LIMITED, None  # enqueued when let through
     key = job.rate_limit_key
-    keys = (f"{limit_key(key)}:allowed", rate_limited_key(key), job.key, limit_key(key), RateLimitRegistry.rl_keys_key)
+    keys = (*_limit_sets(key), job.key, limit_key(key), RateLimitRegistry.rl_keys_key)
     ttl = job.ttl if job.ttl is not None else -1
-    enqueued_at = job.enqueued_at
-    assert enqueued_at is not None  # set by `_prepare_for_queue`
-    acquire = (job.rate_limit_concurrency, enqueued_at.timestamp(), utcformat(enqueued_at),
-               Queue.redis_queue_namespace_prefix, Job.redis_job_namespace_prefix)  # fmt: skip
+    moment = now()
+    acquire = (job.rate_limit_concurrency, moment.timestamp(), utcformat(moment), Queue.redis_queue_namespace_prefix,
+               Job.redis_job_namespace_prefix)  # fmt: skip
     pipe.eval(_UNIQUE_RATE_LIMITED, len(keys), *keys, *acquire, job.id, ttl, key, *_build_hset_args(job))
 
 
@@ -263,6 +262,11 @@ def limit_key(key: str) -> str:
 def rate_limited_key(key: str) -> str:
     """The sorted set of the jobs waiting under rq's limit `key`, scored by when they came."""
     return f"{limit_key(key)}:rate_limited"
+
+
+def _limit_sets(key: str) -> tuple[str, str]:
+    """The jobs a limit let through (queued or running), and those it holds back."""
+    return f"{limit_key(key)}:allowed", rate_limited_key(key)
 
 
 # --- one round trip: redis-py's pipeline, run as one script ---------------------------------------
@@ -406,10 +410,22 @@ def forget_deleted_job(connection: Redis, job: Job) -> None:
     connection.eval(_FORGET_DELETED, len(keys), *keys, job.id)
 
 
+_RELEASE_SHA = hashlib.sha1(RELEASE_AND_ENQUEUE_SCRIPT.encode()).hexdigest()
+
+
 def release_rate_slot(job: Job) -> None:
-    """rq's end-of-job rate-limit bookkeeping: frees the job's place under its limit and moves the
-    next waiting job to its queue (a no-op for a job under no limit)."""
-    release_slot(job)
+    """rq's `release_slot` at a job's end: frees its place under its limit and moves the next waiting
+    job to its queue (nothing for a job under no limit). In one round trip: rq reads the limit's
+    concurrency first, which the job carries."""
+    if not job.has_rate_limit or job.get_status(refresh=False) in (JobStatus.QUEUED, JobStatus.STARTED):
+        return
+    assert job.rate_limit_key and job.rate_limit_concurrency
+    args = (*_limit_sets(job.rate_limit_key), job.rate_limit_concurrency, current_timestamp(), utcformat(now()),
+            Queue.redis_queue_namespace_prefix, Job.redis_job_namespace_prefix, job.id)  # fmt: skip
+    try:
+        job.connection.evalsha(_RELEASE_SHA, 2, *args)
+    except NoScriptError:  # Redis restarted or flushed its scripts
+        job.connection.eval(RELEASE_AND_ENQUEUE_SCRIPT, 2, *args)
 
 
 # --- rq's strings -------------------------------------------------------------------------------

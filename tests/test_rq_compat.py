@@ -12,8 +12,9 @@ import rq.worker.base
 import rq.worker.worker_classes
 from redis import Redis
 from redis.exceptions import ResponseError
-from rq import Callback, Retry, Worker
-from rq.job import Job
+from rq import Callback, RateLimit, Retry, Worker
+from rq.job import Job, JobStatus
+from rq.rate_limit import RateLimitRegistry
 from rq.scheduler import RQScheduler
 
 from jobs import rq_compat
@@ -114,6 +115,59 @@ def test_push_unique_stores_what_rqs_unique_enqueue_stores(redis_conn):
         redis_conn.ttl(Job.key_for("compat-unique")),
         queue.job_ids,
     ) == by_rq
+
+
+def _rate_limited_state(redis_conn, queue, limit: RateLimitRegistry) -> tuple:
+    jobs = {job_id: stored_job(redis_conn, job_id) for job_id in ("compat-rl-1", "compat-rl-2")}
+    return (jobs, queue.job_ids, limit.get_allowed_job_ids(), limit.get_rate_limited_job_ids(), limit.concurrency,
+            {key.decode() for key in redis_conn.smembers(RateLimitRegistry.rl_keys_key)})  # fmt: skip
+
+
+def test_push_unique_rate_limited_stores_what_rqs_rate_limited_enqueue_stores(redis_conn):
+    queue = django_rq.get_queue("email")
+    options = dict(result_ttl=60, failure_ttl=600, rate_limit=RateLimit("compat-limit", 1))
+    for n in (1, 2):
+        queue.enqueue("tests.tasks.sleep", kwargs={"n": n}, job_id=f"compat-rl-{n}", **options)
+    limit = RateLimitRegistry("compat-limit", redis_conn)
+    by_rq = _rate_limited_state(redis_conn, queue, limit)
+    redis_conn.flushdb()
+
+    replies = []
+    for n in (1, 2, 2):
+        job = queue.create_job("tests.tasks.sleep", kwargs={"n": n}, job_id=f"compat-rl-{n}", result_ttl=60,
+                               failure_ttl=600)  # fmt: skip
+        rq_compat.rate_limit(job, "compat-limit", 1)
+        with redis_conn.pipeline() as pipe:
+            rq_compat.push_unique_rate_limited(pipe, queue, job)
+            replies += pipe.execute()
+
+    assert replies == [[b"compat-rl-1"], [], 0]  # the first let through, the second held back, the third a duplicate
+    assert _rate_limited_state(redis_conn, queue, RateLimitRegistry("compat-limit", redis_conn)) == by_rq
+    assert (rq_compat.limit_key("compat-limit"), rq_compat.rate_limited_key("compat-limit")) == (
+        limit.config_key, limit.rate_limited_key)  # fmt: skip
+    assert rq_compat.rate_limit_keys(redis_conn) == ["compat-limit"]
+
+
+def test_release_rate_slot_lets_the_next_job_through_as_rqs_release_does(redis_conn):
+    queue = django_rq.get_queue("email")
+    limit = RateLimit("compat-limit", 1)
+    first, second = (
+        queue.enqueue("tests.tasks.sleep", kwargs={"n": n}, job_id=f"compat-rl-{n}", rate_limit=limit) for n in (1, 2)
+    )
+    first.set_status(JobStatus.STARTED)
+    rq_compat.release_rate_slot(first)  # still running: keeps its place
+    assert second.get_status() == JobStatus.RATE_LIMITED
+
+    first.set_status(JobStatus.FINISHED)
+    rq_compat.release_rate_slot(first)
+
+    registry = RateLimitRegistry("compat-limit", redis_conn)
+    assert second.get_status() == JobStatus.QUEUED and queue.job_ids == ["compat-rl-1", "compat-rl-2"]
+    assert registry.get_allowed_job_ids() == ["compat-rl-2"] and registry.get_rate_limited_job_ids() == []
+    redis_conn.script_flush()  # Redis restarted: the script is loaded again
+    second.set_status(JobStatus.FAILED)
+    rq_compat.release_rate_slot(second)
+    assert registry.get_allowed_job_ids() == []
 
 
 def test_a_job_hash_holds_a_job_only_with_its_data(redis_conn):
