@@ -253,13 +253,14 @@ def test_rqscheduler_process_fires_a_due_cron(redis_conn, tmp_path):
     try:
         slot = crons.SPECS["clean-verification-tokens"].last_slot(crons.now())
         job_id = f"cron-clean-verification-tokens-{slot:%Y%m%dT%H%MZ}"
-        wait_for(lambda: job_id in django_rq.get_queue("maintenance").job_ids, timeout=20)
+        wait_for(lambda: job_id in django_rq.get_queue("maintenance").job_ids, timeout=60)
         # The next run is written just after the enqueue: a stop between the two left it due (a
         # restarted scheduler enqueues that slot again, which `run_cron` runs once), so wait for it.
-        wait_for(lambda: scheduler().next_run("clean-verification-tokens") > crons.now(), timeout=20)
+        wait_for(lambda: scheduler().next_run("clean-verification-tokens") > crons.now(), timeout=60)
     finally:
         process.terminate()
         process.wait(timeout=15)
+        print((tmp_path / "scheduler.log").read_text()[-4000:])  # shown if the test failed
     keys = [key.decode() for key in redis_conn.keys("*")]
     assert all(key.startswith("ceres:queue:") for key in keys), keys
 
