@@ -5,6 +5,7 @@ Not a benchmark itself; `email_path.py` and `sigkill_recovery.py` import it (the
 `benchmarks/` first on sys.path).
 """
 
+import functools
 import itertools
 import os
 import platform
@@ -33,6 +34,14 @@ def setup_django() -> None:
     import django
 
     django.setup()
+
+
+@functools.cache
+def town() -> int:
+    """The default municipality's id: the benchmarks' users belong to it, and their jobs name it."""
+    from ceres_site.municipalities.models import default_pk
+
+    return default_pk()
 
 
 def prepared_services():

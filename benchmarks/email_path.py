@@ -60,6 +60,7 @@ from _support import (
     service_pids,
     spread,
     thread_cpu,
+    town,
     tree_cpu,
     wait_registered,
     worker_env,
@@ -181,13 +182,15 @@ def producer_alone(conn, user_ids: list[int], bulk: int, rounds: int) -> dict:
 
     has_bulk = hasattr(producers, "enqueue_email_verify_many")
     results = {"one_by_one": [], "per_call_cmds": [], "bulk": [], "bulk_cmds": [], "has_bulk": has_bulk}
-    producers.enqueue_email_verify(user_id=user_ids[0])  # warm up: the queue, the script, the connection
+    producers.enqueue_email_verify(
+        user_id=user_ids[0], municipality=town()
+    )  # warm up: the queue, the script, the connection
     for _ in range(rounds):
         conn.flushdb()
         before = commandstats(conn)
         started = time.perf_counter()
         for user_id in user_ids:
-            producers.enqueue_email_verify(user_id=user_id)
+            producers.enqueue_email_verify(user_id=user_id, municipality=town())
         elapsed = time.perf_counter() - started
         delta = command_delta(before, commandstats(conn))
         results["one_by_one"].append(len(user_ids) / elapsed)
@@ -198,7 +201,7 @@ def producer_alone(conn, user_ids: list[int], bulk: int, rounds: int) -> dict:
             ids = list(range(10_000_000, 10_000_000 + bulk))  # ids only: no worker runs, nothing reads the users
             before = commandstats(conn)
             started = time.perf_counter()
-            enqueued = producers.enqueue_email_verify_many(user_ids=ids)
+            enqueued = producers.enqueue_email_verify_many(user_ids=ids, municipalities=dict.fromkeys(ids, town()))
             elapsed = time.perf_counter() - started
             delta = command_delta(before, commandstats(conn))
             assert sum(e.created for e in enqueued) == bulk, "the bulk producer did not enqueue every id"
@@ -255,9 +258,16 @@ def run_round(setup: str, conn, sink: Sink, user_ids: list[int], original: Origi
     else:
         t0 = time.monotonic()
         if setup == "in-process-bulk":
-            created = sum(e.created for e in producers.enqueue_email_verify_many(user_ids=user_ids))
+            created = sum(
+                e.created
+                for e in producers.enqueue_email_verify_many(
+                    user_ids=user_ids, municipalities=dict.fromkeys(user_ids, town())
+                )
+            )
         else:
-            created = sum(producers.enqueue_email_verify(user_id=user_id).created for user_id in user_ids)
+            created = sum(
+                producers.enqueue_email_verify(user_id=user_id, municipality=town()).created for user_id in user_ids
+            )
         enqueue_s = time.monotonic() - t0
     producer_cpu = thread_cpu() - producer0 if setup != "original" else produced.get("cpu_s", 0.0)
     last, distinct = sink.wait_distinct(mark, n, timeout=timeout)
@@ -361,7 +371,7 @@ def latency(setup: str, conn, sink: Sink, jobs: int, rate: float, log_dir: Path,
             pause = start + i / load_rate - time.monotonic()
             if stop_load.wait(pause) if pause > 0 else stop_load.is_set():
                 break
-            enqueue_email_verify(user_id=user_id)
+            enqueue_email_verify(user_id=user_id, municipality=town())
             loaded.append(time.monotonic())
         connection.close()
 

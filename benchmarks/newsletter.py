@@ -102,7 +102,7 @@ def _campaign(conn, recipients: int, limit: float, User, Newsletter, campaigns) 
             time.sleep(0.5)
             for user in newcomers:
                 enqueued[user.email] = time.monotonic()
-                enqueue_email_verify(user_id=user.pk)
+                enqueue_email_verify(user_id=user.pk, municipality=user.municipality_id)
                 time.sleep(0.05)
 
         thread = threading.Thread(target=verify_during)

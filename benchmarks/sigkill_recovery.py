@@ -31,6 +31,7 @@ from _support import (
     prepared_services,
     rqworker_argv,
     spread,
+    town,
     wait_registered,
     worker_env,
 )
@@ -98,7 +99,7 @@ def trial(number: int, args, conn, sink: Sink, user_id: int, log_dir: Path) -> d
 
     mark = sink.mark()
     sink.hold(args.hold)
-    job_id = enqueue_email_verify(user_id=user_id).job_id
+    job_id = enqueue_email_verify(user_id=user_id, municipality=town()).job_id
     if sink.wait_messages(mark, 1, timeout=30) is None:
         workers.stop()
         raise RuntimeError("the first DATA never reached the sink")

@@ -123,7 +123,7 @@ def test_the_link_keeps_the_token_where_no_log_sees_it(smtp, work):
     from tests.test_email_tasks import LINK
 
     user = make_user()
-    enqueue_email_verify(user_id=user.pk)
+    enqueue_email_verify(user_id=user.pk, municipality=user.municipality_id)
     work("email")
 
     [message] = smtp.messages

@@ -129,7 +129,7 @@ def test_a_summary_names_what_the_mail_server_answered_without_the_addresses(sla
     smtp.rcpt_reply = "550 5.1.1 <ana@example.com>: Recipient address rejected"
     for n in range(2):
         user = User.objects.create_user(username=f"p{n}@example.com", email=f"p{n}@example.com")
-        enqueue_email_verify(user_id=user.pk)
+        enqueue_email_verify(user_id=user.pk, municipality=user.municipality_id)
 
     work("email")
     flush_now(work)
@@ -217,7 +217,7 @@ def test_slack_500_retries_three_times_then_fails_without_alerting_about_itself(
     assert promote_scheduled("slack") == []  # no flush, so no alert about the slack queue
     # the email queue keeps working meanwhile
     user = User.objects.create_user(username="a@example.com", email="a@example.com")
-    enqueue_email_verify(user_id=user.pk)
+    enqueue_email_verify(user_id=user.pk, municipality=user.municipality_id)
     work("email")
     assert len(smtp.messages) == 1
 

@@ -168,12 +168,12 @@ def story(policy, work, settings):
     policy("files", retry_max=2, retry_intervals=(300,), alert_window=600)
     ana = User.objects.create_user(username="ana", email="ana@example")
     rejected = Upload.objects.create(user=ana, kind="cv", file="cv/a.pdf", state="rejected", reason="not a PDF")
-    enqueue_email_cv_rejected(upload_id=rejected.pk)
+    enqueue_email_cv_rejected(upload_id=rejected.pk, municipality=rejected.user.municipality_id)
     work("email")
     call("always_fail", "files-other-1", queue="files", message="disk full")
     work("files")  # fails once, waits 300 s for its retry: scheduled
     waiting = Upload.objects.create(user=ana, kind="cv", file="cv/b.pdf")
-    enqueue_validate_cv(upload_id=waiting.pk)
+    enqueue_validate_cv(upload_id=waiting.pk, municipality=waiting.user.municipality_id)
     call("fail_times", "email-fine-1", counter="fine", times=0)
     work("email")
     return {"user": ana, "cv_email": f"email-cv-{rejected.pk}", "check": f"files-cv-{waiting.pk}"}

@@ -108,7 +108,7 @@ def test_the_process_set_rides_out_redis_stopped_and_frozen_and_restarts_what_di
 
     def email_goes_through(n: int) -> None:
         user = User.objects.create_user(username=f"u{n}@example.com", email=f"u{n}@example.com", first_name="Ana")
-        enqueue_email_verify(user_id=user.pk)
+        enqueue_email_verify(user_id=user.pk, municipality=user.municipality_id)
         wait_for(lambda: f"u{n}@example.com" in [message["To"] for message in smtp.messages], timeout=120)
 
     try:

@@ -29,7 +29,7 @@ def test_staff_find_a_person_s_failed_email_retry_it_from_the_archive_and_see_it
     User.objects.create_superuser(username="admin", password="clave-del-panel")
     ana = User.objects.create_user(username="ana", email="ana@example", first_name="Ana")  # a typo: no domain
     rejected = Upload.objects.create(user=ana, kind="cv", file="cv/a.pdf", state="rejected", reason="no es un PDF")
-    enqueue_email_cv_rejected(upload_id=rejected.pk)
+    enqueue_email_cv_rejected(upload_id=rejected.pk, municipality=rejected.user.municipality_id)
     work("email")  # fails for good: her address is not valid
     enqueue_stored_call(queue_name="files", func="jobs.tasks.files.validate_cv", job_id="files-cv-999999",
                         kwargs={"upload_id": Upload.objects.create(user=ana, kind="cv", file="cv/b.pdf").pk})  # fmt: skip

@@ -181,7 +181,7 @@ def test_the_report_counts_jobs_emails_dead_letters_and_waiting(work, smtp, poli
 
     policy("email", retry_max=0)
     user = User.objects.create_user(username="a@example.com", email="a@example.com")
-    enqueue_email_verify(user_id=user.pk)
+    enqueue_email_verify(user_id=user.pk, municipality=user.municipality_id)
     enqueue_stored_call(queue_name="email", func="tests.tasks.always_fail", job_id="email-bad", kwargs={})
     work("email")
     enqueue_stored_call(queue_name="files", func="tests.tasks.sleep", job_id="files-wait", kwargs={"seconds": 0})

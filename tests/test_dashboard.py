@@ -261,7 +261,7 @@ def test_job_detail_shows_why_it_failed_and_the_related_user(admin_client, polic
     user = User.objects.create_user(username="ana@example.com", email="bad address")
     from jobs.enqueue.producers import enqueue_email_verify
 
-    enqueue_email_verify(user_id=user.pk)
+    enqueue_email_verify(user_id=user.pk, municipality=user.municipality_id)
     work("email")
 
     page = admin_client.get(url("job", "email", f"email-verify-{user.pk}")).content.decode()
@@ -321,7 +321,7 @@ def test_the_user_page_lists_the_user_s_jobs(admin_client):
     user = User.objects.create_user(username="x@example.com", email="x@example.com")
     from jobs.enqueue.producers import enqueue_email_verify
 
-    enqueue_email_verify(user_id=user.pk)
+    enqueue_email_verify(user_id=user.pk, municipality=user.municipality_id)
 
     body = admin_client.get(reverse("admin:accounts_user_change", args=[user.pk])).content.decode()
 
@@ -535,10 +535,10 @@ def test_permission_matrix(jobs, redis_conn, who):
         get, post = client.get(path), client.post(path, {"job_ids": ["email-failed-1"]})
         if who in ("anonymous", "not staff"):
             assert get.status_code == post.status_code == 302 and "/admin/login/" in get["Location"], path
-        elif who == "staff of one municipality":  # their jobs' list; another municipality's job: not found
+        elif who == "staff of one municipality":  # their jobs' overview and lists; another's job: not found
             detail, listing = "/job/" in route, route.endswith("<str:queue_name>/<str:state>/")
-            overview = route.endswith("/dashboard/")  # it sends them to their list
-            assert get.status_code == (404 if detail else 200 if listing else 302 if overview or "/action/" in route
+            overview = route.endswith("/dashboard/")
+            assert get.status_code == (404 if detail else 200 if listing or overview else 302 if "/action/" in route
                                        else 403), path  # fmt: skip
             assert post.status_code == (405 if detail or listing or overview else 403), path
         elif not allowed:

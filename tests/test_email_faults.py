@@ -149,7 +149,7 @@ def through(proxy: TcpProxy) -> str:
 def start_verify_email() -> tuple[str, Callable[[], int]]:
     """Enqueue a verification email; return its queue and a count of its delivery records."""
     user = User.objects.create_user(username="juan@example.com", email="juan@example.com", first_name="Juan")
-    enqueue_email_verify(user_id=user.pk)
+    enqueue_email_verify(user_id=user.pk, municipality=user.municipality_id)
     return "email", lambda: EmailDelivery.objects.filter(user=user, kind="verify").count()
 
 

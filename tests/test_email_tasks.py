@@ -13,6 +13,7 @@ from django.utils import timezone
 from rq import Callback, Retry
 
 from ceres_site.accounts.models import EmailDelivery, User, VerificationToken
+from ceres_site.municipalities.models import default_pk
 from jobs.enqueue.producers import enqueue_email_verify, enqueue_email_welcome
 from jobs.failures.attempts import on_job_failure
 from jobs.models import DeadLetter
@@ -48,7 +49,7 @@ def text_body(message):
 
 def test_verify_link_verifies_the_user_and_the_welcome_email_follows(smtp, work):
     user = make_user()
-    enqueue_email_verify(user_id=user.pk)
+    enqueue_email_verify(user_id=user.pk, municipality=user.municipality_id)
 
     work("email")
 
@@ -74,7 +75,7 @@ def test_verify_link_verifies_the_user_and_the_welcome_email_follows(smtp, work)
 
 def test_verify_job_for_a_verified_user_sends_nothing(smtp, work):
     user = make_user(email_verified_at=timezone.now())
-    enqueue_email_verify(user_id=user.pk)
+    enqueue_email_verify(user_id=user.pk, municipality=user.municipality_id)
 
     work("email")
 
@@ -86,7 +87,7 @@ def test_verify_job_for_a_verified_user_sends_nothing(smtp, work):
 def test_a_job_delivered_twice_sends_once(smtp, work):
     """At-least-once delivery: the same job run again (e.g. after a crash) must not mail again."""
     user = make_user()
-    enqueue_email_verify(user_id=user.pk)
+    enqueue_email_verify(user_id=user.pk, municipality=user.municipality_id)
     work("email")
     queue = django_rq.get_queue("email")
     queue.push_job_id(f"email-verify-{user.pk}")  # redeliver the very same job
@@ -102,7 +103,7 @@ def test_a_job_run_again_after_the_email_went_out_sends_the_same_link(smtp, work
     """A worker killed between the server's OK and the delivery row: the re-run mails again (delivery is
     at-least-once), with the same link and no second token."""
     user = make_user()
-    enqueue_email_verify(user_id=user.pk)
+    enqueue_email_verify(user_id=user.pk, municipality=user.municipality_id)
     work("email")
     EmailDelivery.objects.filter(user=user).delete()  # what the killed worker never wrote
     django_rq.get_queue("email").push_job_id(f"email-verify-{user.pk}")
@@ -125,8 +126,8 @@ def test_a_token_only_for_an_email_that_goes_out_once_per_job_whichever_statemen
     (SQLite) issues it in a statement of its own, before the send: the outcome is the same."""
     monkeypatch.setattr(email_tasks, "_issues_with_read", lambda: in_the_read)
     waiting, verified = make_user(), make_user(email="vera@example.com", email_verified_at=timezone.now())
-    enqueue_email_verify(user_id=waiting.pk)
-    enqueue_email_verify(user_id=verified.pk)
+    enqueue_email_verify(user_id=waiting.pk, municipality=waiting.municipality_id)
+    enqueue_email_verify(user_id=verified.pk, municipality=verified.municipality_id)
     work("email")
     EmailDelivery.objects.filter(user=waiting).delete()  # as if the worker died before recording it
     django_rq.get_queue("email").push_job_id(f"email-verify-{waiting.pk}")
@@ -146,13 +147,13 @@ def test_a_token_only_for_an_email_that_goes_out_once_per_job_whichever_statemen
 def test_every_attempt_of_a_job_names_its_email_the_same_and_another_job_differently(smtp, work):
     """So a receiving server that has a copy can drop a repeat (RFC 5322 §3.6.4)."""
     user = make_user()
-    enqueue_email_verify(user_id=user.pk)
+    enqueue_email_verify(user_id=user.pk, municipality=user.municipality_id)
     work("email")
     EmailDelivery.objects.filter(user=user).delete()  # as if the worker died before it recorded the delivery
     django_rq.get_queue("email").push_job_id(f"email-verify-{user.pk}")
     work("email")
     job(f"email-verify-{user.pk}").delete()
-    enqueue_email_verify(user_id=user.pk)  # another job, asked later
+    enqueue_email_verify(user_id=user.pk, municipality=user.municipality_id)  # another job, asked later
     work("email")
 
     first, again, other = (message["Message-ID"] for message in smtp.messages)
@@ -162,10 +163,10 @@ def test_every_attempt_of_a_job_names_its_email_the_same_and_another_job_differe
 
 def test_welcome_is_sent_once_per_user(smtp, work):
     user = make_user(email_verified_at=timezone.now())
-    enqueue_email_welcome(user_id=user.pk)
+    enqueue_email_welcome(user_id=user.pk, municipality=user.municipality_id)
     work("email")
     job(f"email-welcome-{user.pk}").delete()
-    enqueue_email_welcome(user_id=user.pk)
+    enqueue_email_welcome(user_id=user.pk, municipality=user.municipality_id)
 
     work("email")
 
@@ -175,7 +176,7 @@ def test_welcome_is_sent_once_per_user(smtp, work):
 def test_recipient_refused_for_good_fails_at_once(smtp, work):
     smtp.rcpt_reply = "550 5.1.1 No such user here"
     user = make_user()
-    enqueue_email_verify(user_id=user.pk)
+    enqueue_email_verify(user_id=user.pk, municipality=user.municipality_id)
 
     work("email")
 
@@ -191,7 +192,7 @@ def test_recipient_refused_for_good_fails_at_once(smtp, work):
 def test_smtp_down_schedules_a_retry(settings, smtp, work):
     settings.EMAIL_PORT = free_port()  # nothing listens there: connection refused
     user = make_user()
-    enqueue_email_verify(user_id=user.pk)
+    enqueue_email_verify(user_id=user.pk, municipality=user.municipality_id)
 
     work("email")
 
@@ -207,7 +208,7 @@ def test_temporary_refusal_retries_five_times_on_the_policy_schedule(smtp, live_
     policy("email", retry_intervals=intervals)
     smtp.rcpt_reply = "451 4.3.0 Mailbox busy, try again later"
     user = make_user()
-    enqueue_email_verify(user_id=user.pk)
+    enqueue_email_verify(user_id=user.pk, municipality=user.municipality_id)
 
     live_worker("email")
 
@@ -228,7 +229,7 @@ def test_a_server_that_answers_the_end_of_a_message_after_13_s_gets_one_copy(smt
     policy("email", retry_intervals=(1,))  # were it to retry, it would retry at once
     smtp.data_delays = [13] * 6  # every attempt's answer would be as slow
     user = make_user()
-    enqueue_email_verify(user_id=user.pk)
+    enqueue_email_verify(user_id=user.pk, municipality=user.municipality_id)
 
     work_until(lambda: job(f"email-verify-{user.pk}").get_status() in ("finished", "failed"), "email", timeout=150)
 
@@ -243,7 +244,7 @@ def test_a_server_that_answers_the_end_of_a_message_after_13_s_gets_one_copy(smt
 
 
 def test_unknown_user_is_skipped_with_a_clear_result(smtp, work):
-    enqueue_email_verify(user_id=999_999)
+    enqueue_email_verify(user_id=999_999, municipality=default_pk())
 
     work("email")
 
@@ -256,7 +257,7 @@ def test_unknown_user_is_skipped_with_a_clear_result(smtp, work):
 @pytest.mark.parametrize("email", ["not-an-address", "juan@example.com\r\nBcc: victim@example.com", ""])
 def test_invalid_address_fails_once_without_retries(smtp, work, email):
     user = make_user(email=email)
-    enqueue_email_verify(user_id=user.pk)
+    enqueue_email_verify(user_id=user.pk, municipality=user.municipality_id)
 
     work("email")
 
@@ -348,7 +349,7 @@ def test_jobs_and_callbacks_named_before_the_layers_moved_still_run(smtp, work):
 
 def test_first_name_with_line_breaks_cannot_inject_headers(smtp, work):
     user = make_user(first_name="Juan\r\nBcc: victim@example.com\r\n\r\n<b>hola</b>" + "x" * 80)
-    enqueue_email_verify(user_id=user.pk)
+    enqueue_email_verify(user_id=user.pk, municipality=user.municipality_id)
 
     work("email")
 

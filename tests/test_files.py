@@ -64,7 +64,7 @@ CVS = {
 def test_cvs_are_judged_by_their_bytes_and_rejections_are_results_told_by_email(ana, work, smtp):
     uploads = {name: uploaded(ana, Upload.Kind.CV, data) for name, (data, _, _) in CVS.items()}
     for upload in uploads.values():
-        enqueue_validate_cv(upload_id=upload.pk)
+        enqueue_validate_cv(upload_id=upload.pk, municipality=upload.user.municipality_id)
 
     work("files")
 
@@ -89,7 +89,7 @@ def test_a_phone_photo_comes_out_upright_square_small_and_without_metadata(ana, 
     photo = files.phone_photo()
     upload = uploaded(ana, Upload.Kind.PICTURE, photo)
     original = upload.file.name
-    enqueue_optimize_profile_picture(upload_id=upload.pk)
+    enqueue_optimize_profile_picture(upload_id=upload.pk, municipality=upload.user.municipality_id)
 
     work("files")
 
@@ -110,7 +110,7 @@ def test_a_decompression_bomb_is_refused_and_the_worker_goes_on(ana, work):
     not_an_image = uploaded(User.objects.create_user(username="beto"), Upload.Kind.PICTURE, b"GIF89a? no")
     fine = uploaded(User.objects.create_user(username="caro"), Upload.Kind.PICTURE, files.png(900, 600))
     for upload in (bomb, not_an_image, fine):
-        enqueue_optimize_profile_picture(upload_id=upload.pk)
+        enqueue_optimize_profile_picture(upload_id=upload.pk, municipality=upload.user.municipality_id)
 
     work("files")
 
@@ -127,7 +127,7 @@ def test_a_job_past_its_memory_or_time_limit_fails_alone_and_is_archived(task, k
     policy("files", retry_max=0, timeout=3)
     enqueue_stored_call(queue_name="files", func=task, job_id="files-hostile-1", kwargs=kwargs)
     fine = uploaded(ana, Upload.Kind.CV, files.pdf())
-    enqueue_validate_cv(upload_id=fine.pk)
+    enqueue_validate_cv(upload_id=fine.pk, municipality=fine.user.municipality_id)
 
     work("files")
 

@@ -110,7 +110,7 @@ def test_a_copy_sent_again_has_the_same_message_id_and_each_test_copy_its_own(sm
     enqueue_newsletter_many(newsletter_id=draft.pk, user_ids=[ana.pk], municipality=draft.municipality_id)
     work("bulk")
     for _ in range(2):
-        enqueue_newsletter_test(newsletter_id=draft.pk, user_id=ana.pk)
+        enqueue_newsletter_test(newsletter_id=draft.pk, user_id=ana.pk, municipality=draft.municipality_id)
     work("email")
 
     first, again, *tests = (message["Message-ID"] for message in smtp.messages)
@@ -196,7 +196,7 @@ def test_the_limit_holds_across_three_worker_processes_and_verification_does_not
     campaigns.send(newsletter(), None)
     wait_for(lambda: len(smtp.messages) >= 200, timeout=120)
     newcomer = User.objects.create_user(username="nueva@example.com", email="nueva@example.com", first_name="Nueva")
-    enqueue_email_verify(user_id=newcomer.pk)
+    enqueue_email_verify(user_id=newcomer.pk, municipality=newcomer.municipality_id)
     wait_for(lambda: bodies_to(smtp, "nueva@example.com"), timeout=60)
     sent_before_it = next(n for n, message in enumerate(smtp.messages) if message["To"] == "nueva@example.com")
     wait_for(lambda: Delivery.objects.count() == 2000, timeout=300, interval=0.5)
@@ -505,7 +505,7 @@ def test_a_template_error_at_send_time_is_a_final_failure_at_once_for_the_test_c
     campaigns.send(draft, None)
     Newsletter.objects.filter(pk=draft.pk).update(body_html=BROKEN_HTML)  # broken after it was checked
     editor = User.objects.get(username=people[0].username)
-    test_job = enqueue_newsletter_test(newsletter_id=draft.pk, user_id=editor.pk)
+    test_job = enqueue_newsletter_test(newsletter_id=draft.pk, user_id=editor.pk, municipality=draft.municipality_id)
 
     work("email")
     work("bulk")

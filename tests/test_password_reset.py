@@ -191,7 +191,7 @@ def test_an_email_asked_twice_in_a_row_goes_out_once(client, smtp, work):
 def test_the_reset_email_retries_on_the_email_policy_when_smtp_is_down(settings, smtp, work):
     settings.EMAIL_PORT = free_port()  # nothing listens there: connection refused
     user = make_user()
-    enqueue_email_password_reset(user_id=user.pk)
+    enqueue_email_password_reset(user_id=user.pk, municipality=user.municipality_id)
 
     work("email")
 
@@ -202,7 +202,7 @@ def test_the_reset_email_retries_on_the_email_policy_when_smtp_is_down(settings,
 def test_a_reset_email_refused_for_good_is_kept_as_a_dead_letter(smtp, work):
     smtp.rcpt_reply = "550 5.1.1 No such user here"
     user = make_user()
-    enqueue_email_password_reset(user_id=user.pk)
+    enqueue_email_password_reset(user_id=user.pk, municipality=user.municipality_id)
 
     work("email")
 
@@ -217,7 +217,7 @@ def test_a_reset_email_refused_for_good_is_kept_as_a_dead_letter(smtp, work):
 
 def test_a_reset_email_for_an_account_that_lost_its_password_sends_nothing(smtp, work):
     user = make_user()
-    enqueue_email_password_reset(user_id=user.pk)
+    enqueue_email_password_reset(user_id=user.pk, municipality=user.municipality_id)
     user.set_unusable_password()
     user.save()
 

@@ -51,7 +51,7 @@ def uploaded(name: str, data: bytes) -> Upload:
     upload = Upload(user=user, kind=Upload.Kind.PICTURE, size=len(data))
     upload.file.save("upload", ContentFile(data), save=False)
     upload.save()
-    enqueue_optimize_profile_picture(upload_id=upload.pk)
+    enqueue_optimize_profile_picture(upload_id=upload.pk, municipality=upload.user.municipality_id)
     return upload
 
 

@@ -45,7 +45,7 @@ def exercise(smtp, web_port: int, stop, session_pids):
     wait_for(lambda: _answers(f"http://127.0.0.1:{web_port}/accounts/signup/"), timeout=30)
     wait_for(lambda: django_rq.get_scheduler("maintenance").is_alive(), timeout=60)  # up, its handlers installed
     user = User.objects.create_user(username="ana@example.com", email="ana@example.com", first_name="Ana")
-    enqueue_email_verify(user_id=user.pk)
+    enqueue_email_verify(user_id=user.pk, municipality=user.municipality_id)
     wait_for(lambda: smtp.messages, timeout=30)
     assert smtp.messages[0]["To"] == "ana@example.com"
 

@@ -10,6 +10,7 @@ from django.urls import reverse
 
 from ceres_site.accounts.models import User
 from ceres_site.municipalities.models import Municipality
+from jobs.config.policies import QUEUES
 from jobs.enqueue.producers import enqueue_email_verify
 from jobs.models import JobAction
 
@@ -54,8 +55,17 @@ def test_staff_of_one_municipality_act_on_its_jobs_alone(two_towns):
     assert client.get(dashboard("job", "email", theirs)).status_code == 404
     listed = client.get(dashboard("list", "email", "failed")).content.decode()
     assert ours in listed and theirs not in listed
-    assert "Reintentar todos los fallidos" not in listed and "(1)" not in listed  # no queue-wide action nor count
-    assert client.get(dashboard("overview"))["Location"] == dashboard("list", "email", "failed")
+    assert "Reintentar todos los fallidos" not in listed and "fallidos (1)" in listed  # theirs counted, of two
+    overview = client.get(dashboard("overview")).content.decode()
+    assert f'href="{dashboard("list", "email", "failed")}">1</a>' in overview
+    assert "<td>0 / 0 / 1</td>" in overview  # the last hour: their one final failure
+    assert overview.count('<svg class="dash-chart"') == len(QUEUES)  # their jobs' charts, per queue
+    assert "Workers" not in overview and "Crons" not in overview and dashboard("triage", "email") not in overview
+    everything = Client()
+    everything.force_login(User.objects.create_superuser(username="raiz", password="x"))
+    assert (
+        f'href="{dashboard("list", "email", "failed")}">2</a>' in everything.get(dashboard("overview")).content.decode()
+    )
     for page in (dashboard("health"), dashboard("search"), dashboard("triage", "email")):
         assert client.get(page).status_code == 403, page
     assert client.post(dashboard("queue_action", "email", "pause"), {"confirm": "yes"}).status_code == 403

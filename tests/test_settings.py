@@ -22,12 +22,12 @@ from tests.conftest import BASE_DIR, free_port
 @pytest.mark.django_db(transaction=True)
 def test_after_a_flow_every_key_is_under_the_prefix_in_db_5(redis_conn, smtp, work, settings, client):
     user = User.objects.create_user(username="a@example.com", email="a@example.com", first_name="Ana")
-    enqueue_email_verify(user_id=user.pk)
+    enqueue_email_verify(user_id=user.pk, municipality=user.municipality_id)
     work("email")  # verify email sent
-    enqueue_email_verify(user_id=999_999)  # unknown user: finished, skipped
+    enqueue_email_verify(user_id=999_999, municipality=user.municipality_id)  # unknown user: finished, skipped
     settings.EMAIL_PORT = free_port()
-    User.objects.create_user(username="b@example.com", email="b@example.com")
-    enqueue_email_verify(user_id=User.objects.get(username="b@example.com").pk)
+    other = User.objects.create_user(username="b@example.com", email="b@example.com")
+    enqueue_email_verify(user_id=other.pk, municipality=other.municipality_id)
     work("email")  # one retry scheduled
     scheduler = django_rq.get_scheduler("maintenance")
     scheduler.run(burst=True)

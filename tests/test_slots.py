@@ -154,7 +154,7 @@ def test_sigkill_mid_email_gives_the_job_back_once(smtp, live_worker):
     [user] = make_users(1)
     smtp.data_delays = [5]  # the server holds the first message's answer: the kill lands mid-send
     first = live_worker("email")
-    enqueue_email_verify(user_id=user.pk)
+    enqueue_email_verify(user_id=user.pk, municipality=user.municipality_id)
     wait_for(lambda: smtp.data_started, timeout=30)
 
     os.killpg(first.pid, signal.SIGKILL)
@@ -177,7 +177,7 @@ def test_sigterm_lets_the_five_emails_in_flight_finish(smtp, live_worker):
     smtp.data_delays = [2] * 5
     process = live_worker("email")
     for user in users:
-        enqueue_email_verify(user_id=user.pk)
+        enqueue_email_verify(user_id=user.pk, municipality=user.municipality_id)
     wait_for(lambda: len(smtp.data_started) == 5, timeout=30)
 
     process.send_signal(signal.SIGTERM)
@@ -191,7 +191,7 @@ def test_a_second_signal_stops_at_once_and_the_job_comes_back(smtp, live_worker,
     [user] = make_users(1)
     smtp.data_delays = [60]
     process = live_worker("email")
-    enqueue_email_verify(user_id=user.pk)
+    enqueue_email_verify(user_id=user.pk, municipality=user.municipality_id)
     wait_for(lambda: smtp.data_started, timeout=30)
 
     process.send_signal(signal.SIGTERM)
@@ -209,7 +209,7 @@ def test_database_connections_broken_while_idle_are_replaced_before_the_next_job
     smtp.data_delays = [1] * 5  # the first five run at once: every slot opens its connection
     live_worker("email")
     for user in users[:5]:
-        enqueue_email_verify(user_id=user.pk)
+        enqueue_email_verify(user_id=user.pk, municipality=user.municipality_id)
     wait_for(lambda: all(status(f"email-verify-{user.pk}") == "finished" for user in users[:5]), timeout=60)
 
     with connection.cursor() as cursor:  # what a PostgreSQL restart or a proxy's idle timeout does
@@ -220,7 +220,7 @@ def test_database_connections_broken_while_idle_are_replaced_before_the_next_job
         assert cursor.fetchone()[0]
     time.sleep(slot_loop.DB_CHECK_AFTER + 0.5)  # not a wait for an outcome: the slots must have been idle
     for user in users[5:]:
-        enqueue_email_verify(user_id=user.pk)
+        enqueue_email_verify(user_id=user.pk, municipality=user.municipality_id)
 
     wait_for(lambda: all(status(f"email-verify-{user.pk}") == "finished" for user in users[5:]), timeout=60)
     jobs = [django_rq.get_queue("email").fetch_job(f"email-verify-{user.pk}") for user in users[5:]]

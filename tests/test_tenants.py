@@ -217,7 +217,7 @@ def test_the_daily_report_goes_to_the_platform_and_each_municipality_gets_its_ow
 
     [own] = norte_texts
     assert own.startswith(":bar_chart: Reporte diario de Villa Norte — 28/11/2026 (Córdoba)")
-    assert "• Usuarios registrados: 2 ·" in own and "Jobs fallidos definitivamente por cola: email 0" in own
+    assert "• Usuarios registrados: 2 ·" in own and "Jobs completados/fallidos por cola: email 0/0" in own
     platform, of_sur = sorted(slack.texts, key=lambda text: "Villa Sur" in text)
     assert platform.startswith(":bar_chart: Reporte diario de Ceres") and "• Usuarios registrados: 4 ·" in platform
     assert of_sur.startswith(":bar_chart: Reporte diario de Villa Sur") and "• Usuarios registrados: 1 ·" in of_sur

@@ -203,7 +203,7 @@ def test_the_archive_and_its_audit_speak_spanish(admin_client):
 
 def test_the_user_page_names_job_states_in_spanish(admin_client, smtp, work):
     user = User.objects.create_user(username="ana@example.com", email="ana@example.com")
-    enqueue_email_verify(user_id=user.pk)
+    enqueue_email_verify(user_id=user.pk, municipality=user.municipality_id)
     work("email")
 
     page = get(admin_client, reverse("admin:accounts_user_change", args=[user.pk]))

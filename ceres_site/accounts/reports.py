@@ -1,6 +1,5 @@
 """The daily report: the numbers of one Córdoba day (midnight to midnight), for Slack: the platform's,
-and each municipality's own (its users, emails and final failures; the queues' totals and waits
-are the platform's alone, since the workers count jobs per queue, not per municipality)."""
+and each municipality's own (its users, emails and jobs; the oldest waits are the platform's alone)."""
 
 from dataclasses import dataclass
 from datetime import date
@@ -23,7 +22,7 @@ class DailyReport:
     users_registered: int
     users_verified: int
     emails_sent: dict[str, int]  # kind -> count
-    jobs: dict[str, tuple[int | None, int]]  # queue -> (completed, failed for good); completed: platform only
+    jobs: dict[str, tuple[int, int]]  # queue -> (completed, failed for good)
     dead_letters_open: int
     oldest_waiting: dict[str, float | None]  # queue -> age in seconds of its oldest queued job
 
@@ -47,7 +46,10 @@ def report_daily(*, day: date, municipality: Municipality | None = None) -> Dail
         users_verified=users.filter(email_verified_at__gte=start, email_verified_at__lt=end).count(),
         emails_sent={kind: sent.get(kind, 0) for kind in EmailDelivery.Kind.values},
         jobs={
-            name: (None if municipality else series.done_between(connection, name, start, end), failed.get(name, 0))
+            name: (
+                series.done_between(connection, name, start, end, municipality and municipality.pk),
+                failed.get(name, 0),
+            )
             for name in policies.QUEUES
         },
         dead_letters_open=dead_letters.filter(resolved_at=None, retried_at=None).count(),
@@ -60,12 +62,10 @@ def report_text(report: DailyReport) -> str:
     if report.municipality:
         title = _(":bar_chart: Daily report of %(municipality)s — %(day)s (Córdoba)")
         title %= {"municipality": report.municipality, "day": day}
-        failed = " · ".join(f"{name} {failed}" for name, (_done, failed) in report.jobs.items())
-        jobs = _("• Jobs failed for good per queue: %(jobs)s") % {"jobs": failed}
     else:
         title = _(":bar_chart: Ceres daily report — %(day)s (Córdoba)") % {"day": day}
-        both = " · ".join(f"{name} {done}/{failed}" for name, (done, failed) in report.jobs.items())
-        jobs = _("• Jobs completed/failed per queue: %(jobs)s") % {"jobs": both}
+    both = " · ".join(f"{name} {done}/{failed}" for name, (done, failed) in report.jobs.items())
+    jobs = _("• Jobs completed/failed per queue: %(jobs)s") % {"jobs": both}
     lines = [
         title,
         _("• Registered users: %(registered)d · verified: %(verified)d")

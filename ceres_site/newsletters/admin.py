@@ -221,7 +221,9 @@ class NewsletterAdmin(ScopedToMunicipality, admin.ModelAdmin):
                 self.message_user(request, _("%(subject)s: no test copy sent. %(error)s")
                                   % {"subject": newsletter.subject, "error": broken}, messages.ERROR)  # fmt: skip
                 continue
-            enqueue_newsletter_test(newsletter_id=newsletter.pk, user_id=request.user.pk)
+            enqueue_newsletter_test(
+                newsletter_id=newsletter.pk, user_id=request.user.pk, municipality=newsletter.municipality_id
+            )
             self.message_user(request, _("%(subject)s: a test copy is on its way to %(email)s.")
                               % {"subject": newsletter.subject, "email": request.user.email})  # fmt: skip
 

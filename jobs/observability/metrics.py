@@ -66,8 +66,9 @@ def job_finished(pipe, job, queue_name: str, ended: datetime) -> None:
     marks it finished): its minute in `jobs.observability.series` (done, wait), the one duration bucket it falls
     in and the duration sum. Totals and cumulative buckets are summed when Prometheus scrapes."""
     seconds = (ended - (job.started_at or ended)).total_seconds()
-    series.job_done(pipe, queue_name, job.enqueued_at, job.started_at, ended)
-    if (municipality := tenancy.municipality_of_job(job)) is not None:
+    municipality = tenancy.municipality_of_job(job)
+    series.job_done(pipe, queue_name, job.enqueued_at, job.started_at, ended, municipality)
+    if municipality is not None:
         pipe.hincrby(_key(), f"jobs_finished:{queue_name}:{municipality}", 1)
     pipe.hincrby(_key(), f"duration_bucket:{queue_name}:{next(b for b in BUCKETS if seconds <= b)}", 1)
     pipe.hincrbyfloat(_key(), f"duration_sum:{queue_name}", seconds)
@@ -79,15 +80,15 @@ def job_failed(connection, job, queue_name: str, moment: datetime) -> None:
         pipe.hincrby(_key(), f"jobs_failed:{queue_name}", 1)
         if (municipality := tenancy.municipality_of_job(job)) is not None:
             pipe.hincrby(_key(), f"jobs_failed:{queue_name}:{municipality}", 1)
-        series.job_failed(pipe, queue_name, moment)
+        series.job_failed(pipe, queue_name, moment, municipality)
         pipe.execute()
 
 
-def job_retried(connection, queue_name: str, moment: datetime) -> None:
+def job_retried(connection, job, queue_name: str, moment: datetime) -> None:
     """A failed attempt another one follows: the Prometheus counter and its minute in `series`."""
     with connection.pipeline(transaction=False) as pipe:
         pipe.hincrby(_key(), f"job_retries:{queue_name}", 1)
-        series.job_retried(pipe, queue_name, moment)
+        series.job_retried(pipe, queue_name, moment, tenancy.municipality_of_job(job))
         pipe.execute()
 
 

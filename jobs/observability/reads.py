@@ -209,15 +209,30 @@ class QueueStats:
         return sum(worker.busy for worker in self.workers if worker.alive)
 
 
-def queue_stats(name: str) -> QueueStats:
+def municipality_count(queue, state: str, municipality: int) -> int:
+    """How many of a state's newest `NAME_FILTER_WINDOW` jobs name `municipality`: Redis keeps no
+    list of a municipality's jobs, so staff limited to it count within the window their lists show."""
+    window = fetch_jobs(queue, job_ids(queue, state, 0, NAME_FILTER_WINDOW))
+    return sum(tenancy.municipality_of_job(job) == municipality for job in window)
+
+
+def queue_stats(name: str, municipality: int | None = None) -> QueueStats:
+    """A queue's figures; with `municipality`, its jobs' alone (no workers nor oldest wait: those are
+    every municipality's)."""
     queue, policy = _queue(name), policies.QUEUES[name]
     connection = queue.connection
+    hour = series.last_hour(connection, name, now(), municipality)  # failures stay counted when retried
+    if municipality is not None:
+        return QueueStats(
+            name=name, policy=policy, counts={state: municipality_count(queue, state, municipality) for state in STATES},
+            workers=[], oldest_waiting=None, finished_last_hour=hour.done, retried_last_hour=hour.retried,
+            failed_last_hour=hour.failed, paused=pauses.paused(connection).get(name),
+        )  # fmt: skip
     oldest = None
     first = connection.lindex(queue.key, 0)
     if first:
         job = fetch_job(queue, first.decode())
         oldest = job.enqueued_at if job else None
-    hour = series.last_hour(connection, name, now())  # failures stay counted when retried
     return QueueStats(
         name=name,
         policy=policy,

@@ -1,7 +1,9 @@
 """Jobs finished, retried and failed per minute, and how long they waited, per queue: the dashboard's charts,
 its "last hour" counts and the daily report's totals.
 
-One Redis hash per queue and UTC hour, `<prefix>:series:<queue>:<YYYYmmddHH>`, kept `KEEP` seconds:
+One Redis hash per queue and UTC hour, `<prefix>:series:<queue>:<YYYYmmddHH>`, kept `KEEP` seconds (and,
+while several municipalities share the installation, one more per municipality for the jobs that name
+it, `<prefix>:series:<queue>:m<id>:<YYYYmmddHH>`: what staff limited to it see):
 fields `done:<minute>`, `retried:<minute>` (failed attempts another one follows), `failed:<minute>`
 (final failures) and `wait:<minute>:<bucket>`, the last a histogram of the
 time from enqueue to start over `WAIT_BOUNDS`. A worker adds to it in the pipeline that ends a job
@@ -16,12 +18,20 @@ from math import ceil
 
 from django.conf import settings
 
+from jobs.config import tenancy
+
 KEEP = 8 * 24 * 3600  # seconds: the 7-day chart, and yesterday for the daily report
 WAIT_BOUNDS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600, float("inf"))
 
 
-def _key(queue_name: str, moment: datetime) -> str:
-    return f"{settings.RQ_KEY_PREFIX}:series:{queue_name}:{moment.astimezone(UTC):%Y%m%d%H}"
+def _key(queue_name: str, moment: datetime, municipality: int | None = None) -> str:
+    scope = queue_name if municipality is None else f"{queue_name}:m{municipality}"
+    return f"{settings.RQ_KEY_PREFIX}:series:{scope}:{moment.astimezone(UTC):%Y%m%d%H}"
+
+
+def _scopes(municipality: int | None) -> tuple[int | None, ...]:
+    """The series a job counts in: its queue's, and its municipality's while several share it."""
+    return (None,) if municipality is None or not tenancy.shared() else (None, municipality)
 
 
 _expiring: set[str] = set()  # hour keys this process gave their TTL (one EXPIRE per hour, not per job)
@@ -32,28 +42,37 @@ def forget_expiring() -> None:
     _expiring.clear()
 
 
-def job_done(pipe, queue_name: str, enqueued: datetime | None, started: datetime | None, ended: datetime) -> None:
+def job_done(
+    pipe, queue_name: str, enqueued: datetime | None, started: datetime | None, ended: datetime,
+    municipality: int | None = None,
+) -> None:  # fmt: skip
     """Queue on `pipe` what a finished job adds: one done, and its wait in the minute it ended."""
-    key, minute = _key(queue_name, ended), ended.minute
-    pipe.hincrby(key, f"done:{minute}", 1)
+    minute = ended.minute
+    bucket = None
     if enqueued and started:
         waited = max((started - enqueued).total_seconds(), 0)
-        pipe.hincrby(key, f"wait:{minute}:{next(n for n, bound in enumerate(WAIT_BOUNDS) if waited <= bound)}", 1)
-    _expire_once(pipe, key)
+        bucket = next(n for n, bound in enumerate(WAIT_BOUNDS) if waited <= bound)
+    for scope in _scopes(municipality):
+        key = _key(queue_name, ended, scope)
+        pipe.hincrby(key, f"done:{minute}", 1)
+        if bucket is not None:
+            pipe.hincrby(key, f"wait:{minute}:{bucket}", 1)
+        _expire_once(pipe, key)
 
 
-def job_failed(pipe, queue_name: str, moment: datetime) -> None:
-    _add(pipe, "failed", queue_name, moment)
+def job_failed(pipe, queue_name: str, moment: datetime, municipality: int | None = None) -> None:
+    _add(pipe, "failed", queue_name, moment, municipality)
 
 
-def job_retried(pipe, queue_name: str, moment: datetime) -> None:
-    _add(pipe, "retried", queue_name, moment)
+def job_retried(pipe, queue_name: str, moment: datetime, municipality: int | None = None) -> None:
+    _add(pipe, "retried", queue_name, moment, municipality)
 
 
-def _add(pipe, kind: str, queue_name: str, moment: datetime) -> None:
-    key = _key(queue_name, moment)
-    pipe.hincrby(key, f"{kind}:{moment.minute}", 1)
-    _expire_once(pipe, key)
+def _add(pipe, kind: str, queue_name: str, moment: datetime, municipality: int | None) -> None:
+    for scope in _scopes(municipality):
+        key = _key(queue_name, moment, scope)
+        pipe.hincrby(key, f"{kind}:{moment.minute}", 1)
+        _expire_once(pipe, key)
 
 
 def keep(connection, queue_names, now: datetime) -> None:
@@ -94,41 +113,50 @@ class Point:
         return WAIT_BOUNDS[-1]
 
 
-def minutes(connection, queue_name: str, now: datetime, count: int = 60) -> list[Point]:
+# The readers: a queue's series, or with `municipality` the part of it that municipality's jobs made.
+
+
+def minutes(
+    connection, queue_name: str, now: datetime, count: int = 60, municipality: int | None = None
+) -> list[Point]:
     """The last `count` minutes up to `now` (the current one included), oldest first."""
     end = now.astimezone(UTC).replace(second=0, microsecond=0)
     moments = [end - timedelta(minutes=n) for n in reversed(range(count))]
-    read = _read(connection, queue_name, sorted({moment.replace(minute=0) for moment in moments}))
+    read = _read(connection, queue_name, sorted({moment.replace(minute=0) for moment in moments}), municipality)
     return [read[moment.replace(minute=0)].get(moment.minute) or Point(moment, waits=_no_waits()) for moment in moments]
 
 
-def hours(connection, queue_name: str, now: datetime, count: int = 7 * 24) -> list[Point]:
+def hours(
+    connection, queue_name: str, now: datetime, count: int = 7 * 24, municipality: int | None = None
+) -> list[Point]:
     """The last `count` hours up to `now`, oldest first."""
     end = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
     moments = [end - timedelta(hours=n) for n in reversed(range(count))]
-    read = _read(connection, queue_name, moments)
+    read = _read(connection, queue_name, moments, municipality)
     return [_sum(moment, read[moment].values()) for moment in moments]
 
 
-def last_hour(connection, queue_name: str, now: datetime) -> Point:
+def last_hour(connection, queue_name: str, now: datetime, municipality: int | None = None) -> Point:
     """Jobs finished, retried and failed in the 60 minutes up to `now`, summed."""
-    return _sum(now, minutes(connection, queue_name, now))
+    return _sum(now, minutes(connection, queue_name, now, municipality=municipality))
 
 
-def done_between(connection, queue_name: str, start: datetime, end: datetime) -> int:
+def done_between(connection, queue_name: str, start: datetime, end: datetime, municipality: int | None = None) -> int:
     """Jobs finished from `start` to `end` (exclusive), to the minute: a day of the daily report,
     whatever its length (`crons.day_bounds`)."""
     first = start.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
     hours = [first + timedelta(hours=n) for n in range(ceil((end - first) / timedelta(hours=1)))]
-    read = _read(connection, queue_name, hours)
+    read = _read(connection, queue_name, hours, municipality)
     return sum(point.done for minutes_ in read.values() for point in minutes_.values() if start <= point.at < end)
 
 
-def _read(connection, queue_name: str, hours: list[datetime]) -> dict[datetime, dict[int, Point]]:
+def _read(
+    connection, queue_name: str, hours: list[datetime], municipality: int | None
+) -> dict[datetime, dict[int, Point]]:
     """Each hour's hash, read in one round trip and parsed once: its minutes that hold something."""
     with connection.pipeline(transaction=False) as pipe:
         for hour in hours:
-            pipe.hgetall(_key(queue_name, hour))
+            pipe.hgetall(_key(queue_name, hour, municipality))
         found = pipe.execute()
     read = {}
     for hour, fields in zip(hours, found, strict=True):

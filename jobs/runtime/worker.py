@@ -225,7 +225,7 @@ class CeresWorker(Worker):
             self._safely(metrics.job_failed, self.connection, job, queue.name, job.ended_at or rq_now())
             self._safely(archive, job, exc_string)
         elif status in (JobStatus.SCHEDULED, JobStatus.QUEUED):  # another attempt comes; a stopped job does not
-            self._safely(metrics.job_retried, self.connection, queue.name, job.ended_at or rq_now())
+            self._safely(metrics.job_retried, self.connection, job, queue.name, job.ended_at or rq_now())
 
     def handle_job_success(
         self, job: Job, queue: Queue, started_job_registry: StartedJobRegistry, execution: Execution | None = None

@@ -5,7 +5,7 @@ from datetime import datetime, timedelta
 
 from django.apps import apps
 from django.contrib.auth import get_user_model
-from django.http import Http404, HttpResponseRedirect
+from django.http import Http404
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
@@ -35,8 +35,8 @@ MASK = "•••"
 @permission("view_dashboard")
 @require_http_methods(["GET"])
 def overview(request, admin_site):
-    if limited_to(request) is not None:  # counts over every municipality: their jobs' list instead
-        return HttpResponseRedirect(reverse(f"{admin_site.name}:jobs_dashboard_list", args=["email", "failed"]))
+    if (limited := limited_to(request)) is not None:
+        return _municipality_overview(request, admin_site, limited)
     data = reads.overview()
     warnings = [
         _("No live worker listens on %(queue)s.") % {"queue": stats.name}
@@ -64,6 +64,31 @@ def overview(request, admin_site):
             states=reads.STATES,
             charts={name: _charts(name, hours=False) for name in policies.QUEUES},
             legend=charts.legend(),
+        ),  # fmt: skip
+    )
+
+
+def _municipality_overview(request, admin_site, municipality: int):
+    """The overview for staff limited to one municipality: its jobs' counts and charts, without the
+    workers, crons and queue-wide actions, which are every municipality's."""
+    return TemplateResponse(
+        request,
+        "admin/jobs/dashboard/overview.html",
+        context(
+            request,
+            admin_site,
+            _("Queues"),
+            limited=municipality,
+            overview=reads.Overview(
+                queues=[reads.queue_stats(name, municipality) for name in policies.QUEUES],
+                crons=[],
+                scheduler_alive=True,
+            ),
+            warnings=[],
+            states=reads.STATES,
+            legend=charts.legend(),
+            window=reads.NAME_FILTER_WINDOW,
+            charts={name: _charts(name, hours=False, municipality=municipality) for name in policies.QUEUES},
         ),  # fmt: skip
     )
 
@@ -106,20 +131,24 @@ def _retrying_warning(request, stats) -> str:
     }
 
 
-def _charts(queue_name: str, *, hours: bool = True) -> dict:
-    """The queue's chart of the last hour per minute (and of the last 7 days per hour)."""
+def _charts(queue_name: str, *, hours: bool = True, municipality: int | None = None) -> dict:
+    """The queue's chart of the last hour per minute (and of the last 7 days per hour); with
+    `municipality`, of its jobs alone."""
     connection, moment = clients.redis(), timezone.now()
-    drawn = {"minutes": charts.chart(series.minutes(connection, queue_name, moment), hourly=False)}
+    minutes = series.minutes(connection, queue_name, moment, municipality=municipality)
+    drawn = {"minutes": charts.chart(minutes, hourly=False)}
     if hours:
-        drawn["hours"] = charts.chart(series.hours(connection, queue_name, moment), hourly=True)
+        drawn["hours"] = charts.chart(
+            series.hours(connection, queue_name, moment, municipality=municipality), hourly=True
+        )
     return drawn
 
 
 @permission("view_dashboard")
 @require_http_methods(["GET"])
 def job_list(request, admin_site, queue_name, state):
-    """A state's jobs; to staff limited to one municipality, that municipality's alone, without the
-    counts, charts and queue-wide actions, which are every municipality's."""
+    """A state's jobs; to staff limited to one municipality, that municipality's alone (counted among
+    each state's newest), without the queue-wide actions, which are every municipality's."""
     queue_name = known_queue(queue_name)
     if state not in reads.STATES:
         raise Http404
@@ -146,10 +175,11 @@ def job_list(request, admin_site, queue_name, state):
             page=result,
             states=reads.STATES,
             limited=limited,
-            counts={} if limited else {s: reads.count(clients.queue(queue_name), s) for s in reads.STATES},
+            window=reads.NAME_FILTER_WINDOW,
+            counts=_counts(queue_name, limited),
             actions=[(key, action.label) for key, action in ACTIONS.items() if state in action.states],
             rows=rows,
-            charts=None if limited else _charts(queue_name),
+            charts=_charts(queue_name, municipality=limited),
             legend=charts.legend(),
             search=search,
             cleanable=operations.CLEANABLE,
@@ -160,6 +190,13 @@ def job_list(request, admin_site, queue_name, state):
             funcs=sorted({_func(job) for job in result.jobs}),
         ),  # fmt: skip
     )
+
+
+def _counts(queue_name: str, municipality: int | None) -> dict[str, int]:
+    queue = clients.queue(queue_name)
+    if municipality is None:
+        return {state: reads.count(queue, state) for state in reads.STATES}
+    return {state: reads.municipality_count(queue, state, municipality) for state in reads.STATES}
 
 
 @permission("view_dashboard")
