@@ -212,7 +212,10 @@ def test_a_reset_email_refused_for_good_is_kept_as_a_dead_letter(smtp, work):
         failed
     )
     letter = DeadLetter.objects.get(job_id=f"email-reset-{user.pk}")
-    assert letter.func_name == "jobs.tasks.email.send_password_reset_email" and letter.kwargs == {"user_id": user.pk}
+    assert letter.func_name == "jobs.tasks.email.send_password_reset_email" and letter.kwargs == {
+        "user_id": user.pk,
+        "municipality": user.municipality_id,
+    }
 
 
 def test_a_reset_email_for_an_account_that_lost_its_password_sends_nothing(smtp, work):
