@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
 from django.core import mail as django_mail
 from django.core.mail import EmailMessage, EmailMultiAlternatives
 from django.template.loader import render_to_string
@@ -36,6 +37,7 @@ class CountingSink(SmtpSink):
         self.mail_delay = 0.0  # seconds before answering MAIL FROM
         self.data_reply: str | None = None  # answer DATA with this instead of accepting the message
         self.drop_in_data = False  # keep the message, then close the connection without answering
+        self.logins: list[tuple[str, str]] = []  # every AUTH's user and password
 
     @property
     def open_sessions(self) -> list:
@@ -74,9 +76,16 @@ def smtp_servers(settings):
     """Start real SMTP sinks: `start()` returns one; settings point at the first one started."""
     controllers = []
 
-    def start() -> CountingSink:
+    def start(login: tuple[str, str] | None = None) -> CountingSink:
+        """`login`: the only user and password the server takes (AUTH, without TLS here: loopback)."""
         sink = CountingSink()
-        controller = Controller(sink, hostname="127.0.0.1", port=sink.port)
+
+        def authenticate(server, session, envelope, mechanism, auth_data):
+            sink.logins.append((auth_data.login.decode(), auth_data.password.decode()))
+            return AuthResult(success=(auth_data.login.decode(), auth_data.password.decode()) == login)
+
+        options = {"authenticator": authenticate, "auth_require_tls": False, "auth_required": True} if login else {}
+        controller = Controller(sink, hostname="127.0.0.1", port=sink.port, **options)
         controller.start()
         sink.loop = controller.loop
         if not controllers:
@@ -200,7 +209,7 @@ def test_the_answer_to_the_end_of_a_message_is_awaited_longer_than_the_other_com
     assert smtp.send(message("slow answer")) == 1
 
     assert sink.subjects == ["slow answer"]
-    assert smtp._current().backend.connection.sock.gettimeout() == 1  # the next commands' timeout
+    assert smtp._kept_ones()[None].backend.connection.sock.gettimeout() == 1  # the next commands' timeout
     sink.mail_delay = 2
     with pytest.raises(smtplib.SMTPServerDisconnected, match="timed out"):
         smtp.send(message("slow MAIL FROM"))
@@ -276,6 +285,23 @@ def test_changing_the_port_sends_the_next_email_to_the_new_server(smtp_servers, 
 
     assert first.subjects == ["to first"] and second.subjects == ["to second"]
     wait_for(lambda: not first.open_sessions)  # the replaced connection was closed
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")  # loopback only
+def test_a_server_of_its_own_has_its_own_kept_connection_and_signs_in(smtp_servers, message):
+    installation, own = smtp_servers(), smtp_servers(login=("norte", "clave-del-correo"))
+    server = smtp.Server("127.0.0.1", own.port, "norte", "clave-del-correo", use_tls=False)
+
+    for subject, to in (("a", server), ("b", None), ("c", server), ("d", None)):
+        smtp.send(message(subject), server=to)
+
+    assert own.subjects == ["a", "c"] and installation.subjects == ["b", "d"]
+    assert len(own.sessions) == len(installation.sessions) == 1  # one kept connection to each
+    assert own.logins == [("norte", "clave-del-correo")]
+    assert "clave-del-correo" not in repr(server)
+    closed = []  # close_idle closes each as it gets idle long enough: the last one used maybe later
+    wait_for(lambda: closed.append(smtp.close_idle(0.01)) or not own.open_sessions and not installation.open_sessions)
+    assert any(closed)
 
 
 def test_a_forked_child_never_uses_the_parent_s_connection(sink, message):

@@ -3,6 +3,7 @@ municipality's site act on that municipality's account alone; one address, one a
 
 import django_rq
 import pytest
+from aiosmtpd.controller import Controller
 from django.urls import reverse
 from werkzeug import Response
 
@@ -12,7 +13,7 @@ from jobs.enqueue.producers import enqueue_email_verify, enqueue_stored_call
 from jobs.failures.attempts import PermanentJobError
 from jobs.models import DeadLetter
 from jobs.tasks.email import request_password_reset, resend_verify_email
-from tests.conftest import promote_scheduled
+from tests.conftest import SmtpSink, promote_scheduled
 
 pytestmark = pytest.mark.django_db(transaction=True)  # producers enqueue on commit
 
@@ -140,6 +141,25 @@ def test_an_email_goes_out_under_its_recipient_s_municipality(client, towns, smt
     assert sent["beto@example.com"]["From"] == "Ceres <no-reply@ceres.example.test>"
     assert f"{settings.SITE_URL}/accounts/verify/#" in text and "Villa Norte" not in text
     assert "<img" not in html and "#1d6fa5" in html
+
+
+def test_a_municipality_with_its_own_mail_server_sends_through_it(client, towns, smtp, work):
+    norte, _sur = towns
+    own = SmtpSink()
+    controller = Controller(own, hostname="127.0.0.1", port=own.port)
+    controller.start()
+    try:
+        Municipality.objects.filter(pk=norte.pk).update(
+            smtp_host="127.0.0.1", smtp_port=own.port, smtp_use_tls=False, sender_email="avisos@norte.example.test"
+        )
+        signup(client, NORTE)
+        signup(client, SUR)
+        work()
+    finally:
+        controller.stop()
+
+    assert [message["From"] for message in own.messages] == ["Ceres <avisos@norte.example.test>"]  # Norte's
+    assert len(smtp.messages) == 1 and "norte" not in smtp.messages[0]["From"]  # Sur's: the installation's server
 
 
 def test_an_inactive_municipality_s_emails_fail_for_good_and_are_archived(client, towns, smtp, work):

@@ -19,6 +19,8 @@ from django.core.validators import RegexValidator
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
+from jobs.mail import smtp
+
 DEFAULT_SLUG = "default"
 DEFAULT_FIELDS = {"name": "Ceres", "slug": DEFAULT_SLUG}  # the rest blank: the settings'
 ENV_NAME = RegexValidator(r"^[A-Z_][A-Z0-9_]*$", _("An environment variable's name: capital letters, digits and _."))
@@ -172,6 +174,15 @@ class Municipality(models.Model):
     @property
     def smtp_password(self) -> str:
         return os.environ.get(self.smtp_password_env, "") if self.smtp_password_env else ""
+
+    @property
+    def smtp_server(self) -> smtp.Server | None:
+        """Its own mail server, which its emails go through (its password read from the environment
+        now); None: the installation's `EMAIL_*`."""
+        if not self.smtp_host:
+            return None
+        port = self.smtp_port or (587 if self.smtp_use_tls else 25)
+        return smtp.Server(self.smtp_host, port, self.smtp_username, self.smtp_password, self.smtp_use_tls)
 
     def clean(self) -> None:
         errors: dict[str, list] = {}

@@ -1,7 +1,9 @@
-"""One kept email connection per thread, so a worker slot sending email after email uses one SMTP session.
+"""One kept email connection per thread and server, so a worker slot sending email after email uses one
+SMTP session per server.
 
 `send(message)` sends through this thread's connection, built by `get_connection()` from the current
-settings (any EMAIL_BACKEND) and kept open. It is replaced when the email settings change, closed
+settings (any EMAIL_BACKEND) and kept open; `send(message, server=Server(...))` through a server of
+its own (a municipality's), over SMTP. A connection is replaced when the email settings change, closed
 after any error (the next message starts clean), and closed by `close_idle()` once unused for a while:
 SMTP servers drop idle clients after 60–300 s, and the slot's worker calls it while it waits for work.
 
@@ -21,7 +23,7 @@ import os
 import smtplib
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.core.mail import EmailMessage, get_connection
@@ -45,6 +47,18 @@ _SETTINGS = (
 _local = threading.local()
 
 
+@dataclass(frozen=True)
+class Server:
+    """An SMTP server of its own (a municipality's) instead of the installation's `EMAIL_*` settings;
+    the other settings (`EMAIL_TIMEOUT`, the certificate files) still apply."""
+
+    host: str
+    port: int
+    username: str = ""
+    password: str = field(default="", repr=False)  # never in a log line or a traceback's locals repr
+    use_tls: bool = True
+
+
 @dataclass
 class _Kept:
     backend: BaseEmailBackend
@@ -53,33 +67,39 @@ class _Kept:
     last_used: float
 
 
-def send(message: EmailMessage, *, answer_by: float | None = None) -> int:
-    """Send `message` through this thread's kept connection; return how many messages went out (0 or 1).
-    `answer_by` (a `time.monotonic()`) cuts the wait for the answer to the message's end short of
-    `DATA_TIMEOUT`, though never below `EMAIL_TIMEOUT`: a job ends the wait before its own timeout."""
-    kept = _kept()
+def send(message: EmailMessage, *, answer_by: float | None = None, server: Server | None = None) -> int:
+    """Send `message` through this thread's kept connection to `server` (None: the installation's);
+    return how many messages went out (0 or 1). `answer_by` (a `time.monotonic()`) cuts the wait for
+    the answer to the message's end short of `DATA_TIMEOUT`, though never below `EMAIL_TIMEOUT`: a job
+    ends the wait before its own timeout."""
+    kept = _kept(server)
     kept.backend.answer_by = answer_by  # read by SMTPBackend; other backends have their own timeouts
     try:
         sent = kept.backend.send_messages([message])
     except BaseException:  # a job timeout too: the conversation is in an unknown state
-        close()
+        _close(server)
         raise
     kept.last_used = time.monotonic()
     return sent
 
 
 def close_idle(max_idle: float = IDLE_MAX) -> bool:
-    """Close this thread's connection if unused for more than `max_idle` seconds; return whether it did."""
-    kept = _current()
-    if kept is None or time.monotonic() - kept.last_used <= max_idle:
-        return False
-    close()
-    return True
+    """Close this thread's connections unused for more than `max_idle` seconds; return whether it closed any."""
+    moment = time.monotonic()
+    idle = [server for server, kept in _kept_ones().items() if moment - kept.last_used > max_idle]
+    for server in idle:
+        _close(server)
+    return bool(idle)
 
 
 def close() -> None:
-    """Close this thread's connection now. Never raises: it runs after errors and from the worker's loop."""
-    kept, _local.kept = _current(), None
+    """Close this thread's connections now. Never raises: it runs after errors and from the worker's loop."""
+    for server in list(_kept_ones()):
+        _close(server)
+
+
+def _close(server: Server | None) -> None:
+    kept = _kept_ones().pop(server, None)
     if kept is None:
         return
     try:
@@ -88,27 +108,35 @@ def close() -> None:
         log.warning("could not close the email connection cleanly: %s: %s", type(exc).__name__, exc)
 
 
-def _current() -> _Kept | None:
-    kept = getattr(_local, "kept", None)
-    if kept is not None and kept.pid != os.getpid():
-        # Opened before a fork: the socket is the parent's; using or even QUITting it here would
-        # break the parent's conversation. Drop it without a word.
-        kept = _local.kept = None
+def _kept_ones() -> dict[Server | None, _Kept]:
+    """This thread's connections, by server (None: the installation's)."""
+    kept: dict[Server | None, _Kept] | None = getattr(_local, "kept", None)
+    if kept is None or any(one.pid != os.getpid() for one in kept.values()):
+        # Opened before a fork: the sockets are the parent's; using or even QUITting them here would
+        # break the parent's conversations. Drop them without a word.
+        kept = _local.kept = {}
     return kept
 
 
-def _kept() -> _Kept:
+def _kept(server: Server | None) -> _Kept:
     current = tuple(getattr(settings, name, None) for name in _SETTINGS)
-    kept = _current()
+    kept = _kept_ones().get(server)
     if kept is not None and kept.settings != current:
-        close()
+        _close(server)
         kept = None
     if kept is None:
-        is_smtp = import_string(settings.EMAIL_BACKEND) is DjangoSMTPBackend
-        backend = SMTPBackend() if is_smtp else get_connection()
+        if server is not None:
+            backend: BaseEmailBackend = SMTPBackend(
+                host=server.host, port=server.port, username=server.username, password=server.password,
+                use_tls=server.use_tls, use_ssl=False,
+            )  # fmt: skip
+        elif import_string(settings.EMAIL_BACKEND) is DjangoSMTPBackend:
+            backend = SMTPBackend()
+        else:
+            backend = get_connection()
         # Opened here, outside send_messages(), so that send_messages() leaves it open afterwards.
         backend.open()
-        kept = _local.kept = _Kept(backend, current, os.getpid(), time.monotonic())
+        kept = _kept_ones()[server] = _Kept(backend, current, os.getpid(), time.monotonic())
     return kept
 
 

@@ -323,7 +323,7 @@ def _send(user: Recipient, template: str, subject: str, context: dict, key: str)
         headers={"Message-ID": messages.message_id(key)},
     )
     message.attach_alternative(bodies.render(f"{template}.html", context, PERSONAL), "text/html")
-    deliver(message)
+    deliver(message, server=user.municipality.smtp_server)
 
 
 def _identity(municipality: Municipality) -> dict:

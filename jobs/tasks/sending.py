@@ -37,12 +37,14 @@ def answer_by() -> float | None:
     return None if deadline is None else deadline - RECORD_TIME - END_MARGIN
 
 
-def deliver(message: EmailMessage, slow_down: Callable[[], object] | None = None) -> None:
-    """Send `message` in time for the job's end, and say what a refusal was: a 5xx is final
-    (`PermanentJobError`), a 4xx is retried (`MailServerBusy`); both carry the server's answer, which
-    lists and Slack show. `slow_down` is called on a 421 or 451."""
+def deliver(
+    message: EmailMessage, slow_down: Callable[[], object] | None = None, server: smtp.Server | None = None
+) -> None:
+    """Send `message` in time for the job's end, through `server` (None: the installation's), and say
+    what a refusal was: a 5xx is final (`PermanentJobError`), a 4xx is retried (`MailServerBusy`);
+    both carry the server's answer, which lists and Slack show. `slow_down` is called on a 421 or 451."""
     try:
-        smtp.send(message, answer_by=answer_by())
+        smtp.send(message, answer_by=answer_by(), server=server)
         return
     except smtplib.SMTPRecipientsRefused as exc:
         refused, answers = exc, list(exc.recipients.values())
