@@ -2,6 +2,8 @@
 rows in admin, nothing of another's (a crafted POST is refused and audited), and no page over every
 municipality's jobs; superusers and the default municipality's staff see everything."""
 
+import re
+
 import django_rq
 import pytest
 from django.contrib.auth.models import Permission
@@ -60,14 +62,17 @@ def test_staff_of_one_municipality_act_on_its_jobs_alone(two_towns):
     assert f'href="{dashboard("list", "email", "failed")}">1</a>' in overview
     assert "<td>0 / 0 / 1</td>" in overview  # the last hour: their one final failure
     assert overview.count('<svg class="dash-chart"') == len(QUEUES)  # their jobs' charts, per queue
-    assert "Workers" not in overview and "Crons" not in overview and dashboard("triage", "email") not in overview
+    assert "Workers" not in overview and "Crons" not in overview and dashboard("health") not in overview
     everything = Client()
     everything.force_login(User.objects.create_superuser(username="raiz", password="x"))
     assert (
         f'href="{dashboard("list", "email", "failed")}">2</a>' in everything.get(dashboard("overview")).content.decode()
     )
-    for page in (dashboard("health"), dashboard("search"), dashboard("triage", "email")):
-        assert client.get(page).status_code == 403, page
+    assert client.get(dashboard("health")).status_code == 403
+    found = client.get(dashboard("search"), {"q": "email-verify"}).content.decode()
+    assert ours in found and theirs not in found  # in Redis and in the archive, theirs alone
+    triage = client.get(dashboard("triage", "email")).content.decode()
+    assert "PermanentJobError" in triage and re.search(r"<td>1</td>", triage)  # their one dead letter, of two
     assert client.post(dashboard("queue_action", "email", "pause"), {"confirm": "yes"}).status_code == 403
     retry = dashboard("action", "email", "retry")
     assert client.post(retry, {"scope": "all", "state": "failed", "confirm": "yes"}).status_code == 403

@@ -15,7 +15,7 @@ from operator import or_
 from django.db.models import Q
 from rq.job import Job, JobStatus
 
-from jobs.config import policies
+from jobs.config import policies, tenancy
 from jobs.enqueue import clients
 from jobs.models import DeadLetter
 from jobs.observability import reads, retries
@@ -57,8 +57,11 @@ class Query:
     text: str = ""
     concerning: Mapping[str, Collection] = field(default_factory=dict)
     payloads: bool = False
+    municipality: int | None = None  # only the jobs that name it (`jobs.config.tenancy`)
 
     def matches(self, job: Job) -> bool:
+        if self.municipality is not None and tenancy.municipality_of_job(job) != self.municipality:
+            return False
         return _id_matches(self.text, job.id) or self._error_matches(job) or self._concerns(job)
 
     def _error_matches(self, job: Job) -> bool:
@@ -94,7 +97,10 @@ class Query:
                 conditions.append(Q(**{f"kwargs__{arg}__in": list(values)}))
         if not conditions:
             return DeadLetter.objects.none()
-        return DeadLetter.objects.filter(reduce(or_, conditions)).order_by("-failed_at")
+        rows = DeadLetter.objects.filter(reduce(or_, conditions))
+        if self.municipality is not None:
+            rows = rows.filter(municipality=self.municipality)
+        return rows.order_by("-failed_at")
 
 
 def search(query: Query, *, limit: int = SEARCH_LIMIT) -> Found:

@@ -130,9 +130,14 @@ def queue_clean(*, queue_name: str, states, before: datetime, user=None, reason:
     return len(job_ids)
 
 
-def dead_letters_matching(*, queue_name: str, exc_type: str = "", since: datetime | None = None):
-    """Open dead letters (not retried, not resolved) of a queue, optionally one error type since a time."""
+def dead_letters_matching(
+    *, queue_name: str, exc_type: str = "", since: datetime | None = None, municipality: int | None = None
+):
+    """Open dead letters (not retried, not resolved) of a queue, optionally one error type since a
+    time, or one municipality's."""
     rows = DeadLetter.objects.filter(queue=queue_name, retried_at=None, resolved_at=None)
+    if municipality is not None:
+        rows = rows.filter(municipality=municipality)
     if exc_type:
         rows = rows.filter(exc_type=exc_type)
     if since:

@@ -34,16 +34,17 @@ log = logging.getLogger(__name__)
 
 
 @permission("view_dashboard")
-@whole_platform
 @require_http_methods(["GET", "POST"])
 def triage(request, admin_site, queue_name):
-    """Open dead letters of a queue grouped by error, and a filtered bulk retry with a count first."""
+    """Open dead letters of a queue grouped by error, and a filtered bulk retry with a count first;
+    to staff limited to one municipality, its dead letters alone."""
     queue_name = known_queue(queue_name)
     exc_type = request.POST.get("exc_type") or request.GET.get("exc_type", "")
     since = _parse_since(request.POST.get("since") or request.GET.get("since", ""))
-    rows = operations.dead_letters_matching(queue_name=queue_name, exc_type=exc_type, since=since)
+    limited = limited_to(request)
+    rows = operations.dead_letters_matching(queue_name=queue_name, exc_type=exc_type, since=since, municipality=limited)
     groups = (
-        operations.dead_letters_matching(queue_name=queue_name)
+        operations.dead_letters_matching(queue_name=queue_name, municipality=limited)
         .values("exc_type")
         .annotate(count=Count("id"), first=Min("failed_at"), last=Max("failed_at"))
         .order_by("-count")

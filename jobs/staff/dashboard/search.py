@@ -10,7 +10,7 @@ from django.views.decorators.http import require_http_methods
 from jobs.failures.final import RELATED_ARGS
 from jobs.observability.search import SEARCH_LIMIT, Found, Query
 from jobs.observability.search import search as search_everywhere
-from jobs.staff.dashboard.access import context, may_see_payloads, permission, whole_platform
+from jobs.staff.dashboard.access import context, limited_to, may_see_payloads, permission
 from jobs.staff.dashboard.archive import outcome_html
 from jobs.staff.dashboard.views import _users_matching
 
@@ -18,17 +18,18 @@ MAX_TEXT = 200  # longer than any job id or email address
 
 
 @permission("view_dashboard")
-@whole_platform
 @require_http_methods(["GET"])
 def search(request, admin_site):
     """By a part of a job id, an error, or a user's email (the last two only with `view_payloads`:
-    whom a job concerns and what its errors say are its payload)."""
+    whom a job concerns and what its errors say are its payload); to staff limited to one
+    municipality, among its jobs alone."""
     text = request.GET.get("q", "").strip()[:MAX_TEXT]
     payloads = may_see_payloads(request)
     found = None
     if text:
         user_ids = _users_matching(text) if payloads else []
-        found = _with_outcomes(search_everywhere(Query(text=text, concerning=concerning(user_ids), payloads=payloads)))
+        query = Query(text=text, concerning=concerning(user_ids), payloads=payloads, municipality=limited_to(request))
+        found = _with_outcomes(search_everywhere(query))
     return TemplateResponse(
         request,
         "admin/jobs/dashboard/search.html",
