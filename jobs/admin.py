@@ -15,7 +15,7 @@ from django.utils.translation import ngettext
 from jobs.config import tenancy
 from jobs.failures.dead_letters import UNREADABLE_PAYLOAD, dead_letter_resolve
 from jobs.models import Dashboard, DeadLetter, JobAction, JobActionTarget
-from jobs.staff.audit import action_record
+from jobs.staff.audit import action_record, actions_seen_by
 from jobs.staff.dashboard import actions, archive, search, views
 from jobs.templatetags.dashboard import when
 
@@ -173,7 +173,8 @@ class DeadLetterAdmin(ReadOnlyAdmin):
             dead_letter_resolve(dead_letter=dead_letter, user=request.user)
         for queue_name in {row.queue for row in rows}:
             job_ids = [row.job_id for row in rows if row.queue == queue_name]
-            action_record(kind=JobAction.Kind.RESOLVE, queue_name=queue_name, job_ids=job_ids, user=request.user)
+            action_record(kind=JobAction.Kind.RESOLVE, queue_name=queue_name, job_ids=job_ids, user=request.user,
+                          municipalities={row.job_id: row.municipality for row in rows})  # fmt: skip
         self.message_user(request, _("%(count)d marked as resolved.") % {"count": len(rows)}, messages.SUCCESS)
 
 
@@ -213,19 +214,16 @@ class JobActionAdmin(ReadOnlyAdmin):
     list_display = ("moment", "user", "kind", "queue", "jobs", "reason", "detail")
     list_filter = ("kind", "queue")
 
-    def has_module_permission(self, request):  # the audit of every municipality's jobs
-        return super().has_module_permission(request) and tenancy.scope_of(request.user) is None
-
-    def has_view_permission(self, request, obj=None):
-        return super().has_view_permission(request, obj) and tenancy.scope_of(request.user) is None
-
     search_fields = ("=targets__job_id", "user__username", "reason")
     date_hierarchy = "at"
     ON_NO_JOB = {JobAction.Kind.PAUSE, JobAction.Kind.RESUME, JobAction.Kind.SEND}  # a queue or a campaign
 
     def get_queryset(self, request):
+        """Staff limited to one municipality read their team's actions and those on its jobs (another's
+        row is "not found")."""
         first = JobActionTarget.objects.filter(action=OuterRef("pk")).order_by("pk").values("job_id")[:1]
-        return super().get_queryset(request).annotate(first_job=Subquery(first))
+        rows = actions_seen_by(super().get_queryset(request), tenancy.scope_of(request.user))
+        return rows.annotate(first_job=Subquery(first))
 
     @admin.display(description=_("when"), ordering="at")
     def moment(self, obj):

@@ -125,6 +125,8 @@ class JobAction(models.Model):
     count = models.PositiveIntegerField(_("jobs"))
     reason = models.CharField(_("reason"), max_length=300, blank=True)
     detail = models.CharField(_("detail"), max_length=300, blank=True)
+    # The municipality its author was limited to (`jobs.config.tenancy.scope_of`); None: the platform's staff.
+    municipality = models.IntegerField(_("municipality"), null=True, blank=True, db_index=True)
 
     class Meta:
         ordering = ["-at"]
@@ -138,6 +140,7 @@ class JobAction(models.Model):
 class JobActionTarget(models.Model):
     action = models.ForeignKey(JobAction, verbose_name=_("action"), on_delete=models.CASCADE, related_name="targets")
     job_id = models.CharField(_("job id"), max_length=200, db_index=True)
+    municipality = models.IntegerField(_("municipality"), null=True, blank=True, db_index=True)  # the job's, then
 
     class Meta:
         verbose_name = _("job of an action")  # staff read it in the permission lists

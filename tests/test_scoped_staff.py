@@ -15,6 +15,7 @@ from ceres_site.municipalities.models import Municipality
 from jobs.config.policies import QUEUES
 from jobs.enqueue.producers import enqueue_email_verify
 from jobs.models import JobAction
+from jobs.staff.operations import jobs_retry
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -98,7 +99,11 @@ def test_staff_of_one_municipality_see_its_rows_in_admin_and_superusers_every_ro
     assert client.get(reverse("admin:accounts_user_change", args=[users["sur"].pk])).status_code == 302  # not found
     letters = client.get(reverse("admin:jobs_deadletter_changelist")).content.decode()
     assert f"email-verify-{users['norte'].pk}" in letters and f"email-verify-{users['sur'].pk}" not in letters
-    assert client.get(reverse("admin:jobs_jobaction_changelist")).status_code == 403  # every municipality's audit
+    root = User.objects.get(username="admin")  # admin_client's
+    for slug in ("norte", "sur"):
+        jobs_retry(queue_name="email", job_ids=[f"email-verify-{users[slug].pk}"], user=root, reason=f"para-{slug}")
+    audit = client.get(reverse("admin:jobs_jobaction_changelist")).content.decode()
+    assert "para-norte" in audit and "para-sur" not in audit  # the actions on their jobs alone
 
     everyone = admin_client.get(reverse("admin:accounts_user_changelist")).content.decode()
     assert "vecina-norte@example.com" in everyone and "vecina-sur@example.com" in everyone

@@ -7,7 +7,7 @@ from datetime import datetime
 from django.utils import timezone
 from rq.job import Job, JobStatus
 
-from jobs.config import pauses
+from jobs.config import pauses, tenancy
 from jobs.enqueue import clients
 from jobs.enqueue.producers import enqueue_stored_call
 from jobs.failures.dead_letters import CannotRetry, dead_letter_retry, retry_run_created_at
@@ -28,13 +28,13 @@ def _jobs(queue_name: str, job_ids: list[str]) -> list[Job]:
 
 def _apply(kind, do, states, *, queue_name: str, job_ids: list[str], user=None, reason: str = "") -> list[str]:
     """Do `do(job)` to each job in one of `states` (any state if None); record it; return the ids done."""
-    done = []
+    done = {}
     for job in _jobs(queue_name, job_ids):
         if states is None or job.get_status(refresh=False) in states:
             do(job, queue_name, user)
-            done.append(job.id)
-    action_record(kind=kind, queue_name=queue_name, job_ids=done, user=user, reason=reason)
-    return done
+            done[job.id] = tenancy.municipality_of_job(job)
+    action_record(kind=kind, queue_name=queue_name, job_ids=list(done), user=user, reason=reason, municipalities=done)
+    return list(done)
 
 
 def _retry(job, queue_name, user):
@@ -125,8 +125,9 @@ def queue_clean(*, queue_name: str, states, before: datetime, user=None, reason:
     job_ids = [job.id for job in jobs]
     detail = f"{', '.join(states)} < {before.isoformat(timespec='seconds')}"
     action_record(
-        kind=JobAction.Kind.CLEAN, queue_name=queue_name, job_ids=job_ids, user=user, reason=reason, detail=detail
-    )
+        kind=JobAction.Kind.CLEAN, queue_name=queue_name, job_ids=job_ids, user=user, reason=reason, detail=detail,
+        municipalities={job.id: tenancy.municipality_of_job(job) for job in jobs},
+    )  # fmt: skip
     return len(job_ids)
 
 
@@ -163,5 +164,6 @@ def dead_letters_retry(
         action_record(
             kind=JobAction.Kind.RETRY, queue_name=queue_name, job_ids=[row.job_id for row in done], user=user,
             reason=reason, detail=f"{detail} {named}".strip() if named else detail,
+            municipalities={row.job_id: row.municipality for row in done},
         )  # fmt: skip
     return [row.job_id for row in retried], refused

@@ -257,8 +257,13 @@ def _refuse_other_municipalities(request, queue, name: str, scope: str, job_ids:
     jobs = {job_id: reads.fetch_job(queue, job_id) for job_id in job_ids}
     foreign = [job_id for job_id, job in jobs.items() if job is None or tenancy.municipality_of_job(job) != limited]
     if foreign:
-        action_record(kind=JobAction.Kind.REFUSED, queue_name=queue.name, job_ids=foreign, user=request.user,
-                      detail=f"{name}: not jobs of municipality {limited}")  # fmt: skip
+        action_record(
+            kind=JobAction.Kind.REFUSED,
+            queue_name=queue.name,
+            job_ids=foreign,
+            user=request.user,
+            detail=f"{name}: not jobs of municipality {limited}",
+        )  # their own team's audit alone
         log.warning("user %s refused %s on %d job(s) of another municipality", request.user.pk, name, len(foreign))
         raise PermissionDenied
 
