@@ -69,6 +69,11 @@ def test_staff_of_one_municipality_act_on_its_jobs_alone(two_towns):
     assert (
         f'href="{dashboard("list", "email", "failed")}">2</a>' in everything.get(dashboard("overview")).content.decode()
     )
+    chosen = {"municipality": norte.pk}  # a superuser's municipality filter
+    filtered = everything.get(dashboard("overview"), chosen).content.decode()
+    assert f'href="{dashboard("list", "email", "failed")}?municipality={norte.pk}">1</a>' in filtered
+    listed = everything.get(dashboard("list", "email", "failed"), chosen).content.decode()
+    assert ours in listed and theirs not in listed and f'<option value="{norte.pk}" selected>norte</option>' in listed
     assert client.get(dashboard("health")).status_code == 403
     found = client.get(dashboard("search"), {"q": "email-verify"}).content.decode()
     assert ours in found and theirs not in found  # in Redis and in the archive, theirs alone

@@ -35,8 +35,8 @@ MASK = "•••"
 @permission("view_dashboard")
 @require_http_methods(["GET"])
 def overview(request, admin_site):
-    if (limited := limited_to(request)) is not None:
-        return _municipality_overview(request, admin_site, limited)
+    if (shown := _shown_municipality(request)) is not None:
+        return _municipality_overview(request, admin_site, shown)
     data = reads.overview()
     warnings = [
         _("No live worker listens on %(queue)s.") % {"queue": stats.name}
@@ -63,14 +63,37 @@ def overview(request, admin_site):
             warnings=warnings,
             states=reads.STATES,
             charts={name: _charts(name, hours=False) for name in policies.QUEUES},
+            **_municipality_choice(request, None),
             legend=charts.legend(),
         ),  # fmt: skip
     )
 
 
+def _shown_municipality(request) -> int | None:
+    """The municipality whose jobs a page shows: the one a staff member is limited to; for the
+    others, the one they chose (`?municipality=<id>`); None: every municipality's."""
+    if (limited := limited_to(request)) is not None:
+        return limited
+    chosen = request.GET.get("municipality", "")
+    return int(chosen) if chosen.isdigit() and int(chosen) in tenancy.names() else None
+
+
+def _municipality_choice(request, shown: int | None) -> dict:
+    """What the pages show of the municipality filter: the one shown, and the choices (staff who
+    see every municipality, when there are several)."""
+    names = tenancy.names()
+    choices = sorted(names.items(), key=lambda item: item[1]) if limited_to(request) is None and len(names) > 1 else []
+    return {
+        "shown": shown,
+        "shown_name": names.get(shown, "") if shown is not None else "",
+        "choices": choices,
+        "filter_query": f"?municipality={shown}" if choices and shown is not None else "",  # kept by the links
+    }
+
+
 def _municipality_overview(request, admin_site, municipality: int):
-    """The overview for staff limited to one municipality: its jobs' counts and charts, without the
-    workers, crons and queue-wide actions, which are every municipality's."""
+    """The overview of one municipality's jobs: their counts and charts, without the workers, crons
+    and queue-wide actions, which are every municipality's."""
     return TemplateResponse(
         request,
         "admin/jobs/dashboard/overview.html",
@@ -79,6 +102,7 @@ def _municipality_overview(request, admin_site, municipality: int):
             admin_site,
             _("Queues"),
             limited=municipality,
+            **_municipality_choice(request, municipality),
             overview=reads.Overview(
                 queues=[reads.queue_stats(name, municipality) for name in policies.QUEUES],
                 crons=[],
@@ -154,7 +178,7 @@ def job_list(request, admin_site, queue_name, state):
         raise Http404
     number = int(request.GET.get("page", "1")) if request.GET.get("page", "1").isdigit() else 1
     search = request.GET.get("q", "").strip()
-    limited = limited_to(request)
+    limited = _shown_municipality(request)
     result = reads.page(queue_name, state, number, search=search, func=request.GET.get("func", ""),
                         user_ids=_users_matching(search) if may_see_payloads(request) else (),
                         municipality=limited)  # fmt: skip
@@ -175,6 +199,7 @@ def job_list(request, admin_site, queue_name, state):
             page=result,
             states=reads.STATES,
             limited=limited,
+            **_municipality_choice(request, limited),
             window=reads.NAME_FILTER_WINDOW,
             counts=_counts(queue_name, limited),
             actions=[(key, action.label) for key, action in ACTIONS.items() if state in action.states],
