@@ -135,10 +135,13 @@ def test_an_email_goes_out_under_its_recipient_s_municipality(client, towns, smt
     sent = {message["To"]: message for message in smtp.messages}
     text, html = bodies(sent["ana@example.com"])
     assert sent["ana@example.com"]["From"] == "Municipalidad de Villa Norte <avisos@norte.example.test>"
+    assert sent["ana@example.com"]["Subject"] == "Confirmá tu cuenta de Villa Norte"
+    assert "Para activar tu cuenta de Villa Norte, confirmá" in text and "Ceres" not in text + html
     assert "https://norte.example.test/accounts/verify/#" in text and text.rstrip().endswith("— Villa Norte")
     assert '<img src="https://norte.example.test/escudo.png" alt="Villa Norte"' in html and "#aa3300" in html
     text, html = bodies(sent["beto@example.com"])
     assert sent["beto@example.com"]["From"] == "Ceres <no-reply@ceres.example.test>"
+    assert sent["beto@example.com"]["Subject"] == "Confirmá tu cuenta de Ceres"  # the default one: as before
     assert f"{settings.SITE_URL}/accounts/verify/#" in text and "Villa Norte" not in text
     assert "<img" not in html and "#1d6fa5" in html
 

@@ -147,7 +147,8 @@ def test_the_password_similarity_error_names_the_field_in_spanish():
 
 
 def test_a_rejected_cv_s_reason_is_its_own_sentence():
-    context = {"name": "Ana", "reason": "El archivo pesa más de 5 MB.", "link": "https://example.com/perfil"}
+    context = {"name": "Ana", "reason": "El archivo pesa más de 5 MB.", "link": "https://example.com/perfil",
+               "site": "Ceres"}  # fmt: skip
 
     for template in ("emails/cv_rejected.txt", "emails/cv_rejected.html"):
         assert "No pudimos aceptar el CV que subiste a Ceres. El archivo pesa más de 5 MB." in render_to_string(

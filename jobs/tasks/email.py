@@ -81,7 +81,7 @@ def send_verify_email(user_id: int, municipality: int | None = None) -> str:
         return _("skipped: user %(user)s is already verified") % {"user": user.pk} if user.is_verified else ""
 
     return _send_once(
-        user_id, EmailDelivery.Kind.VERIFY, "emails/verify", _("Confirm your Ceres account"), context,
+        user_id, EmailDelivery.Kind.VERIFY, "emails/verify", _("Confirm your %(site)s account"), context,
         sent=_("sent: verification email to user %(user)s"), skip=verified, key=key, token=token,
         municipality=municipality,
     )  # fmt: skip
@@ -92,7 +92,7 @@ def send_welcome_email(user_id: int, municipality: int | None = None) -> str:
         return "" if user.is_verified else _("skipped: user %(user)s is not verified") % {"user": user.pk}
 
     return _send_once(
-        user_id, EmailDelivery.Kind.WELCOME, "emails/welcome", _("Welcome to Ceres!"),
+        user_id, EmailDelivery.Kind.WELCOME, "emails/welcome", _("Welcome to %(site)s!"),
         lambda user, key: {"link": user.municipality.site_url + reverse("home")},
         sent=_("sent: welcome email to user %(user)s"), skip=unverified, once_per_user=True, municipality=municipality,
     )  # fmt: skip
@@ -100,7 +100,7 @@ def send_welcome_email(user_id: int, municipality: int | None = None) -> str:
 
 def send_account_exists_email(user_id: int, municipality: int | None = None) -> str:
     return _send_once(
-        user_id, EmailDelivery.Kind.EXISTS, "emails/account_exists", _("You already have a Ceres account"),
+        user_id, EmailDelivery.Kind.EXISTS, "emails/account_exists", _("You already have a %(site)s account"),
         lambda user, key: {"resend": "" if user.is_verified else user.municipality.site_url + reverse("accounts:resend")},
         sent=_("sent: account-exists email to user %(user)s"), municipality=municipality,
     )  # fmt: skip
@@ -126,7 +126,7 @@ def send_password_reset_email(user_id: int, municipality: int | None = None) -> 
         return {"link": link, "hours": settings.PASSWORD_RESET_TIMEOUT // 3600}
 
     return _send_once(
-        user_id, EmailDelivery.Kind.PASSWORD_RESET, "emails/password_reset", _("Reset your Ceres password"), context,
+        user_id, EmailDelivery.Kind.PASSWORD_RESET, "emails/password_reset", _("Reset your %(site)s password"), context,
         sent=_("sent: password reset email to user %(user)s"), skip=cannot_reset, municipality=municipality,
     )  # fmt: skip
 
@@ -314,9 +314,10 @@ def _delivery_key() -> str:
 
 
 def _send(user: Recipient, template: str, subject: str, context: dict, key: str) -> None:
+    """`subject` may name the site (`%(site)s`): the recipient's municipality, "Ceres" for the default one."""
     context = {"name": display_name(user.first_name), **_identity(user.municipality), **context}
     message = EmailMultiAlternatives(
-        subject=subject,
+        subject=subject % {"site": context["site"]},
         body=bodies.render(f"{template}.txt", context, PERSONAL),
         from_email=user.municipality.sender,
         to=[user.email],
@@ -330,6 +331,7 @@ def _identity(municipality: Municipality) -> dict:
     """What an email's templates show of its municipality: the default one signs as the platform."""
     return {
         "municipality": "" if municipality.is_default else municipality.name,
+        "site": municipality.name,  # what its citizens have an account on: "Ceres" for the default one
         "logo_url": municipality.logo_url,
         "colour": municipality.colour,
     }
