@@ -23,6 +23,8 @@ from _pages import median_ms, print_sizes, staff_client  # noqa: E402
 from django.urls import reverse  # noqa: E402
 from rq.job import Job, JobStatus  # noqa: E402
 
+from ceres_site.municipalities.models import default_pk  # noqa: E402
+
 RUNS = 7
 SIZES = (100, 100_000)
 
@@ -59,6 +61,10 @@ def main() -> None:
         queue = django_rq.get_queue("email")
         pages = {
             "overview": reverse("admin:jobs_dashboard_overview"),
+            # one municipality's (a superuser's filter, or the page of staff limited to it): counted job by job
+            "overview, one municipality": reverse("admin:jobs_dashboard_overview") + f"?municipality={default_pk()}",
+            "failed list, one municipality": reverse("admin:jobs_dashboard_list", args=["email", "failed"])
+            + f"?municipality={default_pk()}",
             "failed list, page 1": reverse("admin:jobs_dashboard_list", args=["email", "failed"]),
             "failed list, last page": reverse("admin:jobs_dashboard_list", args=["email", "failed"]) + "?page=999999",
             "queued list, page 1": reverse("admin:jobs_dashboard_list", args=["email", "queued"]),

@@ -27,6 +27,7 @@ django.conf / django.core, never another `jobs` module.
 
 import hashlib
 import re
+import zlib
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from importlib import metadata
@@ -148,6 +149,27 @@ def valid_job_id(job_id: str) -> bool:
     except (TypeError, ValueError):
         return False
     return True
+
+
+def jobs_kwargs(connection: Redis, job_ids: list[str], serializer: Any) -> list[dict | None]:
+    """Each job's kwargs, read from its `data` field alone (rq's `Job.restore` reads and parses the
+    whole hash): rq stores `(func_name, instance, args, kwargs)`, serialized, zlib-compressed (or not,
+    in old jobs). None for a job that is gone or cannot be read."""
+    with connection.pipeline(transaction=False) as pipe:
+        for job_id in job_ids:
+            pipe.hget(Job.key_for(job_id), JOB_DATA_FIELD)
+        found = pipe.execute()
+    kwargs: list[dict | None] = []
+    for raw in found:
+        try:
+            try:
+                raw = zlib.decompress(raw)
+            except zlib.error:
+                pass  # stored uncompressed
+            kwargs.append(serializer.loads(raw)[3])
+        except Exception:  # gone (None), or a payload no serializer reads
+            kwargs.append(None)
+    return kwargs
 
 
 def hash_holds_job(raw: dict[bytes, bytes]) -> bool:

@@ -170,6 +170,17 @@ def test_release_rate_slot_lets_the_next_job_through_as_rqs_release_does(redis_c
     assert registry.get_allowed_job_ids() == []
 
 
+def test_jobs_kwargs_are_the_ones_rq_reads(redis_conn):
+    queue = django_rq.get_queue("email")
+    job = queue.enqueue("tests.tasks.sleep", kwargs={"seconds": 0, "municipality": 3}, job_id="compat-kw")
+    redis_conn.hset(Job.key_for("compat-broken"), "data", b"not a payload")
+
+    found = rq_compat.jobs_kwargs(redis_conn, ["compat-kw", "compat-gone", "compat-broken"], queue.serializer)
+
+    assert found == [Job.fetch(job.id, connection=redis_conn, serializer=queue.serializer).kwargs, None, None]
+    assert found[0] == {"seconds": 0, "municipality": 3}
+
+
 def test_a_job_hash_holds_a_job_only_with_its_data(redis_conn):
     job = django_rq.get_queue("email").enqueue("tests.tasks.sleep", 0, job_id="compat-data")
     assert rq_compat.hash_holds_job(redis_conn.hgetall(job.key))

@@ -116,6 +116,11 @@ def page(
         job = fetch_job(queue, search)
         if job is not None and job.origin == queue_name:
             return Page([job], 1, 1, 1)
+    if municipality is not None and not search and not func:  # its ids first: only a page of jobs is read
+        ids = municipality_ids(queue, state, municipality)
+        number, pages, start = _paging(number, len(ids))
+        jobs = fetch_jobs(queue, ids[start : start + PAGE_SIZE])
+        return Page(jobs, len(ids), number, pages, note=str(NAME_FILTER_WINDOW))
     if search or func or municipality is not None:
         window = fetch_jobs(queue, job_ids(queue, state, 0, NAME_FILTER_WINDOW))
         matching = [
@@ -123,14 +128,10 @@ def page(
             if _matches(job, search.lower(), func, set(user_ids))
             and (municipality is None or tenancy.municipality_of_job(job) == municipality)
         ]  # fmt: skip
-        pages = max(1, -(-len(matching) // PAGE_SIZE))
-        number = min(max(number, 1), pages)
-        start = (number - 1) * PAGE_SIZE
+        number, pages, start = _paging(number, len(matching))
         return Page(matching[start : start + PAGE_SIZE], len(matching), number, pages, note=str(NAME_FILTER_WINDOW))
     total = count(queue, state)
-    pages = max(1, -(-total // PAGE_SIZE))
-    number = min(max(number, 1), pages)
-    start = (number - 1) * PAGE_SIZE
+    number, pages, start = _paging(number, total)
     ids = job_ids(queue, state, start, start + PAGE_SIZE)
     jobs = fetch_jobs(queue, ids)
     read = {job.id for job in jobs}
@@ -138,6 +139,13 @@ def page(
         job_id for job_id in ids if job_id not in read and not (valid_id(job_id) and not _exists(queue, job_id))
     ]
     return Page(jobs, total, number, pages, unreadable=[printable(job_id) for job_id in unreadable])
+
+
+def _paging(number: int, total: int) -> tuple[int, int, int]:
+    """The page number asked for, within the pages `total` jobs fill; how many pages; its first index."""
+    pages = max(1, -(-total // PAGE_SIZE))
+    number = min(max(number, 1), pages)
+    return number, pages, (number - 1) * PAGE_SIZE
 
 
 def _exists(queue, job_id: str) -> bool:
@@ -209,11 +217,16 @@ class QueueStats:
         return sum(worker.busy for worker in self.workers if worker.alive)
 
 
+def municipality_ids(queue, state: str, municipality: int) -> list[str]:
+    """The ids of a state's newest `NAME_FILTER_WINDOW` jobs that name `municipality`, newest first:
+    Redis keeps no list of a municipality's jobs, so its pages read them within that window."""
+    ids = job_ids(queue, state, 0, NAME_FILTER_WINDOW)
+    kwargs = rq_compat.jobs_kwargs(queue.connection, ids, queue.serializer)
+    return [job_id for job_id, found in zip(ids, kwargs) if found and tenancy.municipality_of(found) == municipality]
+
+
 def municipality_count(queue, state: str, municipality: int) -> int:
-    """How many of a state's newest `NAME_FILTER_WINDOW` jobs name `municipality`: Redis keeps no
-    list of a municipality's jobs, so staff limited to it count within the window their lists show."""
-    window = fetch_jobs(queue, job_ids(queue, state, 0, NAME_FILTER_WINDOW))
-    return sum(tenancy.municipality_of_job(job) == municipality for job in window)
+    return len(municipality_ids(queue, state, municipality))
 
 
 def queue_stats(name: str, municipality: int | None = None) -> QueueStats:
