@@ -4,7 +4,8 @@ Jobs are enqueued with RQ's atomic `unique=True`: enqueueing an id again while i
 returns the pending job instead of making a second one. What a repeated call does, by the state of
 the job with the same id:
 
-- queued, scheduled (waiting for a retry), deferred, started: nothing; the pending job is reported.
+- queued, waiting its municipality's turn (`rate_limited`), scheduled (waiting for a retry), deferred,
+  started: nothing; the pending job is reported.
 - finished less than `cooldown` seconds ago: nothing (a resend button must not spam).
 - finished earlier, failed, stopped, canceled: the old job is replaced by a fresh one with the
   whole retry budget, so a verification that failed for good never blocks a resend for a day.

@@ -35,9 +35,36 @@ MASK = "•••"
 @permission("view_dashboard")
 @require_http_methods(["GET"])
 def overview(request, admin_site):
-    if (shown := _shown_municipality(request)) is not None:
-        return _municipality_overview(request, admin_site, shown)
-    data = reads.overview()
+    """Every queue's counts, workers and charts, and the crons; of one municipality's jobs (for staff
+    limited to it, or who chose it), their counts and charts alone: workers, crons and queue-wide
+    actions are every municipality's."""
+    shown = _shown_municipality(request)
+    if shown is None:
+        data = reads.overview()
+        warnings = _warnings(request, data)
+    else:
+        queues = [reads.queue_stats(name, shown) for name in policies.QUEUES]
+        data, warnings = reads.Overview(queues=queues, crons=[], scheduler_alive=True), []
+    return TemplateResponse(
+        request,
+        "admin/jobs/dashboard/overview.html",
+        context(
+            request,
+            admin_site,
+            _("Queues"),
+            overview=data,
+            warnings=warnings,
+            states=reads.STATES,
+            limited=shown,
+            window=reads.NAME_FILTER_WINDOW,
+            charts={name: _charts(name, hours=False, municipality=shown) for name in policies.QUEUES},
+            legend=charts.legend(),
+            **_municipality_choice(request, shown),
+        ),  # fmt: skip
+    )
+
+
+def _warnings(request, data: reads.Overview) -> list[str]:
     warnings = [
         _("No live worker listens on %(queue)s.") % {"queue": stats.name}
         for stats in data.queues
@@ -52,21 +79,7 @@ def overview(request, admin_site):
         for info in data.crons
         if info.alarm_since
     ]
-    return TemplateResponse(
-        request,
-        "admin/jobs/dashboard/overview.html",
-        context(
-            request,
-            admin_site,
-            _("Queues"),
-            overview=data,
-            warnings=warnings,
-            states=reads.STATES,
-            charts={name: _charts(name, hours=False) for name in policies.QUEUES},
-            **_municipality_choice(request, None),
-            legend=charts.legend(),
-        ),  # fmt: skip
-    )
+    return warnings
 
 
 def _shown_municipality(request) -> int | None:
@@ -89,32 +102,6 @@ def _municipality_choice(request, shown: int | None) -> dict:
         "choices": choices,
         "filter_query": f"?municipality={shown}" if choices and shown is not None else "",  # kept by the links
     }
-
-
-def _municipality_overview(request, admin_site, municipality: int):
-    """The overview of one municipality's jobs: their counts and charts, without the workers, crons
-    and queue-wide actions, which are every municipality's."""
-    return TemplateResponse(
-        request,
-        "admin/jobs/dashboard/overview.html",
-        context(
-            request,
-            admin_site,
-            _("Queues"),
-            limited=municipality,
-            **_municipality_choice(request, municipality),
-            overview=reads.Overview(
-                queues=[reads.queue_stats(name, municipality) for name in policies.QUEUES],
-                crons=[],
-                scheduler_alive=True,
-            ),
-            warnings=[],
-            states=reads.STATES,
-            legend=charts.legend(),
-            window=reads.NAME_FILTER_WINDOW,
-            charts={name: _charts(name, hours=False, municipality=municipality) for name in policies.QUEUES},
-        ),  # fmt: skip
-    )
 
 
 HEALTH_LABELS = {"ok": _("fine"), "warn": _("attention"), "fail": _("failing")}
