@@ -221,9 +221,12 @@ class JobActionAdmin(ReadOnlyAdmin):
     def get_queryset(self, request):
         """Staff limited to one municipality read their team's actions and those on its jobs (another's
         row is "not found")."""
-        first = JobActionTarget.objects.filter(action=OuterRef("pk")).order_by("pk").values("job_id")[:1]
-        rows = actions_seen_by(super().get_queryset(request), tenancy.scope_of(request.user))
-        return rows.annotate(first_job=Subquery(first))
+        scope = tenancy.scope_of(request.user)
+        targets = JobActionTarget.objects.filter(action=OuterRef("pk"))
+        if scope is not None:  # the job a row names is one of theirs
+            targets = targets.filter(municipality=scope)
+        first = targets.order_by("pk").values("job_id")[:1]
+        return actions_seen_by(super().get_queryset(request), scope).annotate(first_job=Subquery(first))
 
     @admin.display(description=_("when"), ordering="at")
     def moment(self, obj):

@@ -2,6 +2,7 @@
 its cap, so another municipality's verification email is queued behind that many jobs at most."""
 
 import re
+import time
 
 import django_rq
 import pytest
@@ -13,6 +14,7 @@ from jobs import rq_compat
 from jobs.config import tenancy
 from jobs.config.policies import EMAIL
 from jobs.enqueue.producers import enqueue_email_verify, enqueue_email_verify_many
+from jobs.observability import health, reads
 
 pytestmark = pytest.mark.django_db(transaction=True)  # producers enqueue on commit
 
@@ -94,3 +96,17 @@ def test_staff_see_and_cancel_the_jobs_waiting_their_turn(towns, admin_client):
     answer = admin_client.post(reverse(act, args=["email", "empty"]), {"confirm": "yes"}, follow=True)
     assert "Se vació la cola: se borraron 12 jobs." in answer.content.decode()  # the queued ones and the ones aside
     assert waiting(norte) == 0 and django_rq.get_queue("email").count == 0
+
+
+def test_the_jobs_waiting_their_turn_count_in_the_queue_s_backlog(towns):
+    norte, _sur = towns
+    burst = citizens(norte, EMAIL.tenant_cap + 2)
+    enqueue_email_verify_many(user_ids=burst, municipalities=dict.fromkeys(burst, norte.pk))
+    key = rq_compat.rate_limited_key(tenancy.cap_key("email", norte.pk))
+    connection = django_rq.get_queue("email").connection
+    connection.zadd(key, dict.fromkeys(connection.zrange(key, 0, -1), time.time() - 600))  # aside for 10 min
+
+    [backlog] = [check for check in health.queue_checks(reads.queue_stats("email")) if check.name == "email.backlog"]
+
+    assert backlog.status == "warn"  # over the email queue's 300 s, though the queue's head is fresh
+    assert int(re.search(r"(\d+) s", backlog.detail)[1]) >= 600 and f"{EMAIL.tenant_cap + 2} " in backlog.detail

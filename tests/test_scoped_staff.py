@@ -15,7 +15,7 @@ from ceres_site.municipalities.models import Municipality
 from jobs.config.policies import QUEUES
 from jobs.enqueue.producers import enqueue_email_verify
 from jobs.models import JobAction
-from jobs.staff.operations import jobs_retry
+from jobs.staff.operations import jobs_delete, jobs_retry
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -107,8 +107,11 @@ def test_staff_of_one_municipality_see_its_rows_in_admin_and_superusers_every_ro
     root = User.objects.get(username="admin")  # admin_client's
     for slug in ("norte", "sur"):
         jobs_retry(queue_name="email", job_ids=[f"email-verify-{users[slug].pk}"], user=root, reason=f"para-{slug}")
+    ours, theirs = (f"email-verify-{users[slug].pk}" for slug in ("norte", "sur"))
+    jobs_delete(queue_name="email", job_ids=[theirs, ours], user=root, reason="para-ambas")
     audit = client.get(reverse("admin:jobs_jobaction_changelist")).content.decode()
     assert "para-norte" in audit and "para-sur" not in audit  # the actions on their jobs alone
+    assert "para-ambas" in audit and theirs not in audit  # an action on both names their job
 
     everyone = admin_client.get(reverse("admin:accounts_user_changelist")).content.decode()
     assert "vecina-norte@example.com" in everyone and "vecina-sur@example.com" in everyone

@@ -100,7 +100,8 @@ def queue_checks(stats: reads.QueueStats) -> list[Check]:
     waited = (now() - stats.oldest_waiting).total_seconds() if stats.oldest_waiting else 0
     found.append(Check(f"{name}.backlog", "warn" if waited > policy.max_wait else "ok",
                        _("oldest waiting %(waited)d s (limit %(limit)d s), %(queued)d queued") % {
-                           "waited": round(waited), "limit": policy.max_wait, "queued": stats.counts["queued"]}))  # fmt: skip
+                           "waited": round(waited), "limit": policy.max_wait,
+                           "queued": stats.counts["queued"] + stats.counts["rate_limited"]}))  # fmt: skip
     done, failed = stats.finished_last_hour, stats.failed_last_hour
     rate = failed / (done + failed) if done + failed else 0.0
     breached = done + failed >= policy.min_volume and rate > policy.max_failure_rate

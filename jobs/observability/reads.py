@@ -54,6 +54,15 @@ def _waiting_keys(queue) -> list[str]:
     return [rq_compat.rate_limited_key(key) for key in keys if tenancy.queue_of_cap(key) == queue.name]
 
 
+def _oldest_aside(queue) -> datetime | None:
+    """When the longest-waiting job set aside under a municipality's cap was set aside (its score)."""
+    with queue.connection.pipeline(transaction=False) as pipe:
+        for key in _waiting_keys(queue):
+            pipe.zrange(key, 0, 0, withscores=True)
+        scores = [entries[0][1] for entries in pipe.execute() if entries]
+    return datetime.fromtimestamp(min(scores), UTC) if scores else None
+
+
 def count(queue, state: str) -> int:
     if state == "rate_limited":
         with queue.connection.pipeline(transaction=False) as pipe:
@@ -246,6 +255,8 @@ def queue_stats(name: str, municipality: int | None = None) -> QueueStats:
     if first:
         job = fetch_job(queue, first.decode())
         oldest = job.enqueued_at if job else None
+    if (aside := _oldest_aside(queue)) is not None and (oldest is None or aside < oldest):
+        oldest = aside  # a job waiting its municipality's turn waits too (it is enqueued anew when let through)
     return QueueStats(
         name=name,
         policy=policy,
