@@ -47,7 +47,7 @@ def report_daily(*, day: date, municipality: Municipality | None = None) -> Dail
         emails_sent={kind: sent.get(kind, 0) for kind in EmailDelivery.Kind.values},
         jobs={
             name: (
-                series.done_between(connection, name, start, end, municipality and municipality.pk),
+                series.done_between(connection, name, start, end, municipality.pk if municipality else None),
                 failed.get(name, 0),
             )
             for name in policies.QUEUES
