@@ -13,10 +13,11 @@ What it holds:
   format `now`/`utcformat`/`utcparse`, `import_attribute`, rq-scheduler's `to_unix`), and the
   types of a job's callbacks that the runtime's overrides declare (`SuccessCallbackType`, ...);
 - key layouts and hash fields: worker lists and hashes, executions, started registry, scheduler
-  locks and hashes, job hash (`data`, `status`, `ended_at`), the scheduler's keys under rq's prefix,
-  a rate limit's hash and sets;
-- writes rq does only on its own round trip, here queued on a caller's pipeline
-  (`push_unique`, `push_unique_rate_limited`, `register_worker`, `unlist_worker`, `save_success_result`, `forget_deleted_job`);
+  locks and hashes, job hash (`data` and its layout, `jobs_kwargs`; `status`, `ended_at`), the
+  scheduler's keys under rq's prefix, a rate limit's hash and sets (`limit_key`, `rate_limited_key`);
+- writes rq does only on its own round trip, here queued on a caller's pipeline (`push_unique`,
+  `push_unique_rate_limited`, `register_worker`, `unlist_worker`, `save_success_result`,
+  `forget_deleted_job`), or in fewer round trips than rq (`release_rate_slot`);
 - underscore attributes read or set (`callback_name`, `listen_to`, `forget_scheduler_lock`);
 - rq's message strings that stored failures are parsed with (`WORK_HORSE_KILLED`, `ABANDONED`),
   that a log filter matches (`REDIS_DOWN_LOG`), or that a copied timeout keeps (`TIMEOUT_MESSAGE`).
