@@ -234,8 +234,11 @@ def municipality_ids(queue, state: str, municipality: int) -> list[str]:
     return [job_id for job_id, found in zip(ids, kwargs) if found and tenancy.municipality_of(found) == municipality]
 
 
-def municipality_count(queue, state: str, municipality: int) -> int:
-    return len(municipality_ids(queue, state, municipality))
+def counts(queue, municipality: int | None = None) -> dict[str, int]:
+    """Each state's count; with `municipality`, of its jobs among each state's newest (`municipality_ids`)."""
+    if municipality is None:
+        return {state: count(queue, state) for state in STATES}
+    return {state: len(municipality_ids(queue, state, municipality)) for state in STATES}
 
 
 def queue_stats(name: str, municipality: int | None = None) -> QueueStats:
@@ -246,7 +249,7 @@ def queue_stats(name: str, municipality: int | None = None) -> QueueStats:
     hour = series.last_hour(connection, name, now(), municipality)  # failures stay counted when retried
     if municipality is not None:
         return QueueStats(
-            name=name, policy=policy, counts={state: municipality_count(queue, state, municipality) for state in STATES},
+            name=name, policy=policy, counts=counts(queue, municipality),
             workers=[], oldest_waiting=None, finished_last_hour=hour.done, retried_last_hour=hour.retried,
             failed_last_hour=hour.failed, paused=pauses.paused(connection).get(name),
         )  # fmt: skip
@@ -260,7 +263,7 @@ def queue_stats(name: str, municipality: int | None = None) -> QueueStats:
     return QueueStats(
         name=name,
         policy=policy,
-        counts={state: count(queue, state) for state in STATES},
+        counts=counts(queue),
         workers=workers(name),
         oldest_waiting=oldest,
         finished_last_hour=hour.done,

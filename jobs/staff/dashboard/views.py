@@ -188,7 +188,7 @@ def job_list(request, admin_site, queue_name, state):
             limited=limited,
             **_municipality_choice(request, limited),
             window=reads.NAME_FILTER_WINDOW,
-            counts=_counts(queue_name, limited),
+            counts=reads.counts(clients.queue(queue_name), limited),
             actions=[(key, action.label) for key, action in ACTIONS.items() if state in action.states],
             rows=rows,
             charts=_charts(queue_name, municipality=limited),
@@ -202,13 +202,6 @@ def job_list(request, admin_site, queue_name, state):
             funcs=sorted({_func(job) for job in result.jobs}),
         ),  # fmt: skip
     )
-
-
-def _counts(queue_name: str, municipality: int | None) -> dict[str, int]:
-    queue = clients.queue(queue_name)
-    if municipality is None:
-        return {state: reads.count(queue, state) for state in reads.STATES}
-    return {state: reads.municipality_count(queue, state, municipality) for state in reads.STATES}
 
 
 @permission("view_dashboard")
