@@ -84,10 +84,10 @@ def webhook_for(municipality: int | None) -> str:
 def staff_scope(user) -> int | None:
     """The municipality a staff member is limited to: their own, unless they are a superuser or
     belong to the default municipality (the platform's staff), who see every municipality."""
-    if not user.is_authenticated or user.is_superuser:
+    if not user.is_authenticated or user.is_superuser or getattr(user, "municipality_id", None) is None:
         return None
-    municipality = getattr(user, "municipality_id", None)
-    return None if municipality is None or municipality == default_pk() else municipality
+    # Read once per request: Django keeps the related row on `request.user`, asked here many times a page.
+    return None if user.municipality.is_default else user.municipality_id
 
 
 def slugs() -> dict[int, str]:
