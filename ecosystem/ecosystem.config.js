@@ -38,6 +38,7 @@ module.exports = {
         "email",
         "slack",
         "bulk",
+        "bulk-own",
         "--with-scheduler"
       ],
       "interpreter": "none",

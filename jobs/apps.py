@@ -14,3 +14,4 @@ class JobsConfig(AppConfig):
         hooks.register(hooks.SLOT_IDLE, smtp.close_idle)
         hooks.register(hooks.SLOT_END, smtp.close)
         hooks.register(hooks.BEFORE_THROTTLED_JOB, throttle.wait_for_turn)
+        hooks.register(hooks.PACE, throttle.promote)

@@ -92,6 +92,8 @@ def versions_differing(installed: dict[str, str] | None = None) -> dict[str, tup
 KEY_PREFIX = defaults.RQ_KEY_PREFIX
 
 
+QUEUE_KEY_PREFIX, JOB_KEY_PREFIX = Queue.redis_queue_namespace_prefix, Job.redis_job_namespace_prefix
+RATE_LIMITS_KEY = RateLimitRegistry.rl_keys_key  # the set of every rate limit's key that has jobs
 WORKERS_KEY = REDIS_WORKER_KEYS  # set of every worker's key
 WORKER_KEY_PREFIX = Worker.redis_worker_namespace_prefix
 HEARTBEAT_FIELD, STATE_FIELD = "last_heartbeat", "state"  # worker hash fields rq writes
@@ -262,19 +264,43 @@ def push_unique_rate_limited(pipe: Pipeline, queue: Queue, job: Job) -> None:
     queue._prepare_for_queue(job)
     job._status, job.enqueued_at = JobStatus.RATE_LIMITED, None  # enqueued when let through
     key = job.rate_limit_key
-    keys = (*_limit_sets(key), job.key, limit_key(key), RateLimitRegistry.rl_keys_key)
+    keys = (*_limit_sets(key), job.key, limit_key(key), RATE_LIMITS_KEY)
     ttl = job.ttl if job.ttl is not None else -1
     moment = now()
-    acquire = (job.rate_limit_concurrency, moment.timestamp(), utcformat(moment), Queue.redis_queue_namespace_prefix,
-               Job.redis_job_namespace_prefix)  # fmt: skip
+    acquire = (job.rate_limit_concurrency, moment.timestamp(), utcformat(moment), QUEUE_KEY_PREFIX, JOB_KEY_PREFIX)
     pipe.eval(_UNIQUE_RATE_LIMITED, len(keys), *keys, *acquire, job.id, ttl, key, *_build_hset_args(job))
+
+
+# A job of a paced queue (`jobs.mail.throttle.promote`) waits aside as a job over a rate limit does, in the
+# limit's waiting set, so rq's maintenance and the dashboard see it the same way; but the job names no limit:
+# rq's release and acquire (at a job's end, retry or cancel) would let waiting jobs through by count, and
+# only their server's turn may. rq's unique check, then the writes of `Queue._enqueue_rate_limited_job`
+# without the limit's config (so rq's maintenance never moves these jobs, and drops the limit once empty).
+# KEYS: the job, the limit's waiting set, rq's set of limits. ARGV: job id, TTL, the limit's key, the score,
+# the job hash's fields. Answers 0 if the id exists, else 1.
+_UNIQUE_ASIDE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+if tonumber(ARGV[2]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+redis.call('SADD', KEYS[3], ARGV[3])
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
+return 1
+"""
+
+
+def push_unique_aside(pipe: Pipeline, queue: Queue, job: Job, key: str) -> None:
+    """`push_unique` for a job that waits aside in limit `key`'s waiting set until something moves it
+    to its queue (`jobs.mail.throttle.promote`, in the layout of rq's acquire script)."""
+    queue._prepare_for_queue(job)
+    job._status, job.enqueued_at = JobStatus.RATE_LIMITED, None  # enqueued when moved
+    keys = (job.key, rate_limited_key(key), RATE_LIMITS_KEY)
+    ttl = job.ttl if job.ttl is not None else -1
+    pipe.eval(_UNIQUE_ASIDE, len(keys), *keys, job.id, ttl, key, current_timestamp(), *_build_hset_args(job))
 
 
 def rate_limit_keys(connection: Redis) -> list[str]:
     """The key of every rq rate limit that has jobs (rq's maintenance drops the empty ones)."""
-    return [
-        key.decode() if isinstance(key, bytes) else key for key in connection.smembers(RateLimitRegistry.rl_keys_key)
-    ]
+    return [key.decode() if isinstance(key, bytes) else key for key in connection.smembers(RATE_LIMITS_KEY)]
 
 
 def limit_key(key: str) -> str:
@@ -444,7 +470,7 @@ def release_rate_slot(job: Job) -> None:
         return
     assert job.rate_limit_key and job.rate_limit_concurrency
     args = (*_limit_sets(job.rate_limit_key), job.rate_limit_concurrency, current_timestamp(), utcformat(now()),
-            Queue.redis_queue_namespace_prefix, Job.redis_job_namespace_prefix, job.id)  # fmt: skip
+            QUEUE_KEY_PREFIX, JOB_KEY_PREFIX, job.id)  # fmt: skip
     try:
         job.connection.evalsha(_RELEASE_SHA, 2, *args)
     except NoScriptError:  # Redis restarted or flushed its scripts

@@ -41,7 +41,7 @@ def test_the_procfile_serves_every_queue_with_its_concurrency_and_retry_schedule
     assert (
         commands["worker"][4:-1]
         == [name for name, policy in QUEUES.items() if policy.in_process]
-        == ["email", "slack", "bulk"]
+        == ["email", "slack", "bulk", "bulk-own"]
     )
     assert commands["web"][:2] == ["exec", "gunicorn"]
     assert commands["scheduler"][:4] == ["exec", "python", "manage.py", "rqscheduler"]
@@ -56,12 +56,13 @@ def test_pm2_runs_the_same_set_and_waits_for_jobs_on_stop():
 
     apps = {app["name"]: app for app in config["apps"]}
     assert set(apps) == {f"ceres-{process.name}" for process in processes()}
-    assert apps["ceres-worker"]["instances"] == 1 and apps["ceres-worker"]["args"][:5] == [
+    assert apps["ceres-worker"]["instances"] == 1 and apps["ceres-worker"]["args"][:6] == [
         "manage.py",
         "rqworker",
         "email",
         "slack",
         "bulk",
+        "bulk-own",
     ]
     isolated = [name for name, policy in QUEUES.items() if not policy.in_process]
     assert apps["ceres-worker-isolated"]["args"] == ["manage.py", "rqworker", *isolated, "--with-scheduler"]
@@ -88,9 +89,9 @@ def test_more_in_process_workers_reach_every_format(monkeypatch):
     files = ecosystem_files()
 
     assert (
-        "worker: exec python manage.py rqworker email slack bulk --with-scheduler --processes auto\n"
+        "worker: exec python manage.py rqworker email slack bulk bulk-own --with-scheduler --processes auto\n"
         in files["Procfile"]
     )
     assert '"--with-scheduler",\n        "--processes",\n        "auto"\n' in files["ecosystem.config.js"]
     unit = next(text for name, text in files.items() if name.endswith("ceres-worker.service"))
-    assert "rqworker email slack bulk --with-scheduler --processes auto" in unit
+    assert "rqworker email slack bulk bulk-own --with-scheduler --processes auto" in unit

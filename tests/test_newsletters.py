@@ -15,6 +15,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from ceres_site.accounts.models import User
+from ceres_site.municipalities.models import Municipality
 from ceres_site.newsletters import campaigns
 from ceres_site.newsletters.models import Delivery, Newsletter
 from ceres_site.newsletters.unsubscribe import unsubscribe_token
@@ -323,7 +324,7 @@ def test_the_confirmation_page_says_who_how_fast_and_how_long_and_a_get_never_se
 def test_the_estimate_is_the_recipients_over_the_rate_the_limit_allows(settings):
     settings.SMTP_RATE_PER_MINUTE, settings.SMTP_RATE_PER_HOUR, settings.SMTP_TRANSACTIONAL_SHARE = 600, 0, 0.2
     interval_ms, _ = throttle.bulk_limits()
-    pace = campaigns.pace()
+    pace = campaigns.pace(Municipality.objects.default())
 
     assert pace.per_minute == 60_000 / interval_ms == 480
     assert pace.seconds_for(48_000) == 6000  # 100 minutes

@@ -64,7 +64,7 @@ def checks() -> dict[str, str]:
 
 
 def all_back(found: dict[str, str]) -> bool:
-    """Every worker registered (the in-process one for email and slack, one forking worker per unit of
+    """Every worker registered (the in-process one for its queues, one forking worker per unit of
     concurrency for the others), the scheduler beating, every cron registered."""
     workers = {name: reads.queue_stats(name).live_workers for name in QUEUES}
     wanted = {name: 1 if policy.in_process else policy.concurrency for name, policy in QUEUES.items()}
@@ -73,7 +73,7 @@ def all_back(found: dict[str, str]) -> bool:
 
 def test_workers_register_and_crons_sync_again_after_redis_lost_everything(own_redis, live_worker, smtp, tmp_path):
     url, restart = own_redis.url, own_redis.restart
-    live_worker("email", "slack", "bulk", env={"REDIS_URL": url})
+    live_worker("email", "slack", "bulk", "bulk-own", env={"REDIS_URL": url})
     live_worker("maintenance", "files", env={"REDIS_URL": url})
     command = [sys.executable, "manage.py", "rqscheduler", "--queue", "maintenance", "--interval", "1"]
     log = open(tmp_path / "scheduler.log", "wb")

@@ -59,7 +59,7 @@ def test_workers_speak_json_whatever_they_are_given(passed):
 
 
 def test_rq_queues_are_derived_from_the_policies(settings):
-    assert set(settings.RQ_QUEUES) == set(QUEUES) == {"email", "slack", "bulk", "maintenance", "files"}
+    assert set(settings.RQ_QUEUES) == set(QUEUES) == {"email", "slack", "bulk", "bulk-own", "maintenance", "files"}
     for name, policy in QUEUES.items():
         queue = django_rq.get_queue(name)
         assert queue.serializer is JSONSerializer and queue.create_job("tests.tasks.sleep").timeout == policy.timeout

@@ -283,8 +283,8 @@ def dequeues_counted(monkeypatch) -> list[str]:
     """The ids the slots took from their queues by themselves (not with a job's end)."""
     taken, dequeue = [], slot_loop.SlotLoop._dequeue
 
-    def counting(self, queue, burst):
-        taken.append(job_id := dequeue(self, queue, burst))
+    def counting(self, queue, burst, *timeout):
+        taken.append(job_id := dequeue(self, queue, burst, *timeout))
         return job_id
 
     monkeypatch.setattr(slot_loop.SlotLoop, "_dequeue", counting)

@@ -23,7 +23,7 @@ class MunicipalityAdmin(admin.ModelAdmin):
         (gettext_lazy("Emails"), {"fields": ("sender_name", "sender_email", "logo_url", "colour")}),
         (gettext_lazy("Own mail server and alerts"), {
             "fields": ("smtp_host", "smtp_port", "smtp_username", "smtp_password_env", "smtp_use_tls",
-                       "slack_webhook_env", "secrets_shown"),
+                       "smtp_rate_per_minute", "smtp_rate_per_hour", "slack_webhook_env", "secrets_shown"),
         }),
         (None, {"fields": ("created_at",)}),
     )  # fmt: skip

@@ -19,7 +19,7 @@ from django.core.validators import RegexValidator
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
-from jobs.mail import smtp
+from jobs.mail import smtp, throttle
 
 DEFAULT_SLUG = "default"
 DEFAULT_FIELDS = {"name": "Ceres", "slug": DEFAULT_SLUG}  # the rest blank: the settings'
@@ -128,6 +128,15 @@ class Municipality(models.Model):
         help_text=_("The name of the environment variable that holds the password, never the password."),
     )  # fmt: skip
     smtp_use_tls = models.BooleanField(_("SMTP with STARTTLS"), default=True)
+    # Its own server's limits: its newsletters go at their bulk share, as the installation's go at theirs.
+    smtp_rate_per_minute = models.PositiveIntegerField(
+        _("SMTP emails per minute"), null=True, blank=True,
+        help_text=_("What its server accepts; blank: the installation's SMTP_RATE_PER_MINUTE; 0: no limit."),
+    )  # fmt: skip
+    smtp_rate_per_hour = models.PositiveIntegerField(
+        _("SMTP emails per hour"), null=True, blank=True,
+        help_text=_("What its server accepts; blank: the installation's SMTP_RATE_PER_HOUR; 0: no limit."),
+    )  # fmt: skip
     slack_webhook_env = models.CharField(
         _("Slack webhook variable"), max_length=100, blank=True, validators=[ENV_NAME],
         help_text=_("The name of the environment variable that holds its alerts' webhook; blank: the platform's."),
@@ -184,6 +193,12 @@ class Municipality(models.Model):
         port = self.smtp_port or (587 if self.smtp_use_tls else 25)
         return smtp.Server(self.smtp_host, port, self.smtp_username, self.smtp_password, self.smtp_use_tls)
 
+    def publish_smtp_limits(self) -> None:
+        """Give the workers its own server's limits, which its newsletters are paced at
+        (`jobs.mail.throttle.server_limits`); nothing for a municipality without one."""
+        if self.smtp_host:
+            throttle.server_limits(self.pk, self.smtp_rate_per_minute, self.smtp_rate_per_hour)
+
     def clean(self) -> None:
         errors: dict[str, list] = {}
         for host in self.host_names:
@@ -199,6 +214,8 @@ class Municipality(models.Model):
         if self.is_default and not self.active:
             errors["active"] = [_("The default municipality stays active: the installation's own jobs are its.")]
         if self.smtp_password_env and not self.smtp_host:
-            errors["smtp_host"] = [_("A password variable without a server: name the server too.")]
+            errors.setdefault("smtp_host", []).append(_("A password variable without a server: name the server too."))
+        if not self.smtp_host and (self.smtp_rate_per_minute is not None or self.smtp_rate_per_hour is not None):
+            errors.setdefault("smtp_host", []).append(_("Limits without a server: name the server too."))
         if errors:
             raise ValidationError(errors)

@@ -119,7 +119,7 @@ class NewsletterAdmin(ScopedToMunicipality, admin.ModelAdmin):
                 self._not_sent(request, newsletter)
             return redirect(_url("change", newsletter))
         recipients = campaigns.audience(newsletter.municipality_id).count()
-        pace = campaigns.pace()
+        pace = campaigns.pace(newsletter.municipality)
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,

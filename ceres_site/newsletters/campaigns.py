@@ -9,7 +9,8 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from ceres_site.accounts.models import User
-from jobs.config.policies import BULK
+from ceres_site.municipalities.models import Municipality
+from jobs.config.policies import BULK, BULKS
 from jobs.enqueue.producers import enqueue_newsletter_many
 from jobs.mail import throttle
 from jobs.models import DeadLetter, JobAction
@@ -38,7 +39,7 @@ def send(newsletter: Newsletter, user) -> int:
         newsletter.state, newsletter.recipients = Newsletter.State.SENDING, len(ids)
         newsletter.sent_at, newsletter.sent_by = timezone.now(), user
         newsletter.save(update_fields=["state", "recipients", "sent_at", "sent_by"])
-        enqueue_newsletter_many(newsletter_id=newsletter.pk, user_ids=ids, municipality=newsletter.municipality_id)
+        _enqueue(newsletter, ids)
         _audit(JobAction.Kind.SEND, newsletter, user, len(ids))
     return len(ids)
 
@@ -63,9 +64,20 @@ def resume(newsletter: Newsletter, user) -> int:
         delivered = Delivery.objects.filter(newsletter=newsletter).values("user_id")
         waiting = list(audience(newsletter.municipality_id).exclude(pk__in=delivered)
                        .filter(date_joined__lte=newsletter.sent_at).order_by("pk").values_list("pk", flat=True))  # fmt: skip
-        enqueue_newsletter_many(newsletter_id=newsletter.pk, user_ids=waiting, municipality=newsletter.municipality_id)
+        _enqueue(newsletter, waiting)
         _audit(JobAction.Kind.RESUME, newsletter, user, len(waiting))
     return len(waiting)
+
+
+def _enqueue(newsletter: Newsletter, user_ids: list[int]) -> None:
+    """A job per recipient: through the municipality's own server at its pace if it has one, else the
+    installation's bulk queue."""
+    municipality = newsletter.municipality
+    municipality.publish_smtp_limits()
+    enqueue_newsletter_many(
+        newsletter_id=newsletter.pk, user_ids=user_ids, municipality=municipality.pk,
+        own_server=bool(municipality.smtp_host),
+    )  # fmt: skip
 
 
 @dataclass
@@ -83,7 +95,7 @@ class Progress:
 def progress(newsletter: Newsletter) -> Progress:
     sent = Delivery.objects.filter(newsletter=newsletter).count()
     failed = DeadLetter.objects.filter(
-        queue=BULK.name, job_id__startswith=f"bulk-nl{newsletter.pk}-", retried_at=None
+        queue__in=BULKS, job_id__startswith=f"bulk-nl{newsletter.pk}-", retried_at=None
     ).count()
     unsubscribed = 0
     if newsletter.sent_at:
@@ -99,7 +111,7 @@ def progress(newsletter: Newsletter) -> Progress:
 
 @dataclass(frozen=True)
 class Pace:
-    """The bulk share of the SMTP rate limit (`jobs.mail.throttle`), the one pace newsletters go at."""
+    """The bulk share of a mail server's rate limit (`jobs.mail.throttle`): a newsletter's pace."""
 
     per_minute: float  # 0: no pacing
     per_hour: int  # 0: no hourly cap
@@ -110,8 +122,10 @@ class Pace:
         return count / min(rates) if rates else None
 
 
-def pace() -> Pace:
-    interval_ms, per_hour = throttle.bulk_limits()
+def pace(municipality: Municipality) -> Pace:
+    """The pace of `municipality`'s newsletters: its own server's, else the installation's."""
+    own = (municipality.smtp_rate_per_minute, municipality.smtp_rate_per_hour) if municipality.smtp_host else ()
+    interval_ms, per_hour = throttle.bulk_limits(*own)
     return Pace(60_000 / interval_ms if interval_ms else 0, per_hour)
 
 

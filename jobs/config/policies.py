@@ -5,7 +5,7 @@ from it, and the process definitions (`ecosystem/`) are checked against it. It i
 Django nor rq, so reading it can never import rq before `RQ_KEY_PREFIX` is set.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 HOUR = 3600
 DAY = 24 * HOUR
@@ -37,6 +37,9 @@ class QueuePolicy:
     min_volume: int = 20  # ...once there were at least this many
     memory_limit_mb: int = 0  # forking workers: memory a job may add to its work-horse (0: no limit)
     smtp_throttled: bool = False  # in-process slots: a job is taken only on its turn under the SMTP limit
+    # In-process slots: each municipality's jobs wait aside until its own mail server's turn moves them to the
+    # queue (`jobs.mail.throttle.promote`, which an idle slot runs); the slots take what the queue holds.
+    paced: bool = False
     # Fairness between municipalities: while several share the installation, at most this many jobs of one
     # municipality are queued or running at once; the rest wait their turn aside (rq's rate limit), so
     # another municipality's job is queued behind this many at most, however big a burst (0: no cap).
@@ -81,4 +84,9 @@ BULK = QueuePolicy(
     in_process=True, result_ttl=0, max_wait=12 * HOUR, max_failure_rate=0.05, min_volume=100, smtp_throttled=True,
 )  # fmt: skip
 
-QUEUES: dict[str, QueuePolicy] = {policy.name: policy for policy in (EMAIL, SLACK, BULK, MAINTENANCE, FILES)}
+# The newsletters of a municipality with its own mail server: each server's pace, which neither takes the
+# installation's turns nor waits for them (`jobs.mail.throttle`).
+BULK_OWN = replace(BULK, name="bulk-own", smtp_throttled=False, paced=True)
+BULKS = (BULK.name, BULK_OWN.name)  # a newsletter's jobs are on one of these
+
+QUEUES: dict[str, QueuePolicy] = {policy.name: policy for policy in (EMAIL, SLACK, BULK, BULK_OWN, MAINTENANCE, FILES)}

@@ -67,7 +67,7 @@ class Producer:
         return settings.VERIFY_RESEND_COOLDOWN_SECONDS if self.cooldown else 0
 
 
-EMAIL, FILES, BULK, SLACK = policies.EMAIL, policies.FILES, policies.BULK, policies.SLACK
+EMAIL, FILES, BULK, BULK_OWN, SLACK = policies.EMAIL, policies.FILES, policies.BULK, policies.BULK_OWN, policies.SLACK
 
 
 def _digest(kwargs: dict) -> str:
@@ -111,6 +111,8 @@ _VALIDATE_CV = Producer(FILES, task_names.VALIDATE_CV, "files-cv-{upload_id}", t
 _OPTIMIZE_PICTURE = Producer(FILES, task_names.OPTIMIZE_PROFILE_PICTURE, "files-picture-{upload_id}", tenant=True)
 # One newsletter job per recipient, on the bulk queue (use `.many`).
 _NEWSLETTER = Producer(BULK, task_names.SEND_NEWSLETTER, "bulk-nl{newsletter_id}-{user_id}", tenant=True)
+# The same, for a municipality with its own mail server: paced by that server's limit alone.
+_NEWSLETTER_OWN = Producer(BULK_OWN, _NEWSLETTER.task, _NEWSLETTER.job_id, tenant=True)
 # A staff member's test copy, on the email queue (it must not wait behind the campaign).
 _NEWSLETTER_TEST = Producer(
     EMAIL, task_names.SEND_NEWSLETTER, "email-nltest-{newsletter_id}-{user_id}-{random:.8}", tenant=True
@@ -173,9 +175,13 @@ def _drop_if_waiting(queue_name: str, job_id: str) -> None:
         job.delete()
 
 
-def enqueue_newsletter_many(*, newsletter_id: int, user_ids: Iterable[int], municipality: int) -> list[Enqueued] | None:
+def enqueue_newsletter_many(
+    *, newsletter_id: int, user_ids: Iterable[int], municipality: int, own_server: bool = False
+) -> list[Enqueued] | None:
+    """`own_server`: the municipality sends through its own mail server, at that server's pace
+    (`jobs.mail.throttle.server_limits`), not the installation's."""
     calls = ({"newsletter_id": newsletter_id, "user_id": user_id, "municipality": municipality} for user_id in user_ids)
-    return _NEWSLETTER.many(calls)
+    return (_NEWSLETTER_OWN if own_server else _NEWSLETTER).many(calls)
 
 
 def enqueue_newsletter_test(*, newsletter_id: int, user_id: int, municipality: int) -> Enqueued | None:

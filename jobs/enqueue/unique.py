@@ -141,10 +141,13 @@ def _push_unique(queue: Queue, jobs: list[Job]) -> list[str | None]:
     state once enqueued (None: its id exists). With Sentinel the WAIT for replicas goes in the same
     pipeline, since WAIT only covers the writes of the connection it runs on."""
     wanted = _replicas_to_wait_for()
+    paced = policies.QUEUES[queue.name].paced
     with queue.connection.pipeline(transaction=False) as pipe:
         pipe.sadd(queue.redis_queues_keys, queue.key)  # as queue.enqueue does: lists the queue
         for job in jobs:
-            if job.has_rate_limit:
+            if paced and (municipality := tenancy.municipality_of(job.kwargs)) is not None:
+                rq_compat.push_unique_aside(pipe, queue, job, tenancy.cap_key(queue.name, municipality))
+            elif job.has_rate_limit:
                 rq_compat.push_unique_rate_limited(pipe, queue, job)
             else:
                 rq_compat.push_unique(pipe, queue, job)
@@ -159,12 +162,13 @@ def _push_unique(queue: Queue, jobs: list[Job]) -> list[str | None]:
 
 def _pushed(job: Job, reply) -> str | None:
     """A push's state from its reply: 0 if the id exists; 1, or for a job under a cap the ids its
-    push moved to the queue (its own if its cap had room: else it waits aside)."""
+    push moved to the queue (its own if its cap had room: else it waits aside). A paced job waits
+    aside (its status says so)."""
     if reply == 0:
         return None
-    if job.has_rate_limit and job.id.encode() not in reply:
-        return JobStatus.RATE_LIMITED.value
-    return JobStatus.QUEUED.value
+    if job.has_rate_limit:
+        return (JobStatus.QUEUED if job.id.encode() in reply else JobStatus.RATE_LIMITED).value
+    return job.get_status(refresh=False).value
 
 
 def _schedule_unique(queue: Queue, job: Job, delay: int) -> bool:

@@ -9,6 +9,9 @@ accounts or of SMTP.
 - `BEFORE_THROTTLED_JOB`: each blocks a slot of a queue whose policy says `smtp_throttled` until it
   may take one more job (the SMTP limit); it gets the worker's stop event and raises
   `InterruptedError` when that is set first.
+- `PACE`: each moves the jobs of a queue whose policy says `paced` whose turn has come (the SMTP limit
+  of each municipality's own server) into that queue, and returns the seconds until the next turn
+  (0: it moved some; None: nothing waits). An idle slot of the queue runs it before each dequeue.
 """
 
 from collections.abc import Callable
@@ -18,6 +21,7 @@ EVERY_MINUTE: list[Callable[[], object]] = []
 SLOT_IDLE: list[Callable[[], object]] = []
 SLOT_END: list[Callable[[], object]] = []
 BEFORE_THROTTLED_JOB: list[Callable[[Event], object]] = []
+PACE: list[Callable[[str], float | None]] = []
 
 
 def register(hooks: list, *functions: Callable) -> None:

@@ -24,6 +24,9 @@ from jobs.runtime.slot_runner import SlotRunner
 log = logging.getLogger(__name__)
 
 DEQUEUE_TIMEOUT = 5  # seconds: an idle queue costs one blocking BLMOVE per interval (the heartbeat's too)
+# seconds: a paced queue's next turn sooner than this is slept for here, then taken: Redis ends a blocking
+# command's wait only at its clock's tick (10 a second by default), which would cap the pace.
+SHORT_TURN = 0.25
 DB_CHECK_AFTER = 1  # seconds without a job before a slot's database connection is checked before use
 REDIS_BACKOFF_MAX = 5  # seconds: the longest a slot waits between two tries while Redis is away
 
@@ -35,6 +38,7 @@ class QueueSlots:
         self.queue = queue
         self.size = size
         self.throttled = policies.QUEUES[queue.name].smtp_throttled
+        self.paced = policies.QUEUES[queue.name].paced
         self.leader = threading.Lock()
         self.runners: list[SlotRunner] = []
 
@@ -73,7 +77,8 @@ class SlotLoop:
                     else:
                         if group.throttled and not self._take_turn():
                             break
-                        job_id = self._dequeue(group.queue, burst)
+                        timeout = self._pace(group.queue.name) if group.paced else DEQUEUE_TIMEOUT
+                        job_id = self._dequeue(group.queue, burst, timeout)
                     backoff = 1.0
                 except clients.UNREACHABLE:  # `jobs.enqueue.clients` logs the outage once, for every slot
                     time.sleep(backoff)
@@ -100,14 +105,15 @@ class SlotLoop:
             connections.close_all()
             runner.connection.close()
 
-    def _dequeue(self, queue: Queue, burst: bool) -> str | None:
+    def _dequeue(self, queue: Queue, burst: bool, timeout: float = DEQUEUE_TIMEOUT) -> str | None:
         """The next job's id, moved into the queue's intermediate list as RQ's `dequeue_any` does
         (RQ's maintenance checks that list), without building a Queue per job. A job that arrives
         after the queue was paused goes back."""
         if burst:
             raw = self.connection.lmove(queue.key, queue.intermediate_queue_key)
         else:
-            raw = self.connection.blmove(queue.key, queue.intermediate_queue_key, DEQUEUE_TIMEOUT)
+            # Redis takes a decimal timeout (since 6.0); redis-py's annotation says int.
+            raw = self.connection.blmove(queue.key, queue.intermediate_queue_key, timeout)  # type: ignore[arg-type]
         if raw is None:
             return None
         job_id = raw.decode() if isinstance(raw, bytes) else raw
@@ -142,6 +148,19 @@ class SlotLoop:
         except InterruptedError:
             return False
         return True
+
+    def _pace(self, queue_name: str) -> float:
+        """Move the jobs of a paced queue whose turn has come into it (`hooks.PACE`); returns how long
+        the dequeue may wait for one: until the next turn, at most `DEQUEUE_TIMEOUT`."""
+        while True:
+            waits = [wait for pace in hooks.PACE if (wait := pace(queue_name)) is not None]
+            wait = min(waits, default=DEQUEUE_TIMEOUT)
+            if wait == 0:  # some moved: the dequeue takes one at once, unless a job's end took it first
+                return SHORT_TURN
+            if wait >= SHORT_TURN:
+                return min(wait, DEQUEUE_TIMEOUT)
+            if self._stopping.wait(wait):
+                return DEQUEUE_TIMEOUT
 
     def _run_job(self, runner: SlotRunner, job_id: str, queue: Queue, waited: float) -> None:
         if waited > DB_CHECK_AFTER:

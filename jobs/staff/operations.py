@@ -7,7 +7,8 @@ from datetime import datetime
 from django.utils import timezone
 from rq.job import Job, JobStatus
 
-from jobs.config import pauses, tenancy
+from jobs import rq_compat
+from jobs.config import pauses, policies, tenancy
 from jobs.enqueue import clients
 from jobs.enqueue.producers import enqueue_stored_call
 from jobs.failures.dead_letters import CannotRetry, dead_letter_retry, retry_run_created_at
@@ -60,12 +61,31 @@ def jobs_promote(**selection) -> list[str]:
     return _apply(JobAction.Kind.PROMOTE, _promote, {JobStatus.SCHEDULED}, **selection)
 
 
+def _leave_aside(job: Job) -> None:
+    """Take a job of a paced queue out of the set it waits in (rq's cancel and delete see no rate limit
+    on it, so they leave it there: `jobs.mail.throttle.promote` would drop it only at its turn)."""
+    municipality = tenancy.municipality_of_job(job)
+    if policies.QUEUES[job.origin].paced and municipality is not None:
+        key = rq_compat.rate_limited_key(tenancy.cap_key(job.origin, municipality))
+        job.connection.zrem(key, job.id)
+
+
+def _cancel(job, *_):
+    job.cancel()
+    _leave_aside(job)
+
+
+def _delete(job, *_):
+    job.delete()
+    _leave_aside(job)
+
+
 def jobs_cancel(**selection) -> list[str]:
-    return _apply(JobAction.Kind.CANCEL, lambda job, *_: job.cancel(), CANCELABLE, **selection)
+    return _apply(JobAction.Kind.CANCEL, _cancel, CANCELABLE, **selection)
 
 
 def jobs_delete(**selection) -> list[str]:
-    return _apply(JobAction.Kind.DELETE, lambda job, *_: job.delete(), None, **selection)
+    return _apply(JobAction.Kind.DELETE, _delete, None, **selection)
 
 
 def queue_empty(*, queue_name: str, user=None, reason: str = "") -> int:
@@ -74,7 +94,7 @@ def queue_empty(*, queue_name: str, user=None, reason: str = "") -> int:
     queue = clients.queue(queue_name)
     aside = reads.fetch_jobs(queue, reads.job_ids(queue, "rate_limited", 0, reads.count(queue, "rate_limited")))
     for job in aside:
-        job.delete()
+        _delete(job)
     count = len(aside) + queue.empty()
     action = action_record(kind=JobAction.Kind.EMPTY, queue_name=queue_name, job_ids=[], user=user, reason=reason)
     JobAction.objects.filter(pk=action.pk).update(count=count)

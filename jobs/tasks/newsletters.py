@@ -4,11 +4,14 @@ Idempotent per recipient: a copy the server took is recorded (`Delivery`, throug
 as the email queue's are: `jobs.tasks.email.record`), and a job run again finds it and sends nothing;
 only a crash between the server's answer and that record (a SIGKILL mid-send) sends one extra copy,
 under the same Message-ID. Paused campaigns, unsubscribed or unverified people: nothing is sent. The
-job started on its turn under the SMTP rate limit (the bulk queue's slots wait for it,
-`jobs.mail.throttle`); a 421/451 from the server halves the rate for a while and the job retries later.
+job started on its turn under its mail server's rate limit (`jobs.mail.throttle`: the installation's
+server's, or the municipality's own); a 421/451 from that server halves its rate for a while and the job
+retries later.
 A body that does not render (saved before bodies were checked, or broken since) fails at once and for
 good: every attempt would fail the same way.
 """
+
+import functools
 
 from django.core.mail import EmailMultiAlternatives
 from django.db import connection
@@ -106,6 +109,7 @@ def _send(
     )
     if html:
         message.attach_alternative(html, "text/html")
-    # A municipality's own server paces nothing here: the bulk limit is the installation's server's.
+    # A "slow down" halves the pace of the server that said it: the installation's, or the municipality's own.
     server = municipality.smtp_server
-    deliver(message, slow_down=throttle.slow_down if server is None else None, server=server)
+    deliver(message, slow_down=functools.partial(throttle.slow_down, None if server is None else municipality.pk),
+            server=server)  # fmt: skip
