@@ -15,3 +15,4 @@ class JobsConfig(AppConfig):
         hooks.register(hooks.SLOT_END, smtp.close)
         hooks.register(hooks.BEFORE_THROTTLED_JOB, throttle.wait_for_turn)
         hooks.register(hooks.PACE, throttle.promote)
+        hooks.register(hooks.HAD_TURN, throttle.had_turn)

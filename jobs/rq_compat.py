@@ -17,7 +17,8 @@ What it holds:
   scheduler's keys under rq's prefix, a rate limit's hash and sets (`limit_key`, `rate_limited_key`);
 - writes rq does only on its own round trip, here queued on a caller's pipeline (`push_unique`,
   `push_unique_rate_limited`, `register_worker`, `unlist_worker`, `save_success_result`,
-  `forget_deleted_job`), or in fewer round trips than rq (`release_rate_slot`);
+  `forget_deleted_job`), or in fewer round trips than rq (`release_rate_slot`); a job pushed aside
+  in a rate limit's layout without the limit (`push_unique_aside`: `jobs.mail.throttle` moves it);
 - underscore attributes read or set (`callback_name`, `listen_to`, `forget_scheduler_lock`);
 - rq's message strings that stored failures are parsed with (`WORK_HORSE_KILLED`, `ABANDONED`),
   that a log filter matches (`REDIS_DOWN_LOG`), or that a copied timeout keeps (`TIMEOUT_MESSAGE`).
@@ -295,7 +296,8 @@ def push_unique_aside(pipe: Pipeline, queue: Queue, job: Job, key: str) -> None:
     job._status, job.enqueued_at = JobStatus.RATE_LIMITED, None  # enqueued when moved
     keys = (job.key, rate_limited_key(key), RATE_LIMITS_KEY)
     ttl = job.ttl if job.ttl is not None else -1
-    pipe.eval(_UNIQUE_ASIDE, len(keys), *keys, job.id, ttl, key, current_timestamp(), *_build_hset_args(job))
+    fields = (*_build_hset_args(job), "paced_key", key)  # where it waits again if it arrives without a turn
+    pipe.eval(_UNIQUE_ASIDE, len(keys), *keys, job.id, ttl, key, current_timestamp(), *fields)
 
 
 def rate_limit_keys(connection: Redis) -> list[str]:

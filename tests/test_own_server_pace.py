@@ -69,6 +69,32 @@ def test_an_own_server_s_jobs_wait_aside_and_move_one_per_turn_of_its_own_pace(s
     assert throttle.take() == 0  # the installation's turn is untouched: Norte took none of it
 
 
+def test_a_job_back_in_the_queue_without_a_turn_a_retry_waits_aside_for_one(settings, redis_conn):
+    norte = own_town("norte", smtp_rate_per_minute=1)  # bulk: one turn every 75 s
+    campaign(norte, 2)
+    queue = django_rq.get_queue(OWN)
+    assert throttle.promote(OWN) == 0
+    [job_id] = queued()
+    taken = redis_conn.lmove(queue.key, queue.intermediate_queue_key).decode()  # as a slot takes it
+    assert taken == job_id and throttle.had_turn(job_id, queue)  # it had its turn: it runs
+    redis_conn.lrem(queue.intermediate_queue_key, 1, job_id)  # as its start does
+
+    # It failed and rq's scheduler puts its retry straight in the queue, as for any job.
+    queue.schedule_job(queue.fetch_job(job_id), timezone.now())
+    scheduler = rq_compat.RQScheduler([queue], connection=redis_conn)
+    scheduler.acquire_locks()
+    scheduler.enqueue_scheduled_jobs()
+    assert queued() == [job_id]
+    redis_conn.lmove(queue.key, queue.intermediate_queue_key)
+
+    assert not throttle.had_turn(job_id, queue)  # no turn: set aside, not run
+    assert queue.fetch_job(job_id).get_status() == "rate_limited" and not redis_conn.lrange(
+        queue.intermediate_queue_key, 0, -1
+    )
+    assert job_id in reads.job_ids(queue, "rate_limited", 0, 10) and reads.count(queue, "rate_limited") == 2
+    assert throttle.promote(OWN) > 60 and queued() == []  # the server's next turn is 75 s after the first
+
+
 def test_one_server_s_hourly_cap_holds_back_its_jobs_alone(settings, redis_conn):
     settings.SMTP_RATE_PER_MINUTE, settings.SMTP_RATE_PER_HOUR = 0, 0
     norte = own_town("norte", smtp_rate_per_minute=0, smtp_rate_per_hour=5)  # bulk: 4 an hour, no pacing
@@ -103,11 +129,24 @@ def test_a_municipality_s_limits_follow_its_changes_and_blank_ones_are_the_insta
     assert limits == {b"interval": b"2500.0", b"cap": b"80"}
 
 
-def test_a_slow_down_from_an_own_server_halves_its_pace_only(settings, redis_conn):
-    norte = own_town("norte")
-    assert throttle.slow_down(norte.pk) == 2
-    assert throttle.slow_down() == 2  # the installation's own factor, untouched until now
-    assert throttle.slow_down(norte.pk) == 4
+def test_a_slow_down_from_an_own_server_halves_its_pace_only(smtp, work, policy, settings, redis_conn):
+    policy(OWN, retry_max=1, retry_intervals=(600,))
+    own = SmtpSink()
+    own.rcpt_reply = "451 4.7.1 Please slow down"
+    controller = Controller(own, hostname="127.0.0.1", port=own.port)
+    controller.start()
+    try:
+        norte = own_town("norte", port=own.port, smtp_rate_per_minute=0, smtp_rate_per_hour=0)
+        campaign(norte, 1)
+        work(OWN)
+    finally:
+        controller.stop()
+
+    key = f"{settings.RQ_KEY_PREFIX}:smtp:m{norte.pk}:slowdown"
+    assert redis_conn.get(key) == b"2" and 0 < redis_conn.ttl(key) <= 600
+    assert not redis_conn.exists(f"{settings.RQ_KEY_PREFIX}:smtp:slowdown")  # the installation's pace is untouched
+    assert django_rq.get_queue(OWN).scheduled_job_registry.count == 1  # delayed, not failed
+    assert throttle.slow_down(norte.pk) == 4 and throttle.slow_down() == 2  # each server's factor its own
 
 
 def test_waiting_jobs_are_listed_and_cancel_delete_and_empty_take_them_out_of_their_turn(settings, redis_conn):

@@ -13,14 +13,16 @@ bulk rate for `SLOWDOWN_SECONDS` (`slow_down`); several in a row halve it again,
   no retry) for as long as it takes.
 - A municipality's own server: its newsletters wait aside (the `bulk-own` queue's waiting sets, one per
   municipality, the layout of rq's rate limits: `jobs.enqueue.unique`), and `promote` moves each to the
-  queue when its server's bucket gives it a turn; the queue's slots take what it holds without a turn.
-  So each own server sends at its own pace (`server_limits`, written by the domain), takes nothing of
-  the installation's turns, and one server's hourly cap holds back its jobs alone.
+  queue when its server's bucket gives it a turn; the queue's slots run what it holds without taking a
+  turn, and set aside again a job that arrives without one (a retry: `had_turn`). So each own server
+  sends at its own pace (`server_limits`, written by the domain), takes nothing of the installation's
+  turns, and one server's hourly cap holds back its jobs alone.
 """
 
 import time
 
 from django.conf import settings
+from rq.queue import Queue
 
 from jobs import rq_compat
 from jobs.config import tenancy
@@ -63,7 +65,8 @@ _TAKE = _TAKE_FUNCTION + "return take(KEYS[1], KEYS[2], KEYS[3], tonumber(ARGV[1
 # keys, the `enqueued_at` to write, a server's limits when none were written (the installation's), the most
 # jobs to move. For each municipality with jobs waiting aside, oldest first: a stale entry (a job deleted,
 # canceled) is dropped; a live one takes its server's turn and, if it gets it, goes to its queue, queued, as
-# rq's acquire script moves a job. Returns 0 if it moved some, else the ms to the next turn (-1: nothing waits).
+# rq's acquire script moves a job, marked as having had its turn (`had_turn`). Returns 0 if it moved some, else
+# the ms to the next turn (-1: nothing waits).
 _PROMOTE = (
     _TAKE_FUNCTION
     + """
@@ -87,7 +90,7 @@ for _, key in ipairs(redis.call('SMEMBERS', KEYS[1])) do
           break
         end
         redis.call('RPUSH', ARGV[4] .. fields[1], head[1])
-        redis.call('HSET', job_key, 'status', 'queued', 'enqueued_at', ARGV[6])
+        redis.call('HSET', job_key, 'status', 'queued', 'enqueued_at', ARGV[6], 'turn', '1')
         moved = moved + 1
       end
       redis.call('ZREM', waiting, head[1])
@@ -161,6 +164,29 @@ def promote(queue_name: str) -> float | None:
         interval, cap, PROMOTE_AT_ONCE,
     )  # fmt: skip
     return None if waited < 0 else waited / 1000
+
+
+# KEYS: the job, its queue's intermediate list, rq's set of limits. ARGV: job id, the start of rq's limit keys,
+# the score. A job that had its turn (`promote` marked it) runs, once: the mark goes. One without (a retry that
+# rq's scheduler put in the queue, a job promoted from the dashboard) goes back aside, where its push put it
+# (`jobs.enqueue.unique`, the job's `paced_key`), to wait for a turn. Returns 1: it runs; 0: set aside.
+_HAD_TURN = """
+if redis.call('HDEL', KEYS[1], 'turn') == 1 then return 1 end
+local key = redis.call('HGET', KEYS[1], 'paced_key')
+if not key then return 1 end
+redis.call('LREM', KEYS[2], 1, ARGV[1])
+redis.call('HSET', KEYS[1], 'status', 'rate_limited')
+redis.call('SADD', KEYS[3], key)
+redis.call('ZADD', ARGV[2] .. key .. ':rate_limited', ARGV[3], ARGV[1])
+return 0
+"""
+
+
+def had_turn(job_id: str, queue: Queue) -> bool:
+    """Whether a job just taken from a paced queue (`promote`) may run: True if it had its turn; else it
+    was set aside to wait for one (False), so nothing reaches an own server faster than its pace."""
+    keys = (rq_compat.JOB_KEY_PREFIX + job_id, queue.intermediate_queue_key, rq_compat.RATE_LIMITS_KEY)
+    return bool(queue.connection.eval(_HAD_TURN, 3, *keys, job_id, rq_compat.limit_key(""), time.time()))
 
 
 def slow_down(municipality: int | None = None) -> int:

@@ -12,16 +12,21 @@ accounts or of SMTP.
 - `PACE`: each moves the jobs of a queue whose policy says `paced` whose turn has come (the SMTP limit
   of each municipality's own server) into that queue, and returns the seconds until the next turn
   (0: it moved some; None: nothing waits). An idle slot of the queue runs it before each dequeue.
+- `HAD_TURN`: each says whether a job just taken from a `paced` queue had its turn; one that did not (a
+  retry put straight in the queue) it sets aside to wait for it, and the slot leaves it.
 """
 
 from collections.abc import Callable
 from threading import Event
+
+from rq.queue import Queue
 
 EVERY_MINUTE: list[Callable[[], object]] = []
 SLOT_IDLE: list[Callable[[], object]] = []
 SLOT_END: list[Callable[[], object]] = []
 BEFORE_THROTTLED_JOB: list[Callable[[Event], object]] = []
 PACE: list[Callable[[str], float | None]] = []
+HAD_TURN: list[Callable[[str, Queue], bool]] = []
 
 
 def register(hooks: list, *functions: Callable) -> None:

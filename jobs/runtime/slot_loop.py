@@ -79,6 +79,8 @@ class SlotLoop:
                             break
                         timeout = self._pace(group.queue.name) if group.paced else DEQUEUE_TIMEOUT
                         job_id = self._dequeue(group.queue, burst, timeout)
+                        if job_id is not None and group.paced and not self._had_turn(job_id, group.queue):
+                            continue  # set aside to wait for its turn
                     backoff = 1.0
                 except clients.UNREACHABLE:  # `jobs.enqueue.clients` logs the outage once, for every slot
                     time.sleep(backoff)
@@ -124,10 +126,12 @@ class SlotLoop:
 
     def _may_take_next(self, group: QueueSlots) -> bool:
         """Whether a job's end may take and start the next job of its queue in the same round trip (not
-        while stopping or paused, nor where each job waits for its turn under the SMTP limit, nor at
-        the job that ends the process's share before it starts again: `WORKER_MAX_JOBS`)."""
+        while stopping or paused, nor where each job waits for its turn under the SMTP limit or is checked
+        for having had it, nor at the job that ends the process's share before it starts again:
+        `WORKER_MAX_JOBS`)."""
         last = self._jobs_done + 1 >= self._max_jobs
-        return not (last or self._stopping.is_set() or group.throttled or group.queue.name in self._pauses.names())
+        waits = group.throttled or group.paced
+        return not (last or waits or self._stopping.is_set() or group.queue.name in self._pauses.names())
 
     def _handed_over(self, runner: SlotRunner, queue: Queue) -> str | None:
         """The job the last job's end took. One it started runs, as any job started before a pause or
@@ -161,6 +165,11 @@ class SlotLoop:
                 return min(wait, DEQUEUE_TIMEOUT)
             if self._stopping.wait(wait):
                 return DEQUEUE_TIMEOUT
+
+    def _had_turn(self, job_id: str, queue: Queue) -> bool:
+        """Whether a job taken from a paced queue had its turn (`hooks.HAD_TURN`); one that did not was set
+        aside to wait for it."""
+        return all(had_turn(job_id, queue) for had_turn in hooks.HAD_TURN)
 
     def _run_job(self, runner: SlotRunner, job_id: str, queue: Queue, waited: float) -> None:
         if waited > DB_CHECK_AFTER:
