@@ -10,7 +10,7 @@ from django.utils.translation import gettext as _
 
 from ceres_site.accounts.models import User
 from ceres_site.municipalities.models import Municipality
-from jobs.config.policies import BULK, BULKS
+from jobs.config.policies import BULK, BULK_OWN, BULKS
 from jobs.enqueue.producers import enqueue_newsletter_many
 from jobs.mail import throttle
 from jobs.models import DeadLetter, JobAction
@@ -72,12 +72,13 @@ def resume(newsletter: Newsletter, user) -> int:
 def _enqueue(newsletter: Newsletter, user_ids: list[int]) -> None:
     """A job per recipient: through the municipality's own server at its pace if it has one, else the
     installation's bulk queue."""
-    municipality = newsletter.municipality
+    municipality, own_server = newsletter.municipality, bool(newsletter.municipality.smtp_host)
     municipality.publish_smtp_limits()
     enqueue_newsletter_many(
-        newsletter_id=newsletter.pk, user_ids=user_ids, municipality=municipality.pk,
-        own_server=bool(municipality.smtp_host),
-    )  # fmt: skip
+        newsletter_id=newsletter.pk, user_ids=user_ids, municipality=municipality.pk, own_server=own_server
+    )
+    if own_server:  # its first turn now: an idle worker would look for it only after its wait (5 s)
+        transaction.on_commit(lambda: throttle.promote(BULK_OWN.name), robust=True)
 
 
 @dataclass
