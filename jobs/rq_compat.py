@@ -14,7 +14,8 @@ What it holds:
   types of a job's callbacks that the runtime's overrides declare (`SuccessCallbackType`, ...);
 - key layouts and hash fields: worker lists and hashes, executions, started registry, scheduler
   locks and hashes, job hash (`data` and its layout, `jobs_kwargs`; `status`, `ended_at`), the
-  scheduler's keys under rq's prefix, a rate limit's hash and sets (`limit_key`, `rate_limited_key`);
+  scheduler's keys under rq's prefix, a rate limit's hash and sets (`limit_key`, `rate_limited_key`),
+  and Lua functions that hold a job back and move it to its queue as rq does (`JOB_LAYOUT_LUA`);
 - writes rq does only on its own round trip, here queued on a caller's pipeline (`push_unique`,
   `push_unique_rate_limited`, `register_worker`, `unlist_worker`, `save_success_result`,
   `forget_deleted_job`), or in fewer round trips than rq (`release_rate_slot`); a job pushed aside
@@ -272,32 +273,55 @@ def push_unique_rate_limited(pipe: Pipeline, queue: Queue, job: Job) -> None:
     pipe.eval(_UNIQUE_RATE_LIMITED, len(keys), *keys, *acquire, job.id, ttl, key, *_build_hset_args(job))
 
 
+# Lua functions in rq's job layout, for scripts that hold jobs back in a limit's waiting set and move them to
+# their queue by another rule than rq's count (`jobs.mail.throttle`): `held_back_origin(job_key)`, the queue
+# of a job held back (None for a stale entry: gone, or no longer `rate_limited`); `move_to_queue(job_key,
+# job_id, queue_key, enqueued_at)`, as rq's acquire script moves one; `hold_back(job_key, job_id, key,
+# score)`, a job put in limit `key`'s waiting set, as `_enqueue_rate_limited_job` puts one there.
+JOB_LAYOUT_LUA = f"""
+local function held_back_origin(job_key)
+  local fields = redis.call('HMGET', job_key, 'origin', 'status')
+  if fields[1] and fields[2] == '{JobStatus.RATE_LIMITED.value}' then return fields[1] end
+  return nil
+end
+local function move_to_queue(job_key, job_id, queue_key, enqueued_at)
+  redis.call('RPUSH', queue_key, job_id)
+  redis.call('HSET', job_key, 'status', '{JobStatus.QUEUED.value}', 'enqueued_at', enqueued_at)
+end
+local function hold_back(job_key, job_id, key, score)
+  redis.call('HSET', job_key, 'status', '{JobStatus.RATE_LIMITED.value}')
+  redis.call('SADD', '{RATE_LIMITS_KEY}', key)
+  redis.call('ZADD', '{KEY_PREFIX}:rl:' .. key .. ':rate_limited', score, job_id)
+end
+"""
+
 # A job of a paced queue (`jobs.mail.throttle.promote`) waits aside as a job over a rate limit does, in the
 # limit's waiting set, so rq's maintenance and the dashboard see it the same way; but the job names no limit:
 # rq's release and acquire (at a job's end, retry or cancel) would let waiting jobs through by count, and
 # only their server's turn may. rq's unique check, then the writes of `Queue._enqueue_rate_limited_job`
 # without the limit's config (so rq's maintenance never moves these jobs, and drops the limit once empty).
-# KEYS: the job, the limit's waiting set, rq's set of limits. ARGV: job id, TTL, the limit's key, the score,
-# the job hash's fields. Answers 0 if the id exists, else 1.
-_UNIQUE_ASIDE = """
+# KEYS: the job. ARGV: job id, TTL, the limit's key, the score, the job hash's fields. Answers 0 if the id
+# exists, else 1.
+_UNIQUE_ASIDE = (
+    JOB_LAYOUT_LUA
+    + """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 5))
 if tonumber(ARGV[2]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
-redis.call('SADD', KEYS[3], ARGV[3])
-redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
+hold_back(KEYS[1], ARGV[1], ARGV[3], ARGV[4])
 return 1
 """
+)
 
 
 def push_unique_aside(pipe: Pipeline, queue: Queue, job: Job, key: str) -> None:
     """`push_unique` for a job that waits aside in limit `key`'s waiting set until something moves it
-    to its queue (`jobs.mail.throttle.promote`, in the layout of rq's acquire script)."""
+    to its queue (`jobs.mail.throttle.promote`)."""
     queue._prepare_for_queue(job)
     job._status, job.enqueued_at = JobStatus.RATE_LIMITED, None  # enqueued when moved
-    keys = (job.key, rate_limited_key(key), RATE_LIMITS_KEY)
     ttl = job.ttl if job.ttl is not None else -1
     fields = (*_build_hset_args(job), "paced_key", key)  # where it waits again if it arrives without a turn
-    pipe.eval(_UNIQUE_ASIDE, len(keys), *keys, job.id, ttl, key, current_timestamp(), *fields)
+    pipe.eval(_UNIQUE_ASIDE, 1, job.key, job.id, ttl, key, current_timestamp(), *fields)
 
 
 def rate_limit_keys(connection: Redis) -> list[str]:

@@ -33,8 +33,8 @@ MAX_SLOWDOWN = 16
 MAX_WAIT = 5.0  # seconds slept at once between two looks at the bucket
 PROMOTE_AT_ONCE = 100  # jobs `promote` moves in one script at most (a server without a limit: all at once)
 
-# KEYS: pacing (TAT, ms), the hour's count (a hash: `hour` and `used`), slowdown factor.
-# interval ms, hour cap. Returns 0 when the send may go now (and counts it), else the milliseconds to wait.
+# A Lua function: its keys are the server's pacing (TAT, ms), the hour's count (a hash: `hour` and `used`),
+# slowdown factor; then its interval (ms) and hour cap. Returns 0 when the send may go now (and counts it), else the milliseconds to wait.
 # The hour is named from Redis's TIME, here, so every host counts in the same one.
 _TAKE_FUNCTION = """
 local function take(tat_key, hour_key, slowdown_key, interval, cap)
@@ -64,11 +64,11 @@ _TAKE = _TAKE_FUNCTION + "return take(KEYS[1], KEYS[2], KEYS[3], tonumber(ARGV[1
 # municipality's id follows), the start of rq's limit keys, of a server's keys here, of rq's queue and job
 # keys, the `enqueued_at` to write, a server's limits when none were written (the installation's), the most
 # jobs to move. For each municipality with jobs waiting aside, oldest first: a stale entry (a job deleted,
-# canceled) is dropped; a live one takes its server's turn and, if it gets it, goes to its queue, queued, as
-# rq's acquire script moves a job, marked as having had its turn (`had_turn`). Returns 0 if it moved some, else
-# the ms to the next turn (-1: nothing waits).
+# canceled) is dropped; a live one takes its server's turn and, if it gets it, goes to its queue, marked as
+# having had its turn (`had_turn`). Returns 0 if it moved some, else the ms to the next turn (-1: nothing waits).
 _PROMOTE = (
     _TAKE_FUNCTION
+    + rq_compat.JOB_LAYOUT_LUA
     + """
 local soonest, moved = -1, 0
 for _, key in ipairs(redis.call('SMEMBERS', KEYS[1])) do
@@ -82,15 +82,15 @@ for _, key in ipairs(redis.call('SMEMBERS', KEYS[1])) do
       local head = redis.call('ZRANGE', waiting, 0, 0)
       if #head == 0 then break end
       local job_key = ARGV[5] .. head[1]
-      local fields = redis.call('HMGET', job_key, 'origin', 'status')
-      if fields[1] and fields[2] == 'rate_limited' then
+      local origin = held_back_origin(job_key)
+      if origin then
         local wait = take(server .. ':tat', server .. ':hour', server .. ':slowdown', interval, cap)
         if wait > 0 then
           if soonest < 0 or wait < soonest then soonest = wait end
           break
         end
-        redis.call('RPUSH', ARGV[4] .. fields[1], head[1])
-        redis.call('HSET', job_key, 'status', 'queued', 'enqueued_at', ARGV[6], 'turn', '1')
+        move_to_queue(job_key, head[1], ARGV[4] .. origin, ARGV[6])
+        redis.call('HSET', job_key, 'turn', '1')
         moved = moved + 1
       end
       redis.call('ZREM', waiting, head[1])
@@ -166,27 +166,28 @@ def promote(queue_name: str) -> float | None:
     return None if waited < 0 else waited / 1000
 
 
-# KEYS: the job, its queue's intermediate list, rq's set of limits. ARGV: job id, the start of rq's limit keys,
-# the score. A job that had its turn (`promote` marked it) runs, once: the mark goes. One without (a retry that
-# rq's scheduler put in the queue, a job promoted from the dashboard) goes back aside, where its push put it
-# (`jobs.enqueue.unique`, the job's `paced_key`), to wait for a turn. Returns 1: it runs; 0: set aside.
-_HAD_TURN = """
+# KEYS: the job, its queue's intermediate list. ARGV: job id, the score. A job that had its turn (`promote`
+# marked it) runs, once: the mark goes. One without (a retry that rq's scheduler put in the queue, a job
+# promoted from the dashboard) goes back aside, where its push put it (`jobs.enqueue.unique`, the job's
+# `paced_key`), to wait for a turn. Returns 1: it runs; 0: set aside.
+_HAD_TURN = (
+    rq_compat.JOB_LAYOUT_LUA
+    + """
 if redis.call('HDEL', KEYS[1], 'turn') == 1 then return 1 end
 local key = redis.call('HGET', KEYS[1], 'paced_key')
 if not key then return 1 end
 redis.call('LREM', KEYS[2], 1, ARGV[1])
-redis.call('HSET', KEYS[1], 'status', 'rate_limited')
-redis.call('SADD', KEYS[3], key)
-redis.call('ZADD', ARGV[2] .. key .. ':rate_limited', ARGV[3], ARGV[1])
+hold_back(KEYS[1], ARGV[1], key, ARGV[2])
 return 0
 """
+)
 
 
 def had_turn(job_id: str, queue: Queue) -> bool:
     """Whether a job just taken from a paced queue (`promote`) may run: True if it had its turn; else it
     was set aside to wait for one (False), so nothing reaches an own server faster than its pace."""
-    keys = (rq_compat.JOB_KEY_PREFIX + job_id, queue.intermediate_queue_key, rq_compat.RATE_LIMITS_KEY)
-    return bool(queue.connection.eval(_HAD_TURN, 3, *keys, job_id, rq_compat.limit_key(""), time.time()))
+    keys = (rq_compat.JOB_KEY_PREFIX + job_id, queue.intermediate_queue_key)
+    return bool(queue.connection.eval(_HAD_TURN, 2, *keys, job_id, time.time()))
 
 
 def slow_down(municipality: int | None = None) -> int:
