@@ -27,6 +27,7 @@ from _support import (
     header,
     loadavg,
     markdown_table,
+    med,
     prepared_services,
     rqworker_argv,
     spread,
@@ -120,8 +121,7 @@ def main() -> None:
     print()
     print("\n".join(f"- {key}: {value}" for key, value in info.items()))
     print()
-    rows = [[name, spread(values, "{:.1f}"), f"{sorted(values)[len(values) // 2] / bulk_per_second:.0%}"]
-            for name, values in rates.items()]  # fmt: skip
+    rows = [[name, spread(values, "{:.1f}"), f"{med(values) / bulk_per_second:.0%}"] for name, values in rates.items()]
     print(markdown_table(["campaign through", "emails/s, median (min–max)", "of its server's bulk limit"], rows))
     finish(errors, log_dir, args.keep_logs)
 

@@ -324,6 +324,30 @@ def push_unique_aside(pipe: Pipeline, queue: Queue, job: Job, key: str) -> None:
     pipe.eval(_UNIQUE_ASIDE, 1, job.key, job.id, ttl, key, current_timestamp(), *fields)
 
 
+# KEYS: a limit's waiting set. ARGV: the start of rq's job keys, then job ids. Each of them still held back
+# there is deleted (its hash: a job held back has no result, registry entry or dependents yet); one moved to
+# its queue meanwhile stays. Answers how many were deleted.
+_DROP_HELD = (
+    JOB_LAYOUT_LUA
+    + """
+local dropped = 0
+for i = 2, #ARGV do
+  if held_back_origin(ARGV[1] .. ARGV[i]) then
+    redis.call('DEL', ARGV[1] .. ARGV[i])
+    redis.call('ZREM', KEYS[1], ARGV[i])
+    dropped = dropped + 1
+  end
+end
+return dropped
+"""
+)
+
+
+def drop_held(connection: Redis, key: str, job_ids: list[str]) -> int:
+    """Delete the jobs among `job_ids` still waiting in limit `key`'s set; returns how many."""
+    return connection.eval(_DROP_HELD, 1, rate_limited_key(key), JOB_KEY_PREFIX, *job_ids) if job_ids else 0
+
+
 def rate_limit_keys(connection: Redis) -> list[str]:
     """The key of every rq rate limit that has jobs (rq's maintenance drops the empty ones)."""
     return [key.decode() if isinstance(key, bytes) else key for key in connection.smembers(RATE_LIMITS_KEY)]

@@ -44,6 +44,7 @@ def campaign(municipality: Municipality, count: int) -> Newsletter:
         municipality=municipality,
     )  # fmt: skip
     assert campaigns.send(newsletter, None) == count
+    newsletter.refresh_from_db()
     return newsletter
 
 
@@ -163,6 +164,21 @@ def test_waiting_jobs_are_listed_and_cancel_delete_and_empty_take_them_out_of_th
 
     assert reads.count(queue, "rate_limited") == 0 and not redis_conn.exists(waiting)
     assert throttle.promote(OWN) is None and queued() == []  # nothing was left to move
+
+
+def test_a_pause_deletes_the_jobs_waiting_for_a_turn_and_a_resume_makes_them_again(settings, redis_conn):
+    norte = own_town("norte", smtp_rate_per_minute=1)  # bulk: one turn every 75 s
+    newsletter = campaign(norte, 4)  # its start moved the first to the queue
+    queue = django_rq.get_queue(OWN)
+    [moved] = queued()
+
+    assert campaigns.pause(newsletter, None)
+
+    assert reads.count(queue, "rate_limited") == 0 and queued() == [moved]  # the moved one ends without sending
+    assert campaigns.resume(newsletter, None) == 4  # nobody has a copy yet
+    held = reads.job_ids(queue, "rate_limited", 0, 10)
+    assert len(held) == 3 and moved not in held and queued() == [moved]  # the moved one is still pending
+    assert all(queue.fetch_job(job_id).get_status() == "rate_limited" for job_id in held)
 
 
 def test_limits_without_an_own_server_are_refused_in_spanish():

@@ -11,7 +11,7 @@ from django.utils.translation import gettext as _
 from ceres_site.accounts.models import User
 from ceres_site.municipalities.models import Municipality
 from jobs.config.policies import BULK, BULK_OWN, BULKS
-from jobs.enqueue.producers import enqueue_newsletter_many
+from jobs.enqueue.producers import drop_held_newsletter, enqueue_newsletter_many
 from jobs.mail import throttle
 from jobs.models import DeadLetter, JobAction
 from jobs.staff.audit import action_record
@@ -45,11 +45,13 @@ def send(newsletter: Newsletter, user) -> int:
 
 
 def pause(newsletter: Newsletter, user) -> bool:
-    """Its waiting jobs finish without sending (quickly); `resume` enqueues whoever is left."""
+    """Its waiting jobs finish without sending (quickly), and those still waiting for an own server's
+    turn are deleted, so the server's turns go to what comes next; `resume` enqueues whoever is left."""
     changed = Newsletter.objects.filter(pk=newsletter.pk, state=Newsletter.State.SENDING).update(
         state=Newsletter.State.PAUSED
     )
     if changed:
+        drop_held_newsletter(newsletter_id=newsletter.pk, municipality=newsletter.municipality_id)
         _audit(JobAction.Kind.PAUSE, newsletter, user, 0)
     return bool(changed)
 

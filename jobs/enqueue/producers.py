@@ -16,6 +16,7 @@ from django.conf import settings
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
+from jobs import rq_compat
 from jobs.config import policies, task_names, tenancy
 from jobs.enqueue import clients, unique
 from jobs.enqueue.unique import Enqueued, after_commit
@@ -182,6 +183,17 @@ def enqueue_newsletter_many(
     (`jobs.mail.throttle.server_limits`), not the installation's."""
     calls = ({"newsletter_id": newsletter_id, "user_id": user_id, "municipality": municipality} for user_id in user_ids)
     return (_NEWSLETTER_OWN if own_server else _NEWSLETTER).many(calls)
+
+
+def drop_held_newsletter(*, newsletter_id: int, municipality: int) -> int:
+    """Delete the newsletter's jobs still waiting for their turn on `bulk-own` (a pause: each would
+    otherwise take its server's turn to end without sending); returns how many. Jobs already in the
+    queue or running end as before; `enqueue_newsletter_many` makes the deleted ones again."""
+    connection, key = clients.redis(), tenancy.cap_key(BULK_OWN.name, municipality)
+    match = _NEWSLETTER.id_for({"newsletter_id": newsletter_id, "user_id": "*"})
+    held = [job_id.decode() for job_id, _ in connection.zscan_iter(rq_compat.rate_limited_key(key), match=match)]
+    return sum(rq_compat.drop_held(connection, key, held[i : i + unique.BULK_BATCH])
+               for i in range(0, len(held), unique.BULK_BATCH))  # fmt: skip
 
 
 def enqueue_newsletter_test(*, newsletter_id: int, user_id: int, municipality: int) -> Enqueued | None:
