@@ -273,12 +273,31 @@ def push_unique_rate_limited(pipe: Pipeline, queue: Queue, job: Job) -> None:
     pipe.eval(_UNIQUE_RATE_LIMITED, len(keys), *keys, *acquire, job.id, ttl, key, *_build_hset_args(job))
 
 
+_WAITING = ":rate_limited"  # the end of a limit's waiting set's key
+
+
+def limit_key(key: str) -> str:
+    """The config hash of rq's limit `key` (`RateLimitRegistry.config_key`); its sets share its start."""
+    return f"{KEY_PREFIX}:rl:{key}"
+
+
+def rate_limited_key(key: str) -> str:
+    """The sorted set of the jobs waiting under rq's limit `key`, scored by when they came."""
+    return f"{limit_key(key)}{_WAITING}"
+
+
+def _limit_sets(key: str) -> tuple[str, str]:
+    """The jobs a limit let through (queued or running), and those it holds back."""
+    return f"{limit_key(key)}:allowed", rate_limited_key(key)
+
+
 # Lua functions in rq's job layout, for scripts that hold jobs back in a limit's waiting set and move them to
 # their queue by another rule than rq's count (`jobs.mail.throttle`): `held_back_origin(job_key)`, the queue
 # of a job held back (None for a stale entry: gone, or no longer `rate_limited`); `move_to_queue(job_key,
 # job_id, queue_key, enqueued_at)`, as rq's acquire script moves one; `hold_back(job_key, job_id, key,
-# score)`, a job put in limit `key`'s waiting set, as `_enqueue_rate_limited_job` puts one there.
+# score)`, a job put in limit `key`'s waiting set (`waiting_set(key)`), as `_enqueue_rate_limited_job` does.
 JOB_LAYOUT_LUA = f"""
+local function waiting_set(key) return '{limit_key("")}' .. key .. '{_WAITING}' end
 local function held_back_origin(job_key)
   local fields = redis.call('HMGET', job_key, 'origin', 'status')
   if fields[1] and fields[2] == '{JobStatus.RATE_LIMITED.value}' then return fields[1] end
@@ -291,7 +310,7 @@ end
 local function hold_back(job_key, job_id, key, score)
   redis.call('HSET', job_key, 'status', '{JobStatus.RATE_LIMITED.value}')
   redis.call('SADD', '{RATE_LIMITS_KEY}', key)
-  redis.call('ZADD', '{KEY_PREFIX}:rl:' .. key .. ':rate_limited', score, job_id)
+  redis.call('ZADD', waiting_set(key), score, job_id)
 end
 """
 
@@ -351,21 +370,6 @@ def drop_held(connection: Redis, key: str, job_ids: list[str]) -> int:
 def rate_limit_keys(connection: Redis) -> list[str]:
     """The key of every rq rate limit that has jobs (rq's maintenance drops the empty ones)."""
     return [key.decode() if isinstance(key, bytes) else key for key in connection.smembers(RATE_LIMITS_KEY)]
-
-
-def limit_key(key: str) -> str:
-    """The config hash of rq's limit `key` (`RateLimitRegistry.config_key`); its sets share its start."""
-    return f"{KEY_PREFIX}:rl:{key}"
-
-
-def rate_limited_key(key: str) -> str:
-    """The sorted set of the jobs waiting under rq's limit `key`, scored by when they came."""
-    return f"{limit_key(key)}:rate_limited"
-
-
-def _limit_sets(key: str) -> tuple[str, str]:
-    """The jobs a limit let through (queued or running), and those it holds back."""
-    return f"{limit_key(key)}:allowed", rate_limited_key(key)
 
 
 # --- one round trip: redis-py's pipeline, run as one script ---------------------------------------

@@ -61,8 +61,8 @@ end
 _TAKE = _TAKE_FUNCTION + "return take(KEYS[1], KEYS[2], KEYS[3], tonumber(ARGV[1]), tonumber(ARGV[2]))"
 
 # KEYS: rq's set of rate-limit keys. ARGV: the paced queue's key start (`tenancy.cap_key(queue, "")`, the
-# municipality's id follows), the start of rq's limit keys, of a server's keys here, of rq's queue and job
-# keys, the `enqueued_at` to write, a server's limits when none were written (the installation's), the most
+# municipality's id follows), the start of a server's keys here, of rq's queue and job keys, the
+# `enqueued_at` to write, a server's limits when none were written (the installation's), the most
 # jobs to move. For each municipality with jobs waiting aside, oldest first: a stale entry (a job deleted,
 # canceled) is dropped; a live one takes its server's turn and, if it gets it, goes to its queue, marked as
 # having had its turn (`had_turn`). Returns 0 if it moved some, else the ms to the next turn (-1: nothing waits).
@@ -73,15 +73,15 @@ _PROMOTE = (
 local soonest, moved = -1, 0
 for _, key in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   if string.sub(key, 1, #ARGV[1]) == ARGV[1] then
-    local waiting = ARGV[2] .. key .. ':rate_limited'
-    local server = ARGV[3] .. string.sub(key, #ARGV[1] + 1)
+    local waiting = waiting_set(key)
+    local server = ARGV[2] .. string.sub(key, #ARGV[1] + 1)
     local limits = redis.call('HMGET', server .. ':limits', 'interval', 'cap')
-    local interval, cap = tonumber(limits[1] or ARGV[7]), tonumber(limits[2] or ARGV[8])
+    local interval, cap = tonumber(limits[1] or ARGV[6]), tonumber(limits[2] or ARGV[7])
     while true do
-      if moved >= tonumber(ARGV[9]) then return 0 end
+      if moved >= tonumber(ARGV[8]) then return 0 end
       local head = redis.call('ZRANGE', waiting, 0, 0)
       if #head == 0 then break end
-      local job_key = ARGV[5] .. head[1]
+      local job_key = ARGV[4] .. head[1]
       local origin = held_back_origin(job_key)
       if origin then
         local wait = take(server .. ':tat', server .. ':hour', server .. ':slowdown', interval, cap)
@@ -89,7 +89,7 @@ for _, key in ipairs(redis.call('SMEMBERS', KEYS[1])) do
           if soonest < 0 or wait < soonest then soonest = wait end
           break
         end
-        move_to_queue(job_key, head[1], ARGV[4] .. origin, ARGV[6])
+        move_to_queue(job_key, head[1], ARGV[3] .. origin, ARGV[5])
         redis.call('HSET', job_key, 'turn', '1')
         moved = moved + 1
       end
@@ -159,8 +159,8 @@ def promote(queue_name: str) -> float | None:
     interval, cap = bulk_limits()
     connection = clients.redis()
     waited = connection.eval(
-        _PROMOTE, 1, rq_compat.RATE_LIMITS_KEY, tenancy.cap_key(queue_name, ""), rq_compat.limit_key(""),
-        f"{_prefix()}:m", rq_compat.QUEUE_KEY_PREFIX, rq_compat.JOB_KEY_PREFIX, rq_compat.utcformat(rq_compat.now()),
+        _PROMOTE, 1, rq_compat.RATE_LIMITS_KEY, tenancy.cap_key(queue_name, ""), f"{_prefix()}:m",
+        rq_compat.QUEUE_KEY_PREFIX, rq_compat.JOB_KEY_PREFIX, rq_compat.utcformat(rq_compat.now()),
         interval, cap, PROMOTE_AT_ONCE,
     )  # fmt: skip
     return None if waited < 0 else waited / 1000
